@@ -1,0 +1,67 @@
+# certfleet — the commands that matter.
+#   make demo   the whole system on this machine (SeaweedFS S3, the APIv3 sandbox, a sync, two agents)
+#   make test   lint, types, import boundaries and the test suite (then again under Python 3.9)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The oldest supported Python (3.9). Found on PATH or under pyenv; `make test` skips it when absent,
+# and fails instead when CERTFLEET_REQUIRE_BINARIES=1 (set by .ci/run).
+PY39 ?= $(shell for p in python3.9 $$HOME/.pyenv/versions/3.9*/bin/python3.9 /root/.pyenv/versions/3.9*/bin/python3.9; do \
+	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 9))' 2>/dev/null && { command -v $$p; break; }; done)
+PYTEST_ARGS ?=
+
+.PHONY: help venv lint test test-py311 test-py39 demo up down package bench clean
+
+help:
+	@sed -n '1,4p' Makefile
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check certfleet node_agent tests lambda bench scripts
+	$(BIN)/ruff format --check certfleet node_agent tests lambda bench scripts
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test-py311: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.venv39/.installed: pyproject.toml
+	@test -x .venv39/bin/python || $(PY39) -m venv .venv39
+	.venv39/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+test-py39:
+	@if [ -z "$(PY39)" ]; then \
+	  if [ "$${CERTFLEET_REQUIRE_BINARIES:-0}" != 0 ]; then echo "FAIL: Python 3.9 not found (required in CI)"; exit 1; fi; \
+	  echo "SKIP: Python 3.9 not found; the tests ran under $$($(BIN)/python -V) only"; \
+	else \
+	  $(MAKE) --no-print-directory .venv39/.installed PY39=$(PY39) && \
+	  .venv39/bin/python -m pytest $(PYTEST_ARGS); \
+	fi
+
+test: lint test-py311 test-py39
+
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+up: venv
+	$(BIN)/python scripts/stack.py up
+
+down: venv
+	$(BIN)/python scripts/stack.py down
+
+package: venv
+	scripts/package.sh
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

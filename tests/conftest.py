@@ -1,0 +1,8 @@
+"""Shared pytest wiring: each plugin module below owns one kind of real local server."""
+
+from __future__ import annotations
+
+pytest_plugins = [
+    "tests.plugins.seaweedfs",
+    "tests.plugins.sandbox",
+]
