@@ -1,0 +1,174 @@
+"""Key material in its text forms: cluster secrets, the publisher's signing and public keys.
+
+Text forms (DESIGN.md "Trust model"), base64url written without padding, read with or
+without it:
+
+- cluster secret ``"<id>:<base64url of 32 random bytes>"``, id ``[A-Za-z0-9_-]{1,32}``;
+- publisher private key ``"ed25519-private:<base64url of the 32-byte seed>"``;
+- publisher public key ``"ed25519:<base64url of the 32-byte key>"``.
+
+Parse errors say what is wrong and never echo the text; reprs redact private material.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import os
+import re
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from certfleet.bundle.errors import MalformedError
+
+SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+_KEY_BYTES = 32
+_PRIVATE_PREFIX = "ed25519-private:"
+_PUBLIC_PREFIX = "ed25519:"
+
+
+def b64url_encode(data: bytes) -> str:
+    """Unpadded base64url, the canonical text form of every key."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_32(text: str, what: str) -> bytes:
+    """Decode canonical base64url of exactly 32 bytes, padding optional."""
+    if not _B64URL.fullmatch(text):
+        raise MalformedError(what, "is not base64url (A-Z a-z 0-9 - _, optional = padding)")
+    bare = text.rstrip("=")
+    try:
+        raw = base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
+    except (binascii.Error, ValueError) as err:
+        raise MalformedError(what, "is not valid base64url") from err
+    if len(raw) != _KEY_BYTES:
+        raise MalformedError(what, f"must encode {_KEY_BYTES} bytes, not {len(raw)}")
+    if b64url_encode(raw) != bare:
+        raise MalformedError(what, "is not canonical base64url")
+    return raw
+
+
+def validate_secret_id(secret_id: str, what: str = "cluster secret") -> str:
+    if not isinstance(secret_id, str) or not SECRET_ID.fullmatch(secret_id):
+        raise MalformedError(what, "id must be 1-32 characters of A-Z a-z 0-9 _ -")
+    return secret_id
+
+
+@dataclass(frozen=True, repr=False)
+class ClusterSecret:
+    """A cluster secret: its public id and its 32 secret bytes."""
+
+    id: str
+    key: bytes
+
+    def __post_init__(self) -> None:
+        validate_secret_id(self.id)
+        if not isinstance(self.key, bytes) or len(self.key) != _KEY_BYTES:
+            raise MalformedError(f"cluster secret {self.id}", "key must be 32 bytes")
+
+    @classmethod
+    def generate(cls, secret_id: str) -> ClusterSecret:
+        return cls(secret_id, os.urandom(_KEY_BYTES))
+
+    @classmethod
+    def parse(cls, text: str) -> ClusterSecret:
+        if not isinstance(text, str) or ":" not in text:
+            raise MalformedError("cluster secret", "must look like '<id>:<base64url of 32 bytes>'")
+        secret_id, _, encoded = text.partition(":")
+        validate_secret_id(secret_id)
+        return cls(secret_id, _b64url_32(encoded, f"cluster secret {secret_id}"))
+
+    def export(self) -> str:
+        return f"{self.id}:{b64url_encode(self.key)}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ClusterSecret):
+            return NotImplemented
+        return self.id == other.id and hmac.compare_digest(self.key, other.key)
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"ClusterSecret(id={self.id!r}, key=<redacted>)"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, repr=False)
+class PublicKey:
+    """A publisher's Ed25519 public key, pinned by nodes."""
+
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.raw, bytes) or len(self.raw) != _KEY_BYTES:
+            raise MalformedError("publisher key", "must be 32 bytes")
+
+    @classmethod
+    def parse(cls, text: str) -> PublicKey:
+        if not isinstance(text, str) or not text.startswith(_PUBLIC_PREFIX):
+            raise MalformedError("publisher key", f"must look like '{_PUBLIC_PREFIX}<base64url>'")
+        return cls(_b64url_32(text[len(_PUBLIC_PREFIX) :], "publisher key"))
+
+    def export(self) -> str:
+        return _PUBLIC_PREFIX + b64url_encode(self.raw)
+
+    def verify(self, signature: bytes, data: bytes) -> bool:
+        """True when ``signature`` is a valid Ed25519 signature of ``data`` by this key."""
+        try:
+            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, data)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return f"PublicKey({self.export()!r})"
+
+    __str__ = export
+
+
+class SigningKey:
+    """The publisher's Ed25519 private key; only the sync holds it."""
+
+    __slots__ = ("_key", "_seed")
+
+    def __init__(self, seed: bytes) -> None:
+        if not isinstance(seed, bytes) or len(seed) != _KEY_BYTES:
+            raise MalformedError("publisher signing key", "seed must be 32 bytes")
+        self._seed = seed
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(os.urandom(_KEY_BYTES))
+
+    @classmethod
+    def parse(cls, text: str) -> SigningKey:
+        if not isinstance(text, str) or not text.startswith(_PRIVATE_PREFIX):
+            raise MalformedError(
+                "publisher signing key", f"must look like '{_PRIVATE_PREFIX}<base64url>'"
+            )
+        return cls(_b64url_32(text[len(_PRIVATE_PREFIX) :], "publisher signing key"))
+
+    def export(self) -> str:
+        return _PRIVATE_PREFIX + b64url_encode(self._seed)
+
+    def public_key(self) -> PublicKey:
+        return PublicKey(self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+    def __repr__(self) -> str:
+        return f"SigningKey(public={self.public_key().export()!r}, seed=<redacted>)"
+
+    __str__ = __repr__
