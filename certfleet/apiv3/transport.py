@@ -1,0 +1,322 @@
+"""The one place where APIv3 requests are sent: auth, User-Agent, JSON, timeouts, retries
+and the mapping of failed answers to typed errors (the ``do()`` of go-acme/lego clients).
+
+Retry rules:
+
+* 429, 5xx, connection errors, timeouts and truncated or invalid JSON in a 2xx answer are
+  retried with exponential backoff and full jitter (a random delay between 0 and
+  ``min(max_delay, base_delay * 2**(attempt-1))``), never sooner than the answer's
+  ``Retry-After``; bounded both by ``max_attempts`` and by ``max_seconds`` of total time
+  (a retry whose wait would end past the budget is not made).
+* A call that is not safe to repeat (a POST, a DELETE) passes ``recover``. After an
+  *ambiguous* failure (the request may have taken effect: connection dropped, 5xx,
+  truncated answer) the transport asks ``recover`` before sending again; ``recover``
+  reads the state back and returns the reply that stands for the call's effect, or None
+  when the call did not take effect. A 404/409 that follows an ambiguous attempt is
+  checked with ``recover`` too (our own earlier attempt may be what it reports).
+* Other 4xx answers are final.
+
+The API key lives in one private attribute and only ever goes into the Authorization
+header: no repr, log line or error shows it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from certfleet import __version__
+from certfleet.apiv3.errors import (
+    ApiError,
+    ApiUnavailable,
+    Conflict,
+    MalformedResponse,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+)
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"certfleet/{__version__}"
+BODY_KEPT = 4096
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard a call tries: attempts and total seconds (both bound it), backoff shape."""
+
+    max_attempts: int = 6
+    max_seconds: float = 60.0
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.max_seconds <= 0:
+            raise ValueError("max_attempts must be >= 1 and max_seconds > 0")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("delays must not be negative")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A successful answer: its status and its decoded JSON (None for 204)."""
+
+    status: int
+    data: Any
+
+
+Recover = Callable[[float], Optional[Reply]]
+"""Reads the state back after an ambiguous failure; gets the call's deadline (clock time)."""
+
+
+class _Retry(Exception):
+    """One attempt failed in a way worth retrying."""
+
+    def __init__(self, error: ApiError, *, ambiguous: bool, retry_after: float | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.ambiguous = ambiguous
+        self.retry_after = retry_after
+
+
+class Transport:
+    """Sends APIv3 requests; the documented and modeled calls are built on ``_request``."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        api_key: str,
+        *,
+        retry: RetryPolicy | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"API endpoint must be an http(s) URL, got {endpoint!r}")
+        if not api_key:
+            raise ValueError("API key is empty")
+        self.endpoint = endpoint.rstrip("/")
+        self.__api_key = api_key
+        self.retry = retry or RetryPolicy()
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._session = session or requests.Session()
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(endpoint={self.endpoint!r}, api_key=<redacted>)"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        read_timeout: float | None = None,
+        recover: Recover | None = None,
+        deadline: float | None = None,
+    ) -> Reply:
+        """Send one call with retries; return its 2xx reply or raise an ``ApiError``."""
+        call = f"{method} {path}"
+        start = self._clock()
+        if deadline is None:
+            deadline = start + self.retry.max_seconds
+        ambiguous = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._send(method, path, call, params, body, read_timeout, deadline)
+            except (NotFound, Conflict) as err:
+                if ambiguous and recover is not None:
+                    recovered = recover(deadline)
+                    if recovered is not None:
+                        log.info("%s: %s answered after a lost attempt took effect", call, err.code)
+                        return recovered
+                raise
+            except _Retry as failure:
+                delay = self._backoff(attempt, failure.retry_after)
+                if attempt >= self.retry.max_attempts or self._clock() + delay > deadline:
+                    log.warning("%s failed after %d attempt(s): %s", call, attempt, failure.error)
+                    raise failure.error from failure.__cause__
+                if failure.ambiguous and recover is not None:
+                    ambiguous = True
+                    recovered = recover(deadline)
+                    if recovered is not None:
+                        log.info("%s took effect although its answer was lost", call)
+                        return recovered
+                    delay = max(0.0, min(delay, deadline - self._clock()))
+                log.info(
+                    "%s failed (%s); attempt %d of %d, retrying in %.2fs",
+                    call,
+                    failure.error,
+                    attempt,
+                    self.retry.max_attempts,
+                    delay,
+                )
+                self._sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        cap = min(self.retry.max_delay, self.retry.base_delay * (2 ** (attempt - 1)))
+        delay = self._rng.uniform(0.0, cap)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        call: str,
+        params: dict[str, str] | None,
+        body: Any,
+        read_timeout: float | None,
+        deadline: float,
+    ) -> Reply:
+        remaining = max(deadline - self._clock(), 0.1)
+        headers = {
+            "Authorization": f"Bearer {self.__api_key}",
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+        try:
+            response = self._session.request(
+                method,
+                self.endpoint + path,
+                params=params,
+                json=body,
+                headers=headers,
+                timeout=(
+                    min(self.connect_timeout, remaining),
+                    min(read_timeout or self.read_timeout, remaining),
+                ),
+                allow_redirects=False,
+            )
+        except requests.Timeout as err:
+            raise _Retry(
+                ApiUnavailable(call, "timed out waiting for the API"),
+                ambiguous=True,
+                retry_after=None,
+            ) from err
+        except requests.RequestException as err:
+            raise _Retry(
+                ApiUnavailable(call, f"connection failed ({type(err).__name__})"),
+                ambiguous=True,
+                retry_after=None,
+            ) from err
+        if 200 <= response.status_code < 300:
+            return self._success(response, call)
+        raise self._failure(response, call)
+
+    def _success(self, response: requests.Response, call: str) -> Reply:
+        if response.status_code == 204:
+            return Reply(204, None)
+        try:
+            data = response.json()
+        except ValueError as err:
+            raise _Retry(
+                MalformedResponse(
+                    call,
+                    "answer is not valid JSON (truncated?)",
+                    status=response.status_code,
+                    body=response.text[:BODY_KEPT],
+                ),
+                ambiguous=True,
+                retry_after=None,
+            ) from err
+        return Reply(response.status_code, data)
+
+    def _failure(self, response: requests.Response, call: str) -> Exception:
+        status = response.status_code
+        text = response.text[:BODY_KEPT]
+        code, message, body_retry_after = _error_fields(response)
+        message = message or response.reason or "request failed"
+        if status == 429:
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            if retry_after is None:
+                retry_after = body_retry_after
+            limited = RateLimited(
+                call, message, code=code, body=text, status=status, retry_after=retry_after
+            )
+            return _Retry(limited, ambiguous=False, retry_after=retry_after)
+        if status >= 500:
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            error = ServerError(call, message, status=status, code=code, body=text)
+            return _Retry(error, ambiguous=True, retry_after=retry_after)
+        kind: type[ApiError] = {
+            401: Unauthorized,
+            403: Unauthorized,
+            404: NotFound,
+            409: Conflict,
+        }.get(status, ApiError)
+        return kind(call, message, status=status, code=code, body=text)
+
+
+def quote_segment(value: str) -> str:
+    """One path segment (an order name, a pubkey hash), percent-encoded; ``*`` kept as is."""
+    return quote(value, safe="*")
+
+
+def _error_fields(response: requests.Response) -> tuple[str, str, float | None]:
+    """The APIv3 error object's ``code`` and ``message`` (and APIv2-style ``retry_after``)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return "", "", None
+    if not isinstance(data, dict):
+        return "", "", None
+    code = data.get("code")
+    message = data.get("message")
+    retry_after = data.get("retry_after")
+    return (
+        code if isinstance(code, str) else "",
+        message if isinstance(message, str) else "",
+        float(retry_after)
+        if isinstance(retry_after, (int, float)) and not isinstance(retry_after, bool)
+        else None,
+    )
+
+
+def _retry_after(header: str | None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if not header:
+        return None
+    header = header.strip()
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
