@@ -1,0 +1,38 @@
+"""The sandbox's errors: one APIv3-style answer type, and start-up failures."""
+
+from __future__ import annotations
+
+from certfleet.errors import CertfleetError
+
+
+class SandboxError(CertfleetError):
+    """Base class of the sandbox's errors."""
+
+
+class ApiError(SandboxError):
+    """A request the sandbox refuses; served as ``{"code", "message"}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class NameRefused(SandboxError):
+    """A cluster, order or DNS name that breaks a rule of DESIGN.md "Names"."""
+
+    def __init__(self, kind: str, name: str, rule: str) -> None:
+        super().__init__(f"invalid {kind} {name!r}: {rule}")
+        self.kind = kind
+        self.name = name
+        self.rule = rule
+
+
+class DataDirError(SandboxError):
+    """The ``--data`` directory holds something the sandbox cannot read."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"sandbox data {path}: {reason}")
+        self.path = path
+        self.reason = reason
