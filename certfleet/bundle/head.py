@@ -136,9 +136,13 @@ def _head(parsed: _Parsed, name: str) -> Head:
     generation, issued_at, valid_until = parsed.numbers
     try:
         return Head(
-            parsed.cluster, generation, issued_at, valid_until, parsed.secret_ids,
+            parsed.cluster,
+            generation,
+            issued_at,
+            valid_until,
+            parsed.secret_ids,
             parsed.shard_hashes,
-        )  # fmt: skip
+        )
     except UnsafeNameError as err:
         raise UnsafeNameError(name, err.reason, err.name) from err
     except MalformedError as err:

@@ -103,9 +103,16 @@ def decode_bundle(payload: bytes, name: str = "bundle") -> Bundle:
     reader.end()
     try:
         return Bundle(
-            order_name, tuple(dns_names), key_type, private_key_pem, certificate_pem,
-            chain_pem, serial, not_before, not_after,
-        )  # fmt: skip
+            order_name,
+            tuple(dns_names),
+            key_type,
+            private_key_pem,
+            certificate_pem,
+            chain_pem,
+            serial,
+            not_before,
+            not_after,
+        )
     except MalformedError as err:
         raise MalformedError(name, err.reason) from err
 
