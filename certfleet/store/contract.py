@@ -1,0 +1,160 @@
+"""The store contract: what every backend promises, and the key syntax they share."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from certfleet.store.errors import InvalidKey
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object's bytes, and the ETag for ``get(if_none_match=)`` or ``put_if_match``."""
+
+    data: bytes
+    etag: str
+
+    def __repr__(self) -> str:
+        return f"StoredObject(<{len(self.data)} bytes>, etag={self.etag!r})"
+
+
+@dataclass
+class StoreStats:
+    """Running counters of one store handle, for benchmarks and the sync's run summary.
+
+    ``requests`` counts round trips (every page of a list is one); ``reads``, ``writes``,
+    ``lists`` and ``deletes`` count calls; ``bytes_in`` is object data received and
+    ``bytes_out`` object data sent. Safe to update from several threads.
+    """
+
+    requests: int = 0
+    reads: int = 0
+    writes: int = 0
+    lists: int = 0
+    deletes: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(
+        self, operation: str, *, requests: int = 1, bytes_in: int = 0, bytes_out: int = 0
+    ) -> None:
+        """Record one call of ``operation`` ("reads", "writes", "lists", "deletes" or "")."""
+        with self._lock:
+            if operation:
+                setattr(self, operation, getattr(self, operation) + 1)
+            self.requests += requests
+            self.bytes_in += bytes_in
+            self.bytes_out += bytes_out
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name, e.g. for a JSON run summary."""
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "reads": self.reads,
+                "writes": self.writes,
+                "lists": self.lists,
+                "deletes": self.deletes,
+                "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out,
+            }
+
+
+class Store(Protocol):
+    """An object store holding certfleet's publications, addressed by relative keys.
+
+    Keys are relative to the store's root (the URL's bucket + prefix, or directory):
+    ``"v1/clusters/web/head"``. A key is one or more ``/``-separated segments of
+    ``[A-Za-z0-9._=+@,-]``, none empty, none starting with ``.``; anything else raises
+    ``InvalidKey`` before any I/O.
+
+    ETags are opaque strings: compare them only for equality, and only with ETags from the
+    same store. They change whenever the content changes.
+
+    Failures raise ``StoreError`` subclasses and never return ``None``:
+    ``ObjectNotFound`` (missing object), ``PreconditionFailed`` (a conditional write lost),
+    ``StoreUnavailable`` (network or server trouble: transient, retry later),
+    ``StoreAccessDenied`` (credentials refused or lacking), ``ReadOnlyStore`` (a write or
+    list on a read-only store). Messages name the key and the URL, never credentials.
+
+    Writes are atomic: a reader sees the old or the new object, never a mix.
+    ``put_if_absent`` and ``put_if_match`` are linearizable across processes and hosts:
+    of several racing conditional writes on one key at most one wins. A handle may be used
+    from several threads at once.
+    """
+
+    @property
+    def url(self) -> str:
+        """The store's URL, without credentials, for messages."""
+        ...
+
+    @property
+    def readonly(self) -> bool:
+        """True when writes, deletes and lists raise ``ReadOnlyStore``."""
+        ...
+
+    @property
+    def stats(self) -> StoreStats:
+        """This handle's counters."""
+        ...
+
+    def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
+        """The object; ``None`` ONLY when its ETag still equals ``if_none_match``.
+
+        A missing object raises ``ObjectNotFound``.
+        """
+        ...
+
+    def put(self, key: str, data: bytes) -> str:
+        """Write the object unconditionally; return its new ETag."""
+        ...
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        """Create the object; raise ``PreconditionFailed`` if it already exists."""
+        ...
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        """Replace the object only if its ETag is still ``etag`` (compare-and-swap).
+
+        Raises ``PreconditionFailed`` if it changed or does not exist.
+        """
+        ...
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key starting with ``prefix`` (a plain string prefix), sorted, all pages."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; deleting a missing object is not an error."""
+        ...
+
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_=+@,-][A-Za-z0-9._=+@,-]*")
+
+
+def check_key(key: str, *, url: str) -> str:
+    """``key`` itself when it is a valid relative key, else ``InvalidKey``."""
+    if not key:
+        raise InvalidKey(key, url=url, reason="empty key")
+    for segment in key.split("/"):
+        if not _SEGMENT.fullmatch(segment):
+            raise InvalidKey(
+                key,
+                url=url,
+                reason="keys are '/'-separated segments of [A-Za-z0-9._=+@,-], "
+                "none empty and none starting with '.'",
+            )
+    return key
+
+
+def check_prefix(prefix: str, *, url: str) -> str:
+    """``prefix`` itself when some valid key could start with it, else ``InvalidKey``."""
+    if prefix:
+        # A prefix may end inside a segment ("v1/clusters/we") or after a '/'.
+        check_key(prefix[:-1] if prefix.endswith("/") else prefix, url=url)
+    return prefix

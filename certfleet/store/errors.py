@@ -1,0 +1,109 @@
+"""The errors every store backend raises, whatever it talks to underneath.
+
+Each error carries the store URL (never with credentials in it) and, where one is
+involved, the object key; its message names both. Callers branch on the class:
+``StoreUnavailable`` is transient and worth a retry later, ``PreconditionFailed`` means
+a conditional write lost a race, everything else needs a human.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from certfleet.errors import CertfleetError
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` part replaced, fit for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+class StoreError(CertfleetError):
+    """Base class of every store error."""
+
+    def __init__(self, message: str, *, url: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.key = key
+
+
+def _where(url: str, key: str | None) -> str:
+    return f"{key!r} in {url}" if key is not None else url
+
+
+class ObjectNotFound(StoreError):
+    """The object does not exist."""
+
+    def __init__(self, key: str, *, url: str) -> None:
+        super().__init__(f"no object {_where(url, key)}", url=url, key=key)
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write lost: the object exists (put_if_absent) or changed (put_if_match)."""
+
+    def __init__(self, key: str, *, url: str, detail: str = "precondition failed") -> None:
+        super().__init__(f"conditional write of {_where(url, key)}: {detail}", url=url, key=key)
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or answered with a server error; try again later."""
+
+    def __init__(self, detail: str, *, url: str, key: str | None = None) -> None:
+        super().__init__(f"store unavailable: {_where(url, key)}: {detail}", url=url, key=key)
+
+
+class StoreAccessDenied(StoreError):
+    """The store refused the credentials, or the credentials lack a permission."""
+
+    def __init__(self, detail: str, *, url: str, key: str | None = None) -> None:
+        super().__init__(f"access denied: {_where(url, key)}: {detail}", url=url, key=key)
+
+
+class ReadOnlyStore(StoreError):
+    """A write (or a list) was asked of a store that only serves reads."""
+
+    def __init__(self, operation: str, *, url: str, key: str | None = None) -> None:
+        super().__init__(
+            f"{operation} is not possible on the read-only store: {_where(url, key)}",
+            url=url,
+            key=key,
+        )
+        self.operation = operation
+
+
+class ConditionalWritesUnsupported(StoreError):
+    """The store accepted a write that its precondition should have refused."""
+
+    def __init__(self, detail: str, *, url: str) -> None:
+        super().__init__(
+            f"{url}: this S3-compatible server ignores If-None-Match/If-Match; certfleet needs "
+            f"them for its lease and head ({detail})",
+            url=url,
+        )
+
+
+class StoreURLError(StoreError):
+    """A store URL that names no backend certfleet has, or names one badly."""
+
+    VALID = "s3://bucket/prefix, file:///absolute/path or https://host/path"
+
+    def __init__(self, url: str, reason: str) -> None:
+        shown = redact_url(url)
+        super().__init__(
+            f"bad store URL {shown!r}: {reason}; valid forms are {self.VALID}", url=shown
+        )
+        self.reason = reason
+
+
+class InvalidKey(StoreError):
+    """An object key outside the store's key syntax (relative, no '..', no hidden segments)."""
+
+    def __init__(self, key: str, *, url: str, reason: str) -> None:
+        super().__init__(f"invalid object key {_where(url, key)}: {reason}", url=url, key=key)

@@ -1,0 +1,239 @@
+"""A store in an S3 bucket (``s3://bucket/prefix``), on AWS or any S3-compatible server.
+
+boto3 is imported when a store is opened, never when this module is: an agent reading a
+file or https store does not pay for it. Credentials come from the standard AWS chain
+(environment, shared files, instance or task role). With an explicit endpoint
+(``store_endpoint``, e.g. SeaweedFS or MinIO) requests use path-style addressing.
+Conditional writes use ``If-None-Match: *`` and ``If-Match: <etag>`` on PutObject; run
+``check_conditional_writes`` once against servers that may ignore them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from certfleet.store.contract import StoredObject, StoreStats, check_key, check_prefix
+from certfleet.store.errors import (
+    ObjectNotFound,
+    PreconditionFailed,
+    StoreAccessDenied,
+    StoreError,
+    StoreUnavailable,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+# Error codes S3 (and compatible servers) use for refused credentials or permissions.
+_DENIED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "AllAccessDisabled",
+    "AccountProblem",
+}
+# A conditional write lost; AWS answers 409 when two conditional writes race.
+_LOST = {"PreconditionFailed", "ConditionalRequestConflict"}
+_TRANSIENT = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"}
+
+
+def valid_bucket(name: str) -> bool:
+    """True when ``name`` is a syntactically valid S3 bucket name."""
+    return bool(_BUCKET.fullmatch(name)) and ".." not in name
+
+
+class S3Store:
+    """The ``Store`` contract on ``bucket``, under ``prefix`` (no leading or trailing '/')."""
+
+    readonly = False
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 4,
+        page_size: int = 1000,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not valid_bucket(bucket):
+            raise ValueError(f"invalid S3 bucket name {bucket!r}")
+        if not 1 <= page_size <= 1000:
+            raise ValueError("page_size must be between 1 and 1000")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint = endpoint
+        self.page_size = page_size
+        self.url = f"s3://{bucket}/{self.prefix}"
+        self.stats = StoreStats()
+        self._where = f"{self.url} (endpoint {endpoint})" if endpoint else self.url
+        self._errors = (ClientError, BotoCoreError)
+        config = Config(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            s3={"addressing_style": "path"} if endpoint else {},
+            user_agent_extra="certfleet",
+        )
+        session = boto3.session.Session()
+        self._client: S3Client = session.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=session.region_name or "us-east-1",
+            config=config,
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Store({self._where!r})"
+
+    def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
+        name = self._name(key)
+        try:
+            if if_none_match is None:
+                answer = self._client.get_object(Bucket=self.bucket, Key=name)
+            else:
+                answer = self._client.get_object(
+                    Bucket=self.bucket, Key=name, IfNoneMatch=if_none_match
+                )
+            data = answer["Body"].read()
+        except self._errors as err:
+            self.stats.count("reads")
+            if _code(err) in ("304", "NotModified"):
+                return None
+            raise self._translate(err, key) from err
+        self.stats.count("reads", bytes_in=len(data))
+        return StoredObject(data=data, etag=answer["ETag"])
+
+    def put(self, key: str, data: bytes) -> str:
+        return self._put(key, data)
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        return self._put(key, data, if_none_match="*")
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        return self._put(key, data, if_match=etag)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        check_prefix(prefix, url=self.url)
+        self.stats.count("lists", requests=0)
+        return self._pages(prefix)
+
+    def delete(self, key: str) -> None:
+        name = self._name(key)
+        self.stats.count("deletes")
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=name)
+        except self._errors as err:
+            if _code(err) in ("NoSuchKey", "404"):
+                return
+            raise self._translate(err, key) from err
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: str | None = None,
+        if_match: str | None = None,
+    ) -> str:
+        name = self._name(key)
+        self.stats.count("writes", bytes_out=len(data))
+        try:
+            if if_none_match is not None:
+                answer = self._client.put_object(
+                    Bucket=self.bucket, Key=name, Body=data, IfNoneMatch=if_none_match
+                )
+            elif if_match is not None:
+                answer = self._client.put_object(
+                    Bucket=self.bucket, Key=name, Body=data, IfMatch=if_match
+                )
+            else:
+                answer = self._client.put_object(Bucket=self.bucket, Key=name, Body=data)
+        except self._errors as err:
+            raise self._translate(err, key) from err
+        return answer["ETag"]
+
+    def _pages(self, prefix: str) -> Iterator[str]:
+        """Every key starting with ``prefix``, relative to the store root, page by page."""
+        root = self._root()
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=root + prefix, PaginationConfig={"PageSize": self.page_size}
+        )
+        try:
+            for page in pages:
+                self.stats.count("")
+                for entry in page.get("Contents", []):
+                    yield entry["Key"][len(root) :]
+        except self._errors as err:
+            raise self._translate(err, prefix or None) from err
+
+    def _root(self) -> str:
+        return f"{self.prefix}/" if self.prefix else ""
+
+    def _name(self, key: str) -> str:
+        return self._root() + check_key(key, url=self.url)
+
+    def _translate(self, err: Exception, key: str | None) -> StoreError:
+        """The store error for a boto3/botocore exception."""
+        from botocore import exceptions as boto
+
+        if isinstance(err, boto.ClientError):
+            code = _code(err)
+            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            message = err.response.get("Error", {}).get("Message", "") or code
+            detail = f"{code}: {message}"
+            if code in ("NoSuchKey", "404"):
+                return ObjectNotFound(key or "", url=self.url)
+            if code in _LOST or status == 412:
+                return PreconditionFailed(key or "", url=self.url, detail=detail)
+            if code in _DENIED or status in (401, 403):
+                return StoreAccessDenied(detail, url=self._where, key=key)
+            if code in _TRANSIENT or status >= 500:
+                return StoreUnavailable(detail, url=self._where, key=key)
+            if code == "NoSuchBucket":
+                return StoreError(
+                    f"bucket {self.bucket!r} does not exist ({self._where})", url=self.url, key=key
+                )
+            return StoreError(f"{self._where}: {key!r}: {detail}", url=self.url, key=key)
+        if isinstance(err, (boto.NoCredentialsError, boto.PartialCredentialsError)):
+            return StoreAccessDenied(
+                "no usable AWS credentials in the standard chain (environment, shared "
+                "credentials file, instance or task role)",
+                url=self._where,
+                key=key,
+            )
+        if isinstance(
+            err,
+            (
+                boto.ConnectionError,
+                boto.HTTPClientError,
+                boto.ResponseStreamingError,
+                boto.IncompleteReadError,
+            ),
+        ):
+            return StoreUnavailable(str(err), url=self._where, key=key)
+        return StoreError(f"{self._where}: {key!r}: {err}", url=self.url, key=key)
+
+
+def _code(err: Exception) -> str:
+    response = getattr(err, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", ""))
