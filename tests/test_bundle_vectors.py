@@ -208,6 +208,19 @@ def test_vectors_open_through_the_api() -> None:
     assert opened_pending == _pending()
 
 
+def test_values_quoted_in_the_spec_match_the_vectors() -> None:
+    spec = (VECTORS_PATH.parent / "format.md").read_text()
+    expected = VECTORS["expected"]
+    for value in (
+        expected["head"]["public_key"],
+        expected["head"]["sha256_hex"],
+        expected["wrap_key"]["key_hex"],
+        expected["shard"]["sealed_hex"][:8],
+    ):
+        assert value in spec
+    assert "`example.com` in 16 shards → {}".format(expected["shard_index"][0]) in spec
+
+
 # --- an independent reading that follows docs/format.md, not the implementation ---
 
 
