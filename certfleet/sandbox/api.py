@@ -18,10 +18,11 @@ from collections.abc import Callable, Mapping
 
 from cryptography.hazmat.primitives import serialization
 
+from certfleet.bundle.errors import UnsafeNameError
+from certfleet.bundle.names import validate_cluster_name, validate_dns_name, validate_order_name
 from certfleet.sandbox.ca import SandboxCa
 from certfleet.sandbox.csr import check_csr
-from certfleet.sandbox.errors import ApiError, NameRefused
-from certfleet.sandbox.name import check_cluster, check_dns_name, check_order_name, is_wildcard
+from certfleet.sandbox.errors import ApiError
 from certfleet.sandbox.state import CertRecord, Identifier, OrderBook, OrderRecord
 
 MAX_POLL = 60.0
@@ -29,11 +30,6 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_IDENTIFIERS = 100
 _KEPT_CERTS = 10  # per order; older CSRs are forgotten
-_NAME_CODES = {
-    "cluster name": "invalid_cluster",
-    "order name": "invalid_order_name",
-    "DNS name": "invalid_dns_name",
-}
 
 
 def rfc3339(timestamp: float) -> str:
@@ -84,7 +80,7 @@ class SandboxApi:
         if not isinstance(name, str) or not name:
             raise ApiError(400, "invalid_order_name", "name must be a non-empty string")
         if not self._unsafe:
-            self._checked(check_order_name, name)
+            self._checked(validate_order_name, name, "invalid_order_name")
         with self._book.lock:
             if self._book.get(name) is not None:
                 raise ApiError(409, "order_exists", f"an order named {name!r} already exists")
@@ -262,7 +258,7 @@ class SandboxApi:
     def _cluster(self, value: object) -> str:
         if not isinstance(value, str):
             raise ApiError(400, "invalid_cluster", "cluster must be a string")
-        return self._checked(check_cluster, value)
+        return self._checked(validate_cluster_name, value, "invalid_cluster")
 
     def _identifiers(self, raw: object) -> tuple[Identifier, ...]:
         if not isinstance(raw, list) or not raw:
@@ -278,11 +274,11 @@ class SandboxApi:
             if not isinstance(value, str) or not value:
                 raise ApiError(400, "invalid_dns_name", "identifier value must be a string")
             if not self._unsafe:
-                value = self._checked(check_dns_name, value)
-            approval = fields.get("approval", "dns" if is_wildcard(value) else "http")
+                value = self._checked(validate_dns_name, value, "invalid_dns_name")
+            approval = fields.get("approval", "dns" if _is_wildcard(value) else "http")
             if approval not in ("http", "dns"):
                 raise ApiError(400, "invalid_approval", "approval must be http or dns")
-            if approval == "http" and is_wildcard(value):
+            if approval == "http" and _is_wildcard(value):
                 raise ApiError(
                     422,
                     "approval_not_allowed",
@@ -294,11 +290,15 @@ class SandboxApi:
         return tuple(found)
 
     @staticmethod
-    def _checked(check: Callable[[str], str], value: str) -> str:
+    def _checked(check: Callable[[str], str], value: str, code: str) -> str:
         try:
             return check(value)
-        except NameRefused as err:
-            raise ApiError(400, _NAME_CODES[err.kind], str(err)) from err
+        except UnsafeNameError as err:
+            raise ApiError(400, code, str(err)) from err
+
+
+def _is_wildcard(dns_name: str) -> bool:
+    return dns_name.startswith("*.")
 
 
 def _object(

@@ -19,14 +19,13 @@ class ApiError(SandboxError):
         self.message = message
 
 
-class NameRefused(SandboxError):
-    """A cluster, order or DNS name that breaks a rule of DESIGN.md "Names"."""
+class SpecRefused(SandboxError):
+    """An order given to ``bulk_create`` that the API would refuse too."""
 
-    def __init__(self, kind: str, name: str, rule: str) -> None:
-        super().__init__(f"invalid {kind} {name!r}: {rule}")
-        self.kind = kind
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"order {name!r}: {reason}")
         self.name = name
-        self.rule = rule
+        self.reason = reason
 
 
 class DataDirError(SandboxError):

@@ -25,9 +25,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from certfleet.bundle.names import validate_cluster_name, validate_dns_name, validate_order_name
 from certfleet.sandbox.ca import SandboxCa
-from certfleet.sandbox.errors import DataDirError, NameRefused
-from certfleet.sandbox.name import check_cluster, check_dns_name, check_order_name, is_wildcard
+from certfleet.sandbox.errors import DataDirError, SpecRefused
 
 FORMAT = 1
 
@@ -228,7 +228,8 @@ def bulk_create(
 
     For benchmarks: 100,000 orders take seconds (files are renamed into place but not
     fsynced one by one). Names are checked as the API checks them (unless
-    ``unsafe_names``); an order whose name already exists raises :class:`DataDirError`,
+    ``unsafe_names``; a bad name raises ``certfleet.bundle.UnsafeNameError``, a bad
+    approval :class:`SpecRefused`); an order whose name already exists raises :class:`DataDirError`,
     or is left as it is with ``skip_existing`` (then it does not count).
     The sandbox must not be running on ``data_dir``; start it afterwards.
     Example: ``bulk_create(path, numbered_specs("web", 100_000))``.
@@ -238,15 +239,17 @@ def bulk_create(
     stamp = time.time() if now is None else now
     count = 0
     for spec in specs:
-        names = spec.dns_names if unsafe_names else tuple(check_dns_name(n) for n in spec.dns_names)
+        names = (
+            spec.dns_names if unsafe_names else tuple(validate_dns_name(n) for n in spec.dns_names)
+        )
         name = names[0] if spec.name is None else spec.name
         if not unsafe_names:
-            check_order_name(name)
-        check_cluster(spec.cluster)
+            validate_order_name(name)
+        validate_cluster_name(spec.cluster)
         if spec.approval not in ("http", "dns"):
-            raise NameRefused("approval", spec.approval, "must be http or dns")
-        if spec.approval == "http" and any(is_wildcard(n) for n in names):
-            raise NameRefused("DNS name", names[0], "wildcard names need dns approval")
+            raise SpecRefused(name, "approval must be http or dns")
+        if spec.approval == "http" and any(n.startswith("*.") for n in names):
+            raise SpecRefused(name, "wildcard names need dns approval")
         path = _order_path(orders_dir, name)
         if path.exists():
             if skip_existing:
