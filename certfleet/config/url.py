@@ -1,0 +1,47 @@
+"""Checks of the URLs a config names (store, store endpoint, API endpoint), without I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+
+def check_store_url(text: str, schemes: Sequence[str]) -> str:
+    """Return ``text`` if it is a store URL with one of ``schemes``; raise ValueError if not.
+
+    ``s3://BUCKET[/PREFIX]``, ``file:///ABSOLUTE/PATH``, ``https://HOST[/PATH]`` (and
+    ``http://``) are the forms the store backends understand.
+    """
+    try:
+        parts = urlsplit(text)
+    except ValueError as err:
+        raise ValueError(f"is not a URL ({err})") from err
+    if parts.scheme not in schemes:
+        raise ValueError("unsupported scheme" if parts.scheme else "is not a URL")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a ?query or #fragment")
+    if any(char.isspace() for char in text):
+        raise ValueError("must not contain spaces")
+    if parts.scheme == "s3":
+        if not parts.netloc or "@" in parts.netloc or ":" in parts.netloc:
+            raise ValueError("must name a bucket: s3://BUCKET or s3://BUCKET/PREFIX")
+    elif parts.scheme == "file":
+        if parts.netloc or not parts.path.startswith("/"):
+            raise ValueError("must name an absolute path: file:///PATH (three slashes)")
+    elif not parts.hostname:
+        raise ValueError("must name a host")
+    return text
+
+
+def check_http_url(text: str) -> str:
+    """Return ``text`` if it is an http:// or https:// URL with a host; raise ValueError if not."""
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError as err:
+        raise ValueError(f"is not a URL ({err})") from err
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment or any(char.isspace() for char in text):
+        raise ValueError("must not have a ?query, #fragment or spaces")
+    return text
