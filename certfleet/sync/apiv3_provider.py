@@ -1,0 +1,103 @@
+"""The ``Provider`` backed by SSLMate's APIv3 (or certfleet's sandbox of it).
+
+The only sync module that imports ``certfleet.apiv3``: it turns APIv3 orders and
+certificate answers into the provider-neutral types of ``certfleet.sync.provider`` and
+APIv3 errors into ``ProviderError`` / ``ProviderNotFound``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Optional
+
+from certfleet.apiv3 import ApiClient, ApiError, CertResult, NotFound, Order, RetryPolicy
+from certfleet.sync.provider import IssuedCert, ProviderError, ProviderNotFound, ProviderOrder
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000
+MAX_LONG_POLL = 60
+
+
+class ApiV3Provider:
+    """Adapts an ``ApiClient`` to the engine's ``Provider`` protocol."""
+
+    def __init__(self, client: ApiClient, *, page_size: int = PAGE_SIZE) -> None:
+        self._client = client
+        self._page_size = page_size
+
+    @classmethod
+    def connect(
+        cls, endpoint: str, api_key: str, *, retry: RetryPolicy | None = None
+    ) -> ApiV3Provider:
+        """A provider with its own client (``retry`` bounds each call's retries)."""
+        return cls(ApiClient(endpoint, api_key, retry=retry))
+
+    def close(self) -> None:
+        self._client.close()
+
+    def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
+        try:
+            orders = list(self._client.iter_orders(cluster, page_size=self._page_size))
+        except ApiError as err:
+            raise ProviderError("list orders", f"cluster {cluster}", _reason(err)) from err
+        return tuple(_order(order) for order in orders)
+
+    def get_order(self, name: str) -> ProviderOrder:
+        try:
+            return _order(self._client.get_order(name))
+        except NotFound as err:
+            raise ProviderNotFound("get order", f"order {name}") from err
+        except ApiError as err:
+            raise ProviderError("get order", f"order {name}", _reason(err)) from err
+
+    def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
+        try:
+            result = self._client.submit_csr(order_name, csr_pem.decode("ascii"))
+        except NotFound as err:
+            raise ProviderNotFound("submit CSR", f"order {order_name}") from err
+        except ApiError as err:
+            raise ProviderError("submit CSR", f"order {order_name}", _reason(err)) from err
+        return result.pubkey_hash
+
+    def fetch_certificate(
+        self, order_name: str, pubkey_hash: str, *, wait: float
+    ) -> Optional[IssuedCert]:
+        poll = min(int(wait), MAX_LONG_POLL)
+        try:
+            result = self._client.get_cert(order_name, pubkey_hash, poll=poll or None)
+        except NotFound as err:
+            raise ProviderNotFound("fetch certificate", f"order {order_name}") from err
+        except ApiError as err:
+            raise ProviderError("fetch certificate", f"order {order_name}", _reason(err)) from err
+        if not result.issued:
+            return None
+        return _issued(result, order_name)
+
+
+def _order(order: Order) -> ProviderOrder:
+    names = sorted({value.lower() for value in order.dns_names})
+    return ProviderOrder(order.name, order.cluster or "", tuple(names))
+
+
+def _issued(result: CertResult, order_name: str) -> IssuedCert:
+    if result.crt is None or result.serial is None:
+        raise ProviderError("fetch certificate", f"order {order_name}", "answer lacks crt/serial")
+    return IssuedCert(
+        certificate_pem=result.crt.encode("ascii"),
+        chain_pem=tuple(pem.encode("ascii") for pem in result.chain),
+        serial=result.serial,
+        not_before=_seconds(result.not_before),
+        not_after=_seconds(result.not_after),
+    )
+
+
+def _seconds(value: datetime | None) -> int:
+    """Unix seconds; 0 when the answer omitted it (verification reads the certificate)."""
+    return 0 if value is None else int(value.timestamp())
+
+
+def _reason(err: ApiError) -> str:
+    return str(err)

@@ -1,0 +1,58 @@
+"""The sync engine's error tree, rooted at ``certfleet.errors.CertfleetError``.
+
+Messages name the cluster, order or object concerned and never carry key material.
+"""
+
+from __future__ import annotations
+
+from certfleet.errors import CertfleetError
+
+
+class SyncError(CertfleetError):
+    """Base class of every error the sync engine raises."""
+
+
+class LeaseHeldError(SyncError):
+    """Another run holds the cluster's lease and it has not expired: back off."""
+
+    def __init__(self, cluster: str, expires_at: float) -> None:
+        super().__init__(
+            f"cluster {cluster}: another sync holds the lease until {expires_at:.0f} "
+            "(Unix seconds); backing off"
+        )
+        self.cluster = cluster
+        self.expires_at = expires_at
+
+
+class LeaseLostError(SyncError):
+    """The lease was taken over (it expired mid-run): this run must stop writing."""
+
+    def __init__(self, cluster: str) -> None:
+        super().__init__(f"cluster {cluster}: the sync lease was lost to another run")
+        self.cluster = cluster
+
+
+class StateError(SyncError):
+    """The sync's own state for a cluster cannot be read or written."""
+
+    def __init__(self, cluster: str, reason: str) -> None:
+        super().__init__(f"cluster {cluster}: sync state {reason}")
+        self.cluster = cluster
+        self.reason = reason
+
+
+class CertificateRejected(SyncError):
+    """An issued certificate failed verification; it is never published."""
+
+    def __init__(self, order_name: str, reason: str) -> None:
+        super().__init__(f"order {order_name}: certificate rejected: {reason}")
+        self.order_name = order_name
+        self.reason = reason
+
+
+class UnknownClusterError(SyncError):
+    """A cluster was asked for that the sync config does not define."""
+
+    def __init__(self, cluster: str) -> None:
+        super().__init__(f"cluster {cluster} is not configured in the sync config")
+        self.cluster = cluster

@@ -1,0 +1,80 @@
+"""The seam between the sync engine and a certificate provider.
+
+The engine sees only this module's types. ``apiv3_provider`` adapts SSLMate's APIv3 to it;
+an ACME provider (RFC 8555, orders kept in the store) is meant to follow without touching
+the engine.
+
+Contract of a ``Provider``:
+
+- ``list_orders(cluster)`` returns every order of the cluster, all pages read, or raises
+  ``ProviderError``: a partial listing never reaches the engine;
+- ``get_order(name)`` returns the order wherever it lives, or raises ``ProviderNotFound``
+  when the provider says it does not exist (the only answer that may lead to a tombstone);
+- ``submit_csr(order_name, csr_pem)`` is idempotent by public key: submitting the same
+  key twice is a no-op; it returns the lowercase hex SHA-256 of the CSR's
+  SubjectPublicKeyInfo (DER);
+- ``fetch_certificate(order_name, pubkey_hash, wait=S)`` returns the issued certificate,
+  or ``None`` while it is still pending after waiting at most about ``wait`` seconds; it
+  raises ``ProviderNotFound`` when no CSR with that key is known for the order.
+
+Every other failure (network, 5xx, refusal) is a ``ProviderError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+from certfleet.sync.errors import SyncError
+
+
+class ProviderError(SyncError):
+    """A provider call failed; ``operation`` names it, ``subject`` the order or cluster."""
+
+    def __init__(self, operation: str, subject: str, reason: str) -> None:
+        super().__init__(f"provider {operation} for {subject} failed: {reason}")
+        self.operation = operation
+        self.subject = subject
+        self.reason = reason
+
+
+class ProviderNotFound(ProviderError):
+    """The provider answered that the order (or the order's CSR) does not exist."""
+
+    def __init__(self, operation: str, subject: str) -> None:
+        super().__init__(operation, subject, "not found")
+
+
+@dataclass(frozen=True)
+class ProviderOrder:
+    """An order as the engine needs it: DNS names are lowercase, sorted, distinct."""
+
+    name: str
+    cluster: str
+    dns_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    """An issued certificate: leaf, intermediates in order, Unix-second validity."""
+
+    certificate_pem: bytes
+    chain_pem: tuple[bytes, ...]
+    serial: str
+    not_before: int
+    not_after: int
+
+
+class Provider(Protocol):
+    """What the engine asks of a certificate provider (see the module docstring)."""
+
+    def list_orders(self, cluster: str) -> Sequence[ProviderOrder]: ...
+
+    def get_order(self, name: str) -> ProviderOrder: ...
+
+    def submit_csr(self, order_name: str, csr_pem: bytes) -> str: ...
+
+    def fetch_certificate(
+        self, order_name: str, pubkey_hash: str, *, wait: float
+    ) -> Optional[IssuedCert]: ...

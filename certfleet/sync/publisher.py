@@ -1,0 +1,247 @@
+"""Publication for one cluster run: secret re-wrapping, shards, the head, and garbage.
+
+Shards are rebuilt from the state on every run but written only when their plaintext
+differs from what the state records as published (or the shard count or the secrets
+changed); the head is written when a shard changed, when there is none, when half of its
+validity is gone, when its secret ids are not the configured ones, or when it is not the
+head the state last wrote (repair). Objects that stopped being referenced are recorded
+with the time; they are deleted once ``gc_grace`` has passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from certfleet.bundle import (
+    FormatError,
+    Head,
+    Shard,
+    ShardEntry,
+    Tombstone,
+    content_hash_hex,
+    encode_head,
+    encode_shard,
+    next_generation,
+    open_pending,
+    seal_pending,
+    seal_shard,
+    shard_count,
+    shard_index,
+)
+from certfleet.bundle.head import MAX_VALIDITY_SECONDS
+from certfleet.errors import CertfleetError
+from certfleet.store import PreconditionFailed
+from certfleet.sync.errors import StateError
+from certfleet.sync.layout import (
+    bundle_key,
+    bundles_prefix,
+    head_key,
+    pending_key,
+    pending_prefix,
+    shard_key,
+    shards_prefix,
+)
+from certfleet.sync.state import ClusterState, HeadRecord, ShardRecord, read_bytes
+
+if TYPE_CHECKING:
+    from certfleet.sync.engine import ClusterRun, HeadSeen
+
+log = logging.getLogger(__name__)
+
+TOMBSTONE_RETENTION = 90 * 86400
+MIN_SWEEP_INTERVAL = 6 * 3600
+
+
+class Publisher:
+    """The publishing half of a ``ClusterRun``."""
+
+    def __init__(self, run: ClusterRun, state: ClusterState, now: int) -> None:
+        self.run = run
+        self.state = state
+        self.now = now
+        self.cluster = run.cluster
+        self.secret_ids = tuple(secret.id for secret in run.secrets)
+        self.published = False
+
+    # -- secret rotation ----------------------------------------------------------------
+
+    def rewrap_bundles(self) -> None:
+        """Re-seal bundles (and pending keys) sealed for other secrets than configured."""
+        state, run = self.state, self.run
+        wanted = sorted(self.secret_ids)
+        if state.shard_secret_ids and sorted(state.shard_secret_ids) != wanted:
+            self._rewrap_pending()
+        for name, record in sorted(state.orders.items()):
+            if sorted(record.secret_ids) == wanted:
+                continue
+            if run.out_of_time():
+                return
+            try:
+                run.rewrap_bundle(state, name, record)
+            except FormatError as err:
+                log.warning("cluster %s: cannot re-wrap %s, rekeying it", self.cluster, name)
+                run.tally.error(name, err)
+                state.rekey.add(name)
+            except CertfleetError as err:
+                run.tally.error(name, err)
+
+    def _rewrap_pending(self) -> None:
+        state, run = self.state, self.run
+        for name, record in sorted(state.pending.items()):
+            old = pending_key(self.cluster, record.object)
+            try:
+                pending = open_pending(
+                    read_bytes(run.store, old),
+                    cluster=self.cluster,
+                    order_name=name,
+                    secrets=run.secrets,
+                )
+                sealed = seal_pending(pending, cluster=self.cluster, secrets=run.secrets)
+                digest = content_hash_hex(sealed)
+                run.store.put_if_absent(pending_key(self.cluster, digest), sealed)
+            except CertfleetError as err:
+                log.warning("cluster %s: dropping pending key of %s: %s", self.cluster, name, err)
+                del state.pending[name]
+            else:
+                state.pending[name] = replace(record, object=digest)
+            run.retire(old)
+
+    # -- shards and head ----------------------------------------------------------------
+
+    def _shards(self) -> list[Shard]:
+        state = self.state
+        for name, removed_at in list(state.tombstones.items()):
+            if name in state.orders or self.now - removed_at > TOMBSTONE_RETENTION:
+                del state.tombstones[name]
+        count = shard_count(len(state.orders) + len(state.tombstones))
+        entries: list[list[ShardEntry]] = [[] for _ in range(count)]
+        stones: list[list[Tombstone]] = [[] for _ in range(count)]
+        for name, rec in state.orders.items():
+            entry = ShardEntry(
+                name, bytes.fromhex(rec.bundle), rec.serial, rec.not_after, rec.install_after
+            )
+            entries[shard_index(state.shard_key, name, count)].append(entry)
+        for name, removed_at in state.tombstones.items():
+            stones[shard_index(state.shard_key, name, count)].append(Tombstone(name, removed_at))
+        return [Shard(tuple(e), tuple(t)) for e, t in zip(entries, stones)]
+
+    def publish(self, seen: HeadSeen, retired: list[str]) -> None:
+        state, run = self.state, self.run
+        shards = self._shards()
+        same_layout = len(state.shards) == len(shards) and state.shard_secret_ids == self.secret_ids
+        records: list[ShardRecord] = []
+        changed = False
+        for index, shard in enumerate(shards):
+            digest = hashlib.sha256(encode_shard(shard)).hexdigest()
+            if same_layout and state.shards[index].digest == digest:
+                records.append(state.shards[index])
+                continue
+            sealed = seal_shard(shard, cluster=self.cluster, index=index, secrets=run.secrets)
+            obj = content_hash_hex(sealed)
+            try:
+                run.store.put_if_absent(shard_key(self.cluster, obj), sealed)
+            except PreconditionFailed:
+                pass
+            records.append(ShardRecord(digest, obj))
+            changed = True
+            run.step("shard")
+        hashes = tuple(bytes.fromhex(record.object) for record in records)
+        head = seen.head
+        recorded = state.head
+        stale = (
+            head is None
+            or recorded is None
+            or head.generation != recorded.generation
+            or head.shard_hashes != hashes
+            or head.secret_ids != self.secret_ids
+            or self.now >= (head.issued_at + head.valid_until) // 2
+        )
+        if changed or stale:
+            self._write_head(seen, hashes)
+            retired.extend(
+                shard_key(self.cluster, old.object)
+                for old in state.shards
+                if old.object not in {record.object for record in records}
+            )
+        elif recorded is not None:
+            run.tally.generations[self.cluster] = recorded.generation
+        state.shards = records
+        state.shard_secret_ids = self.secret_ids
+        for key in retired:
+            state.unreferenced.setdefault(key, self.now)
+        retired.clear()
+
+    def _write_head(self, seen: HeadSeen, hashes: tuple[bytes, ...]) -> None:
+        state, run = self.state, self.run
+        previous = max(
+            seen.head.generation if seen.head else 0,
+            state.head.generation if state.head else 0,
+        )
+        validity = min(int(run.settings.head_validity), MAX_VALIDITY_SECONDS)
+        head = Head(
+            self.cluster,
+            next_generation(previous, int(run.clock() * 1000)),
+            self.now,
+            self.now + validity,
+            self.secret_ids,
+            hashes,
+        )
+        data = encode_head(head, run.settings.signing_key)
+        try:
+            if seen.etag is None:
+                run.store.put_if_absent(head_key(self.cluster), data)
+            else:
+                run.store.put_if_match(head_key(self.cluster), data, seen.etag)
+        except PreconditionFailed as err:
+            raise StateError(self.cluster, "head was changed by another writer") from err
+        state.head = HeadRecord(head.generation, head.issued_at, head.valid_until, head.secret_ids)
+        run.tally.generations[self.cluster] = head.generation
+        run.tally.heads_published += 1
+        self.published = True
+        run.step("head")
+
+    # -- garbage ------------------------------------------------------------------------
+
+    def collect_garbage(self, seen: HeadSeen) -> None:
+        """Delete objects unreferenced for ``gc_grace``; sweep for orphans now and then."""
+        state, run = self.state, self.run
+        grace = run.settings.gc_grace
+        consistent = self.published or (
+            seen.head is not None
+            and state.head is not None
+            and seen.head.generation == state.head.generation
+        )
+        if consistent and self.now - state.last_sweep >= max(grace, MIN_SWEEP_INTERVAL):
+            self._sweep()
+        for key, since in sorted(state.unreferenced.items()):
+            if self.now - since < grace:
+                continue
+            if run.out_of_time():
+                return
+            run.store.delete(key)
+            del state.unreferenced[key]
+            run.tally.objects_deleted += 1
+            run.step("deleted")
+
+    def _sweep(self) -> None:
+        """Record objects no state entry references (left by a crashed run) as unreferenced."""
+        state, run = self.state, self.run
+        referenced = {bundle_key(self.cluster, rec.bundle) for rec in state.orders.values()}
+        referenced |= {shard_key(self.cluster, rec.object) for rec in state.shards}
+        referenced |= {pending_key(self.cluster, rec.object) for rec in state.pending.values()}
+        for prefix in (
+            bundles_prefix(self.cluster),
+            shards_prefix(self.cluster),
+            pending_prefix(self.cluster),
+        ):
+            for key in run.store.list(prefix):
+                if key not in referenced:
+                    state.unreferenced.setdefault(key, self.now)
+        state.last_sweep = self.now
+
+
+__all__: Sequence[str] = ("Publisher",)

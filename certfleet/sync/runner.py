@@ -1,0 +1,229 @@
+"""The public entry points: ``run_sync`` (one pass over the clusters) and ``mark_rekey``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Callable, Optional
+
+from certfleet.errors import CertfleetError
+from certfleet.store import Store, open_store
+from certfleet.sync.engine import Checkpoint, Clock, ClusterRun
+from certfleet.sync.errors import LeaseHeldError, StateError, SyncError, UnknownClusterError
+from certfleet.sync.lease import Lease
+from certfleet.sync.provider import IssuedCert, Provider, ProviderOrder
+from certfleet.sync.settings import ClusterPolicy, SyncSettings
+from certfleet.sync.state import StateStore
+from certfleet.sync.summary import RunSummary, Tally
+
+log = logging.getLogger(__name__)
+
+REKEY_LEASE_WAIT = 30.0
+MAX_CALL_SECONDS = 30.0
+
+
+class CountingProvider:
+    """Wraps a provider and counts its calls, for the run summary."""
+
+    def __init__(self, inner: Provider) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
+        self.calls += 1
+        return self.inner.list_orders(cluster)
+
+    def get_order(self, name: str) -> ProviderOrder:
+        self.calls += 1
+        return self.inner.get_order(name)
+
+    def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
+        self.calls += 1
+        return self.inner.submit_csr(order_name, csr_pem)
+
+    def fetch_certificate(
+        self, order_name: str, pubkey_hash: str, *, wait: float
+    ) -> Optional[IssuedCert]:
+        self.calls += 1
+        return self.inner.fetch_certificate(order_name, pubkey_hash, wait=wait)
+
+
+def open_config_store(config: SyncSettings) -> Store:
+    return open_store(config.store, endpoint=config.store_endpoint)
+
+
+def open_config_provider(config: SyncSettings, deadline: float | None) -> Provider:
+    """The APIv3 provider of the config, its retries bounded by the time budget."""
+    from certfleet.apiv3 import RetryPolicy
+    from certfleet.sync.apiv3_provider import ApiV3Provider
+
+    if not config.api_key:
+        raise SyncError("the sync config has no api_key (nor CERTFLEET_API_KEY)")
+    budget = MAX_CALL_SECONDS
+    if deadline is not None:
+        budget = max(1.0, min(budget, (deadline - time.monotonic()) / 4))
+    return ApiV3Provider.connect(
+        config.api_endpoint, config.api_key, retry=RetryPolicy(max_seconds=budget)
+    )
+
+
+def _policies(config: SyncSettings, clusters: Sequence[str] | None) -> list[ClusterPolicy]:
+    by_name = {policy.name: policy for policy in config.clusters}
+    if clusters is None:
+        return list(config.clusters)
+    missing = [name for name in clusters if name not in by_name]
+    if missing:
+        raise UnknownClusterError(missing[0])
+    return [by_name[name] for name in clusters]
+
+
+def run_sync(
+    config: SyncSettings,
+    *,
+    deadline: float | None = None,
+    store: Store | None = None,
+    provider: Provider | None = None,
+    clock: Clock | None = None,
+    clusters: Sequence[str] | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> RunSummary:
+    """One sync pass over the configured clusters (or ``clusters``); never raises for one
+    cluster's or one order's failure: those are in the summary's ``errors``.
+
+    ``deadline`` is a ``time.monotonic()`` value: work stops cleanly before it and resumes
+    on the next run. ``store`` and ``provider`` are built from the config when None;
+    ``clock`` returns Unix seconds (``time.time`` by default); ``checkpoint`` is called
+    with a step name after every durable step (tests inject crashes there).
+    """
+    started = time.monotonic()
+    policies = _policies(config, clusters)
+    store = store if store is not None else open_config_store(config)
+    counted = CountingProvider(provider if provider is not None else _lazy(config, deadline))
+    before = store.stats.as_dict()
+    tally = Tally()
+    for policy in policies:
+        if deadline is not None and time.monotonic() >= deadline:
+            tally.complete = False
+            break
+        run = ClusterRun(
+            cluster=policy.name,
+            policy=policy,
+            settings=config,
+            store=store,
+            provider=counted,
+            clock=clock or time.time,
+            deadline=deadline,
+            tally=tally,
+            checkpoint=checkpoint or _no_checkpoint,
+        )
+        try:
+            run.run()
+        except LeaseHeldError as err:
+            log.info("%s", err)
+            tally.complete = False
+            tally.error(f"cluster:{policy.name}", err)
+        except CertfleetError as err:
+            log.error("cluster %s: %s", policy.name, err)
+            tally.error(f"cluster:{policy.name}", err)
+    after = store.stats.as_dict()
+    return RunSummary(
+        clusters=tuple(policy.name for policy in policies),
+        orders_seen=tally.orders_seen,
+        keys_generated=tally.keys_generated,
+        csrs_submitted=tally.csrs_submitted,
+        certificates_published=tally.certificates_published,
+        tombstones=tally.tombstones,
+        objects_deleted=tally.objects_deleted,
+        errors=dict(tally.errors),
+        store_reads=after["reads"] - before["reads"],
+        store_writes=after["writes"] - before["writes"],
+        store_requests=after["requests"] - before["requests"],
+        provider_calls=counted.calls,
+        generations=dict(tally.generations),
+        heads_published=tally.heads_published,
+        complete=tally.complete,
+        duration=time.monotonic() - started,
+    )
+
+
+class _LazyProvider:
+    """Opens the configured provider on first use (a run may not need it at all)."""
+
+    def __init__(self, config: SyncSettings, deadline: float | None) -> None:
+        self._config = config
+        self._deadline = deadline
+        self._inner: Provider | None = None
+
+    def _get(self) -> Provider:
+        if self._inner is None:
+            self._inner = open_config_provider(self._config, self._deadline)
+        return self._inner
+
+    def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
+        return self._get().list_orders(cluster)
+
+    def get_order(self, name: str) -> ProviderOrder:
+        return self._get().get_order(name)
+
+    def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
+        return self._get().submit_csr(order_name, csr_pem)
+
+    def fetch_certificate(
+        self, order_name: str, pubkey_hash: str, *, wait: float
+    ) -> Optional[IssuedCert]:
+        return self._get().fetch_certificate(order_name, pubkey_hash, wait=wait)
+
+
+def _lazy(config: SyncSettings, deadline: float | None) -> Provider:
+    return _LazyProvider(config, deadline)
+
+
+def _no_checkpoint(step: str) -> None:
+    return None
+
+
+def mark_rekey(
+    config: SyncSettings,
+    cluster: str,
+    orders: Sequence[str] | None,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    lease_wait: float = REKEY_LEASE_WAIT,
+) -> tuple[str, ...]:
+    """Mark ``orders`` (every order of the cluster when None) for a new key at the next sync.
+
+    Takes the cluster's lease (waiting up to ``lease_wait`` seconds for a running sync),
+    so it never races the engine. Returns the names marked. Unknown order names are
+    marked too (they take effect if the order appears).
+    """
+    policy = _policies(config, [cluster])[0]
+    store = store if store is not None else open_config_store(config)
+    clock = clock or time.time
+    lease = Lease(store, cluster, duration=config.lease_duration, clock=clock)
+    give_up = time.monotonic() + lease_wait
+    while True:
+        try:
+            lease.acquire()
+            break
+        except LeaseHeldError:
+            if time.monotonic() >= give_up:
+                raise
+            sleep(1.0)
+    try:
+        states = StateStore(store, cluster, policy.secrets)
+        state = states.load()
+        names = (
+            tuple(sorted(set(state.orders) | set(state.pending)))
+            if orders is None
+            else tuple(orders)
+        )
+        state.rekey.update(names)
+        states.save(state)
+    except StateError:
+        lease.release()
+        raise
+    lease.release()
+    return names

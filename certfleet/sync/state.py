@@ -1,0 +1,211 @@
+"""The sync's private state for one cluster (``v1/sync/state/<cluster>``).
+
+One object per cluster, JSON sealed with the envelope for the cluster's secrets (kind
+``pending`` under the reserved identity ``/state``, which no order name can take: order
+names cannot contain ``/``). It records:
+
+- ``shard_key``: the random HMAC key that spreads orders over shards (made once; kept
+  across secret rotations);
+- ``orders``: each published order's names, key type, bundle hash, serial, validity,
+  ``install_after`` and the secret ids its bundle is sealed for;
+- ``pending``: keys generated and stored (as sealed pending-key objects) before their CSR
+  was submitted, awaiting their certificate;
+- ``tombstones``, ``rekey`` marks, the ``shards`` last published (plaintext digest and
+  object hash per index), the last ``head`` written, ``unreferenced`` objects with the
+  time they stopped being referenced, and when the store was last swept for orphans.
+
+Written only with ``put_if_absent`` / ``put_if_match``; saving state that did not change
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from certfleet.bundle import ClusterSecret, FormatError, open_sealed, seal, wrapped_for
+from certfleet.store import ObjectNotFound, PreconditionFailed, Store
+from certfleet.sync.errors import StateError
+from certfleet.sync.layout import state_key
+
+KIND = "pending"
+IDENTITY = "/state"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """A published certificate of one order (times in Unix seconds)."""
+
+    dns_names: tuple[str, ...]
+    key_type: str
+    bundle: str
+    pubkey_hash: str
+    serial: str
+    not_before: int
+    not_after: int
+    install_after: int
+    secret_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """A key stored before its CSR: the sealed key object's hash and what it was made for."""
+
+    object: str
+    pubkey_hash: str
+    dns_names: tuple[str, ...]
+    key_type: str
+    created_at: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """A published shard: SHA-256 of its plaintext, and of its sealed object."""
+
+    digest: str
+    object: str
+
+
+@dataclass(frozen=True)
+class HeadRecord:
+    generation: int
+    issued_at: int
+    valid_until: int
+    secret_ids: tuple[str, ...]
+
+
+@dataclass
+class ClusterState:
+    """The mutable working copy of a cluster's state during one run."""
+
+    shard_key: bytes
+    orders: dict[str, OrderRecord] = field(default_factory=dict)
+    pending: dict[str, PendingRecord] = field(default_factory=dict)
+    tombstones: dict[str, int] = field(default_factory=dict)
+    rekey: set[str] = field(default_factory=set)
+    shards: list[ShardRecord] = field(default_factory=list)
+    shard_secret_ids: tuple[str, ...] = ()
+    head: Optional[HeadRecord] = None
+    unreferenced: dict[str, int] = field(default_factory=dict)
+    last_sweep: int = 0
+
+    @classmethod
+    def new(cls) -> ClusterState:
+        return cls(shard_key=os.urandom(32))
+
+    def encode(self) -> bytes:
+        """Canonical JSON: equal states encode to equal bytes."""
+        document = {
+            "version": VERSION,
+            "shard_key": self.shard_key.hex(),
+            "orders": {name: asdict(rec) for name, rec in self.orders.items()},
+            "pending": {name: asdict(rec) for name, rec in self.pending.items()},
+            "tombstones": self.tombstones,
+            "rekey": sorted(self.rekey),
+            "shards": [asdict(rec) for rec in self.shards],
+            "shard_secret_ids": list(self.shard_secret_ids),
+            "head": None if self.head is None else asdict(self.head),
+            "unreferenced": self.unreferenced,
+            "last_sweep": self.last_sweep,
+        }
+        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ClusterState:
+        doc: dict[str, Any] = json.loads(data)
+        if doc.get("version") != VERSION:
+            raise ValueError(f"unknown state version {doc.get('version')!r}")
+        head = doc["head"]
+        return cls(
+            shard_key=bytes.fromhex(doc["shard_key"]),
+            orders={n: _order(r) for n, r in doc["orders"].items()},
+            pending={n: _pending(r) for n, r in doc["pending"].items()},
+            tombstones={n: int(t) for n, t in doc["tombstones"].items()},
+            rekey=set(doc["rekey"]),
+            shards=[ShardRecord(r["digest"], r["object"]) for r in doc["shards"]],
+            shard_secret_ids=tuple(doc["shard_secret_ids"]),
+            head=None
+            if head is None
+            else HeadRecord(
+                head["generation"],
+                head["issued_at"],
+                head["valid_until"],
+                tuple(head["secret_ids"]),
+            ),
+            unreferenced={k: int(t) for k, t in doc["unreferenced"].items()},
+            last_sweep=int(doc["last_sweep"]),
+        )
+
+
+def _order(raw: dict[str, Any]) -> OrderRecord:
+    raw = dict(raw, dns_names=tuple(raw["dns_names"]), secret_ids=tuple(raw["secret_ids"]))
+    return OrderRecord(**raw)
+
+
+def _pending(raw: dict[str, Any]) -> PendingRecord:
+    return PendingRecord(**dict(raw, dns_names=tuple(raw["dns_names"])))
+
+
+def read_bytes(store: Store, key: str) -> bytes:
+    """The object's bytes (``ObjectNotFound`` if missing)."""
+    stored = store.get(key)
+    if stored is None:  # only possible with if_none_match, which is not given
+        raise ObjectNotFound(key, url=store.url)
+    return stored.data
+
+
+class StateStore:
+    """Loads and conditionally saves one cluster's state, remembering its ETag."""
+
+    def __init__(self, store: Store, cluster: str, secrets: Sequence[ClusterSecret]) -> None:
+        self._store = store
+        self._cluster = cluster
+        self._secrets = tuple(secrets)
+        self._key = state_key(cluster)
+        self._etag: str | None = None
+        self._saved: bytes | None = None
+        self._sealed_for: tuple[str, ...] = ()
+
+    def load(self) -> ClusterState:
+        """The stored state, or a fresh one (with a new shard key) if there is none."""
+        try:
+            stored = self._store.get(self._key)
+        except ObjectNotFound:
+            self._etag, self._saved = None, None
+            return ClusterState.new()
+        if stored is None:  # only possible with if_none_match, which is not given
+            raise ObjectNotFound(self._key, url=self._store.url)
+        try:
+            plain = open_sealed(KIND, self._cluster, IDENTITY, stored.data, self._secrets)
+            state = ClusterState.decode(plain)
+        except FormatError as err:
+            raise StateError(self._cluster, f"cannot be opened: {err}") from err
+        except (ValueError, KeyError, TypeError) as err:
+            raise StateError(self._cluster, "is not valid JSON of this version") from err
+        self._etag, self._saved = stored.etag, plain
+        self._sealed_for = wrapped_for(stored.data)
+        return state
+
+    def save(self, state: ClusterState) -> bool:
+        """Write the state if it changed, or if it is sealed for other secrets than the
+        configured ones (rotation); True if a write happened."""
+        plain = state.encode()
+        wanted = sorted(secret.id for secret in self._secrets)
+        if plain == self._saved and sorted(self._sealed_for) == wanted:
+            return False
+        data = seal(KIND, self._cluster, IDENTITY, plain, self._secrets)
+        try:
+            if self._etag is None:
+                self._etag = self._store.put_if_absent(self._key, data)
+            else:
+                self._etag = self._store.put_if_match(self._key, data, self._etag)
+        except PreconditionFailed as err:
+            raise StateError(self._cluster, "was changed by another writer") from err
+        self._saved = plain
+        self._sealed_for = tuple(wanted)
+        return True

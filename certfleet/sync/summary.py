@@ -1,0 +1,81 @@
+"""The run summary every sync run returns, and the tally that builds it during a run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one run did. ``errors`` maps an order name (or ``cluster:<name>`` for a whole
+    cluster) to the error message; ``generations`` is the head generation each cluster
+    ends the run with (published or unchanged); ``complete`` is False when the time budget
+    or a lease held elsewhere left work for the next run."""
+
+    clusters: tuple[str, ...]
+    orders_seen: int
+    keys_generated: int
+    csrs_submitted: int
+    certificates_published: int
+    tombstones: int
+    objects_deleted: int
+    errors: Mapping[str, str]
+    store_reads: int
+    store_writes: int
+    store_requests: int
+    provider_calls: int
+    generations: Mapping[str, int]
+    heads_published: int
+    complete: bool
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def generation(self) -> int:
+        """The highest generation among the clusters (0 when none has a head)."""
+        return max(self.generations.values(), default=0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "clusters": list(self.clusters),
+            "orders_seen": self.orders_seen,
+            "keys_generated": self.keys_generated,
+            "csrs_submitted": self.csrs_submitted,
+            "certificates_published": self.certificates_published,
+            "tombstones": self.tombstones,
+            "objects_deleted": self.objects_deleted,
+            "errors": dict(self.errors),
+            "store_reads": self.store_reads,
+            "store_writes": self.store_writes,
+            "store_requests": self.store_requests,
+            "provider_calls": self.provider_calls,
+            "generation": self.generation,
+            "generations": dict(self.generations),
+            "heads_published": self.heads_published,
+            "complete": self.complete,
+            "duration": round(self.duration, 3),
+        }
+
+
+@dataclass
+class Tally:
+    """Mutable counters filled in during a run, frozen into a ``RunSummary`` at the end."""
+
+    orders_seen: int = 0
+    keys_generated: int = 0
+    csrs_submitted: int = 0
+    certificates_published: int = 0
+    tombstones: int = 0
+    objects_deleted: int = 0
+    heads_published: int = 0
+    complete: bool = True
+    errors: dict[str, str] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)
+
+    def error(self, subject: str, err: BaseException) -> None:
+        self.errors[subject] = str(err)

@@ -1,0 +1,167 @@
+"""A sync test world: the sandbox, a store prefix, a cluster, and a clock to move.
+
+Imported by the ``test_sync*`` modules; it has no tests of its own. ``World.sync()``
+runs ``certfleet.sync.run_sync`` against the real sandbox over HTTP and a real store;
+``World.published()`` reads what a node would see: the head (signature checked), the
+shards and the bundles (opened with the cluster secret).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from certfleet.apiv3 import ApiClient, Identifier, RetryPolicy
+from certfleet.bundle import (
+    Bundle,
+    ClusterSecret,
+    Head,
+    ShardEntry,
+    SigningKey,
+    decode_head,
+    open_bundle,
+    open_shard,
+)
+from certfleet.config.sync import ClusterSyncConfig, SyncConfig
+from certfleet.store import Store, open_store
+from certfleet.sync import RunSummary, run_sync
+from certfleet.sync.apiv3_provider import ApiV3Provider
+from certfleet.sync.engine import Checkpoint
+from certfleet.sync.layout import bundle_key, head_key, shard_key
+from tests.plugins.sandbox import Sandbox, unique_cluster
+
+FAST_RETRY = RetryPolicy(max_attempts=2, max_seconds=2.0, base_delay=0.05, max_delay=0.2)
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a node sees: the head, every shard entry and tombstone, the bundles."""
+
+    head: Head
+    entries: dict[str, ShardEntry]
+    tombstones: dict[str, int]
+    bundles: dict[str, Bundle]
+
+
+@dataclass
+class World:
+    sandbox: Sandbox
+    store: Store
+    cluster: str
+    secrets: tuple[ClusterSecret, ...]
+    signing_key: SigningKey
+    key_type: str = "ecdsa"
+    settings: dict[str, Any] = field(default_factory=dict)
+    cluster_settings: dict[str, Any] = field(default_factory=dict)
+    offset: float = 0.0
+
+    # -- the sync ---------------------------------------------------------------------
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def config(self) -> SyncConfig:
+        cluster = ClusterSyncConfig(
+            name=self.cluster, secrets=self.secrets, key_type=self.key_type,
+            **self.cluster_settings,
+        )  # fmt: skip
+        values: dict[str, Any] = {
+            "store": self.store.url,
+            "signing_key": self.signing_key,
+            "api_key": self.sandbox.api_key,
+            "api_endpoint": self.sandbox.url,
+            "issue_wait": 5.0,
+            "lease_duration": 60.0,
+            "clusters": (cluster,),
+            **self.settings,
+        }
+        return SyncConfig(**values)
+
+    def provider(self) -> ApiV3Provider:
+        return ApiV3Provider(ApiClient(self.sandbox.url, self.sandbox.api_key, retry=FAST_RETRY))
+
+    def sync(
+        self, *, checkpoint: Checkpoint | None = None, deadline: float | None = None
+    ) -> RunSummary:
+        provider = self.provider()
+        try:
+            return run_sync(
+                self.config(),
+                store=self.store,
+                provider=provider,
+                clock=self.now,
+                checkpoint=checkpoint,
+                deadline=deadline,
+            )
+        finally:
+            provider.close()
+
+    # -- the provider -----------------------------------------------------------------
+
+    def client(self) -> ApiClient:
+        return ApiClient(self.sandbox.url, self.sandbox.api_key, retry=FAST_RETRY)
+
+    def add(self, *names: str, cluster: str | None = None) -> str:
+        with self.client() as client:
+            order = client.create_order(
+                [Identifier(name, "dns") for name in names], cluster=cluster or self.cluster
+            )
+        return order.name
+
+    def edit(self, order: str, *names: str) -> None:
+        with self.client() as client:
+            client.update_order(order, [Identifier(name, "dns") for name in names])
+
+    def remove(self, order: str) -> None:
+        with self.client() as client:
+            client.delete_order(order)
+
+    # -- what a node sees -------------------------------------------------------------
+
+    def head_bytes(self) -> bytes:
+        stored = self.store.get(head_key(self.cluster))
+        assert stored is not None
+        return stored.data
+
+    def published(self) -> Published:
+        head = decode_head(
+            self.head_bytes(),
+            cluster=self.cluster,
+            publishers=[self.signing_key.public_key()],
+            now=int(self.now()),
+        )
+        entries: dict[str, ShardEntry] = {}
+        tombstones: dict[str, int] = {}
+        bundles: dict[str, Bundle] = {}
+        for index, digest in enumerate(head.shard_hashes):
+            data = self.store.get(shard_key(self.cluster, digest.hex()))
+            assert data is not None
+            shard = open_shard(data.data, cluster=self.cluster, index=index, secrets=self.secrets)
+            for entry in shard.entries:
+                entries[entry.order_name] = entry
+                blob = self.store.get(bundle_key(self.cluster, entry.bundle_hash.hex()))
+                assert blob is not None
+                bundles[entry.order_name] = open_bundle(
+                    blob.data,
+                    cluster=self.cluster,
+                    order_name=entry.order_name,
+                    secrets=self.secrets,
+                )
+            for stone in shard.tombstones:
+                tombstones[stone.order_name] = stone.removed_at
+        return Published(head, entries, tombstones, bundles)
+
+    def keys(self) -> list[str]:
+        return list(self.store.list(""))
+
+
+def make_world(sandbox: Sandbox, store_url: str, endpoint: str, **kwargs: Any) -> World:
+    world = World(
+        sandbox=sandbox,
+        store=open_store(store_url, endpoint=endpoint),
+        cluster=unique_cluster("s"),
+        secrets=(ClusterSecret.generate("k1"),),
+        signing_key=SigningKey.generate(),
+    )
+    return replace(world, **kwargs)
