@@ -1,0 +1,102 @@
+"""Running ``check_command`` and ``on_update`` commands: ``/bin/sh -c``, a timeout, output logged.
+
+A command runs in its own session, so a timeout kills it and everything it started. Its
+environment is the agent's plus the ``CERTFLEET_*`` variables the caller passes. Output
+(stdout and stderr together) is logged line by line, cut at 64 KiB.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+_SHELL = "/bin/sh"
+_MAX_OUTPUT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """How one command run ended; ``returncode`` is None when it timed out or did not start."""
+
+    command: str
+    returncode: int | None
+    output: str
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def describe(self) -> str:
+        if self.ok:
+            return "succeeded"
+        return self.reason or f"exited with status {self.returncode}"
+
+
+class CommandRunner(Protocol):
+    """Runs one shell command; the seam tests and other front ends can replace."""
+
+    def run(self, command: str, env: Mapping[str, str], timeout: float) -> CommandOutcome: ...
+
+
+class ShellRunner:
+    """Runs commands through ``/bin/sh -c`` with the agent's environment plus ``env``."""
+
+    def __init__(self, base_env: Mapping[str, str] | None = None) -> None:
+        self._base_env = dict(os.environ if base_env is None else base_env)
+
+    def run(self, command: str, env: Mapping[str, str], timeout: float) -> CommandOutcome:
+        full_env = {**self._base_env, **env}
+        log.info("running %r", command)
+        try:
+            process = subprocess.Popen(
+                [_SHELL, "-c", command],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                start_new_session=True,
+            )
+        except OSError as err:
+            log.error("command %r could not start: %s", command, err)
+            return CommandOutcome(command, None, "", f"could not start: {err}")
+        try:
+            raw, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            raw, _ = process.communicate()
+            outcome = CommandOutcome(
+                command, None, _text(raw), f"timed out after {timeout:g} s and was killed"
+            )
+        else:
+            outcome = CommandOutcome(command, process.returncode, _text(raw))
+        _log_outcome(outcome)
+        return outcome
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _text(raw: bytes | None) -> str:
+    data = raw or b""
+    cut = len(data) > _MAX_OUTPUT
+    text = data[:_MAX_OUTPUT].decode("utf-8", errors="replace")
+    return text + ("\n[output cut at 64 KiB]" if cut else "")
+
+
+def _log_outcome(outcome: CommandOutcome) -> None:
+    level = logging.INFO if outcome.ok else logging.WARNING
+    for line in outcome.output.splitlines():
+        log.log(level, "%r: %s", outcome.command, line)
+    log.log(level, "command %r %s", outcome.command, outcome.describe())

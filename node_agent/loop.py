@@ -1,0 +1,67 @@
+"""The daemon loop: poll, then sleep a jittered interval; back off when polls keep failing.
+
+Every sleep is ``stop.wait(...)``, so setting the ``stop`` event (SIGTERM, SIGINT) ends the
+loop at once, after the current poll. A poll that raises is logged and counted as a failure,
+never propagated (``Exception`` only: ``KeyboardInterrupt``/``SystemExit`` still stop the
+process). After ``n`` failed polls in a row the wait is ``interval * 2**n``, capped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from node_agent.result import PollResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The waits between polls: ``interval`` ± ``jitter`` (a fraction), capped backoff."""
+
+    interval: float
+    jitter: float = 0.1
+    backoff_cap: float = 900.0
+
+    def wait(self, failures: int, rng: Callable[[], float] = random.random) -> float:
+        base = self.interval * (2 ** min(failures, 16))
+        base = min(base, max(self.backoff_cap, self.interval))
+        return max(0.0, base * (1.0 + self.jitter * (2.0 * rng() - 1.0)))
+
+
+def poll_failed(result: PollResult) -> bool:
+    """A poll worth backing off from: a cluster's store could not be reached."""
+    return any(cluster.head == "unreachable" for cluster in result.clusters)
+
+
+def run_loop(
+    poll: Callable[[], PollResult],
+    schedule: Schedule,
+    stop: threading.Event,
+    *,
+    rng: Callable[[], float] = random.random,
+    max_polls: int | None = None,
+) -> int:
+    """Poll until ``stop`` is set (or ``max_polls`` polls ran); return the number of polls."""
+    failures = 0
+    polls = 0
+    while not stop.is_set():
+        polls += 1
+        try:
+            result = poll()
+        except Exception:
+            log.exception("poll failed")
+            failures += 1
+        else:
+            failures = failures + 1 if poll_failed(result) else 0
+        if max_polls is not None and polls >= max_polls:
+            break
+        delay = schedule.wait(failures, rng)
+        if failures:
+            log.warning("%d failed polls in a row; next poll in %.0f s", failures, delay)
+        stop.wait(delay)
+    return polls

@@ -1,0 +1,113 @@
+"""Reading one cluster's publication from the untrusted store, verifying every object.
+
+Object keys (DESIGN.md "Store layout")::
+
+    v1/clusters/<cluster>/head
+    v1/clusters/<cluster>/shards/<sha256 hex>
+    v1/clusters/<cluster>/bundles/<sha256 hex>
+
+Every object is checked before use: the head by ``decode_head`` (pinned publishers,
+cluster, generation floor, expiry), shards and bundles by their content hash and then by
+the AEAD. Format refusals become ``RefusedError`` naming the object, e.g. "bundle 3fa2c1…
+for order example.com in cluster web: integrity check failed"; store trouble stays a
+``StoreError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from certfleet.bundle import (
+    Bundle,
+    ClusterSecret,
+    FormatError,
+    Head,
+    PublicKey,
+    Shard,
+    content_hash,
+    decode_head,
+    open_bundle,
+    open_shard,
+    validate_cluster_name,
+)
+from certfleet.store import Store, StoredObject
+from node_agent.errors import RefusedError
+
+
+def head_key(cluster: str) -> str:
+    return f"v1/clusters/{validate_cluster_name(cluster)}/head"
+
+
+def shard_key(cluster: str, digest: bytes) -> str:
+    return f"v1/clusters/{cluster}/shards/{digest.hex()}"
+
+
+def bundle_key(cluster: str, digest: bytes) -> str:
+    return f"v1/clusters/{cluster}/bundles/{digest.hex()}"
+
+
+def shard_object(cluster: str, index: int, digest: bytes) -> str:
+    return f"shard {index} ({digest.hex()[:12]}…) of cluster {cluster}"
+
+
+def bundle_object(cluster: str, order_name: str, digest: bytes) -> str:
+    return f"bundle {digest.hex()[:12]}… for order {order_name!r} in cluster {cluster}"
+
+
+class ClusterSource:
+    """The objects of one cluster in one store, fetched and verified."""
+
+    def __init__(
+        self,
+        store: Store,
+        cluster: str,
+        *,
+        secrets: Sequence[ClusterSecret],
+        publishers: Sequence[PublicKey],
+    ) -> None:
+        self.store = store
+        self.cluster = validate_cluster_name(cluster)
+        self._secrets = tuple(secrets)
+        self._publishers = tuple(publishers)
+
+    def fetch_head(self, etag: str | None) -> StoredObject | None:
+        """The head object, or None when its ETag is still ``etag`` (one conditional GET)."""
+        return self.store.get(head_key(self.cluster), if_none_match=etag)
+
+    def verify_head(self, data: bytes, *, now: int, min_generation: int) -> Head:
+        """The verified head; raises ``FormatError`` (incl. ``ExpiredHeadError``) when refused."""
+        return decode_head(
+            data,
+            cluster=self.cluster,
+            publishers=self._publishers,
+            now=now,
+            min_generation=min_generation,
+        )
+
+    def fetch_shard(self, index: int, digest: bytes) -> Shard:
+        name = shard_object(self.cluster, index, digest)
+        data = self._fetch(shard_key(self.cluster, digest), digest, name)
+        try:
+            return open_shard(data, cluster=self.cluster, index=index, secrets=self._secrets)
+        except FormatError as err:
+            raise RefusedError(name, err.reason) from err
+
+    def fetch_bundle(self, order_name: str, digest: bytes) -> Bundle:
+        name = bundle_object(self.cluster, order_name, digest)
+        data = self._fetch(bundle_key(self.cluster, digest), digest, name)
+        try:
+            return open_bundle(
+                data, cluster=self.cluster, order_name=order_name, secrets=self._secrets
+            )
+        except FormatError as err:
+            raise RefusedError(name, err.reason) from err
+
+    def _fetch(self, key: str, digest: bytes, name: str) -> bytes:
+        stored = self.store.get(key)
+        if stored is None:  # only possible with if_none_match, which is not sent here
+            raise RefusedError(name, "the store answered 'not modified' to a plain GET")
+        if content_hash(stored.data) != digest:
+            raise RefusedError(
+                name, f"integrity check failed: content hash mismatch ({len(stored.data)} bytes)"
+            )
+        return stored.data

@@ -1,0 +1,97 @@
+"""Bringing a cluster's view (its accepted head and opened shards) up to date: one poll's read.
+
+One conditional GET of the head. Unchanged (304): nothing else is fetched, but a cached head
+past its ``valid_until`` is reported. New: it is verified against the pinned publishers, the
+cluster, the rollback floor (the newest accepted generation, or ``min_generation``) and its
+expiry; then only the shards whose hashes differ from the cached ones are fetched, checked
+and opened. A shard that fails is left out of the view (its orders keep what is installed)
+and the view is then incomplete, so nothing is removed on its account.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from certfleet.bundle import ExpiredHeadError, FormatError
+from certfleet.store import StoreError
+from node_agent.errors import RefusedError
+from node_agent.result import FAILED, REFUSED
+from node_agent.source import ClusterSource, head_key
+from node_agent.state import ClusterState, ShardRecord
+from node_agent.tally import Tally
+
+log = logging.getLogger(__name__)
+
+
+def refresh_view(
+    source: ClusterSource,
+    state: ClusterState,
+    *,
+    now: int,
+    min_generation: int,
+    tally: Tally,
+) -> tuple[str, int] | None:
+    """Update ``state`` from the store; return (etag, generation) of a newly read head."""
+    cluster = source.cluster
+    subject = f"head of cluster {cluster}"
+    try:
+        stored = source.fetch_head(state.applied_etag)
+    except StoreError as err:
+        tally.heads[cluster] = "unreachable"
+        tally.problem(FAILED, subject, f"{subject}: {err}", cluster)
+        return None
+    if stored is None:
+        tally.heads[cluster] = "unchanged"
+        if state.valid_until and now > state.valid_until:
+            _expired(tally, subject, cluster, state.valid_until, now)
+        return None
+    try:
+        head = source.verify_head(
+            stored.data, now=now, min_generation=max(min_generation, state.accepted_generation)
+        )
+    except ExpiredHeadError as err:
+        tally.heads[cluster] = "refused"
+        _expired(tally, err.object_name, cluster, err.valid_until, now)
+        return None
+    except FormatError as err:
+        tally.heads[cluster] = "refused"
+        tally.problem(REFUSED, err.object_name, str(err), cluster)
+        return None
+    tally.heads[cluster] = "new"
+    count = len(head.shard_hashes)
+    cached = state.shards if state.shard_count == count else {}
+    shards: dict[int, ShardRecord] = {}
+    for index, digest in enumerate(head.shard_hashes):
+        record = cached.get(index)
+        if record is not None and record.hash == digest.hex():
+            shards[index] = record
+            continue
+        try:
+            shard = source.fetch_shard(index, digest)
+        except RefusedError as err:
+            tally.problem(REFUSED, err.object_name, str(err), cluster)
+            continue
+        except StoreError as err:
+            name = f"shard {index} of cluster {cluster}"
+            tally.problem(FAILED, name, f"{name}: {err}", cluster)
+            continue
+        shards[index] = ShardRecord(digest.hex(), shard.entries, shard.tombstones)
+    state.shards = shards
+    state.shard_count = count
+    state.accepted_generation = head.generation
+    state.valid_until = head.valid_until
+    log.debug("cluster %s: head generation %d read", cluster, head.generation)
+    return stored.etag, head.generation
+
+
+def _expired(tally: Tally, subject: str, cluster: str, valid_until: int, now: int) -> None:
+    tally.problem(
+        REFUSED,
+        subject,
+        f"{subject}: EXPIRED {now - valid_until} s ago (valid until {valid_until}); the sync "
+        "may be down or the store frozen; keeping the installed files",
+        cluster,
+    )
+
+
+__all__ = ["head_key", "refresh_view"]
