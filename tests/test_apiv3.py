@@ -7,12 +7,15 @@ import json
 import random
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -34,6 +37,7 @@ from certfleet.apiv3 import (
     Unauthorized,
     csr_pubkey_hash,
 )
+from tests.plugins.sandbox import Sandbox, unique_cluster
 
 API_KEY = "123_supersecretkeyvalue"
 
@@ -396,3 +400,92 @@ def test_long_poll_and_issued_certificate(scripted: tuple[Script, str]) -> None:
     assert cert.issued and cert.chain == ("INTERMEDIATE",) and cert.serial == "0a1b"
     assert cert.not_after is not None and cert.not_after.month == 8
     assert script.sent[0].path.endswith("?poll=60")
+
+
+# -- against the sandbox -------------------------------------------------------------------
+
+
+class RecordingSession(requests.Session):
+    """Notes the outcome of every request sent (instrumentation, not a mock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outcomes: list[tuple[str, str, int | None]] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        path = urlsplit(request.url or "").path
+        try:
+            response = super().send(request, **kwargs)
+        except requests.RequestException:
+            self.outcomes.append((request.method or "", path, None))
+            raise
+        self.outcomes.append((request.method or "", path, response.status_code))
+        return response
+
+
+@pytest.mark.fault
+def test_100_calls_at_30_percent_faults(make_sandbox: Callable[..., Sandbox]) -> None:
+    server = make_sandbox(fault_rate=0.3, seed=11)
+    cluster = unique_cluster("w")
+    session = RecordingSession()
+    asked: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        # The sandbox's 429s are random faults, not a real limiter: note the wait asked
+        # for (checked below against Retry-After) and keep the test fast.
+        asked.append(seconds)
+        time.sleep(min(seconds, 0.02))
+
+    client = ApiClient(
+        server.url,
+        server.api_key,
+        retry=RetryPolicy(max_attempts=12, max_seconds=30, base_delay=0.01, max_delay=0.1),
+        session=session,
+        sleep=sleep,
+    )
+    names = [f"o{i:02d}.example.com" for i in range(20)]
+    hashes: dict[str, str] = {}
+    calls = 0
+    started = time.monotonic()
+    with client:
+        for name in names:
+            order = client.create_order([Identifier(name, "http")], cluster=cluster)
+            assert order.name == name and order.cluster == cluster
+            csr = make_csr(name)
+            result = client.submit_csr(name, csr)
+            assert result.pubkey_hash == csr_pubkey_hash(csr)
+            hashes[name] = result.pubkey_hash
+            cert = client.get_cert(name, result.pubkey_hash)
+            assert cert.issued and cert.crt and cert.chain
+            calls += 3
+        for name in names[:10]:
+            extra = "www." + name
+            updated = client.update_order(
+                name, [Identifier(name, "http"), Identifier(extra, "dns")]
+            )
+            assert updated.dns_names == (name, extra)
+            assert client.get_order(name).dns_names == (name, extra)
+            calls += 2
+        for name in names[10:]:
+            client.delete_order(name)
+            calls += 1
+        cursor = None
+        for _ in range(10):
+            page = client.list_orders(cluster, limit=1, after=cursor)
+            cursor = page.next
+            calls += 1
+        assert calls == 100
+        remaining = [order.name for order in client.iter_orders(cluster, page_size=3)]
+    elapsed = time.monotonic() - started
+
+    assert remaining == names[:10]
+    created = [o for o in session.outcomes if o[:2] == ("POST", "/api/v3/orders")]
+    assert sum(1 for o in created if o[2] == 201) == 20  # no order created twice
+    for name in names:
+        csr_posts = [o[2] for o in session.outcomes if o[1] == f"/api/v3/orders/{name}/csrs"]
+        assert csr_posts.count(201) == 1 and 200 not in csr_posts  # each CSR sent once
+    faults = [o for o in session.outcomes if o[2] in (None, 429, 500)]
+    assert len(faults) >= 20  # the faults did happen ...
+    limited = sum(1 for o in session.outcomes if o[2] == 429)
+    assert sum(1 for s in asked if s >= 1.0) >= limited  # ... and Retry-After: 1 was honoured
+    assert elapsed < 60
