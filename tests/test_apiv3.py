@@ -4,6 +4,7 @@ injected clock and sleep), then a faulty workload against the real sandbox."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 import socket
 import threading
@@ -207,7 +208,10 @@ def test_429_waits_at_least_retry_after(scripted: tuple[Script, str]) -> None:
     assert len(fake.sleeps) == 1 and fake.sleeps[0] >= 7
 
 
-def test_503_backoff_is_jittered_and_bounded_by_attempts(scripted: tuple[Script, str]) -> None:
+def test_503_backoff_is_jittered_and_bounded_by_attempts(
+    scripted: tuple[Script, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     script, url = scripted
     script.answers = [(503, {}, {"code": "unavailable", "message": "busy"})] * 10
     fake = FakeTime()
@@ -219,6 +223,8 @@ def test_503_backoff_is_jittered_and_bounded_by_attempts(scripted: tuple[Script,
     assert len(fake.sleeps) == 3
     for attempt, delay in enumerate(fake.sleeps, start=1):
         assert 0 <= delay <= min(8, 2 ** (attempt - 1))
+    assert "retrying in" in caplog.text and "failed after 4 attempt(s)" in caplog.text
+    assert API_KEY not in caplog.text
 
 
 def test_retries_stop_at_the_time_budget(scripted: tuple[Script, str]) -> None:
