@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+from typing import Callable
+
 import pytest
+import requests
 from cryptography import x509
 
+from certfleet.bundle import ClusterSecret, NoUsableSecretError, open_bundle
+from certfleet.sync import IssuedCert, ProviderOrder, RunSummary, mark_rekey, run_sync
+from certfleet.sync.apiv3_provider import ApiV3Provider
 from certfleet.sync.keypair import load_private_key, pubkey_hash, spki_hash
+from certfleet.sync.layout import bundle_key
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
 from tests.test_sync_world import World, make_world
@@ -32,3 +41,214 @@ def test_new_order_becomes_a_bundle_that_opens_with_the_cluster_secret(world: Wo
     assert seen.head.generation == summary.generation
     assert seen.head.secret_ids == ("k1",)
     assert not any(name in key or "example" in key for key in world.keys())
+
+
+def test_a_run_with_nothing_to_change_writes_nothing_but_the_lease(world: World) -> None:
+    world.add("quiet.example.com")
+    assert world.sync().certificates_published == 1
+    before_head = world.head_bytes()
+    before_keys = world.keys()
+    summary = world.sync()
+    assert summary.errors == {} and summary.heads_published == 0
+    assert world.head_bytes() == before_head
+    assert world.keys() == before_keys
+    assert summary.provider_calls == 1  # the listing
+    # the lease: one failed create, one takeover, one release; nothing else
+    assert summary.store_writes <= 3
+    assert summary.generation == world.published().head.generation
+
+
+def test_an_edit_keeps_the_old_bundle_until_the_new_certificate_exists(
+    make_sandbox: Callable[..., Sandbox], s3_url: str, seaweedfs: SeaweedFS
+) -> None:
+    world = make_world(make_sandbox(issue_delay=2), s3_url, seaweedfs.endpoint)
+    name = world.add("edit.example.com")
+    assert world.sync().certificates_published == 1
+    first = world.published()
+    world.edit(name, "edit.example.com", "www.edit.example.com")
+    world.settings["issue_wait"] = 0.0
+    pending = world.sync()
+    assert pending.keys_generated == 1 and pending.certificates_published == 0
+    still = world.published()
+    assert still.entries[name] == first.entries[name]
+    assert still.bundles[name].dns_names == ("edit.example.com",)
+    world.settings["issue_wait"] = 5.0
+    done = world.sync()
+    assert done.keys_generated == 0, "the pending key is collected, not replaced"
+    assert done.certificates_published == 1
+    after = world.published()
+    assert after.bundles[name].dns_names == ("edit.example.com", "www.edit.example.com")
+    assert after.entries[name].install_after == after.bundles[name].not_before
+    assert after.head.generation > still.head.generation
+
+
+def test_renewal_replaces_key_and_certificate_with_a_skew_margin(
+    make_sandbox: Callable[..., Sandbox], s3_url: str, seaweedfs: SeaweedFS
+) -> None:
+    # 3 h certificates (backdated 1 h): renewal starts 80 min before the end
+    world = make_world(make_sandbox(cert_lifetime=3 * 3600), s3_url, seaweedfs.endpoint)
+    name = world.add("renew.example.com")
+    world.sync()
+    first = world.published().bundles[name]
+    world.offset = 60.0
+    assert world.sync().keys_generated == 0, "not due yet"
+    world.offset = 2 * 3600.0
+    summary = world.sync()
+    assert summary.keys_generated == 1 and summary.certificates_published == 1
+    seen = world.published()
+    renewed = seen.bundles[name]
+    assert renewed.serial != first.serial
+    assert renewed.private_key_pem != first.private_key_pem
+    assert seen.entries[name].install_after == renewed.not_before + 3600
+
+
+def test_rekey_replaces_every_key_of_the_cluster(world: World) -> None:
+    names = [world.add("a.rekey.example.com"), world.add("b.rekey.example.com")]
+    world.sync()
+    before = world.published().bundles
+    marked = mark_rekey(world.config(), world.cluster, None, store=world.store)
+    assert sorted(marked) == sorted(names)
+    summary = world.sync()
+    assert summary.keys_generated == 2 and summary.certificates_published == 2
+    after = world.published().bundles
+    for name in names:
+        assert after[name].private_key_pem != before[name].private_key_pem
+    assert world.sync().keys_generated == 0, "the marks are cleared"
+
+
+def test_removal_and_cluster_move_give_tombstones(world: World) -> None:
+    gone = world.add("gone.example.com")
+    moved = world.add("moved.example.com")
+    kept = world.add("kept.example.com")
+    world.sync()
+    world.remove(gone)
+    answer = requests.patch(
+        f"{world.sandbox.url}/orders/{moved}",
+        json={"cluster": world.cluster + "-b"},
+        headers=world.sandbox.headers,
+        timeout=10,
+    )
+    assert answer.status_code == 200
+    summary = world.sync()
+    assert summary.tombstones == 2
+    seen = world.published()
+    assert set(seen.tombstones) == {gone, moved}
+    assert set(seen.entries) == {kept}
+
+
+def test_provider_outage_removes_nothing(
+    make_sandbox: Callable[..., Sandbox], s3_url: str, seaweedfs: SeaweedFS
+) -> None:
+    sandbox = make_sandbox()
+    world = make_world(sandbox, s3_url, seaweedfs.endpoint)
+    name = world.add("outage.example.com")
+    world.sync()
+    head = world.head_bytes()
+    sandbox.stop()
+    summary = world.sync()
+    assert f"cluster:{world.cluster}" in summary.errors
+    assert world.head_bytes() == head
+    assert set(world.published().entries) == {name}
+
+
+class EmptyListing:
+    """A provider whose listing comes back empty (a bad page): everything else is real."""
+
+    def __init__(self, inner: ApiV3Provider) -> None:
+        self.inner = inner
+
+    def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
+        return ()
+
+    def get_order(self, name: str) -> ProviderOrder:
+        return self.inner.get_order(name)
+
+    def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
+        return self.inner.submit_csr(order_name, csr_pem)
+
+    def fetch_certificate(
+        self, order_name: str, pubkey_hash: str, *, wait: float
+    ) -> IssuedCert | None:
+        return self.inner.fetch_certificate(order_name, pubkey_hash, wait=wait)
+
+
+def test_an_empty_listing_removes_only_what_the_provider_confirms_gone(world: World) -> None:
+    kept = world.add("listed.example.com")
+    gone = world.add("really-gone.example.com")
+    world.sync()
+    world.remove(gone)
+    provider = EmptyListing(world.provider())
+    summary = run_sync(world.config(), store=world.store, provider=provider, clock=world.now)
+    assert summary.tombstones == 1
+    seen = world.published()
+    assert set(seen.entries) == {kept} and set(seen.tombstones) == {gone}
+
+
+def test_two_concurrent_runs_one_works_the_other_backs_off(world: World) -> None:
+    world.add("race.example.com")
+    inner: list[RunSummary] = []
+
+    def second_run(step: str) -> None:
+        if step == "listed" and not inner:
+            inner.append(world.sync())
+
+    first = world.sync(checkpoint=second_run)
+    assert first.errors == {} and first.certificates_published == 1
+    assert not inner[0].complete
+    assert "lease" in inner[0].errors[f"cluster:{world.cluster}"]
+    assert inner[0].store_writes <= 2 and inner[0].heads_published == 0
+
+
+def test_secret_rotation_two_secrets_then_one(world: World) -> None:
+    old = world.secrets[0]
+    name = world.add("rotate.example.com")
+    world.sync()
+    new = ClusterSecret.generate("k2")
+    world.secrets = (new, old)
+    assert world.sync().heads_published == 1
+    both = world.published()
+    assert both.head.secret_ids == ("k2", "k1")
+    world.secrets = (new,)
+    assert world.published().bundles[name].serial == both.bundles[name].serial
+    world.sync()
+    only_new = world.published()
+    assert only_new.head.secret_ids == ("k2",)
+    data = world.store.get(bundle_key(world.cluster, only_new.entries[name].bundle_hash.hex()))
+    assert data is not None
+    with pytest.raises(NoUsableSecretError):
+        open_bundle(data.data, cluster=world.cluster, order_name=name, secrets=[old])
+    assert world.sync().store_writes <= 3, "settled"
+
+
+def test_rsa_keys_and_garbage_collection(
+    sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS
+) -> None:
+    world = make_world(sandbox, s3_url, seaweedfs.endpoint, key_type="rsa")
+    world.settings["gc_grace"] = 0.0
+    name = world.add("rsa.example.com")
+    world.sync()
+    first = world.published()
+    assert first.bundles[name].key_type == "rsa"
+    assert b"BEGIN PRIVATE KEY" in first.bundles[name].private_key_pem
+    old_bundle = bundle_key(world.cluster, first.entries[name].bundle_hash.hex())
+    mark_rekey(world.config(), world.cluster, [name], store=world.store)
+    summary = world.sync()
+    assert summary.objects_deleted >= 2  # the old bundle, the old shard, the pending key
+    assert old_bundle not in world.keys()
+    world.published()  # everything the head references is still there
+
+
+def test_a_time_budget_stops_cleanly_and_the_next_run_resumes(world: World) -> None:
+    names = [world.add(f"budget{i}.example.com") for i in range(3)]
+
+    def slow(step: str) -> None:
+        if step == "pending-key":
+            time.sleep(0.5)
+
+    summary = world.sync(deadline=time.monotonic() + 0.6, checkpoint=slow)
+    assert not summary.complete
+    assert summary.keys_generated == 1 and summary.errors == {}
+    resumed = world.sync()
+    assert resumed.errors == {} and resumed.complete
+    assert resumed.keys_generated == 2, "the stored key is collected, not replaced"
+    assert set(world.published().entries) == set(names)
