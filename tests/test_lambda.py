@@ -1,0 +1,275 @@
+"""The Lambda: lambda/app.py's scheduled handler driven through chalice.test.Client.
+
+The sync runs for real against SeaweedFS and the APIv3 sandbox; its config comes from a
+stand-in for Secrets Manager (a loopback HTTP server speaking GetSecretValue's JSON
+protocol, reached by boto3 through AWS_ENDPOINT_URL_SECRETS_MANAGER).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+import requests
+from chalice.test import Client
+
+from certfleet.bundle import ClusterSecret, SigningKey, decode_head
+from tests.plugins.sandbox import unique_cluster
+
+REPO = Path(__file__).resolve().parent.parent
+LAMBDA_DIR = REPO / "lambda"
+SECRET_NAME = "certfleet-sync-config"  # lambda/.chalice/config.json's CERTFLEET_CONFIG_SECRET
+_module_numbers = itertools.count()
+
+
+@dataclass
+class SecretsManagerStandIn:
+    """GetSecretValue over Secrets Manager's JSON protocol; a missing name is a 400 error."""
+
+    endpoint: str = ""
+    secrets: dict[str, str] = field(default_factory=dict)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _serve_secrets(stand_in: SecretsManagerStandIn) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+            target = self.headers.get("X-Amz-Target", "")
+            signed = self.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256 ")
+            stand_in.calls.append({"target": target, "body": body, "signed": signed})
+            secret_id = body.get("SecretId", "")
+            if target != "secretsmanager.GetSecretValue":
+                self._answer(400, {"__type": "InvalidRequestException", "Message": target})
+            elif secret_id not in stand_in.secrets:
+                message = "Secrets Manager can't find the specified secret value."
+                self._answer(400, {"__type": "ResourceNotFoundException", "Message": message})
+            else:
+                self._answer(
+                    200,
+                    {
+                        "ARN": f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{secret_id}",
+                        "Name": secret_id,
+                        "SecretString": stand_in.secrets[secret_id],
+                        "VersionId": "v1",
+                        "VersionStages": ["AWSCURRENT"],
+                        "CreatedDate": 1.7e9,
+                    },
+                )
+
+        def _answer(self, status: int, payload: dict[str, Any]) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/x-amz-json-1.1")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretsManagerStandIn]:
+    stand_in = SecretsManagerStandIn()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _serve_secrets(stand_in))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    stand_in.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", stand_in.endpoint)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    if "AWS_ACCESS_KEY_ID" not in os.environ:  # the seaweedfs fixture's keys sign for both
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "stand-in")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "stand-in-secret")
+    yield stand_in
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def cold_start(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """lambda/app.py imported afresh, as a new Lambda execution environment would."""
+    root = logging.getLogger()
+    saved = (root.level, [(h, h.formatter) for h in root.handlers])
+    monkeypatch.syspath_prepend(str(LAMBDA_DIR))
+    name = f"certfleet_lambda_app_{next(_module_numbers)}"
+    spec = importlib.util.spec_from_file_location(name, LAMBDA_DIR / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    root.setLevel(saved[0])
+    for handler, formatter in saved[1]:
+        handler.setFormatter(formatter)
+
+
+def invoke(app_module: ModuleType) -> Any:
+    with Client(app_module.app, project_dir=str(LAMBDA_DIR), stage_name="prod") as client:
+        event = client.events.generate_cw_event(
+            source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+        )
+        return client.lambda_.invoke("sync", event).payload
+
+
+def sync_config(sandbox: Any, s3_url: str, endpoint: str, cluster: str) -> tuple[str, SigningKey]:
+    signing_key = SigningKey.generate()
+    text = f"""
+api_key        = "{sandbox.api_key}"
+api_endpoint   = "{sandbox.url}"
+store          = "{s3_url}"
+store_endpoint = "{endpoint}"
+signing_key    = "{signing_key.export()}"
+cluster "{cluster}" {{
+  secret   = "{ClusterSecret.generate("k1").export()}"
+  key_type = "ecdsa"
+}}
+"""
+    return text, signing_key
+
+
+def add_order(sandbox: Any, cluster: str, name: str) -> None:
+    answer = requests.post(
+        f"{sandbox.url}/orders",
+        json={
+            "cluster": cluster,
+            "identifiers": [{"type": "dns", "value": name, "approval": "dns"}],
+        },
+        headers=sandbox.headers,
+        timeout=10,
+    )
+    assert answer.status_code == 201, answer.text
+
+
+def test_scheduled_run_publishes_the_cluster_from_the_secret_config(
+    seaweedfs: Any,
+    s3_url: str,
+    sandbox: Any,
+    secrets_manager: SecretsManagerStandIn,
+    cold_start: ModuleType,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cluster = unique_cluster()
+    add_order(sandbox, cluster, f"www.{cluster}.example.com")
+    add_order(sandbox, cluster, f"api.{cluster}.example.com")
+    text, signing_key = sync_config(sandbox, s3_url, seaweedfs.endpoint, cluster)
+    secrets_manager.secrets[SECRET_NAME] = text
+
+    # The test client gives each invocation 3 s; a run that runs out resumes in the next one.
+    published = 0
+    for _ in range(5):
+        payload = invoke(cold_start)
+        assert payload["errors"] == {}
+        published += payload["certificates_published"]
+        if payload["complete"]:
+            break
+    assert payload["complete"] is True
+    assert payload["clusters"] == [cluster]
+    assert published == 2
+
+    # Read once per cold start, by a signed GetSecretValue for the configured name.
+    assert len(secrets_manager.calls) == 1
+    assert secrets_manager.calls[0]["body"] == {"SecretId": SECRET_NAME}
+    assert secrets_manager.calls[0]["signed"]
+
+    parts = urlsplit(s3_url)
+    s3 = boto3.client("s3", endpoint_url=seaweedfs.endpoint)
+    key = f"{parts.path.strip('/')}/v1/clusters/{cluster}/head"
+    data = s3.get_object(Bucket=parts.netloc, Key=key)["Body"].read()
+    head = decode_head(
+        data, cluster=cluster, publishers=[signing_key.public_key()], now=int(time.time())
+    )
+    assert head.generation == payload["generations"][cluster]
+
+    finished = [r for r in caplog.records if r.getMessage() == "sync run finished"]
+    assert finished and getattr(finished[-1], "summary", None) == payload
+    assert getattr(finished[-1], "error_count", None) == 0
+    assert sandbox.api_key not in caplog.text
+    assert signing_key.export() not in caplog.text
+
+
+def test_an_empty_secret_fails_the_invocation_with_a_hint(
+    secrets_manager: SecretsManagerStandIn, cold_start: ModuleType
+) -> None:
+    from chalicelib.runner import ConfigSecretError
+
+    with pytest.raises(ConfigSecretError, match="put-secret-value") as caught:
+        invoke(cold_start)
+    assert caught.value.secret_id == SECRET_NAME
+    assert "ResourceNotFoundException" in str(caught.value)
+
+
+def test_a_bad_config_fails_without_echoing_the_secret(
+    secrets_manager: SecretsManagerStandIn, cold_start: ModuleType
+) -> None:
+    from certfleet.errors import CertfleetError
+
+    secrets_manager.secrets[SECRET_NAME] = 'api_key = "very-secret-api-key"\nstore = "nowhere"\n'
+    with pytest.raises(CertfleetError) as caught:
+        invoke(cold_start)
+    assert f"secretsmanager:{SECRET_NAME}" in str(caught.value)
+    assert "very-secret-api-key" not in str(caught.value)
+    # A config that failed to load is read again next time (the operator may have fixed it).
+    with pytest.raises(CertfleetError):
+        invoke(cold_start)
+    assert len(secrets_manager.calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("remaining_ms", "budget"),
+    [
+        (900_000, 870.0),  # a 15-minute Lambda keeps 30 s back
+        (150_000, 120.0),
+        (100_000, 80.0),  # below 150 s the margin is a fifth of what is left
+        (3_000, 2.4),
+        (0, 0.0),
+        (-5, 0.0),
+    ],
+)
+def test_budget_keeps_a_safety_margin(
+    remaining_ms: float, budget: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(LAMBDA_DIR))
+    from chalicelib.runner import budget_seconds
+
+    assert budget_seconds(remaining_ms) == pytest.approx(budget)
+
+
+def test_json_formatter_writes_one_object_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(LAMBDA_DIR))
+    from chalicelib.logformat import JsonFormatter
+
+    record = logging.LogRecord(
+        "certfleet.sync", logging.ERROR, __file__, 1, "order %s\nfailed", ("a",), None
+    )
+    record.summary = {"errors": {"a": "boom"}}
+    try:
+        raise ValueError("inner")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["level"] == "ERROR"
+    assert entry["logger"] == "certfleet.sync"
+    assert entry["message"] == "order a\nfailed"
+    assert entry["summary"] == {"errors": {"a": "boom"}}
+    assert "ValueError: inner" in entry["exception"]
+    assert entry["time"].endswith("Z")

@@ -1,0 +1,303 @@
+"""The deployable stack: template.yaml's least-privilege IAM and bucket settings, cfn-lint,
+and the packaged Lambda zip (built by scripts/package.sh, imported in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.plugins.binaries import missing
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = REPO / "template.yaml"
+NODE_POLICY_TEMPLATE = REPO / "infra" / "sam" / "node-policy.yaml"
+BUCKET_ARN = "arn:${AWS::Partition}:s3:::${StoreBucket}"
+CLUSTER = BUCKET_ARN + "/${StorePrefix}/v1/clusters/${NodeClusterName}"
+
+
+class CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation's short forms (!Ref, !Sub, ...) as their long forms."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    name = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+def load(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as f:
+        return yaml.load(f, Loader=CfnLoader)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load(TEMPLATE)
+
+
+def listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def sub(value: Any) -> Any:
+    """The string inside a ``Fn::Sub``, or the value itself."""
+    return value["Fn::Sub"] if isinstance(value, dict) and "Fn::Sub" in value else value
+
+
+def allow_statements(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in document["Statement"] if s["Effect"] == "Allow"]
+
+
+def iam_documents(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, resource in template["Resources"].items():
+        properties = resource.get("Properties", {})
+        if resource["Type"] == "AWS::IAM::Role":
+            for policy in properties.get("Policies", []):
+                yield name, policy["PolicyDocument"]
+            assert not properties.get("ManagedPolicyArns"), f"{name} attaches managed policies"
+        elif resource["Type"] in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+            yield name, properties["PolicyDocument"]
+
+
+def test_no_wildcard_actions_or_resources_in_any_allow(template: dict[str, Any]) -> None:
+    documents = list(iam_documents(template)) + list(iam_documents(load(NODE_POLICY_TEMPLATE)))
+    assert {name for name, _ in documents} == {"SyncRole", "NodePolicy"}
+    for name, document in documents:
+        for statement in allow_statements(document):
+            assert "NotAction" not in statement and "NotResource" not in statement, name
+            for action in listed(statement["Action"]):
+                assert "*" not in action, f"{name}: wildcard action {action}"
+            for resource in listed(statement["Resource"]):
+                text = sub(resource)
+                if isinstance(text, str):
+                    assert text != "*", f"{name}: Resource *"
+                    # Only "every object under this prefix" may use a wildcard.
+                    assert "*" not in text or (text.endswith("/*") and text.count("*") == 1), text
+
+
+def test_sync_role_reaches_its_prefix_its_secret_and_its_logs_only(
+    template: dict[str, Any],
+) -> None:
+    role = template["Resources"]["SyncRole"]["Properties"]
+    principal = role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+    assert principal == {"Service": "lambda.amazonaws.com"}
+    (policy,) = role["Policies"]
+    grants = {
+        (action, str(sub(resource)))
+        for statement in allow_statements(policy["PolicyDocument"])
+        for action in listed(statement["Action"])
+        for resource in listed(statement["Resource"])
+    }
+    objects = BUCKET_ARN + "/${StorePrefix}/*"
+    assert grants == {
+        ("s3:GetObject", objects),
+        ("s3:PutObject", objects),
+        ("s3:DeleteObject", objects),
+        ("s3:ListBucket", BUCKET_ARN),
+        ("secretsmanager:GetSecretValue", str({"Ref": "SyncConfigSecret"})),
+        ("logs:CreateLogStream", "${SyncLogGroup.Arn}"),
+        ("logs:PutLogEvents", "${SyncLogGroup.Arn}"),
+    }
+    (listing,) = [
+        s for s in policy["PolicyDocument"]["Statement"] if s["Action"] == "s3:ListBucket"
+    ]
+    assert sub(listing["Condition"]["StringLike"]["s3:prefix"]) == "${StorePrefix}/*"
+
+
+def test_node_policy_is_read_only_on_its_cluster_plus_its_acks(template: dict[str, Any]) -> None:
+    resource = template["Resources"]["NodePolicy"]
+    assert resource["Condition"] == "HasNodeCluster"
+    document = resource["Properties"]["PolicyDocument"]
+    grants = {
+        (action, str(sub(r)))
+        for statement in allow_statements(document)
+        for action in listed(statement["Action"])
+        for r in listed(statement["Resource"])
+    }
+    assert grants == {
+        ("s3:GetObject", CLUSTER + "/*"),
+        ("s3:ListBucket", BUCKET_ARN),
+        ("s3:PutObject", CLUSTER + "/acks/*"),
+    }
+    (listing,) = [s for s in document["Statement"] if s["Action"] == "s3:ListBucket"]
+    prefix = sub(listing["Condition"]["StringLike"]["s3:prefix"])
+    assert prefix == "${StorePrefix}/v1/clusters/${NodeClusterName}/*"
+    # The stand-alone template for further clusters grants exactly the same.
+    other = load(NODE_POLICY_TEMPLATE)["Resources"]["NodePolicy"]["Properties"]["PolicyDocument"]
+    assert other == document
+    # Cluster names reach ARNs only through the DESIGN.md name pattern.
+    pattern = template["Parameters"]["NodeClusterName"]["AllowedPattern"]
+    assert pattern == "^([a-z0-9][a-z0-9-]{0,39})?$"
+
+
+def test_bucket_is_private_versioned_encrypted_and_tls_only(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    bucket = resources["StoreBucket"]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+    assert len(bucket["PublicAccessBlockConfiguration"]) == 4
+    (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    lifecycle = bucket["LifecycleConfiguration"]["Rules"]
+    assert any("NoncurrentVersionExpiration" in r and r["Status"] == "Enabled" for r in lifecycle)
+    (deny,) = resources["StoreBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Action"] == "s3:*"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert resources["StoreBucket"]["DeletionPolicy"] == "Retain"
+
+
+def test_function_schedule_secret_and_alarms(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    function = resources["Sync"]["Properties"]
+    assert function["ReservedConcurrentExecutions"] == 1
+    assert function["Timeout"] == 900 and function["MemorySize"] >= 256
+    assert function["Handler"] == "app.sync"
+    assert function["CodeUri"] == "build/package/deployment.zip"
+    assert function["Events"]["SyncEvent"]["Properties"]["Schedule"] == {"Ref": "SyncSchedule"}
+    assert function["Role"] == {"Fn::GetAtt": ["SyncRole", "Arn"]}
+    # The only variable names the secret; its value is put in after deploy, never here.
+    assert function["Environment"]["Variables"] == {
+        "CERTFLEET_CONFIG_SECRET": {"Ref": "SyncConfigSecret"}
+    }
+    secret = resources["SyncConfigSecret"]["Properties"]
+    assert "SecretString" not in secret and "GenerateSecretString" not in secret
+    for name, parameter in template["Parameters"].items():
+        assert not any(word in name.lower() for word in ("key", "secret", "password")), name
+        assert "NoEcho" not in parameter
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    metrics = {
+        (a["Namespace"] if isinstance(a["Namespace"], str) else "stack", a["MetricName"])
+        for a in alarms
+    }
+    assert metrics == {("AWS/Lambda", "Errors"), ("stack", "SyncOrderErrors")}
+    (metric_filter,) = [
+        r["Properties"] for r in resources.values() if r["Type"] == "AWS::Logs::MetricFilter"
+    ]
+    assert metric_filter["FilterPattern"] == "{ $.error_count > 0 }"
+
+
+def cfn_lint() -> str:
+    beside = REPO / ".venv-lint" / "bin" / "cfn-lint"
+    if beside.exists():
+        return str(beside)
+    found = subprocess.run(["which", "cfn-lint"], capture_output=True, text=True, check=False)
+    if found.returncode != 0:
+        missing(
+            "cfn-lint is not installed: python3 -m venv .venv-lint && "
+            ".venv-lint/bin/pip install cfn-lint"
+        )
+    return found.stdout.strip()
+
+
+def test_cfn_lint_passes() -> None:
+    result = subprocess.run(
+        [cfn_lint(), str(TEMPLATE), str(NODE_POLICY_TEMPLATE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@dataclass(frozen=True)
+class Package:
+    out: Path
+    check: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Package:
+    """scripts/package.sh --check: builds the zip; exits 1 at the end if template.yaml is stale."""
+    chalice = REPO / ".venv" / "bin" / "chalice"
+    if not chalice.exists():
+        missing(f"{chalice} is missing (make venv)")
+    out = tmp_path_factory.mktemp("package") / "package"
+    result = subprocess.run(
+        [str(REPO / "scripts" / "package.sh"), "--check", "--no-lint"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "CERTFLEET_BUILD_DIR": str(out)},
+    )
+    assert (out / "deployment.zip").exists(), result.stdout + result.stderr
+    return Package(out, result)
+
+
+def test_committed_template_is_what_make_package_writes(package: Package) -> None:
+    assert package.check.returncode == 0, package.check.stdout + package.check.stderr
+    assert (package.out / "template.yaml").read_bytes() == TEMPLATE.read_bytes()
+
+
+def test_zip_holds_the_app_the_library_and_its_dependencies(package: Package) -> None:
+    with zipfile.ZipFile(package.out / "deployment.zip") as archive:
+        names = set(archive.namelist())
+    for expected in (
+        "app.py",
+        "chalicelib/runner.py",
+        "chalicelib/logformat.py",
+        "certfleet/__init__.py",
+        "certfleet/sync/__init__.py",
+        "certfleet/bundle/__init__.py",
+        "certfleet/store/s3.py",
+        "chalice/app.py",
+        "cryptography/__init__.py",
+        "requests/__init__.py",
+        "hcl/__init__.py",
+    ):
+        assert expected in names, expected
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if n.startswith(("tests/", "node_agent/", "boto3/"))]
+
+
+def test_zip_imports_in_a_fresh_interpreter(package: Package, tmp_path: Path) -> None:
+    unpacked = tmp_path / "zip"
+    with zipfile.ZipFile(package.out / "deployment.zip") as archive:
+        archive.extractall(unpacked)
+    # The interpreter that built the zip (its wheels match it), without site processing, so the
+    # editable certfleet of the venv is invisible; only boto3 & co. come from site-packages.
+    python = REPO / ".venv" / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    script = (
+        "import sys; sys.path[:0] = [sys.argv[1]]; sys.path.append(sys.argv[2]); "
+        "import app, certfleet, cryptography, hcl, requests, certfleet.store.s3, "
+        "certfleet.apiv3; "
+        "mods = [certfleet, cryptography, hcl, requests]; "
+        "assert all(m.__file__.startswith(sys.argv[1]) for m in mods), mods; "
+        "print(app.app.app_name, sorted(app.app.handler_map))"
+    )
+    result = subprocess.run(
+        [str(python), "-S", "-c", script, str(unpacked), site],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "certfleet-sync ['sync']"
