@@ -79,12 +79,16 @@ class OrderSettings:
         return tuple((kind, expand_files_path(path, safe_name)) for kind, path in self.files)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class OrderOverride:
     """The options one ``order "NAME" { ... }`` block sets, as (option, value) pairs."""
 
     name: str
     options: tuple[tuple[str, Any], ...]
+
+    def __repr__(self) -> str:  # values may include p12_password
+        names = ", ".join(option for option, _ in self.options)
+        return f"OrderOverride(name={self.name!r}, options=<{names}>)"
 
 
 @dataclass(frozen=True)

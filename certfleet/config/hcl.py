@@ -97,8 +97,9 @@ def _parse(text: str, source: str) -> dict[str, Any]:
             result = _parser.parse(text)
     except ValueError as err:
         raise ConfigErrors([_syntax_error(str(err), text, source)]) from err
-    except (TypeError, RecursionError, IndexError, KeyError, AttributeError) as err:
-        # pyhcl turns some expressions into text and fails on others with a TypeError.
+    except Exception as err:  # pyhcl also fails with TypeError,
+        # ZeroDivisionError, RecursionError... on odd input; none may reach the user as a
+        # traceback, and the file's text is not repeated (it may hold secrets).
         problem = f"syntax error: pyhcl could not read this file ({type(err).__name__})"
         raise ConfigErrors(
             [ConfigError(source, None, None, problem, valid=f"plain values: {_PLAIN_VALUES}")]

@@ -68,6 +68,9 @@ class Section:
         self._data = data
         self._options: dict[str, Item] = {}
         self._blocks: dict[str, list[Item]] = {}
+        # pyhcl merged the values of these, so they are reported and then left unread
+        self._repeated: set[str] = set()
+        self._repeated_labels: set[tuple[str, tuple[str, ...]]] = set()
         self._index(items)
 
     # -- structure ---------------------------------------------------------------------
@@ -80,17 +83,20 @@ class Section:
                 earlier = first or (self._blocks[item.key][0] if item.key in self._blocks else None)
                 if earlier is not None:
                     self._duplicate(item, f"set twice (first at line {earlier.line})")
+                    self._repeated.add(item.key)
                     continue
                 self._options[item.key] = item
                 continue
             if first is not None:
                 self._duplicate(item, f"set as an option at line {first.line} and as a block")
+                self._repeated.add(item.key)
                 continue
             if item.labels:
                 seen = labelled.get((item.key, item.labels))
                 if seen is not None:
                     names = " ".join(f'"{label}"' for label in item.labels)
                     self._duplicate(item, f"{names} is defined twice (first at line {seen.line})")
+                    self._repeated_labels.add((item.key, item.labels))
                     continue
                 labelled[(item.key, item.labels)] = item
             self._blocks.setdefault(item.key, []).append(item)
@@ -143,10 +149,16 @@ class Section:
         return None
 
     def error(self, name: str, problem: str, *, valid: str | None = None) -> None:
-        """Record a problem with option ``name`` (at its line, or without a line if absent)."""
+        """Record a problem with option ``name`` (at its line; if absent, the block's)."""
+        line = self.line_of(name)
         self.problems.errors.append(
             ConfigError(
-                self.source, self.line_of(name), name, problem, valid=valid, context=self.context
+                self.source,
+                self.line if line is None else line,
+                name,
+                problem,
+                valid=valid,
+                context=self.context,
             )
         )
 
@@ -205,6 +217,8 @@ class Section:
                     )
                 )
                 continue
+            if (name, item.labels) in self._repeated_labels:
+                continue
             label = item.labels[0]
             context = f'{name} "{label}"'
             if self.context:
@@ -225,17 +239,12 @@ class Section:
     # -- values ------------------------------------------------------------------------
 
     def _raw(self, name: str) -> tuple[bool, Any]:
-        if name not in self._options:
+        if name not in self._options or name in self._repeated:
             return False, None
         if name not in self._data:
             self.error(name, "could not read this value")
             return False, None
         return True, self._data[name]
-
-    def _missing(self, name: str, valid: str) -> None:
-        self.problems.errors.append(
-            ConfigError(self.source, None, name, "is required", valid=valid, context=self.context)
-        )
 
     def optional_string(
         self, name: str, *, secret: bool = False, valid: str | None = None
@@ -257,7 +266,7 @@ class Section:
         """The value of ``name``; when absent an error is recorded and "" returned."""
         if name not in self._options:
             if name not in self._blocks:
-                self._missing(name, valid)
+                self.error(name, "is required", valid=valid)
             return ""
         return self.string(name, "", secret=secret)
 
