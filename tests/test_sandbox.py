@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -416,8 +418,6 @@ def test_certificate_is_real_and_verifies(sandbox: Sandbox, tmp_path: Path, key_
     spki = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    import hashlib
-
     assert answer.json() == {"pubkey_hash": hashlib.sha256(spki).hexdigest(), "state": "issued"}
 
     cert = call(sandbox, "GET", f"/orders/{names[0]}/certs/{answer.json()['pubkey_hash']}").json()
@@ -568,8 +568,6 @@ def test_restart_keeps_orders_certs_and_ca(make_sandbox: Make, tmp_path: Path) -
     spki = leaf.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    import hashlib
-
     again = call(sb, "GET", f"/orders/{name}/certs/{hashlib.sha256(spki).hexdigest()}").json()
     assert again == cert
     assert openssl_verify(sb.root_pem, again, tmp_path).returncode == 0
@@ -675,3 +673,30 @@ def test_bulk_create_and_seed_orders(make_sandbox: Make, tmp_path: Path) -> None
     sb.stop()
     sb.start()  # seeding again keeps what exists
     assert len(call(sb, "GET", "/orders?cluster=seeded").json()["orders"]) == 2
+
+
+def test_sigint_stops_cleanly_and_removes_the_temporary_data() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "certfleet.sandbox", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    line = process.stdout.readline()
+    assert line.startswith("certfleet sandbox listening on http://127.0.0.1:")
+    url = line.split()[4]
+    assert (
+        requests.get(
+            url + "/orders", headers={"Authorization": "Bearer sandbox-key"}, timeout=10
+        ).status_code
+        == 200
+    )
+    process.send_signal(signal.SIGINT)
+    assert process.wait(10) == 0
+    log = process.stderr.read()
+    assert "TEST DOUBLE" in log
+    data_dir = re.search(r"data in (\S+)", log)
+    assert data_dir is not None and not Path(data_dir.group(1)).exists()
+    process.stdout.close()
+    process.stderr.close()
