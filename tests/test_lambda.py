@@ -190,7 +190,7 @@ def test_scheduled_run_publishes_the_cluster_from_the_secret_config(
     assert secrets_manager.calls[0]["signed"]
 
     parts = urlsplit(s3_url)
-    s3 = boto3.client("s3", endpoint_url=seaweedfs.endpoint)
+    s3 = boto3.session.Session().client("s3", endpoint_url=seaweedfs.endpoint)
     key = f"{parts.path.strip('/')}/v1/clusters/{cluster}/head"
     data = s3.get_object(Bucket=parts.netloc, Key=key)["Body"].read()
     head = decode_head(

@@ -55,7 +55,8 @@ def budget_seconds(remaining_ms: float) -> float:
 def _secrets_manager_client() -> SecretsManagerClient:
     # boto3 honours AWS_ENDPOINT_URL_SECRETS_MANAGER, which is how the tests reach a stand-in.
     retries: Any = {"max_attempts": 3, "mode": "standard"}
-    return boto3.client(
+    # An own session: boto3's default session is shared mutable state (and warns on 3.9).
+    return boto3.session.Session().client(
         "secretsmanager",
         config=Config(connect_timeout=5, read_timeout=10, retries=retries),
     )
