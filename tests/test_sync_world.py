@@ -159,7 +159,7 @@ class World:
 def make_world(sandbox: Sandbox, store_url: str, endpoint: str, **kwargs: Any) -> World:
     world = World(
         sandbox=sandbox,
-        store=open_store(store_url, endpoint=endpoint),
+        store=open_store(store_url, endpoint=endpoint or None),
         cluster=unique_cluster("s"),
         secrets=(ClusterSecret.generate("k1"),),
         signing_key=SigningKey.generate(),
