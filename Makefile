@@ -23,11 +23,18 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-lint: venv
+# cfn-lint lives in its own venv: it is heavy and pins its own dependencies.
+.venv-lint/.installed:
+	@test -x .venv-lint/bin/python || $(PYTHON) -m venv .venv-lint
+	.venv-lint/bin/python -m pip install -q --disable-pip-version-check cfn-lint
+	@touch $@
+
+lint: venv .venv-lint/.installed
 	$(BIN)/ruff check certfleet node_agent tests lambda bench scripts
 	$(BIN)/ruff format --check certfleet node_agent tests lambda bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	.venv-lint/bin/cfn-lint template.yaml infra/sam/node-policy.yaml
 
 test-py311: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
