@@ -122,7 +122,7 @@ def run_sync(
         except LeaseHeldError as err:
             log.info("%s", err)
             tally.complete = False
-            tally.error(f"cluster:{policy.name}", err)
+            tally.skipped.append(policy.name)
         except CertfleetError as err:
             log.error("cluster %s: %s", policy.name, err)
             tally.error(f"cluster:{policy.name}", err)
@@ -141,6 +141,7 @@ def run_sync(
         store_requests=after["requests"] - before["requests"],
         provider_calls=counted.calls,
         generations=dict(tally.generations),
+        skipped=tuple(tally.skipped),
         heads_published=tally.heads_published,
         complete=tally.complete,
         duration=time.monotonic() - started,

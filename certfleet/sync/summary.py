@@ -10,7 +10,8 @@ from typing import Any
 @dataclass(frozen=True)
 class RunSummary:
     """What one run did. ``errors`` maps an order name (or ``cluster:<name>`` for a whole
-    cluster) to the error message; ``generations`` is the head generation each cluster
+    cluster) to the error message; ``skipped`` names the clusters whose lease another run
+    held (this run backed off: not an error); ``generations`` is the head generation each cluster
     ends the run with (published or unchanged); ``complete`` is False when the time budget
     or a lease held elsewhere left work for the next run."""
 
@@ -27,6 +28,7 @@ class RunSummary:
     store_requests: int
     provider_calls: int
     generations: Mapping[str, int]
+    skipped: tuple[str, ...]
     heads_published: int
     complete: bool
     duration: float
@@ -56,6 +58,7 @@ class RunSummary:
             "provider_calls": self.provider_calls,
             "generation": self.generation,
             "generations": dict(self.generations),
+            "skipped": list(self.skipped),
             "heads_published": self.heads_published,
             "complete": self.complete,
             "duration": round(self.duration, 3),
@@ -76,6 +79,7 @@ class Tally:
     complete: bool = True
     errors: dict[str, str] = field(default_factory=dict)
     generations: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
     def error(self, subject: str, err: BaseException) -> None:
         self.errors[subject] = str(err)

@@ -1,0 +1,117 @@
+"""``certfleet sync`` and ``certfleet rekey`` as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certfleet.cli import main
+from certfleet.store import open_store
+from tests.plugins.sandbox import Sandbox, unique_cluster
+from tests.plugins.seaweedfs import SeaweedFS
+
+
+def cli(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def config(
+    tmp_path: Path, sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[Path, str]:  # fmt: skip
+    path = tmp_path / "sync.conf"
+    code, _, err = cli(
+        "init", "--config", str(path), "--store", s3_url,
+        "--store-endpoint", seaweedfs.endpoint, "--api-endpoint", sandbox.url,
+        "--api-key", sandbox.api_key, capsys=capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    cluster = unique_cluster("cli")
+    code, stanza, err = cli("clusters", "add", cluster, "--config", str(path), capsys=capsys)
+    assert code == 0 and "publisher" in stanza, err
+    path.write_text(path.read_text().replace("secret =", 'key_type = "ecdsa"\n  secret ='))
+    return path, cluster
+
+
+def test_sync_once_settles_and_then_leaves_the_head_unchanged(
+    config: tuple[Path, str], s3_url: str, seaweedfs: SeaweedFS,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    path, cluster = config
+    for name in ("cli.example.com", "*.wild.example.com"):
+        code, _, err = cli("add", "--cluster", cluster, name, "--config", str(path), capsys=capsys)
+        assert code == 0, err
+    code, out, err = cli("sync", "--once", "--json", "--config", str(path), capsys=capsys)
+    assert code == 0, err
+    first: dict[str, Any] = json.loads(out)
+    assert first["certificates_published"] == 2 and first["errors"] == {}
+    store = open_store(s3_url, endpoint=seaweedfs.endpoint)
+    head_key = f"v1/clusters/{cluster}/head"
+    head = store.get(head_key)
+    assert head is not None
+    code, out, err = cli("sync", "--once", "--config", str(path), capsys=capsys)
+    assert code == 0 and "0 certificates published" in out, err
+    again = store.get(head_key)
+    assert again is not None and again.data == head.data and again.etag == head.etag
+    keys = list(store.list(""))
+    assert keys and not any("example" in key or "wild" in key for key in keys)
+
+
+def test_rekey_marks_orders_for_the_next_sync(
+    config: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, cluster = config
+    cli("add", "--cluster", cluster, "rk.example.com", "--config", str(path), capsys=capsys)
+    assert cli("sync", "--once", "--config", str(path), capsys=capsys)[0] == 0
+    code, out, _ = cli(
+        "rekey", "--cluster", cluster, "--json", "--config", str(path), capsys=capsys
+    )
+    assert code == 0 and json.loads(out) == {"cluster": cluster, "marked": ["rk.example.com"]}
+    code, out, _ = cli("sync", "--once", "--json", "--config", str(path), capsys=capsys)
+    assert code == 0 and json.loads(out)["keys_generated"] == 1
+
+
+def test_usage_and_config_errors_exit_2(
+    config: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = config
+    assert cli("sync", "--once", capsys=capsys)[0] == 2
+    assert cli("sync", "--interval", "soon", "--config", str(path), capsys=capsys)[0] == 2
+    code, _, err = cli("rekey", "--cluster", "nope", "--config", str(path), capsys=capsys)
+    assert code == 2 and "nope" in err
+
+
+def test_interval_loop_stops_promptly_on_sigterm(
+    config: tuple[Path, str], seaweedfs: SeaweedFS
+) -> None:
+    path, _ = config
+    program = "from certfleet.cli import main; raise SystemExit(main())"
+    process = subprocess.Popen(
+        [sys.executable, "-c", program, "sync", "--interval", "30s", "--json",
+         "--config", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, **seaweedfs.env},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["errors"] == {}
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
