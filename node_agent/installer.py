@@ -93,8 +93,11 @@ class Installer:
         self.state_dir = os.path.abspath(state_dir)
         self.orders_dir = os.path.join(self.state_dir, "orders")
         self.versions_dir = os.path.join(self.state_dir, "versions")
-        for directory in (self.state_dir, self.orders_dir, self.versions_dir):
-            os.makedirs(directory, mode=_DIR_MODE, exist_ok=True)
+        try:
+            for directory in (self.state_dir, self.orders_dir, self.versions_dir):
+                os.makedirs(directory, mode=_DIR_MODE, exist_ok=True)
+        except OSError as err:
+            raise InstallError(f"state directory {self.state_dir}", str(err)) from err
 
     def order_path(self, safe_name: str) -> str:
         return os.path.join(self.orders_dir, _checked_safe_name(safe_name))
@@ -183,6 +186,7 @@ class Installer:
         shutil.rmtree(os.path.join(self.versions_dir, safe_name), ignore_errors=True)
 
     def remove_temp_links(self) -> None:
+        """Remove symlinks a crash left half-made in ``orders/``."""
         for name in os.listdir(self.orders_dir):
             if is_temp_name(name):
                 os.unlink(os.path.join(self.orders_dir, name))

@@ -8,7 +8,7 @@ tampered objects, old or expired heads) to test the agent's defences.
 
 Fixtures:
 
-- ``test_ca`` (session): a :class:`TestCa`;
+- ``publisher_ca`` (session): a :class:`TestCa`;
 - ``make_publisher`` (function): ``make_publisher(store_url, cluster="web", **options)``
   returns a :class:`Publisher` writing to that store.
 """
@@ -190,6 +190,7 @@ class Publisher:
         self.bundles: dict[str, Bundle] = {}
         self.generation = 0
         self.heads: list[bytes] = []
+        self._sealed: dict[int, tuple[object, bytes]] = {}  # index -> (content, digest)
 
     # -- what an agent config needs ------------------------------------------------------
 
@@ -273,10 +274,26 @@ class Publisher:
     def index_of(self, order_name: str) -> int:
         return shard_index(self.shard_key, order_name, SHARDS)
 
-    def _shard_bytes(self, index: int) -> bytes:
+    def _shard_digest(self, index: int) -> bytes:
+        """Like the sync: a shard whose content did not change keeps its stored object."""
         entries = tuple(e for n, e in self.entries.items() if self.index_of(n) == index)
         stones = tuple(t for n, t in self.tombstones.items() if self.index_of(n) == index)
         raw = sorted((n, v) for n, v in self.raw_entries.items() if self.index_of(n) == index)
+        content = (sorted(entries, key=repr), sorted(stones, key=repr), raw)
+        cached = self._sealed.get(index)
+        if cached is not None and cached[0] == content:
+            return cached[1]
+        digest = self.put_object("shards", self._shard_bytes(index, entries, stones, raw))
+        self._sealed[index] = (content, digest)
+        return digest
+
+    def _shard_bytes(
+        self,
+        index: int,
+        entries: tuple[ShardEntry, ...],
+        stones: tuple[Tombstone, ...],
+        raw: list[tuple[str, tuple[bytes, str]]],
+    ) -> bytes:
         if not raw:
             shard = Shard(entries, stones)
             return seal_shard(shard, cluster=self.cluster, index=index, secrets=self.secrets)
@@ -300,9 +317,7 @@ class Publisher:
     ) -> bytes:
         """Write every shard and a new signed head; return the head's bytes."""
         issued_at = int(time.time()) if now is None else now
-        digests = tuple(
-            self.put_object("shards", self._shard_bytes(index)) for index in range(SHARDS)
-        )
+        digests = tuple(self._shard_digest(index) for index in range(SHARDS))
         self.generation = generation or next_generation(self.generation, issued_at * 1000)
         head = Head(
             self.cluster, self.generation, issued_at, issued_at + valid_for,
@@ -321,17 +336,17 @@ class Publisher:
 
 
 @pytest.fixture(scope="session")
-def test_ca() -> TestCa:
+def publisher_ca() -> TestCa:
     return TestCa()
 
 
 @pytest.fixture
-def make_publisher(test_ca: TestCa) -> Iterator[Callable[..., Publisher]]:
+def make_publisher(publisher_ca: TestCa) -> Iterator[Callable[..., Publisher]]:
     """``make_publisher(store_url, cluster="web", **options)``: a Publisher on that store."""
 
     def make(store_url: str, cluster: str = "web", **options: object) -> Publisher:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") if store_url.startswith("s3:") else None
         store = open_store(store_url, endpoint=endpoint)
-        return Publisher(store, test_ca, cluster, **options)  # type: ignore[arg-type]
+        return Publisher(store, publisher_ca, cluster, **options)  # type: ignore[arg-type]
 
     yield make

@@ -1,0 +1,202 @@
+"""``certfleet-agent``: --check-config, --once exit statuses, file:// and http://, the loop."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from node_agent import cli
+from node_agent.loop import Schedule, run_loop
+from node_agent.result import ClusterOutcome, PollResult
+
+if TYPE_CHECKING:
+    from tests.plugins.publisher import Publisher
+
+pytest_plugins = ["tests.plugins.publisher"]
+
+
+def agent_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node_agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def write_config(path: Path, store: str, publisher: Publisher, extra: str = "") -> Path:
+    path.write_text(
+        f'store = "{store}"\nstate_dir = "{path.parent / "state"}"\npoll_interval = "1s"\n'
+        + publisher.cluster_stanza()
+        + extra
+    )
+    return path
+
+
+@pytest.fixture
+def file_store(tmp_path: Path, make_publisher: Callable[..., Publisher]) -> Publisher:
+    (tmp_path / "store").mkdir()
+    return make_publisher(f"file://{tmp_path}/store")
+
+
+# -- --check-config -----------------------------------------------------------------------
+
+
+def test_check_config_accepts_a_good_config_without_touching_the_disk(
+    tmp_path: Path, file_store: Publisher
+) -> None:
+    config = write_config(tmp_path / "agent.conf", "s3://bucket/prefix", file_store)
+    done = agent_command("--config", str(config), "--check-config")
+    assert done.returncode == 0, done.stderr
+    assert "OK" in done.stdout
+    assert not (tmp_path / "state").exists()
+
+
+def test_check_config_names_file_line_and_option(tmp_path: Path, file_store: Publisher) -> None:
+    config = write_config(
+        tmp_path / "agent.conf",
+        "file:///srv/store",
+        file_store,
+        'default {\n  key_perm = "0666"\n}\n',
+    )
+    done = agent_command("--config", str(config), "--check-config")
+    assert done.returncode == 2
+    line = len(config.read_text().splitlines()) - 1
+    assert f"{config}:{line}" in done.stderr and "key_perm" in done.stderr
+    no_cluster = tmp_path / "empty.conf"
+    no_cluster.write_text('store = "file:///srv/store"\n')
+    done = agent_command("--config", str(no_cluster), "--check-config")
+    assert done.returncode == 2 and "cluster" in done.stderr
+    done = agent_command("--config", str(tmp_path / "missing.conf"), "--check-config")
+    assert done.returncode == 2 and "missing.conf" in done.stderr
+    assert agent_command("--bogus").returncode == 2
+
+
+# -- --once over file:// and http:// ------------------------------------------------------
+
+
+def test_once_over_a_file_store_exits_0_then_1_on_a_refusal(
+    tmp_path: Path, file_store: Publisher
+) -> None:
+    file_store.issue("a.example")
+    file_store.issue("b.example")
+    file_store.publish()
+    config = write_config(tmp_path / "agent.conf", file_store.store.url, file_store)
+    done = agent_command("--config", str(config), "--once")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "state" / "orders" / "a.example" / "ecdsa.crt.pem").exists()
+    file_store.issue("a.example")
+    file_store.issue("b.example")
+    file_store.publish()
+    key = file_store.bundle_key("a.example")
+    file_store.store.put(key, b"not a bundle")
+    done = agent_command("--config", str(config), "--once")
+    assert done.returncode == 1
+    assert "'a.example'" in done.stderr and "integrity check failed" in done.stderr
+    assert "1 installed" in done.stderr  # b.example, despite a.example's refusal
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[str]:
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path / "store"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_once_over_an_http_store(tmp_path: Path, file_store: Publisher, http_server: str) -> None:
+    file_store.issue("*.example.com")
+    file_store.publish()
+    config = write_config(tmp_path / "agent.conf", http_server, file_store)
+    assert cli.main(["--config", str(config), "--once"]) == 0
+    assert (tmp_path / "state" / "orders" / "_.example.com" / "ecdsa.key.pem").exists()
+    assert cli.main(["--config", str(config), "--once"]) == 0  # unchanged: nothing to do
+
+
+# -- the loop -----------------------------------------------------------------------------
+
+
+def _result(head: str) -> PollResult:
+    return PollResult(clusters=(ClusterOutcome("web", head, 1, 1),))
+
+
+def test_schedule_jitters_and_caps_the_backoff() -> None:
+    schedule = Schedule(60.0, jitter=0.1, backoff_cap=900.0)
+    assert schedule.wait(0, lambda: 0.0) == pytest.approx(54.0)
+    assert schedule.wait(0, lambda: 1.0) == pytest.approx(66.0)
+    assert schedule.wait(2, lambda: 0.5) == pytest.approx(240.0)
+    assert schedule.wait(50, lambda: 0.5) == pytest.approx(900.0)
+
+
+def test_loop_survives_failures_backs_off_and_stops_on_the_event() -> None:
+    stop = threading.Event()
+    waits: list[float] = []
+    outcomes = iter(["raise", "unreachable", "new", "stop"])
+
+    def poll() -> PollResult:
+        outcome = next(outcomes)
+        if outcome == "raise":
+            raise RuntimeError("disk full")
+        if outcome == "stop":
+            stop.set()
+        return _result(outcome)
+
+    class RecordingEvent(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout or 0.0)
+            return self.is_set()
+
+    stop = RecordingEvent()
+    assert run_loop(poll, Schedule(10.0, jitter=0.0), stop) == 4
+    assert waits == [20.0, 40.0, 10.0, 10.0]
+
+
+def test_sigterm_stops_the_daemon(tmp_path: Path, file_store: Publisher) -> None:
+    file_store.issue("a.example")
+    file_store.publish()
+    config = write_config(tmp_path / "agent.conf", file_store.store.url, file_store)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "node_agent", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        link = tmp_path / "state" / "orders" / "a.example"
+        deadline = time.monotonic() + 30
+        while not link.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert link.exists()
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+        assert process.returncode == 0
+        assert time.monotonic() - started < 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    assert "stopped" in stderr
+    assert os.path.exists(tmp_path / "state" / "state.json")
