@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -292,14 +293,16 @@ class SeaweedFS:
         import boto3
         from botocore.config import Config
 
-        client = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name="us-east-1",
-            config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
-        )
+        with warnings.catch_warnings():  # boto3's notice about Python 3.9 is not our business
+            warnings.filterwarnings("ignore", message="Boto3 will no longer support")
+            client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                aws_access_key_id=self.access_key,
+                aws_secret_access_key=self.secret_key,
+                region_name="us-east-1",
+                config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+            )
         client.put_object(Bucket=self.bucket, Key=PROBE_KEY, Body=b"ready")
         client.get_object(Bucket=self.bucket, Key=PROBE_KEY)["Body"].read()
 
