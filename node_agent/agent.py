@@ -98,6 +98,7 @@ class Agent:
         self.node_id = node_id(config.state_dir)
         self.states = StateStore(config.state_dir)
         self.state: AgentState = self.states.load()
+        self._dirty = False
         self.sources = {
             trust.name: ClusterSource(
                 self.store, trust.name, secrets=trust.secrets, publishers=trust.publishers
@@ -122,6 +123,7 @@ class Agent:
             )
             if new_head is not None:
                 fresh[trust.name] = new_head
+                self._dirty = True
         owners = self._owners(tally)
         prepared: list[_Prepared] = []
         for trust in self.config.clusters:
@@ -129,9 +131,9 @@ class Agent:
         switched = self._switch(prepared, tally)
         removed = self._removals(owners, now, tally)
         self._owe(switched, removed)
-        self.states.save(self.state)
+        self._save()
         self._complete_copies(tally)
-        self.states.save(self.state)
+        self._save()
         self._check(switched, tally)
         self._run_owed(tally)
         for cluster, (etag, generation) in fresh.items():
@@ -139,10 +141,17 @@ class Agent:
                 cluster_state = self.state.cluster(cluster)
                 cluster_state.applied_etag = etag
                 cluster_state.applied_generation = generation
-        self.states.save(self.state)
+                self._dirty = True
+        self._save()
         result = tally.result(self.state, [trust.name for trust in self.config.clusters])
         log.info("poll done: %s", result.summary())
         return result
+
+    def _save(self) -> None:
+        """Write the state if this poll changed it (an idle poll writes nothing)."""
+        if self._dirty:
+            self.states.save(self.state)
+            self._dirty = False
 
     # -- ownership -----------------------------------------------------------------------
 
@@ -181,7 +190,9 @@ class Agent:
                 and installed.cluster == cluster
                 and installed.bundle_hash == entry.bundle_hash.hex()
             ):
-                installed.removed_at = None
+                if installed.removed_at is not None:
+                    installed.removed_at = None  # published again
+                    self._dirty = True
                 continue
             if entry.install_after > now:
                 tally.deferred.append(name)
@@ -243,6 +254,7 @@ class Agent:
             )
             self.installer.prune(item.safe, [item.version, old.version if old else None])
             switched.append(item.name)
+            self._dirty = True
             tally.installed.append(item.name)
             log.info("installed order %r (serial %s) from cluster %s", item.name,
                      item.entry.serial, item.cluster)  # fmt: skip
@@ -260,6 +272,7 @@ class Agent:
             if order.copies_version == order.version and order.copies == wanted:
                 continue
             order.copies, order.copies_version = wanted, None
+            self._dirty = True
             if wanted:
                 try:
                     files = self.installer.read(order.safe_name, order.version, order.key_type)
@@ -307,6 +320,7 @@ class Agent:
         except InstallError as err:
             tally.problem(FAILED, f"order {name!r}", f"rollback failed: {err}", order.cluster)
             return
+        self._dirty = True
         tally.installed.remove(name)
         tally.rolled_back.append(name)
         for owed in self.state.owed:
@@ -333,6 +347,7 @@ class Agent:
                 if order.removed_at is None:
                     stone = tombstones.get(name)
                     order.removed_at = stone.removed_at if stone else now
+                    self._dirty = True
                     log.warning("order %r was removed from cluster %s", name, trust.name)
                 settings = self.config.settings_for(name)
                 if settings.remove != "delete" or now < order.removed_at + settings.remove_after:
@@ -345,6 +360,7 @@ class Agent:
                     tally.problem(FAILED, f"order {name!r}", str(err), trust.name)
                     continue
                 del self.state.orders[name]
+                self._dirty = True
                 deleted.append(name)
                 tally.removed.append(name)
                 log.info("deleted the files of removed order %r", name)
@@ -374,6 +390,7 @@ class Agent:
             env = self._env(owed.updated, owed.removed, owed.generation)
             outcome = self.runner.run(owed.command, env, self.config.hook_timeout)
             tally.commands.append(CommandRun(owed.command, outcome.ok, outcome.describe()))
+            self._dirty = True
             if outcome.ok:
                 self.state.owed.remove(owed)
                 continue
@@ -385,7 +402,7 @@ class Agent:
                 f"on_update command {owed.command!r} {outcome.describe()} "
                 f"(failure {owed.failures}; retried on the next poll)",
             )
-            self.states.save(self.state)
+            self._save()
 
     def _env(
         self, updated: Sequence[str], removed: Sequence[str], generation: int = 0

@@ -114,8 +114,19 @@ def _entry(raw: dict[str, Any]) -> ShardEntry:
 
 
 def _entry_json(entry: ShardEntry) -> dict[str, Any]:
-    raw = asdict(entry)
-    raw["bundle_hash"] = entry.bundle_hash.hex()
+    return {
+        "order_name": entry.order_name,
+        "bundle_hash": entry.bundle_hash.hex(),
+        "serial": entry.serial,
+        "not_after": entry.not_after,
+        "install_after": entry.install_after,
+    }
+
+
+def _order_json(order: InstalledOrder) -> dict[str, Any]:
+    raw = dict(vars(order))  # flat but for ``previous`` (asdict is slow on large states)
+    raw["copies"] = dict(order.copies)
+    raw["previous"] = _order_json(order.previous) if order.previous else None
     return raw
 
 
@@ -148,12 +159,15 @@ def _from_json(raw: dict[str, Any]) -> AgentState:
 def _to_json(state: AgentState) -> dict[str, Any]:
     clusters = {}
     for name, cluster in state.clusters.items():
-        raw = asdict(cluster)
+        raw = {key: value for key, value in vars(cluster).items() if key != "shards"}
         raw["shards"] = {
             str(index): {
                 "hash": record.hash,
                 "entries": [_entry_json(e) for e in record.entries],
-                "tombstones": [asdict(t) for t in record.tombstones],
+                "tombstones": [
+                    {"order_name": t.order_name, "removed_at": t.removed_at}
+                    for t in record.tombstones
+                ],
             }
             for index, record in cluster.shards.items()
         }
@@ -161,7 +175,7 @@ def _to_json(state: AgentState) -> dict[str, Any]:
     return {
         "schema": _SCHEMA,
         "clusters": clusters,
-        "orders": {name: asdict(order) for name, order in state.orders.items()},
+        "orders": {name: _order_json(order) for name, order in state.orders.items()},
         "owed": [asdict(owed) for owed in state.owed],
     }
 

@@ -510,9 +510,12 @@ def test_only_changed_shards_and_bundles_are_fetched(world: World) -> None:
     assert agent.poll_once().ok
     stats = agent.store.stats
     before = stats.as_dict()
+    state_file = world.state_dir / "state.json"
+    written = state_file.stat().st_mtime_ns
     assert agent.poll_once().ok
     idle = {k: stats.as_dict()[k] - before[k] for k in before}
     assert idle["requests"] == 1 and idle["bytes_in"] == 0
+    assert state_file.stat().st_mtime_ns == written  # an idle poll writes nothing
     world.pub.issue("o7.example")
     world.pub.publish()
     before = stats.as_dict()
