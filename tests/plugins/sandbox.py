@@ -14,20 +14,15 @@ Both give a :class:`Sandbox`: ``.url`` (the ``/api/v3`` base URL), ``.api_key``,
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
 import pytest
-import requests
 
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
+from certfleet import devstack
+
 _OPTION_FLAGS = {
     "issue_delay": "--issue-delay",
     "cert_lifetime": "--cert-lifetime",
@@ -43,83 +38,22 @@ def unique_cluster(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-class Sandbox:
-    """A sandbox subprocess; :meth:`start` again after :meth:`stop` keeps port and data."""
-
-    def __init__(self, data_dir: Path, options: list[str], api_key: str = "sandbox-key") -> None:
-        self.data_dir = data_dir
-        self.api_key = api_key
-        self.options = options
-        self.port = 0
-        self.root_pem = b""
-        self.log_path = data_dir.parent / f"{data_dir.name}.log"
-        self.exit_status: int | None = None  # of the last stopped process
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __repr__(self) -> str:
-        return f"Sandbox({self.url!r})"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v3"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"}
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+class Sandbox(devstack.Sandbox):
+    """:class:`certfleet.devstack.Sandbox`, whose failures are test failures."""
 
     def start(self) -> None:
         """Start the sandbox and wait for its "listening on" line (port 0 picks one)."""
-        if self.running:
-            return
-        stdout_path = self.log_path.with_suffix(".stdout")
-        command = [
-            sys.executable,
-            "-m",
-            "certfleet.sandbox",
-            "--port",
-            str(self.port),
-            "--data",
-            str(self.data_dir),
-            "--api-key",
-            self.api_key,
-            *self.options,
-        ]
-        with open(stdout_path, "wb") as out, open(self.log_path, "ab") as err:
-            self._process = subprocess.Popen(command, stdout=out, stderr=err)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            line = stdout_path.read_text(encoding="utf-8").partition("\n")
-            if line[1]:
-                break
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"the sandbox did not start: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.02)
-        words = line[0].split()
-        assert words[:4] == ["certfleet", "sandbox", "listening", "on"], line[0]
-        assert "(TEST DOUBLE, not SSLMate)" in line[0]
-        self.port = int(words[4].split(":")[2].split("/")[0])
-        answer = requests.get(self.url + "/sandbox/root.pem", timeout=10)
-        answer.raise_for_status()
-        self.root_pem = answer.content
+        try:
+            super().start()
+        except devstack.StackError as err:
+            pytest.fail(f"the sandbox did not start: {err}")
 
     def stop(self) -> None:
-        """SIGTERM and wait (SIGKILL if it does not stop in time)."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            self.exit_status = None if process is None else process.returncode
-            return
-        process.send_signal(signal.SIGTERM)
+        """SIGTERM and wait (SIGKILL, and a failure, if it does not stop in time)."""
         try:
-            self.exit_status = process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise AssertionError("the sandbox ignored SIGTERM") from None
+            super().stop()
+        except devstack.StackError as err:
+            raise AssertionError("the sandbox ignored SIGTERM") from err
 
 
 def _flags(options: dict[str, object]) -> list[str]:
@@ -146,7 +80,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 def make_sandbox(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
     made: list[Sandbox] = []
 
-    def make(api_key: str = "sandbox-key", **options: object) -> Sandbox:
+    def make(api_key: str = devstack.SANDBOX_API_KEY, **options: object) -> Sandbox:
         server = Sandbox(tmp_path / f"sandbox{len(made)}", _flags(options), api_key)
         made.append(server)
         server.start()
