@@ -276,6 +276,9 @@ def test_delete_is_idempotent(writable: Backend) -> None:
 def test_self_test_passes(writable: Backend) -> None:
     check_conditional_writes(writable.writer)
     assert list(writable.writer.list("v1/sync/selftest/")) == []
+    # four put attempts (two refused) and one delete, counted alike by every backend
+    stats = writable.writer.stats
+    assert (stats.writes, stats.deletes, stats.reads) == (4, 1, 0)
 
 
 def test_concurrent_put_if_absent_threads(writable: Backend) -> None:

@@ -97,12 +97,14 @@ class FileStore:
 
     def put(self, key: str, data: bytes) -> str:
         path = self._path(key)
+        self.stats.count("writes", bytes_out=len(data))
         with self._locked(key):
             self._write(path, data, key)
         return content_etag(data)
 
     def put_if_absent(self, key: str, data: bytes) -> str:
         path = self._path(key)
+        self.stats.count("writes", bytes_out=len(data))
         with self._locked(key):
             if path.exists():
                 raise PreconditionFailed(key, url=self.url, detail="the object already exists")
@@ -111,6 +113,7 @@ class FileStore:
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> str:
         path = self._path(key)
+        self.stats.count("writes", bytes_out=len(data))
         with self._locked(key):
             try:
                 current = content_etag(path.read_bytes())
@@ -175,7 +178,6 @@ class FileStore:
             _fsync_dir(path.parent)
         except OSError as err:
             raise self._os_error(err, "write", key) from err
-        self.stats.count("writes", bytes_out=len(data))
 
     def _make_dirs(self, directory: Path) -> None:
         """Create ``directory`` and missing parents, fsyncing each new entry's parent."""

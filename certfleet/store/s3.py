@@ -81,10 +81,10 @@ class S3Store:
         self.page_size = page_size
         self.url = f"s3://{bucket}/{self.prefix}"
         self.stats = StoreStats()
-        self._where = f"{self.url} (endpoint {endpoint})" if endpoint else self.url
+        self._via = f" (endpoint {endpoint})" if endpoint else ""
         self._errors = (ClientError, BotoCoreError)
         config = Config(
-            connect_timeout=timeout,
+            connect_timeout=min(timeout, 10.0),
             read_timeout=timeout,
             retries={"max_attempts": max_attempts, "mode": "standard"},
             s3={"addressing_style": "path"} if endpoint else {},
@@ -99,7 +99,7 @@ class S3Store:
         )
 
     def __repr__(self) -> str:
-        return f"S3Store({self._where!r})"
+        return f"S3Store({self.url!r}, endpoint={self.endpoint!r})"
 
     def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
         name = self._name(key)
@@ -167,6 +167,10 @@ class S3Store:
             else:
                 answer = self._client.put_object(Bucket=self.bucket, Key=name, Body=data)
         except self._errors as err:
+            if if_match is not None and _code(err) in ("NoSuchKey", "404"):
+                raise PreconditionFailed(
+                    key, url=self.url, detail="the object does not exist"
+                ) from err
             raise self._translate(err, key) from err
         return answer["ETag"]
 
@@ -198,25 +202,27 @@ class S3Store:
             code = _code(err)
             status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             message = err.response.get("Error", {}).get("Message", "") or code
-            detail = f"{code}: {message}"
+            detail = f"{code}: {message}{self._via}"
             if code in ("NoSuchKey", "404"):
                 return ObjectNotFound(key or "", url=self.url)
             if code in _LOST or status == 412:
                 return PreconditionFailed(key or "", url=self.url, detail=detail)
             if code in _DENIED or status in (401, 403):
-                return StoreAccessDenied(detail, url=self._where, key=key)
+                return StoreAccessDenied(detail, url=self.url, key=key)
             if code in _TRANSIENT or status >= 500:
-                return StoreUnavailable(detail, url=self._where, key=key)
+                return StoreUnavailable(detail, url=self.url, key=key)
             if code == "NoSuchBucket":
                 return StoreError(
-                    f"bucket {self.bucket!r} does not exist ({self._where})", url=self.url, key=key
+                    f"bucket {self.bucket!r} of {self.url} does not exist{self._via}",
+                    url=self.url,
+                    key=key,
                 )
-            return StoreError(f"{self._where}: {key!r}: {detail}", url=self.url, key=key)
+            return StoreError(f"{self.url}: {key!r}: {detail}", url=self.url, key=key)
         if isinstance(err, (boto.NoCredentialsError, boto.PartialCredentialsError)):
             return StoreAccessDenied(
                 "no usable AWS credentials in the standard chain (environment, shared "
-                "credentials file, instance or task role)",
-                url=self._where,
+                f"credentials file, instance or task role){self._via}",
+                url=self.url,
                 key=key,
             )
         if isinstance(
@@ -228,8 +234,8 @@ class S3Store:
                 boto.IncompleteReadError,
             ),
         ):
-            return StoreUnavailable(str(err), url=self._where, key=key)
-        return StoreError(f"{self._where}: {key!r}: {err}", url=self.url, key=key)
+            return StoreUnavailable(str(err), url=self.url, key=key)
+        return StoreError(f"{self.url}: {key!r}: {err}{self._via}", url=self.url, key=key)
 
 
 def _code(err: Exception) -> str:

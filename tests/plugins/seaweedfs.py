@@ -137,6 +137,9 @@ class SeaweedFS:
             "-webdav=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            # Resuming the master's saved state made the first PUT after a restart wait
+            # 5-20 s for volumes; the volume server re-announces them anyway.
+            "-master.resumeState=false",
             f"-bucket={self.bucket}",
         ]
         env = {**os.environ, **self.env}
@@ -151,19 +154,56 @@ class SeaweedFS:
             )
 
     def _wait_until_up(self) -> None:
+        """Wait until S3 answers, then until a signed write and read of a probe succeed.
+
+        After a restart the S3 port answers before the volumes are loaded (reads fail
+        with InternalError for a moment), so "the port answers" is not enough.
+        """
         deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise RuntimeError(f"weed mini exited at start:\n{self.log_tail()}")
+        while not self._answers():
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"weed mini did not answer in {START_TIMEOUT}s:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+        while True:
             try:
-                with urllib.request.urlopen(self.endpoint + "/", timeout=1):
-                    return
-            except urllib.error.HTTPError as answer:
-                answer.close()
-                return  # 403 to an anonymous request: it is up and checking signatures
-            except OSError:
+                self._probe()
+                return
+            except Exception as err:
+                if not self.running or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"weed mini does not serve objects ({err}):\n{self.log_tail()}"
+                    ) from err
                 time.sleep(0.05)
-        raise RuntimeError(f"weed mini did not answer within {START_TIMEOUT}s:\n{self.log_tail()}")
+
+    def _answers(self) -> bool:
+        if not self.running:
+            raise RuntimeError(f"weed mini exited at start:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(self.endpoint + "/", timeout=1):
+                return True
+        except urllib.error.HTTPError as answer:
+            answer.close()
+            return True  # 403 to an anonymous request: it is up and checking signatures
+        except OSError:
+            return False
+
+    def _probe(self) -> None:
+        import boto3
+        from botocore.config import Config
+
+        # A Session of its own: boto3.client() warns about Python 3.9 (an error here).
+        client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+        )
+        client.put_object(Bucket=self.bucket, Key="fixture-probe/ready", Body=b"ready")
+        client.get_object(Bucket=self.bucket, Key="fixture-probe/ready")["Body"].read()
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a few seconds; the data directory is kept."""
