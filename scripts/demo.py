@@ -407,6 +407,7 @@ def on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     started = time.monotonic()
