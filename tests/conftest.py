@@ -5,4 +5,5 @@ from __future__ import annotations
 pytest_plugins = [
     "tests.plugins.seaweedfs",
     "tests.plugins.sandbox",
+    "tests.plugins.publisher",
 ]
