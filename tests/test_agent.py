@@ -28,10 +28,8 @@ from certfleet.bundle import SigningKey, peek_head
 from certfleet.config import AgentConfig, parse_agent_config
 from node_agent.agent import Agent
 
-if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
+if TYPE_CHECKING:  # registered in conftest.py, so that pytest rewrites its asserts
     from tests.plugins.publisher import Publisher
-
-pytest_plugins = ["tests.plugins.publisher"]
 
 HOOK_SCRIPT = (
     'echo "$CERTFLEET_UPDATED_ORDERS|$CERTFLEET_REMOVED_ORDERS|$CERTFLEET_GENERATION" >> "$1"\n'

@@ -23,8 +23,6 @@ from node_agent.result import ClusterOutcome, PollResult
 if TYPE_CHECKING:
     from tests.plugins.publisher import Publisher
 
-pytest_plugins = ["tests.plugins.publisher"]
-
 
 def agent_command(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
