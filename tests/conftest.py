@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.plugins.seaweedfs",
     "tests.plugins.sandbox",
     "tests.plugins.publisher",
+    "tests.plugins.faults",
 ]

@@ -346,7 +346,7 @@ def test_api_key_from_dotfile_and_environment(
     assert broken.code == 2 and ".certfleet:1" in broken.err and "api_key" in broken.err
 
 
-def test_usage_errors_and_placeholders(cli: Any, tmp_path: Path) -> None:
+def test_usage_errors(cli: Any, tmp_path: Path) -> None:
     assert cli().code == 2
     assert cli("frobnicate").code == 2
     assert cli("list", "--bogus").code == 2
@@ -354,8 +354,8 @@ def test_usage_errors_and_placeholders(cli: Any, tmp_path: Path) -> None:
     assert cli("add", "--help").code == 0
     missing = cli("list", "--config", str(tmp_path / "absent.hcl"))
     assert missing.code == 2 and "absent.hcl" in missing.err
-    sync = cli("sync", "--once")
-    assert sync.code == 1 and "not available yet" in sync.err
+    sync = cli("sync", "--once")  # no sync config anywhere: a usage error, naming what is missing
+    assert sync.code == 2 and "--config" in sync.err
 
 
 # -- as a user runs it ---------------------------------------------------------------------
