@@ -209,5 +209,8 @@ def test_sigkill_at_random_points_loses_no_key_order_or_publication(
         assert bundle.dns_names == names, name
         assert pubkey_hash(load_private_key(bundle.private_key_pem)) in csrs[name]
     quiet = world.sync()
-    assert quiet.heads_published == 0 and quiet.keys_generated == 0 and quiet.errors == {}
+    assert quiet.heads_published == 0 and quiet.keys_generated == 0 and quiet.errors == {}, (
+        quiet.as_dict(),
+        summary.as_dict(),
+    )
     print(f"SIGKILL rounds: {ITERATIONS}, killed {killed}, finished {finished}")
