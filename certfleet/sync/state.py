@@ -185,7 +185,7 @@ class StateStore:
             state = ClusterState.decode(plain)
         except FormatError as err:
             raise StateError(self._cluster, f"cannot be opened: {err}") from err
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise StateError(self._cluster, "is not valid JSON of this version") from err
         self._etag, self._saved = stored.etag, plain
         self._sealed_for = wrapped_for(stored.data)
