@@ -27,19 +27,23 @@ and ``CERTFLEET_GENERATION``, the newest head generation among those orders' clu
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from certfleet.bundle import FormatError, ShardEntry, safe_dir_name
+from certfleet.bundle import AckOrder, FormatError, ShardEntry, safe_dir_name
 from certfleet.config import AgentConfig, OrderSettings, UnsafeFilesPathError
 from certfleet.store import Store, StoreError, open_store
+from node_agent.ack import AckWriter
 from node_agent.certificate import check_bundle
 from node_agent.errors import AgentError, InstallError, RefusedError
+from node_agent.health import HealthStore
 from node_agent.hook import CommandRunner, ShellRunner
 from node_agent.installer import FileModes, Installer, file_modes, remove_copies, write_copies
 from node_agent.material import render
+from node_agent.metrics import render_metrics, write_metrics
 from node_agent.result import FAILED, REFUSED, CommandRun, PollResult
 from node_agent.source import ClusterSource, bundle_object
 from node_agent.state import AgentState, InstalledOrder, OwedCommand, StateStore, node_id
@@ -47,6 +51,9 @@ from node_agent.tally import Tally
 from node_agent.view import refresh_view
 
 log = logging.getLogger(__name__)
+
+_REFUSAL_CACHE = 10_000
+_MAX_DETAIL = 1000
 
 Clock = Callable[[], float]
 
@@ -62,6 +69,7 @@ class _Prepared:
     version: str
     key_type: str
     copies: dict[str, str]
+    dns_names: tuple[str, ...]
 
 
 def destinations(settings: OrderSettings, safe: str) -> dict[str, str]:
@@ -99,6 +107,12 @@ class Agent:
         self.states = StateStore(config.state_dir)
         self.state: AgentState = self.states.load()
         self._dirty = False
+        self.health_store = HealthStore(config.state_dir)
+        self.health = self.health_store.load()
+        self.acks = AckWriter(self.store, self.node_id)
+        # Permanent refusals by (cluster, order, bundle hash): not downloaded again.
+        self._refused: dict[tuple[str, str, str], RefusedError] = {}
+        self._orphans_reported = False
         self.sources = {
             trust.name: ClusterSource(
                 self.store, trust.name, secrets=trust.secrets, publishers=trust.publishers
@@ -145,6 +159,7 @@ class Agent:
         self._save()
         result = tally.result(self.state, [trust.name for trust in self.config.clusters])
         log.info("poll done: %s", result.summary())
+        self._report(result, now)
         return result
 
     def _save(self) -> None:
@@ -158,12 +173,14 @@ class Agent:
     def _owners(self, tally: Tally) -> dict[str, str]:
         """Who serves each order name: the first cluster in the config that publishes it."""
         owners: dict[str, str] = {}
+        # Directory names: an installed order keeps its own; then the first name seen.
+        directories = {order.safe_name: name for name, order in self.state.orders.items()}
         for trust in self.config.clusters:
             cluster_state = self.state.cluster(trust.name)
-            names = set(cluster_state.entries())
+            names = list(cluster_state.entries())
             if not cluster_state.complete():  # an unread shard may hold an installed order
-                names |= {n for n, o in self.state.orders.items() if o.cluster == trust.name}
-            for name in sorted(names):
+                names += [n for n, o in self.state.orders.items() if o.cluster == trust.name]
+            for name in sorted(set(names)):
                 owner = owners.setdefault(name, trust.name)
                 if owner != trust.name:
                     tally.problem(
@@ -171,6 +188,22 @@ class Agent:
                         f"order {name!r} of cluster {trust.name}",
                         f"order {name!r} of cluster {trust.name}: refused, cluster {owner} "
                         "(first in the config) publishes the same order name",
+                        trust.name,
+                    )
+                    continue
+                try:
+                    safe = safe_dir_name(name)
+                except FormatError:
+                    continue  # refused by name when it is prepared
+                holder = directories.setdefault(safe, name)
+                if holder != name:
+                    del owners[name]
+                    tally.problem(
+                        REFUSED,
+                        f"order {name!r} of cluster {trust.name}",
+                        f"order {name!r} of cluster {trust.name}: refused, its directory "
+                        f"orders/{safe} belongs to order {holder!r} (the same name with "
+                        "'*' written '_')",
                         trust.name,
                     )
         return owners
@@ -199,10 +232,20 @@ class Agent:
                 log.info("order %r deferred until %d (install_after)", name, entry.install_after)
                 continue
             subject = bundle_object(cluster, name, entry.bundle_hash)
+            known = (cluster, name, entry.bundle_hash.hex())
+            if known in self._refused:
+                refusal = self._refused[known]
+                tally.problem(REFUSED, refusal.object_name, f"{refusal} (not fetched again)",
+                              cluster)  # fmt: skip
+                continue
             try:
                 prepared.append(self._prepare(cluster, entry, now))
             except RefusedError as err:
                 tally.problem(REFUSED, err.object_name, str(err), cluster)
+                if err.permanent:
+                    if len(self._refused) >= _REFUSAL_CACHE:
+                        self._refused.clear()
+                    self._refused[known] = err
             except (StoreError, AgentError) as err:
                 tally.problem(FAILED, subject, f"{subject}: {err}", cluster)
         return prepared
@@ -227,7 +270,9 @@ class Agent:
         version = self.installer.prepare(
             safe, files, modes_for(settings), label=entry.bundle_hash.hex()[:16]
         )
-        return _Prepared(name, cluster, entry, safe, version, bundle.key_type, copies)
+        return _Prepared(
+            name, cluster, entry, safe, version, bundle.key_type, copies, bundle.dns_names
+        )
 
     # -- switching -----------------------------------------------------------------------
 
@@ -251,6 +296,8 @@ class Agent:
                 version=item.version,
                 previous=previous,
                 copies=item.copies,
+                installed_at=int(self.clock()),
+                dns_names=list(item.dns_names),
             )
             self.installer.prune(item.safe, [item.version, old.version if old else None])
             switched.append(item.name)
@@ -416,3 +463,87 @@ class Agent:
             "CERTFLEET_REMOVED_ORDERS": " ".join(removed),
             "CERTFLEET_GENERATION": str(generation),
         }
+
+    # -- reporting: health, metrics file, acks --------------------------------------------
+
+    def _report(self, result: PollResult, now: int) -> None:
+        """After a poll: record its health, rewrite the metrics file, write changed acks."""
+        self._report_orphans()
+        self.health.record(result, now)
+        self.health_store.save(self.health)
+        clusters = [trust.name for trust in self.config.clusters]
+        if self.config.metrics_file:
+            text = render_metrics(clusters, self.state, self.health, now=now)
+            try:
+                write_metrics(self.config.metrics_file, text)
+            except OSError as err:
+                log.warning("cannot write the metrics file %s: %s", self.config.metrics_file,
+                            err)  # fmt: skip
+        for trust in self.config.clusters:
+            if not self.acks.enabled:
+                break
+            cluster_state = self.state.cluster(trust.name)
+            self.acks.report(
+                trust.name,
+                trust.secrets,
+                generation=cluster_state.applied_generation,
+                orders=self._ack_orders(trust.name, result, now),
+                now=now,
+            )
+
+    def _ack_orders(self, cluster: str, result: PollResult, now: int) -> list[AckOrder]:
+        entries = self.state.cluster(cluster).entries()
+        owed = {safe: owed for owed in self.state.owed for safe in (*owed.updated, *owed.removed)}
+        names = set(entries) | {n for n, o in self.state.orders.items() if o.cluster == cluster}
+        orders: list[AckOrder] = []
+        for name in sorted(names):
+            installed = self.state.orders.get(name)
+            mine = installed if installed is not None and installed.cluster == cluster else None
+            serial = mine.serial if mine else ""
+            entry = entries.get(name)
+            problems = [p.message for p in result.problems
+                        if p.cluster == cluster and repr(name) in p.subject]  # fmt: skip
+            if problems:
+                state, detail = "failed", problems[0]
+            elif mine is not None and mine.removed_at is not None:
+                state, detail = "removed", f"removed upstream at {mine.removed_at}; files kept"
+            elif entry is not None and (
+                mine is None or mine.bundle_hash != entry.bundle_hash.hex()
+            ):
+                state, detail = "deferred", f"install_after {entry.install_after}"
+            elif mine is not None:
+                state, detail = "installed", ""
+            else:
+                continue
+            command = owed.get(mine.safe_name) if mine else None
+            if command is not None and command.failures:
+                detail = (f"{detail}; " if detail else "") + (
+                    f"on_update {command.command!r} {command.last_error}"
+                )
+            try:
+                orders.append(AckOrder(name, state, serial, _cut(detail)))
+            except FormatError:
+                continue
+        return orders
+
+    def _report_orphans(self) -> None:
+        """Log, once per config, installed orders of clusters no longer in the config."""
+        if self._orphans_reported:
+            return
+        self._orphans_reported = True
+        configured = {trust.name for trust in self.config.clusters}
+        for name, order in sorted(self.state.orders.items()):
+            if order.cluster not in configured:
+                log.warning(
+                    "order %r of cluster %s: the cluster is no longer in the config; its files "
+                    "are kept and no longer updated (remove %s by hand when done)",
+                    name, order.cluster, os.path.join(self.installer.orders_dir, order.safe_name),
+                )  # fmt: skip
+
+
+def _cut(text: str) -> str:
+    """``text`` cut to fit an ack's detail field (1024 bytes of UTF-8)."""
+    data = text.encode("utf-8")
+    if len(data) <= _MAX_DETAIL:
+        return text
+    return data[:_MAX_DETAIL].decode("utf-8", errors="ignore") + "…"

@@ -100,7 +100,7 @@ def check_bundle(bundle: Bundle, *, object_name: str, now: int) -> CheckedBundle
             ) from err
     moment = datetime.datetime.fromtimestamp(now, tz=datetime.timezone.utc)
     if moment < leaf.not_valid_before_utc:
-        raise RefusedError(object_name, "the leaf certificate is not valid yet")
+        raise RefusedError(object_name, "the leaf certificate is not valid yet", permanent=False)
     if moment > leaf.not_valid_after_utc:
         raise RefusedError(object_name, "the leaf certificate has expired")
     return CheckedBundle(bundle, key, leaf, chain)

@@ -1,34 +1,39 @@
 """``certfleet-agent``: the command line of the node agent.
 
-    certfleet-agent [--config FILE] [--once | --check-config] [--verbose]
+    certfleet-agent [--config FILE] [--once | --check-config | --status [--json]]
+                    [--pidfile FILE] [--syslog] [--readyfd N] [--verbose]
 
-Exit status: 0 when everything is installed or deferred, 1 when something was refused or
-failed (after everything else was installed) or the agent could not run, 2 for a usage or
-config error. ``--check-config`` reads the config file and nothing else (no state
-directory, no network) and names file, line and option for every error.
-
-``build_parser`` and ``run`` are the seams for daemon options (pidfile, syslog, readyfd,
-status): add arguments to the parser, and steps around ``run_daemon``.
+Exit status: 0 when everything is installed or deferred (a daemon: when stopped by SIGTERM
+or SIGINT), 1 when something was refused or failed (after everything else was installed),
+the agent could not run, or the pid file names a running agent; 2 for a usage or config
+error. ``--check-config`` reads the config file and nothing else (no state directory, no
+network) and names file, line and option for every error. ``--status`` reads the config
+and the state directory, and nothing else (no network, no writes).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import signal
+import logging.handlers
+import os
 import sys
-import threading
+import time
 from collections.abc import Sequence
-from types import FrameType
 
 from certfleet.config import AgentConfig, ConfigError, load_agent_config
 from certfleet.errors import CertfleetError
 from node_agent.agent import Agent
-from node_agent.loop import Schedule, run_loop
+from node_agent.daemon import Daemon
+from node_agent.pidfile import PidFile
+from node_agent.status import build_status, format_status
 
 log = logging.getLogger("node_agent")
 
 DEFAULT_CONFIG = "/etc/certfleet/certfleet-agent.conf"
+SYSLOG_SOCKET = "/dev/log"
+SYSLOG_IDENT = "certfleet-agent"
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
@@ -49,19 +54,53 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check the config's syntax, types and values (no disk, no network) and exit",
     )
+    mode.add_argument(
+        "--status",
+        action="store_true",
+        help="show what this node holds, from its state directory only (no network)",
+    )
+    parser.add_argument("--json", action="store_true", help="with --status: print JSON")
+    parser.add_argument(
+        "--pidfile",
+        metavar="FILE",
+        help="write the PID here; refuse to start while the PID in it is a running agent",
+    )
+    parser.add_argument(
+        "--syslog", action="store_true", help=f"log to syslog ({SYSLOG_SOCKET}), not stderr"
+    )
+    parser.add_argument(
+        "--readyfd",
+        type=int,
+        metavar="N",
+        help="write a newline to file descriptor N after the first poll, then close it",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser
 
 
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def configure_logging(verbose: bool, use_syslog: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    handler: logging.Handler | None = None
+    fallback = ""
+    if use_syslog:
+        try:
+            handler = logging.handlers.SysLogHandler(
+                address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON
+            )
+        except OSError as err:
+            fallback = f"cannot log to syslog at {SYSLOG_SOCKET} ({err}); logging to stderr"
+        else:
+            handler.ident = f"{SYSLOG_IDENT}[{os.getpid()}]: "
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     if not verbose:
         for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    if fallback:
+        log.warning("%s", fallback)
 
 
 def load_config(path: str) -> AgentConfig | None:
@@ -83,28 +122,43 @@ def run_once(config: AgentConfig) -> int:
     return EXIT_OK if result.ok else EXIT_PROBLEMS
 
 
-def install_stop_handlers(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT finish the current step, then the loop ends."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: stopping after the current step", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
-def run_daemon(config: AgentConfig, stop: threading.Event) -> int:
-    agent = Agent(config)
-    log.info(
-        "certfleet-agent polling %s every %.0f s (node id %s)",
-        agent.store.url,
-        config.poll_interval,
-        agent.node_id,
-    )
-    run_loop(agent.poll_once, Schedule(config.poll_interval), stop)
-    log.info("certfleet-agent stopped")
+def run_status(config: AgentConfig, as_json: bool) -> int:
+    status = build_status(config, now=int(time.time()))
+    if as_json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(format_status(status))
     return EXIT_OK
+
+
+def ready_notifier(fd: int) -> None:
+    """Write the readiness newline to ``fd`` and close it (``--readyfd``)."""
+    try:
+        os.write(fd, b"\n")
+        os.close(fd)
+    except OSError as err:
+        log.warning("cannot signal readiness on file descriptor %d: %s", fd, err)
+        return
+    log.debug("readiness signalled on file descriptor %d", fd)
+
+
+def run_daemon(config_path: str, config: AgentConfig, readyfd: int | None) -> int:
+    ready = None if readyfd is None else (lambda: ready_notifier(readyfd))
+    daemon = Daemon(config_path, config, ready=ready)
+    daemon.install_signal_handlers()
+    return EXIT_OK if daemon.run() else EXIT_PROBLEMS
+
+
+def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.json and not args.status:
+        parser.error("--json goes with --status")
+    if args.readyfd is not None:
+        if args.once or args.check_config or args.status:
+            parser.error("--readyfd goes with the daemon (no --once, --check-config, --status)")
+        try:
+            os.fstat(args.readyfd)
+        except OSError:
+            parser.error(f"--readyfd {args.readyfd}: not an open file descriptor")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,19 +168,29 @@ def run(args: argparse.Namespace) -> int:
     if args.check_config:
         print(f"{args.config}: OK")
         return EXIT_OK
+    pidfile = PidFile(args.pidfile) if args.pidfile and not args.status else None
     try:
+        if args.status:
+            return run_status(config, args.json)
+        if pidfile is not None:
+            pidfile.acquire()
         if args.once:
             return run_once(config)
-        stop = threading.Event()
-        install_stop_handlers(stop)
-        return run_daemon(config, stop)
+        return run_daemon(args.config, config, args.readyfd)
     except CertfleetError as err:
+        if args.syslog:
+            log.error("%s", err)
         print(f"certfleet-agent: {err}", file=sys.stderr)
         return EXIT_PROBLEMS
+    finally:
+        if pidfile is not None:
+            pidfile.release()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not args.check_config:
-        configure_logging(args.verbose)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_usage(parser, args)
+    if not (args.check_config or args.status):
+        configure_logging(args.verbose, args.syslog)
     return run(args)

@@ -15,11 +15,17 @@ class AgentError(CertfleetError):
 
 
 class RefusedError(AgentError):
-    """An object from the store failed a check (integrity, names, certificates...)."""
+    """An object from the store failed a check (integrity, names, certificates...).
 
-    def __init__(self, object_name: str, reason: str) -> None:
+    ``permanent`` is True when the same stored bytes would fail again (content-addressed
+    objects: a bad bundle stays bad), False when a later try may pass (the bytes under the
+    key did not match their hash, a certificate not valid yet).
+    """
+
+    def __init__(self, object_name: str, reason: str, *, permanent: bool = True) -> None:
         self.object_name = object_name
         self.reason = reason
+        self.permanent = permanent
         super().__init__(f"{object_name}: {reason}")
 
 
@@ -48,3 +54,12 @@ class HookError(AgentError):
         self.command = command
         self.reason = reason
         super().__init__(f"command {command!r}: {reason}")
+
+
+class PidFileError(AgentError):
+    """The pid file names a running agent, or cannot be written."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"pid file {path}: {reason}")

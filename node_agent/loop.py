@@ -1,9 +1,11 @@
 """The daemon loop: poll, then sleep a jittered interval; back off when polls keep failing.
 
-Every sleep is ``stop.wait(...)``, so setting the ``stop`` event (SIGTERM, SIGINT) ends the
-loop at once, after the current poll. A poll that raises is logged and counted as a failure,
-never propagated (``Exception`` only: ``KeyboardInterrupt``/``SystemExit`` still stop the
-process). After ``n`` failed polls in a row the wait is ``interval * 2**n``, capped.
+Every sleep is ``stop.wait(...)`` (or ``wake.wait(...)`` when the daemon passes a ``wake``
+event that its stop and reload requests both set), so SIGTERM or SIGINT ends the loop at
+once, after the current poll, and SIGHUP cuts the sleep short. A poll that raises is
+logged and counted as a failure, never propagated (``Exception`` only:
+``KeyboardInterrupt``/``SystemExit`` still stop the process). After ``n`` failed polls in
+a row the wait is ``interval * 2**n``, capped.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import random
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from node_agent.result import PollResult
 
@@ -33,6 +35,12 @@ class Schedule:
         return max(0.0, base * (1.0 + self.jitter * (2.0 * rng() - 1.0)))
 
 
+class Waits(Protocol):
+    """What the loop asks of a schedule (``Schedule``, or one that follows config reloads)."""
+
+    def wait(self, failures: int, rng: Callable[[], float] = ...) -> float: ...
+
+
 def poll_failed(result: PollResult) -> bool:
     """A poll worth backing off from: a cluster's store could not be reached."""
     return any(cluster.head == "unreachable" for cluster in result.clusters)
@@ -40,13 +48,19 @@ def poll_failed(result: PollResult) -> bool:
 
 def run_loop(
     poll: Callable[[], PollResult],
-    schedule: Schedule,
+    schedule: Waits,
     stop: threading.Event,
     *,
     rng: Callable[[], float] = random.random,
     max_polls: int | None = None,
+    wake: threading.Event | None = None,
+    after_poll: Callable[[], None] | None = None,
 ) -> int:
-    """Poll until ``stop`` is set (or ``max_polls`` polls ran); return the number of polls."""
+    """Poll until ``stop`` is set (or ``max_polls`` polls ran); return the number of polls.
+
+    ``after_poll`` runs after every poll, failed or not (the daemon's readiness signal);
+    the sleep waits on ``wake`` when given (cleared after each sleep), else on ``stop``.
+    """
     failures = 0
     polls = 0
     while not stop.is_set():
@@ -58,10 +72,16 @@ def run_loop(
             failures += 1
         else:
             failures = failures + 1 if poll_failed(result) else 0
+        if after_poll is not None:
+            after_poll()
         if max_polls is not None and polls >= max_polls:
             break
         delay = schedule.wait(failures, rng)
         if failures:
             log.warning("%d failed polls in a row; next poll in %.0f s", failures, delay)
-        stop.wait(delay)
+        if wake is None:
+            stop.wait(delay)
+        else:
+            wake.wait(delay)
+            wake.clear()
     return polls

@@ -105,9 +105,13 @@ class ClusterSource:
     def _fetch(self, key: str, digest: bytes, name: str) -> bytes:
         stored = self.store.get(key)
         if stored is None:  # only possible with if_none_match, which is not sent here
-            raise RefusedError(name, "the store answered 'not modified' to a plain GET")
+            raise RefusedError(
+                name, "the store answered 'not modified' to a plain GET", permanent=False
+            )
         if content_hash(stored.data) != digest:
             raise RefusedError(
-                name, f"integrity check failed: content hash mismatch ({len(stored.data)} bytes)"
+                name,
+                f"integrity check failed: content hash mismatch ({len(stored.data)} bytes)",
+                permanent=False,
             )
         return stored.data

@@ -79,6 +79,8 @@ class InstalledOrder:
     copies: dict[str, str] = field(default_factory=dict)
     copies_version: str | None = None
     removed_at: int | None = None
+    installed_at: int = 0
+    dns_names: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -126,6 +128,7 @@ def _entry_json(entry: ShardEntry) -> dict[str, Any]:
 def _order_json(order: InstalledOrder) -> dict[str, Any]:
     raw = dict(vars(order))  # flat but for ``previous`` (asdict is slow on large states)
     raw["copies"] = dict(order.copies)
+    raw["dns_names"] = list(order.dns_names)
     raw["previous"] = _order_json(order.previous) if order.previous else None
     return raw
 

@@ -1,0 +1,83 @@
+"""Writing this node's encrypted ack: ``v1/clusters/<cluster>/acks/<node-id>``.
+
+An ack tells the operator (``certfleet`` reads them with the cluster secret) what a node
+applied: its node id, hostname (a label only), the generation of its applied head, each
+order's state (installed, deferred, failed, removed) with its serial, and in ``detail`` why
+an order is deferred or failed or which on_update command is still owed for it.
+
+An ack is written only when its content changed since the last one this process wrote
+(the time does not count), and only to a store that takes writes (``s3://``, ``file://``).
+Credentials without write access on ``acks/`` are normal (a node may be read-only): the
+first ``StoreAccessDenied`` is logged at info and acks are then skipped until a restart or
+a config reload. Any other store error is logged and the ack retried after the next poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+
+from certfleet.bundle import Ack, AckOrder, ClusterSecret, FormatError, seal_ack
+from certfleet.store import Store, StoreAccessDenied, StoreError
+
+log = logging.getLogger(__name__)
+
+_MAX_HOSTNAME = 255
+
+
+def ack_key(cluster: str, node_id: str) -> str:
+    return f"v1/clusters/{cluster}/acks/{node_id}"
+
+
+def hostname_label() -> str:
+    return socket.gethostname()[:_MAX_HOSTNAME]
+
+
+class AckWriter:
+    """Seals and writes one node's acks to one store, skipping unchanged ones."""
+
+    def __init__(self, store: Store, node_id: str, hostname: str | None = None) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.hostname = hostname if hostname is not None else hostname_label()
+        self.enabled = not store.readonly
+        self._written: dict[str, tuple[int, tuple[AckOrder, ...]]] = {}
+        if not self.enabled:
+            log.debug("store %s is read-only: no acks", store.url)
+
+    def report(
+        self,
+        cluster: str,
+        secrets: Sequence[ClusterSecret],
+        *,
+        generation: int,
+        orders: Sequence[AckOrder],
+        now: int,
+    ) -> bool:
+        """Write the ack if it changed; True when one was written."""
+        if not self.enabled:
+            return False
+        content = (generation, tuple(orders))
+        if self._written.get(cluster) == content:
+            return False
+        try:
+            ack = Ack(self.node_id, self.hostname, generation, now, tuple(orders))
+            data = seal_ack(ack, cluster=cluster, secrets=secrets)
+        except FormatError as err:
+            log.warning("ack for cluster %s not written: %s", cluster, err)
+            return False
+        key = ack_key(cluster, self.node_id)
+        try:
+            self.store.put(key, data)
+        except StoreAccessDenied as err:
+            log.info("acks disabled until restart: the store refused the ack write (%s)", err)
+            self.enabled = False
+            return False
+        except StoreError as err:
+            log.warning("ack for cluster %s not written, retried after the next poll: %s",
+                        cluster, err)  # fmt: skip
+            return False
+        self._written[cluster] = content
+        log.debug("ack for cluster %s written (generation %d)", cluster, generation)
+        return True

@@ -1,0 +1,103 @@
+"""The Prometheus textfile-collector file (``metrics_file``), rewritten after every poll.
+
+node_exporter's textfile collector reads every ``*.prom`` file of its directory; the file is
+replaced atomically (temp file + rename in the same directory), so it never reads half of
+one. Metrics (times are Unix seconds):
+
+- ``certfleet_agent_last_successful_poll_timestamp_seconds{cluster}`` — the store answered
+  and the head verified (new or unchanged);
+- ``certfleet_agent_generation{cluster}`` — the generation of the last applied head;
+- ``certfleet_agent_head_expired{cluster}`` — 1 while the newest head is past valid_until;
+- ``certfleet_agent_certificate_not_after_timestamp_seconds{order}`` and
+  ``certfleet_agent_certificate_installed_timestamp_seconds{order}`` per installed order;
+- ``certfleet_agent_hook_failures_total`` — failed check_command and on_update runs;
+- ``certfleet_agent_refused_objects_total{cluster,kind}`` — refusals by object kind
+  (head, shard, bundle, order), counted on every poll while a refusal lasts.
+
+Order names do appear as label values: the file stays on the node.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+from node_agent.diskfile import FileMode, write_atomic
+from node_agent.health import OBJECT_KINDS, Health
+from node_agent.state import AgentState
+
+_MODE = FileMode(0o644)
+_PREFIX = "certfleet_agent_"
+
+
+def escape_label(value: str) -> str:
+    """A label value in the text exposition format: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(pairs: Sequence[tuple[str, str]]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{name}="{escape_label(value)}"' for name, value in pairs) + "}"
+
+
+class _Family:
+    def __init__(self, name: str, kind: str, help_text: str) -> None:
+        self.name = _PREFIX + name
+        self.lines = [f"# HELP {self.name} {help_text}", f"# TYPE {self.name} {kind}"]
+
+    def sample(self, value: float, *labels: tuple[str, str]) -> None:
+        shown = str(int(value)) if float(value).is_integer() else repr(float(value))
+        self.lines.append(f"{self.name}{_labels(labels)} {shown}")
+
+
+def render_metrics(clusters: Iterable[str], state: AgentState, health: Health, *, now: int) -> str:
+    """The metrics file's text for the configured ``clusters``."""
+    last_poll = _Family(
+        "last_successful_poll_timestamp_seconds",
+        "gauge",
+        "When the store last answered and the cluster's head verified.",
+    )
+    generation = _Family("generation", "gauge", "Generation of the last applied head.")
+    expired = _Family("head_expired", "gauge", "1 while the newest head is past its valid_until.")
+    refused = _Family(
+        "refused_objects_total", "counter", "Objects from the store refused by a check."
+    )
+    names = list(clusters)
+    for cluster in names:
+        cluster_state = state.cluster(cluster)
+        cluster_health = health.cluster(cluster)
+        label = ("cluster", cluster)
+        last_poll.sample(cluster_health.last_success, label)
+        generation.sample(cluster_state.applied_generation, label)
+        is_expired = bool(cluster_state.valid_until) and now > cluster_state.valid_until
+        expired.sample(1 if is_expired else 0, label)
+        counts = cluster_health.refused
+        for kind in sorted(set(OBJECT_KINDS) | set(counts)):
+            refused.sample(counts.get(kind, 0), label, ("kind", kind))
+    not_after = _Family(
+        "certificate_not_after_timestamp_seconds",
+        "gauge",
+        "Expiry of the installed certificate of each order.",
+    )
+    installed = _Family(
+        "certificate_installed_timestamp_seconds",
+        "gauge",
+        "When the installed certificate of each order was switched in.",
+    )
+    for name, order in sorted(state.orders.items()):
+        not_after.sample(order.not_after, ("order", name))
+        installed.sample(order.installed_at, ("order", name))
+    hooks = _Family(
+        "hook_failures_total", "counter", "Failed check_command and on_update command runs."
+    )
+    hooks.sample(health.hook_failures_total)
+    families = (last_poll, generation, expired, refused, not_after, installed, hooks)
+    return "\n".join(line for family in families for line in family.lines) + "\n"
+
+
+def write_metrics(path: str, text: str) -> None:
+    """Replace the metrics file atomically (its directory must exist); OSError if not."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    write_atomic(path, text.encode("utf-8"), _MODE)
