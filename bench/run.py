@@ -12,8 +12,9 @@ Sections (each one's failure is recorded in the JSON and the others still run):
 - ``idle``, ``propagation``: bench/bench_propagation.py (in process);
 - ``e2e``: bench/bench_e2e.py (in process; subprocesses for the sandbox, sync and agent);
 - ``sync``, ``agent``, ``format``: bench/bench_sync.py, bench/bench_agent.py and
-  bench/bench_bundle.py, each run as ``python SCRIPT --json``; the last stdout line that
-  parses as a JSON object is taken (bench_bundle.py's text lines are parsed instead).
+  bench/bench_bundle.py, each run as ``python SCRIPT --json`` (again without ``--json``
+  if the script has no such option); the last stdout line that parses as a JSON object is
+  taken, else bench_sync.py's and bench_bundle.py's text lines are parsed.
 
 SeaweedFS (``weed mini``) is started once, on free loopback ports, for ``idle`` and
 ``e2e``, and stopped at the end.
