@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from certfleet import __version__
 from certfleet.store.contract import StoredObject, StoreStats, check_key, check_prefix
 from certfleet.store.errors import (
     ObjectNotFound,
@@ -88,7 +89,11 @@ class S3Store:
             read_timeout=timeout,
             retries={"max_attempts": max_attempts, "mode": "standard"},
             s3={"addressing_style": "path"} if endpoint else {},
-            user_agent_extra="certfleet",
+            # A short User-Agent and no optional checksum headers: an idle poll is one small
+            # conditional GET, and these would add ~200 bytes to each request.
+            user_agent=f"certfleet/{__version__}",
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         session = boto3.session.Session()
         self._client: S3Client = session.client(
