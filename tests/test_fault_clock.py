@@ -23,8 +23,6 @@ from tests.plugins.faults import Ledger, agent_config_text, cluster_stanza, inst
 from tests.plugins.sandbox import Sandbox
 from tests.test_sync_world import World, make_world
 
-pytest_plugins = ["tests.plugins.faults"]
-
 HOUR = 3600.0
 DAY = 86400.0
 

@@ -28,8 +28,6 @@ from tests.plugins.faults import Ledger, agent_config_text, cluster_stanza, inst
 from tests.plugins.sandbox import Sandbox
 from tests.test_sync_world import make_world
 
-pytest_plugins = ["tests.plugins.faults"]
-
 DISK_SIZE = "1m"
 ORDERS = 3
 

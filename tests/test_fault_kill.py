@@ -44,8 +44,6 @@ from tests.plugins.faults import Ledger
 from tests.plugins.sandbox import Sandbox
 from tests.test_sync_world import World, make_world
 
-pytest_plugins = ["tests.plugins.faults"]
-
 ITERATIONS = 50
 SEED = 20240611
 WORK_GUESS = 0.3  # seconds a run works after taking its lease, until one is measured

@@ -25,8 +25,6 @@ from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
 from tests.test_sync_world import World, make_world
 
-pytest_plugins = ["tests.plugins.faults"]
-
 OUTAGE_STEPS = ("csr", "shard")  # where the store goes down
 HIGH_FAULT_RATE = 0.5
 LATENCY = 0.02

@@ -3,7 +3,7 @@ reach: the sync's state (authentic, sealed with the cluster secret, but hostile 
 inside), the agent's state file, the provider's JSON answers, and both config loaders fed
 mutations of valid files (rather than random text). Bounded by ``MAX_EXAMPLES``; only the
 documented error types may escape: ``StateError`` (sync and agent), ``ApiError``,
-``ConfigError``. Two state loaders and the answer parser let other errors escape today:
+``ConfigError``. The agent's state loader and the answer parser let other errors escape today:
 those tests are strict xfails naming the bug, so they turn red (XPASS) once it is fixed.
 """
 
@@ -39,12 +39,6 @@ SETTINGS = settings(
     derandomize=True,  # seeded: the same examples on every run
     report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-SYNC_STATE_BUG = pytest.mark.xfail(
-    raises=AttributeError,
-    strict=True,
-    reason="certfleet/sync/state.py StateStore.load lets AttributeError escape for JSON that "
-    "is not an object where one is expected (e.g. null); it should be a StateError",
 )
 PROVIDER_TIME_BUG = pytest.mark.xfail(
     raises=(OverflowError, OSError, ValueError),
@@ -143,7 +137,6 @@ def load_sync_state(store: Any, plain: bytes) -> None:
         pass
 
 
-@SYNC_STATE_BUG
 @SETTINGS
 @given(JSON)
 def test_sync_state_with_arbitrary_json_raises_only_state_error(
@@ -153,7 +146,6 @@ def test_sync_state_with_arbitrary_json_raises_only_state_error(
     load_sync_state(state_store, json.dumps(value).encode())
 
 
-@SYNC_STATE_BUG
 @SETTINGS
 @given(st.data())
 def test_sync_state_with_one_field_spoiled_raises_only_state_error(

@@ -29,8 +29,6 @@ from tests.plugins.faults import Ledger
 from tests.plugins.sandbox import Sandbox
 from tests.test_sync_world import make_world
 
-pytest_plugins = ["tests.plugins.faults"]
-
 HOSTILE_ORDER_NAMES = [
     "../../etc/passwd",
     "a/b.example",

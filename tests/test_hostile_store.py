@@ -48,8 +48,6 @@ from tests.plugins.faults import (
 from tests.plugins.sandbox import Sandbox
 from tests.test_sync_world import make_world
 
-pytest_plugins = ["tests.plugins.faults"]
-
 SEED = 1101
 NODE = "node-1"
 

@@ -6,8 +6,8 @@ subprocesses; agents poll in-process and as ``certfleet-agent --once --verbose``
 a genuine publication, a tampered bundle, with the wrong secret and with the store down.
 Everything a human or a log pipeline could see is collected: every log record formatted
 with its traceback, every exception text, every summary and poll result, the
-subprocesses' stdout and stderr, the agent's state files, and ``--status`` output and the
-metrics file when the agent has them. None of it may contain the API key, a cluster
+subprocesses' stdout and stderr, the agent's state files, its ``--status`` output (text
+and JSON), its metrics file and its acks (opened). None of it may contain the API key, a cluster
 secret (its base64 part, or its raw bytes in hex), the signing key, or any private key
 material (PEM body lines, base64 or hex of the key DER).
 """
@@ -28,7 +28,7 @@ from typing import Callable
 
 import pytest
 
-from certfleet.bundle import ClusterSecret, open_pending
+from certfleet.bundle import ClusterSecret, FormatError, open_ack, open_pending
 from certfleet.config import parse_agent_config
 from certfleet.sync.layout import pending_key
 from certfleet.sync.state import StateStore, read_bytes
@@ -39,8 +39,6 @@ from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
 from tests.test_fault_kill import sync_config_text
 from tests.test_sync_world import World, make_world
-
-pytest_plugins = ["tests.plugins.faults"]
 
 FAULT_RATE = 0.3
 SEED = 7
@@ -172,8 +170,10 @@ def test_a_full_cycle_at_debug_with_faults_leaks_no_secret(
 
     # the agents: genuine, tampered bundle, wrong secret, store down
     stanza = cluster_stanza(world.cluster, world.secrets, [world.signing_key.public_key()])
+    metrics = tmp_path / "metrics.prom"
+    extra = f'metrics_file = "{metrics}"\n'
     text = agent_config_text(
-        world.store.url, tmp_path / "state", stanza, endpoint=seaweedfs.endpoint
+        world.store.url, tmp_path / "state", stanza, endpoint=seaweedfs.endpoint, extra=extra
     )
     agent_conf = tmp_path / "agent.conf"
     agent_conf.write_text(text)
@@ -189,22 +189,38 @@ def test_a_full_cycle_at_debug_with_faults_leaks_no_secret(
     )
     for variant in (
         text,
-        agent_config_text(world.store.url, tmp_path / "w", wrong, endpoint=seaweedfs.endpoint),
-        agent_config_text(world.store.url, tmp_path / "d", stanza, endpoint="http://127.0.0.1:9"),
+        agent_config_text(
+            world.store.url, tmp_path / "w", wrong, endpoint=seaweedfs.endpoint, extra=extra
+        ),
+        agent_config_text(
+            world.store.url, tmp_path / "d", stanza, endpoint="http://127.0.0.1:9", extra=extra
+        ),
     ):
         agent_conf.write_text(variant)
         corpus.append(run([sys.executable, "-m", "node_agent", "--once", "--verbose",
                            "--config", str(agent_conf)], env))  # fmt: skip
-        corpus.append(run([sys.executable, "-m", "node_agent", "--status",
-                           "--config", str(agent_conf)], env))  # fmt: skip
-        if config_obj.metrics_file and Path(config_obj.metrics_file).exists():
-            corpus.append(Path(config_obj.metrics_file).read_text())
+        for flags in (["--status"], ["--status", "--json"]):
+            status = run([sys.executable, "-m", "node_agent", *flags, "--config", str(agent_conf)],
+                         env)  # fmt: skip
+            assert " -> 2\n" not in status.partition("\n")[0] + "\n", status  # not a usage error
+            corpus.append(status)
+        assert metrics.exists(), "the agent wrote no metrics file"
+        corpus.append(metrics.read_text())
         try:
             polled = Agent(parse_agent_config(variant, str(agent_conf))).poll_once()
             corpus += [str(p) for p in polled.problems] + [repr(polled)]
         except Exception as err:
             corpus.append(f"{type(err).__name__}: {err!r} {err}")
     faults.injected(2)
+    acks = Tamperer(world.store, random.Random(0)).objects(world.cluster, "ack")
+    assert acks, "the agents wrote no ack"
+    for key in acks:
+        try:  # the agents' acks, opened: what the sync (or an operator) would read
+            ack = open_ack(tool.read(key), cluster=world.cluster, node_id=key.rsplit("/", 1)[1],
+                           secrets=world.secrets)  # fmt: skip
+            corpus.append(repr(ack))
+        except FormatError as err:
+            corpus.append(str(err))
     for path in tmp_path.rglob("*"):  # the agents' state files and node ids (not the sandbox's)
         if path.name.startswith("sandbox") or any(p.startswith("sandbox") for p in path.parts):
             continue

@@ -23,8 +23,6 @@ from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
 from tests.test_sync_world import World, make_world
 
-pytest_plugins = ["tests.plugins.faults"]
-
 
 class Node:
     """An agent with its own state directory and its own (changeable) trust."""

@@ -12,8 +12,7 @@ It also holds the checks the reliability tests share: ``agent_config_text`` (an 
 config for a store and clusters) and ``installed_orders`` (what a state directory serves,
 every key checked against its certificate).
 
-Registered in ``tests/conftest.py`` (``pytest_plugins``); a module may also name it in its
-own ``pytest_plugins`` (pytest loads it once).
+Registered in ``tests/conftest.py`` (``pytest_plugins``).
 """
 
 from __future__ import annotations
