@@ -40,13 +40,6 @@ SETTINGS = settings(
     report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-PROVIDER_TIME_BUG = pytest.mark.xfail(
-    raises=(OverflowError, OSError, ValueError),
-    strict=True,
-    reason="certfleet/apiv3/model.py lets OverflowError/OSError/ValueError escape for a time "
-    "given as a huge number; it should be a MalformedResponse (an ApiError). Through the "
-    "sync it escapes run_sync: one hostile certificate answer stops the whole run",
-)
 AGENT_STATE_BUG = pytest.mark.xfail(
     raises=AttributeError,
     strict=True,
@@ -226,7 +219,6 @@ def test_provider_answers_spoiled_raise_only_api_errors(kind: str, data: st.Data
         pass
 
 
-@PROVIDER_TIME_BUG
 @pytest.mark.parametrize("value", [1e20, 10**30, -(10**30), float("inf")])
 @pytest.mark.parametrize("field", ["not_before", "not_after"])
 def test_a_time_out_of_range_is_a_malformed_answer(field: str, value: float) -> None:

@@ -181,7 +181,10 @@ def _time(value: Any, key: str, call: str) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=timezone.utc)
+        try:
+            return datetime.fromtimestamp(value, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError) as err:  # huge, infinite or NaN
+            raise _malformed(call, f"field {key!r} is not a time") from err
     if isinstance(value, str):
         text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
         try:
