@@ -18,6 +18,7 @@ import json
 import logging
 import logging.handlers
 import os
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -84,6 +85,8 @@ def configure_logging(verbose: bool, use_syslog: bool = False) -> None:
     fallback = ""
     if use_syslog:
         try:
+            if not stat.S_ISSOCK(os.stat(SYSLOG_SOCKET).st_mode):
+                raise OSError(f"{SYSLOG_SOCKET} is not a socket")
             handler = logging.handlers.SysLogHandler(
                 address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON
             )

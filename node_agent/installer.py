@@ -178,18 +178,38 @@ class Installer:
             return
         for name in names:
             if name not in kept or is_temp_name(name):
-                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+                _remove_tree(os.path.join(parent, name))
 
     def delete(self, safe_name: str) -> None:
         """Remove ``orders/<safe_name>`` and every version of it."""
         self.switch(safe_name, None)
-        shutil.rmtree(os.path.join(self.versions_dir, safe_name), ignore_errors=True)
+        _remove_tree(os.path.join(self.versions_dir, _checked_safe_name(safe_name)))
 
     def remove_temp_links(self) -> None:
-        """Remove symlinks a crash left half-made in ``orders/``."""
+        """Remove symlinks a crash left half-made in ``orders/`` (and half-removed trees)."""
         for name in os.listdir(self.orders_dir):
             if is_temp_name(name):
                 os.unlink(os.path.join(self.orders_dir, name))
+        for name in os.listdir(self.versions_dir):
+            if is_temp_name(name):
+                _remove_tree(os.path.join(self.versions_dir, name))
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a directory tree: renamed to a temp name first, so that a crash halfway never
+    leaves an incomplete directory under a final name."""
+    if is_temp_name(os.path.basename(path)):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    doomed = temp_name(os.path.dirname(path), ".old")
+    try:
+        os.rename(path, doomed)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        log.warning("cannot remove %s: %s", path, err)
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def write_copies(files: OrderFiles, destinations: Mapping[str, str], modes: FileModes) -> None:
