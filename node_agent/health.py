@@ -35,6 +35,7 @@ class ClusterHealth:
     last_success: int = 0
     last_error: str = ""
     refused: dict[str, int] = field(default_factory=dict)
+    head_expired: bool = False
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Health:
             cluster.last_poll = now
             if outcome.head in ("new", "unchanged"):
                 cluster.last_success = now
+            if outcome.head != "unreachable":
+                cluster.head_expired = outcome.cluster in result.expired_heads
             errors = [p.message for p in result.problems if p.cluster == outcome.cluster]
             cluster.last_error = errors[0][:_MAX_DETAIL] if errors else ""
         for problem in result.problems:
@@ -116,6 +119,7 @@ def _from_json(raw: dict[str, Any]) -> Health:
                 int(c["last_success"]),
                 str(c["last_error"]),
                 {str(k): int(v) for k, v in c["refused"].items()},
+                bool(c.get("head_expired", False)),
             )
             for name, c in raw["clusters"].items()
         },

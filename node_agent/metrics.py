@@ -70,7 +70,9 @@ def render_metrics(clusters: Iterable[str], state: AgentState, health: Health, *
         label = ("cluster", cluster)
         last_poll.sample(cluster_health.last_success, label)
         generation.sample(cluster_state.applied_generation, label)
-        is_expired = bool(cluster_state.valid_until) and now > cluster_state.valid_until
+        is_expired = cluster_health.head_expired or (
+            bool(cluster_state.valid_until) and now > cluster_state.valid_until
+        )
         expired.sample(1 if is_expired else 0, label)
         counts = cluster_health.refused
         for kind in sorted(set(OBJECT_KINDS) | set(counts)):

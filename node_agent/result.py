@@ -59,6 +59,7 @@ class PollResult:
     rolled_back: tuple[str, ...] = ()
     commands: tuple[CommandRun, ...] = ()
     problems: tuple[Problem, ...] = ()
+    expired_heads: tuple[str, ...] = ()  # clusters whose newest head is past valid_until
 
     @property
     def ok(self) -> bool:

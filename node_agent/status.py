@@ -45,7 +45,8 @@ def build_status(config: AgentConfig, *, now: int) -> dict[str, Any]:
                 "generation": cluster_state.applied_generation,
                 "accepted_generation": cluster_state.accepted_generation,
                 "head_valid_until": valid_until or None,
-                "head_expired": bool(valid_until) and now > valid_until,
+                "head_expired": cluster_health.head_expired
+                or (bool(valid_until) and now > valid_until),
                 "last_poll": cluster_health.last_poll or None,
                 "last_successful_poll": cluster_health.last_success or None,
                 "last_error": cluster_health.last_error or None,

@@ -23,6 +23,7 @@ class Tally:
         self.rolled_back: list[str] = []
         self.commands: list[CommandRun] = []
         self.problems: list[Problem] = []
+        self.expired_heads: list[str] = []
 
     def problem(self, kind: str, subject: str, message: str, cluster: str | None = None) -> None:
         self.problems.append(Problem(kind, subject, message, cluster))
@@ -50,4 +51,5 @@ class Tally:
             rolled_back=tuple(self.rolled_back),
             commands=tuple(self.commands),
             problems=tuple(self.problems),
+            expired_heads=tuple(self.expired_heads),
         )

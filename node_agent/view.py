@@ -85,6 +85,7 @@ def refresh_view(
 
 
 def _expired(tally: Tally, subject: str, cluster: str, valid_until: int, now: int) -> None:
+    tally.expired_heads.append(cluster)
     tally.problem(
         REFUSED,
         subject,
