@@ -424,3 +424,37 @@ def test_orders_of_a_cluster_removed_from_the_config_are_reported(
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
     assert "web (not configured)" in human and "mx.example" in human
+
+
+# -- what infra/ ships -------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_example_config_checks_out() -> None:
+    example = REPO / "infra" / "examples" / "certfleet-agent.conf"
+    done = subprocess.run(
+        [*AGENT, "--check-config", "--config", str(example)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = parse_agent_config(example.read_text(), str(example))
+    unit = (REPO / "infra" / "systemd" / "certfleet-agent.service").read_text()
+    writable = [
+        path.lstrip("-")
+        for line in unit.splitlines()
+        if line.startswith("ReadWritePaths=")
+        for path in line.split("=", 1)[1].split()
+    ]
+    # Every path the example writes is writable under the unit's ProtectSystem=strict.
+    wanted = [config.state_dir, str(config.metrics_file)] + [
+        template for order in config.orders for _, template in config.settings_for(order.name).files
+    ]
+    for path in wanted:
+        assert any(path == root or path.startswith(root + "/") for root in writable), path
+    settings = (
+        "Restart=always", "ExecReload=/bin/kill -HUP $MAINPID", "ProtectSystem=strict",
+        "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes", "KillMode=mixed",
+    )  # fmt: skip
+    for setting in settings:
+        assert f"\n{setting}\n" in unit
