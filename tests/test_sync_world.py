@@ -31,7 +31,9 @@ from certfleet.sync.engine import Checkpoint
 from certfleet.sync.layout import bundle_key, head_key, shard_key
 from tests.plugins.sandbox import Sandbox, unique_cluster
 
-FAST_RETRY = RetryPolicy(max_attempts=2, max_seconds=2.0, base_delay=0.05, max_delay=0.2)
+# Two attempts, short back-off; 10 s per call leaves room for the engine's long polls
+# (issue_wait 5 s here): the provider polls at most max_seconds - 2 s.
+FAST_RETRY = RetryPolicy(max_attempts=2, max_seconds=10.0, base_delay=0.05, max_delay=0.2)
 
 
 @dataclass(frozen=True)

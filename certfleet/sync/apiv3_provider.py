@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
 MAX_LONG_POLL = 60
+POLL_MARGIN = 2.0  # seconds a long poll's answer may take to arrive after the poll ends
 
 
 class ApiV3Provider:
@@ -62,10 +63,17 @@ class ApiV3Provider:
             raise ProviderError("submit CSR", f"order {order_name}", _reason(err)) from err
         return result.pubkey_hash
 
+    def long_poll(self, wait: float) -> int:
+        """Whole seconds to long-poll for ``wait``: at most 60, and short enough that the
+        answer comes back within the client's time budget per call (else a certificate
+        that is merely slow would be reported as an error instead of as still pending)."""
+        budget = self._client.retry.max_seconds - POLL_MARGIN
+        return max(0, int(min(wait, budget, MAX_LONG_POLL)))
+
     def fetch_certificate(
         self, order_name: str, pubkey_hash: str, *, wait: float
     ) -> Optional[IssuedCert]:
-        poll = min(int(wait), MAX_LONG_POLL)
+        poll = self.long_poll(wait)
         try:
             result = self._client.get_cert(order_name, pubkey_hash, poll=poll or None)
         except NotFound as err:

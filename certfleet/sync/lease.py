@@ -1,11 +1,14 @@
 """The single-writer lease on a cluster's sync state (``v1/sync/lease/<cluster>``).
 
-Taken by creating the object with ``put_if_absent``; an expired lease (or one released
-by writing an expiry in the past) is taken over only with ``put_if_match`` on the ETag
-just read, so of two racing runs at most one wins and the other backs off with
-``LeaseHeldError``. Released at the end by the same conditional write. The holder
-refreshes it when half its duration has passed; a refresh that loses means another run
-took over, and this one must stop writing (``LeaseLostError``).
+``acquire`` reads the lease object first. When there is none, it is created with
+``put_if_absent``; when there is one that has expired (or was released by writing an
+expiry in the past), it is taken over with ``put_if_match`` on the ETag just read; a live
+lease is never written to: the run backs off with ``LeaseHeldError``. Of two racing runs
+at most one conditional write wins and the other backs off. ``release`` writes an expiry
+in the past, conditioned on the holder's ETag, so a no-change run costs one read and two
+writes (take over, release). The holder refreshes the lease when half its duration has
+passed; a refresh that loses means another run took over, and this one must stop writing
+(``LeaseLostError``).
 
 The lease is plain JSON (owner id and expiry, Unix seconds): it carries no secret.
 """
@@ -56,35 +59,31 @@ class Lease:
     def held(self) -> bool:
         return self._etag is not None
 
+    @property
+    def owner(self) -> str:
+        """This holder's random id, as written in the lease object."""
+        return self._owner
+
     def acquire(self) -> None:
         """Take the lease, or raise ``LeaseHeldError`` if another run holds it."""
         now = self._clock()
         data = _encode(self._owner, now + self._duration)
         try:
-            self._etag = self._store.put_if_absent(self._key, data)
-        except PreconditionFailed:
-            self._take_over(now, data)
-        self._taken_at = now
-        log.debug("cluster %s: lease taken", self._cluster)
-
-    def _take_over(self, now: float, data: bytes) -> None:
-        try:
             current = self._store.get(self._key)
         except ObjectNotFound:
             current = None
-        if current is None:  # released by deletion between our two calls: try again once
-            try:
-                self._etag = self._store.put_if_absent(self._key, data)
-            except PreconditionFailed as err:
-                raise LeaseHeldError(self._cluster, now + self._duration) from err
-            return
-        expires_at = _expires_at(current.data)
-        if expires_at > now:
-            raise LeaseHeldError(self._cluster, expires_at)
         try:
-            self._etag = self._store.put_if_match(self._key, data, current.etag)
-        except PreconditionFailed as err:
+            if current is None:
+                self._etag = self._store.put_if_absent(self._key, data)
+            else:
+                expires_at = _expires_at(current.data)
+                if expires_at > now:
+                    raise LeaseHeldError(self._cluster, expires_at)
+                self._etag = self._store.put_if_match(self._key, data, current.etag)
+        except PreconditionFailed as err:  # another run's conditional write won the race
             raise LeaseHeldError(self._cluster, now + self._duration) from err
+        self._taken_at = now
+        log.debug("cluster %s: lease taken", self._cluster)
 
     def refresh(self) -> None:
         """Extend the lease when half of it has passed; ``LeaseLostError`` if it was taken."""

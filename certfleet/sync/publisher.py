@@ -27,6 +27,7 @@ from certfleet.bundle import (
     encode_shard,
     next_generation,
     open_pending,
+    seal_bundle,
     seal_pending,
     seal_shard,
     shard_count,
@@ -45,7 +46,7 @@ from certfleet.sync.layout import (
     shard_key,
     shards_prefix,
 )
-from certfleet.sync.state import ClusterState, HeadRecord, ShardRecord, read_bytes
+from certfleet.sync.state import ClusterState, HeadRecord, OrderRecord, ShardRecord, read_bytes
 
 if TYPE_CHECKING:
     from certfleet.sync.engine import ClusterRun, HeadSeen
@@ -81,13 +82,25 @@ class Publisher:
             if run.out_of_time():
                 return
             try:
-                run.rewrap_bundle(state, name, record)
+                self._rewrap_bundle(name, record)
             except FormatError as err:
                 log.warning("cluster %s: cannot re-wrap %s, rekeying it", self.cluster, name)
                 run.tally.error(name, err)
                 state.rekey.add(name)
             except CertfleetError as err:
                 run.tally.error(name, err)
+
+    def _rewrap_bundle(self, name: str, record: OrderRecord) -> None:
+        """Re-seal one order's bundle for the configured secrets."""
+        run = self.run
+        sealed = seal_bundle(
+            run.open_bundle(name, record), cluster=self.cluster, secrets=run.secrets
+        )
+        digest = content_hash_hex(sealed)
+        run.put_content(bundle_key(self.cluster, digest), sealed)
+        run.retire(bundle_key(self.cluster, record.bundle))
+        self.state.orders[name] = replace(record, bundle=digest, secret_ids=self.secret_ids)
+        run.step("rewrapped")
 
     def _rewrap_pending(self) -> None:
         state, run = self.state, self.run
@@ -102,7 +115,7 @@ class Publisher:
                 )
                 sealed = seal_pending(pending, cluster=self.cluster, secrets=run.secrets)
                 digest = content_hash_hex(sealed)
-                run.store.put_if_absent(pending_key(self.cluster, digest), sealed)
+                run.put_content(pending_key(self.cluster, digest), sealed)
             except CertfleetError as err:
                 log.warning("cluster %s: dropping pending key of %s: %s", self.cluster, name, err)
                 del state.pending[name]
@@ -142,10 +155,7 @@ class Publisher:
                 continue
             sealed = seal_shard(shard, cluster=self.cluster, index=index, secrets=run.secrets)
             obj = content_hash_hex(sealed)
-            try:
-                run.store.put_if_absent(shard_key(self.cluster, obj), sealed)
-            except PreconditionFailed:
-                pass
+            run.put_content(shard_key(self.cluster, obj), sealed)
             records.append(ShardRecord(digest, obj))
             changed = True
             run.step("shard")

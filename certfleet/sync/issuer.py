@@ -1,0 +1,218 @@
+"""Issuance for one cluster run: from a plan's ``issue`` list to verified bundles.
+
+Key first, CSR second: each new private key is sealed into a pending-key object and the
+state recording it is saved **before** its CSR is submitted (in batches of ``KEY_BATCH``),
+so a crash never loses a key the CA may certify, and a resumed run collects that key's
+certificate instead of making a second key. Certificates are then collected (waiting at
+most ``issue_wait`` in all), verified against the key and the order's names, and sealed
+into a content-addressed bundle; the order's record in the state then points at it.
+One order's failure is counted in the tally and never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from certfleet.bundle import (
+    Bundle,
+    PendingKey,
+    content_hash_hex,
+    open_pending,
+    seal_bundle,
+    seal_pending,
+)
+from certfleet.errors import CertfleetError
+from certfleet.sync.errors import StateError
+from certfleet.sync.keypair import (
+    PrivateKey,
+    build_csr,
+    generate_key,
+    load_private_key,
+    private_key_pem,
+    pubkey_hash,
+)
+from certfleet.sync.layout import bundle_key, pending_key
+from certfleet.sync.plan import IMMEDIATE_REASONS, Issue
+from certfleet.sync.provider import ProviderError, ProviderNotFound
+from certfleet.sync.renewal import install_after
+from certfleet.sync.state import ClusterState, OrderRecord, PendingRecord, read_bytes
+from certfleet.sync.verifier import verify_issued
+
+if TYPE_CHECKING:
+    from certfleet.sync.engine import ClusterRun
+
+log = logging.getLogger(__name__)
+
+KEY_BATCH = 100
+
+
+class Issuer:
+    """The issuing half of a ``ClusterRun``: pending keys, CSRs, certificates."""
+
+    def __init__(self, run: ClusterRun, state: ClusterState) -> None:
+        self.run = run
+        self.state = state
+        self.cluster = run.cluster
+        self._keys: dict[str, PrivateKey] = {}
+        self._submitted: set[str] = set()
+
+    # -- keys and CSRs ------------------------------------------------------------------
+
+    def generate(self, issues: Sequence[Issue], now: int) -> None:
+        """Store a pending key for each issue, then submit the CSRs batch by batch."""
+        batch: list[Issue] = []
+        for issue in issues:
+            if self.run.out_of_time():
+                break
+            try:
+                self._store_pending_key(issue, now)
+            except (CertfleetError, ValueError) as err:
+                self.run.tally.error(issue.order.name, err)
+                continue
+            batch.append(issue)
+            if len(batch) >= KEY_BATCH:
+                self._submit(batch)
+                batch = []
+        if batch:
+            self._submit(batch)
+
+    def _store_pending_key(self, issue: Issue, now: int) -> None:
+        run, state, order = self.run, self.state, issue.order
+        key_type = run.policy.key_type_for(order.name)
+        key = self._reused_key(issue, key_type) or generate_key(key_type)
+        pending = PendingKey(
+            order.name, key_type, private_key_pem(key), pubkey_hash(key), order.dns_names, now
+        )
+        sealed = seal_pending(pending, cluster=self.cluster, secrets=run.secrets)
+        digest = content_hash_hex(sealed)
+        run.put_content(pending_key(self.cluster, digest), sealed)
+        run.tally.keys_generated += 1
+        state.pending[order.name] = PendingRecord(
+            digest, pending.pubkey_hash, order.dns_names, key_type, now, issue.reason
+        )
+        state.rekey.discard(order.name)
+        self._keys[order.name] = key
+        run.step("pending-key")
+
+    def _reused_key(self, issue: Issue, key_type: str) -> PrivateKey | None:
+        """The current key, for a renewal of an order configured with ``reuse_key``."""
+        record = self.state.orders.get(issue.order.name)
+        if (
+            issue.reason != "renewal"
+            or record is None
+            or record.key_type != key_type
+            or not self.run.policy.reuse_key_for(issue.order.name)
+        ):
+            return None
+        bundle = self.run.open_bundle(issue.order.name, record)
+        return load_private_key(bundle.private_key_pem)
+
+    def _submit(self, batch: Sequence[Issue]) -> None:
+        """Persist the batch's pending keys, then submit their CSRs."""
+        self.run.states.save(self.state)
+        self.run.step("pending-saved")
+        for issue in batch:
+            name = issue.order.name
+            try:
+                self._submit_one(name, self.state.pending[name])
+            except (ProviderError, ValueError) as err:
+                self.run.tally.error(name, err)
+
+    def _submit_one(self, name: str, pending: PendingRecord) -> None:
+        key = self._key(name, pending)
+        answered = self.run.provider.submit_csr(name, build_csr(key, pending.dns_names))
+        self.run.tally.csrs_submitted += 1
+        if answered != pending.pubkey_hash:
+            raise ProviderError("submit CSR", f"order {name}", "answered another public key hash")
+        self._submitted.add(name)
+        self.run.step("csr")
+
+    def _key(self, name: str, pending: PendingRecord) -> PrivateKey:
+        key = self._keys.get(name)
+        if key is None:
+            run = self.run
+            data = read_bytes(run.store, pending_key(self.cluster, pending.object))
+            opened = open_pending(data, cluster=self.cluster, order_name=name, secrets=run.secrets)
+            if opened.pubkey_hash != pending.pubkey_hash:
+                raise StateError(self.cluster, f"pending key of {name} does not match its record")
+            key = self._keys[name] = load_private_key(opened.private_key_pem)
+        return key
+
+    # -- certificates -------------------------------------------------------------------
+
+    def collect(self, resume: Sequence[str]) -> None:
+        """Fetch the certificate of each resumed order, then of each CSR submitted by this
+        run, waiting at most ``issue_wait`` in all."""
+        run = self.run
+        until = time.monotonic() + run.settings.issue_wait
+        if run.deadline is not None:
+            until = min(until, run.deadline - run.reserve)
+        for name in dict.fromkeys([*resume, *sorted(self._submitted)]):
+            if name not in self.state.pending or run.out_of_time():
+                continue
+            try:
+                self._collect_one(name, max(0.0, until - time.monotonic()))
+            except (CertfleetError, ValueError) as err:
+                run.tally.error(name, err)
+
+    def _collect_one(self, name: str, wait: float) -> None:
+        run, state = self.run, self.state
+        pending = state.pending[name]
+        key = self._key(name, pending)
+        try:
+            cert = run.provider.fetch_certificate(name, pending.pubkey_hash, wait=wait)
+        except ProviderNotFound:
+            if name in self._submitted:
+                raise
+            self._submit_one(name, pending)  # stored before a crash, never submitted
+            cert = run.provider.fetch_certificate(name, pending.pubkey_hash, wait=wait)
+        if cert is None:
+            log.info("cluster %s: certificate of %s still pending", self.cluster, name)
+            return
+        verified = verify_issued(
+            order_name=name,
+            key=key,
+            dns_names=pending.dns_names,
+            certificate_pem=cert.certificate_pem,
+            chain_pem=cert.chain_pem,
+            now=int(run.clock()),
+        )
+        previous = state.orders.get(name)
+        serial = cert.serial or verified.serial
+        if previous is not None and previous.serial == serial:
+            raise ProviderError(
+                "fetch certificate", f"order {name}", "the provider returned the current "
+                "certificate again (reuse_key renewals need a provider that re-issues)",
+            )  # fmt: skip
+        bundle = Bundle(
+            name, pending.dns_names, pending.key_type, private_key_pem(key),
+            cert.certificate_pem, cert.chain_pem, serial, verified.not_before,
+            verified.not_after,
+        )  # fmt: skip
+        sealed = seal_bundle(bundle, cluster=self.cluster, secrets=run.secrets)
+        digest = content_hash_hex(sealed)
+        run.put_content(bundle_key(self.cluster, digest), sealed)
+        run.step("bundle")
+        immediate = previous is None or pending.reason in IMMEDIATE_REASONS
+        if previous is not None:
+            run.retire(bundle_key(self.cluster, previous.bundle))
+        run.retire(pending_key(self.cluster, pending.object))
+        del state.pending[name]
+        state.tombstones.pop(name, None)
+        state.orders[name] = OrderRecord(
+            dns_names=pending.dns_names,
+            key_type=pending.key_type,
+            bundle=digest,
+            pubkey_hash=pending.pubkey_hash,
+            serial=serial,
+            not_before=verified.not_before,
+            not_after=verified.not_after,
+            install_after=install_after(
+                verified.not_before, int(run.settings.skew_margin), immediate=immediate
+            ),
+            secret_ids=tuple(secret.id for secret in run.secrets),
+        )
+        run.tally.certificates_published += 1
