@@ -29,13 +29,14 @@ def world(sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS) -> World:
 
 
 def test_new_order_becomes_a_bundle_that_opens_with_the_cluster_secret(world: World) -> None:
-    name = world.add("www.example.com", "example.com")
+    apex = world.host("apex")
+    name = world.add(f"www.{apex}", apex)
     summary = world.sync()
     assert summary.errors == {}
     assert summary.keys_generated == 1 and summary.certificates_published == 1
     seen = world.published()
     bundle = seen.bundles[name]
-    assert bundle.dns_names == ("example.com", "www.example.com")
+    assert bundle.dns_names == (apex, f"www.{apex}")
     assert bundle.key_type == "ecdsa"
     leaf = x509.load_pem_x509_certificate(bundle.certificate_pem)
     assert spki_hash(leaf.public_key()) == pubkey_hash(load_private_key(bundle.private_key_pem))
@@ -47,7 +48,7 @@ def test_new_order_becomes_a_bundle_that_opens_with_the_cluster_secret(world: Wo
 
 
 def test_a_run_with_nothing_to_change_writes_nothing_but_the_lease(world: World) -> None:
-    world.add("quiet.example.com")
+    world.add(world.host("quiet"))
     assert world.sync().certificates_published == 1
     before_head = world.head_bytes()
     before_keys = world.keys()
@@ -124,7 +125,7 @@ def test_renewal_replaces_key_and_certificate_with_a_skew_margin(
 
 
 def test_rekey_replaces_every_key_of_the_cluster(world: World) -> None:
-    names = [world.add("a.rekey.example.com"), world.add("b.rekey.example.com")]
+    names = [world.add(world.host("a.rekey")), world.add(world.host("b.rekey"))]
     world.sync()
     before = world.published().bundles
     marked = mark_rekey(world.config(), world.cluster, None, store=world.store)
@@ -138,9 +139,9 @@ def test_rekey_replaces_every_key_of_the_cluster(world: World) -> None:
 
 
 def test_removal_and_cluster_move_give_tombstones(world: World) -> None:
-    gone = world.add("gone.example.com")
-    moved = world.add("moved.example.com")
-    kept = world.add("kept.example.com")
+    gone = world.add(world.host("gone"))
+    moved = world.add(world.host("moved"))
+    kept = world.add(world.host("kept"))
     world.sync()
     world.remove(gone)
     answer = requests.patch(
@@ -194,8 +195,8 @@ class EmptyListing:
 
 
 def test_an_empty_listing_removes_only_what_the_provider_confirms_gone(world: World) -> None:
-    kept = world.add("listed.example.com")
-    gone = world.add("really-gone.example.com")
+    kept = world.add(world.host("listed"))
+    gone = world.add(world.host("really-gone"))
     world.sync()
     world.remove(gone)
     provider = EmptyListing(world.provider())
@@ -206,7 +207,7 @@ def test_an_empty_listing_removes_only_what_the_provider_confirms_gone(world: Wo
 
 
 def test_two_concurrent_runs_one_works_the_other_backs_off(world: World) -> None:
-    world.add("race.example.com")
+    world.add(world.host("race"))
     inner: list[RunSummary] = []
 
     def second_run(step: str) -> None:
@@ -223,7 +224,7 @@ def test_two_concurrent_runs_one_works_the_other_backs_off(world: World) -> None
 
 def test_secret_rotation_two_secrets_then_one(world: World) -> None:
     old = world.secrets[0]
-    name = world.add("rotate.example.com")
+    name = world.add(world.host("rotate"))
     world.sync()
     new = ClusterSecret.generate("k2")
     world.secrets = (new, old)
@@ -247,7 +248,7 @@ def test_rsa_keys_and_garbage_collection(
 ) -> None:
     world = make_world(sandbox, s3_url, seaweedfs.endpoint, key_type="rsa")
     world.settings["gc_grace"] = 0.0
-    name = world.add("rsa.example.com")
+    name = world.add(world.host("rsa"))
     world.sync()
     first = world.published()
     assert first.bundles[name].key_type == "rsa"
@@ -261,7 +262,7 @@ def test_rsa_keys_and_garbage_collection(
 
 
 def test_a_time_budget_stops_cleanly_and_the_next_run_resumes(world: World) -> None:
-    names = [world.add(f"budget{i}.example.com") for i in range(3)]
+    names = [world.add(world.host(f"budget{i}")) for i in range(3)]
 
     def slow(step: str) -> None:
         if step == "pending-key":

@@ -75,12 +75,13 @@ def test_rekey_marks_orders_for_the_next_sync(
     config: tuple[Path, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, cluster = config
-    cli("add", "--cluster", cluster, "rk.example.com", "--config", str(path), capsys=capsys)
+    order = f"rk.{cluster}.example.com"
+    cli("add", "--cluster", cluster, order, "--config", str(path), capsys=capsys)
     assert cli("sync", "--once", "--config", str(path), capsys=capsys)[0] == 0
     code, out, _ = cli(
         "rekey", "--cluster", cluster, "--json", "--config", str(path), capsys=capsys
     )
-    assert code == 0 and json.loads(out) == {"cluster": cluster, "marked": ["rk.example.com"]}
+    assert code == 0 and json.loads(out) == {"cluster": cluster, "marked": [order]}
     code, out, _ = cli("sync", "--once", "--json", "--config", str(path), capsys=capsys)
     assert code == 0 and json.loads(out)["keys_generated"] == 1
 

@@ -93,7 +93,7 @@ def scenario(sandbox: Sandbox, store_url: str, tag: str) -> tuple[World, str, st
 
 def test_every_step_is_recorded_in_order(sandbox: Sandbox, tmp_path: Path) -> None:
     world = make_world(sandbox, tmp_path.as_uri(), "")
-    world.add("steps.example.com")
+    world.add(world.host("steps"))
     steps, checkpoint = crash_at(None)
     world.sync(checkpoint=checkpoint)
     assert steps[:3] == ["lease", "loaded", "listed"]

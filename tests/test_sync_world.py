@@ -104,6 +104,10 @@ class World:
     def client(self) -> ApiClient:
         return ApiClient(self.sandbox.url, self.sandbox.api_key, retry=FAST_RETRY)
 
+    def host(self, label: str) -> str:
+        """A DNS name (and order name) no other test uses: names are global at the provider."""
+        return f"{label}.{self.cluster}.example.com"
+
     def add(self, *names: str, cluster: str | None = None) -> str:
         with self.client() as client:
             order = client.create_order(

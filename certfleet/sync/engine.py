@@ -158,7 +158,7 @@ class ClusterRun:
             renew_days=self.policy.renew_days,
         )
         for name, reason in plan.invalid.items():
-            self.tally.errors[name] = f"order refused: {reason}"
+            self.tally.error(name, f"order refused: {reason}")
         self._confirm_removals(state, plan.missing, now)
         for name in plan.drop_pending:
             self.retire(pending_key(self.cluster, state.pending.pop(name).object))

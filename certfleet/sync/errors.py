@@ -1,11 +1,22 @@
 """The sync engine's error tree, rooted at ``certfleet.errors.CertfleetError``.
 
-Messages name the cluster, order or object concerned and never carry key material.
+Messages name the cluster, order or object concerned and never carry key material. Text
+that comes from outside (a provider's answer) is passed through ``printable`` first, so a
+message never holds a raw control character when it reaches a terminal or a log line.
 """
 
 from __future__ import annotations
 
 from certfleet.errors import CertfleetError
+
+MAX_MESSAGE = 400
+
+
+def printable(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` with each non-printable character repr-escaped (newline as ``\\n``, ESC as
+    ``\\x1b``, U+202E as ``\\u202e``), cut to about ``limit`` characters."""
+    shown = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return shown if len(shown) <= limit else shown[:limit] + "...(cut)"
 
 
 class SyncError(CertfleetError):

@@ -26,17 +26,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
-from certfleet.sync.errors import SyncError
+from certfleet.sync.errors import SyncError, printable
 
 
 class ProviderError(SyncError):
-    """A provider call failed; ``operation`` names it, ``subject`` the order or cluster."""
+    """A provider call failed; ``operation`` names it, ``subject`` the order or cluster.
+
+    ``reason`` often quotes the provider's own answer: it is kept repr-escaped and cut
+    (see ``printable``), so a hostile answer cannot put control characters in a message.
+    """
 
     def __init__(self, operation: str, subject: str, reason: str) -> None:
-        super().__init__(f"provider {operation} for {subject} failed: {reason}")
         self.operation = operation
-        self.subject = subject
-        self.reason = reason
+        self.subject = printable(subject)
+        self.reason = printable(reason)
+        super().__init__(f"provider {operation} for {self.subject} failed: {self.reason}")
 
 
 class ProviderNotFound(ProviderError):

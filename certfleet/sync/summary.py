@@ -6,14 +6,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from certfleet.sync.errors import printable
+
 
 @dataclass(frozen=True)
 class RunSummary:
     """What one run did. ``errors`` maps an order name (or ``cluster:<name>`` for a whole
-    cluster) to the error message; ``skipped`` names the clusters whose lease another run
-    held (this run backed off: not an error); ``generations`` is the head generation each cluster
-    ends the run with (published or unchanged); ``complete`` is False when the time budget
-    or a lease held elsewhere left work for the next run."""
+    cluster) to the error message; the message is printable (no raw control character),
+    while the order name is kept exactly as the provider listed it, so a caller printing
+    it for people must escape it. ``skipped`` names the clusters whose lease another run
+    held (this run backed off: not an error); ``generations`` is the head generation each
+    cluster ends the run with (published or unchanged); ``complete`` is False when the time
+    budget or a lease held elsewhere left work for the next run."""
 
     clusters: tuple[str, ...]
     orders_seen: int
@@ -81,5 +85,7 @@ class Tally:
     generations: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
-    def error(self, subject: str, err: BaseException) -> None:
-        self.errors[subject] = str(err)
+    def error(self, subject: str, err: BaseException | str) -> None:
+        """Record a failure of ``subject`` (an order name as the provider spelt it, or
+        ``cluster:<name>``); the message is repr-escaped and cut (``printable``)."""
+        self.errors[subject] = printable(str(err))
