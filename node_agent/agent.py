@@ -479,9 +479,12 @@ class Agent:
             except OSError as err:
                 log.warning("cannot write the metrics file %s: %s", self.config.metrics_file,
                             err)  # fmt: skip
+        reached = {c.cluster for c in result.clusters if c.head != "unreachable"}
         for trust in self.config.clusters:
             if not self.acks.enabled:
                 break
+            if trust.name not in reached:
+                continue  # the store is down for this cluster: the ack waits for it
             cluster_state = self.state.cluster(trust.name)
             self.acks.report(
                 trust.name,

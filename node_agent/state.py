@@ -202,7 +202,7 @@ class StateStore:
             raise StateError(self.path, f"not a schema {_SCHEMA} agent state file")
         try:
             return _from_json(raw)
-        except (KeyError, TypeError, ValueError, FormatError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, FormatError) as err:
             raise StateError(self.path, f"malformed: {err}") from err
 
     def save(self, state: AgentState) -> None:
