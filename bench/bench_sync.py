@@ -1,23 +1,36 @@
-"""Sync engine figures: a 10,000-order no-change run, and new-order throughput RSA vs ECDSA.
+"""Sync engine figures: no-change runs over N orders, and new-order throughput RSA vs ECDSA.
 
-Run: .venv/bin/python bench/bench_sync.py [--orders 10000] [--new 100]
+Run: .venv/bin/python bench/bench_sync.py [--sizes 1000,10000] [--new 100] [--json]
 
-Starts its own SeaweedFS (``weed mini``) and sandbox on 127.0.0.1. The big cluster's
-orders are bulk-created straight in the sandbox's data directory, published by a first
-(timed, but not the point) run, then a second run with nothing to change is measured:
-wall time, provider calls, store reads and writes. Then ``--new`` fresh orders are issued
-in each of two clusters, one RSA-2048 and one ECDSA P-256, and orders per second reported.
+Starts its own SeaweedFS (``weed mini``) and sandbox on 127.0.0.1. For each size N, a
+cluster of N orders is bulk-created straight in the sandbox's data directory and
+published by a first run (timed, but not the point); then a run with nothing to change is
+measured: wall time, provider calls, store reads and writes. Its peak memory is measured
+on a second, identical no-change run under ``tracemalloc`` (the peak of Python's own
+allocations during the run, above what was allocated before it; not the process RSS, and
+not traced during the timed run, which tracing would slow down). Then ``--new`` fresh
+orders are issued in each of two clusters, one RSA-2048 and one ECDSA P-256, and orders
+per second reported.
+
+Human-readable lines go to stdout; with ``--json`` the last stdout line is one JSON object:
+``{"no_change": [{"orders", "wall_seconds", "provider_calls", "store_reads",
+"store_writes", "peak_memory_mb"}, ...], "new_orders": {"rsa": {"orders",
+"orders_per_second"}, "ecdsa": {...}}, "peak_memory_method": "tracemalloc"}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+import tracemalloc
+from functools import partial
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -32,6 +45,8 @@ from tests.plugins.binaries import require_binary
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
 
+MB = 1024 * 1024
+
 
 def line(label: str, summary: RunSummary) -> str:
     return (
@@ -42,10 +57,33 @@ def line(label: str, summary: RunSummary) -> str:
     )
 
 
+def traced_peak_mb(action: Callable[[], RunSummary]) -> tuple[RunSummary, float]:
+    """Run ``action`` under tracemalloc: its summary, and the peak in MB of the memory
+    allocated during it (objects that existed before it are not counted)."""
+    tracemalloc.start()
+    try:
+        summary = action()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return summary, peak / MB
+
+
+def sizes_option(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError("expected sizes like 1000,10000") from err
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("expected positive sizes like 1000,10000")
+    return sizes
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--orders", type=int, default=10_000)
-    parser.add_argument("--new", type=int, default=100)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=sizes_option, default=(10_000,), help="default 10000")
+    parser.add_argument("--new", type=int, default=100, help="new orders per key type")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="certfleet-bench-sync-"))
     weed = SeaweedFS(require_binary("weed"), work / "weed")
@@ -54,16 +92,26 @@ def main() -> None:
     os.environ.update(weed.env)
     data = work / "sandbox"
     started = time.monotonic()
-    made = bulk_create(data, numbered_specs("big", args.orders, domain="big.test"))
-    print(f"bulk-created {made} orders in {time.monotonic() - started:.1f} s")
+    for size in args.sizes:
+        bulk_create(data, numbered_specs(f"big{size}", size, domain=f"big{size}.test"))
+    print(f"bulk-created {sum(args.sizes)} orders in {time.monotonic() - started:.1f} s")
     for cluster in ("rsa", "ecdsa"):
         bulk_create(data, numbered_specs(cluster, args.new, domain=f"{cluster}.test"))
     sandbox = Sandbox(data, [])
     sandbox.start()
+    figures: dict[str, Any] = {
+        "no_change": [],
+        "new_orders": {},
+        "peak_memory_method": "tracemalloc",
+    }
     try:
         clusters = tuple(
             ClusterSyncConfig(name, (ClusterSecret.generate("k1"),), key_type=key_type)
-            for name, key_type in (("big", "ecdsa"), ("rsa", "rsa"), ("ecdsa", "ecdsa"))
+            for name, key_type in (
+                *((f"big{size}", "ecdsa") for size in args.sizes),
+                ("rsa", "rsa"),
+                ("ecdsa", "ecdsa"),
+            )
         )
         config = SyncConfig(
             store=f"s3://{weed.bucket}/bench",
@@ -79,19 +127,41 @@ def main() -> None:
         def sync(cluster: str) -> RunSummary:
             return run_sync(config, store=store, provider=provider, clusters=[cluster])
 
-        print(line(f"first run, {args.orders} new ECDSA orders", sync("big")))
-        quiet = sync("big")
-        print(line(f"no-change run, {args.orders} orders", quiet))
+        for size in args.sizes:
+            cluster = f"big{size}"
+            print(line(f"first run, {size} new ECDSA orders", sync(cluster)), flush=True)
+            quiet = sync(cluster)
+            print(line(f"no-change run, {size} orders", quiet))
+            traced, peak_mb = traced_peak_mb(partial(sync, cluster))
+            print(
+                f"  no-change run under tracemalloc: peak {peak_mb:.1f} MB, "
+                f"{traced.duration:.2f} s, writes {traced.store_writes}",
+                flush=True,
+            )
+            figures["no_change"].append({
+                "orders": quiet.orders_seen,
+                "wall_seconds": round(quiet.duration, 3),
+                "provider_calls": quiet.provider_calls,
+                "store_reads": quiet.store_reads,
+                "store_writes": quiet.store_writes,
+                "peak_memory_mb": round(peak_mb, 1),
+            })  # fmt: skip
         for cluster in ("rsa", "ecdsa"):
             summary = sync(cluster)
             rate = summary.certificates_published / summary.duration
             print(line(f"{args.new} new {cluster.upper()} orders", summary))
-            print(f"  new-order throughput {cluster.upper()}: {rate:.1f} orders/s")
+            print(f"  new-order throughput {cluster.upper()}: {rate:.1f} orders/s", flush=True)
+            figures["new_orders"][cluster] = {
+                "orders": summary.certificates_published,
+                "orders_per_second": round(rate, 1),
+            }
         provider.close()
     finally:
         sandbox.stop()
         weed.stop()
         shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(figures, separators=(",", ":")))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ Sections (each one's failure is recorded in the JSON and the others still run):
 - ``sync``, ``agent``, ``format``: bench/bench_sync.py, bench/bench_agent.py and
   bench/bench_bundle.py, each run as ``python SCRIPT --json`` (again without ``--json``
   if the script has no such option); the last stdout line that parses as a JSON object is
-  taken, else bench_sync.py's and bench_bundle.py's text lines are parsed.
+  taken (bench_sync.py and bench_agent.py print one), else bench_bundle.py's text lines
+  are parsed.
 
 SeaweedFS (``weed mini``) is started once, on free loopback ports, for ``idle`` and
 ``e2e``, and stopped at the end.
@@ -76,37 +77,6 @@ def bundle_lines(text: str) -> dict[str, Any] | None:
         if match:
             found[match.group(1)] = float(match.group(2))
     return {"microseconds": found} if found else None
-
-
-_SYNC_LINE = re.compile(
-    r"(?P<label>[^:]+): (?P<seconds>[0-9.]+) s, (?P<seen>\d+) orders seen, (?P<published>\d+) "
-    r"published, provider calls (?P<calls>\d+), store reads (?P<reads>\d+), writes "
-    r"(?P<writes>\d+), requests (?P<requests>\d+), errors (?P<errors>\d+)"
-)
-_THROUGHPUT = re.compile(r"new-order throughput (?P<type>\w+): (?P<rate>[0-9.]+) orders/s")
-
-
-def sync_lines(text: str) -> dict[str, Any] | None:
-    """bench_sync.py's text summary lines as figures (until it prints JSON itself)."""
-    runs: list[dict[str, Any]] = []
-    rates: dict[str, dict[str, float]] = {}
-    for line in text.splitlines():
-        match = _SYNC_LINE.fullmatch(line.strip())
-        if match:
-            runs.append({
-                "label": match["label"], "wall_seconds": float(match["seconds"]),
-                "orders": int(match["seen"]), "published": int(match["published"]),
-                "provider_calls": int(match["calls"]), "store_reads": int(match["reads"]),
-                "store_writes": int(match["writes"]), "store_requests": int(match["requests"]),
-                "errors": int(match["errors"]),
-            })  # fmt: skip
-        rate = _THROUGHPUT.search(line)
-        if rate:
-            rates[rate["type"].lower()] = {"orders_per_second": float(rate["rate"])}
-    if not runs:
-        return None
-    no_change = [run for run in runs if str(run["label"]).startswith("no-change")]
-    return {"runs": runs, "no_change": no_change, "new_orders": rates}
 
 
 def run_script(
@@ -347,7 +317,7 @@ def main() -> int:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         calls: dict[str, Callable[[], dict[str, Any]]] = {
             "propagation": partial(bench_propagation.propagation, sizes),
-            "sync": partial(run_script, "bench_sync.py", env, sync_lines),
+            "sync": partial(run_script, "bench_sync.py", env, None),
             "agent": partial(run_script, "bench_agent.py", env, None),
             "format": partial(run_script, "bench_bundle.py", env, bundle_lines),
         }
