@@ -28,6 +28,7 @@ from certfleet.config.duration import parse_duration
 from certfleet.config.errors import DurationError
 from certfleet.config.sync import SyncConfig, load_sync_config
 from certfleet.sync import RunSummary, mark_rekey, run_sync
+from certfleet.sync.errors import printable
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _report(summary: RunSummary, args: argparse.Namespace, ctx: Context) -> None
     if not summary.complete:
         ctx.note("time budget used up or lease held: the next run continues")
     for subject, message in sorted(summary.errors.items()):
-        ctx.note(f"error: {subject}: {message}")
+        ctx.note(f"error: {printable(subject)}: {message}")
     ctx.stdout.flush()
 
 
