@@ -20,10 +20,13 @@ from collections.abc import Sequence
 
 from certfleet.bundle import Ack, AckOrder, ClusterSecret, FormatError, seal_ack
 from certfleet.store import Store, StoreAccessDenied, StoreError
+from node_agent.result import PollResult
+from node_agent.state import AgentState
 
 log = logging.getLogger(__name__)
 
 _MAX_HOSTNAME = 255
+_MAX_DETAIL = 1000
 
 
 def ack_key(cluster: str, node_id: str) -> str:
@@ -81,3 +84,46 @@ class AckWriter:
         self._written[cluster] = content
         log.debug("ack for cluster %s written (generation %d)", cluster, generation)
         return True
+
+
+def ack_orders(state: AgentState, cluster: str, result: PollResult) -> list[AckOrder]:
+    """What an ack reports for each order of ``cluster`` after the poll that gave ``result``."""
+    entries = state.cluster(cluster).entries()
+    owed = {safe: owed for owed in state.owed for safe in (*owed.updated, *owed.removed)}
+    names = set(entries) | {n for n, o in state.orders.items() if o.cluster == cluster}
+    orders: list[AckOrder] = []
+    for name in sorted(names):
+        installed = state.orders.get(name)
+        mine = installed if installed is not None and installed.cluster == cluster else None
+        serial = mine.serial if mine else ""
+        entry = entries.get(name)
+        problems = [p.message for p in result.problems
+                    if p.cluster == cluster and repr(name) in p.subject]  # fmt: skip
+        if problems:
+            order_state, detail = "failed", problems[0]
+        elif mine is not None and mine.removed_at is not None:
+            order_state, detail = "removed", f"removed upstream at {mine.removed_at}; files kept"
+        elif entry is not None and (mine is None or mine.bundle_hash != entry.bundle_hash.hex()):
+            order_state, detail = "deferred", f"install_after {entry.install_after}"
+        elif mine is not None:
+            order_state, detail = "installed", ""
+        else:
+            continue
+        command = owed.get(mine.safe_name) if mine else None
+        if command is not None and command.failures:
+            detail = (f"{detail}; " if detail else "") + (
+                f"on_update {command.command!r} {command.last_error}"
+            )
+        try:
+            orders.append(AckOrder(name, order_state, serial, _cut(detail)))
+        except FormatError:
+            continue
+    return orders
+
+
+def _cut(text: str) -> str:
+    """``text`` cut to fit an ack's detail field (1024 bytes of UTF-8)."""
+    data = text.encode("utf-8")
+    if len(data) <= _MAX_DETAIL:
+        return text
+    return data[:_MAX_DETAIL].decode("utf-8", errors="ignore") + "…"

@@ -33,10 +33,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from certfleet.bundle import AckOrder, FormatError, ShardEntry, safe_dir_name
+from certfleet.bundle import FormatError, ShardEntry, safe_dir_name
 from certfleet.config import AgentConfig, OrderSettings, UnsafeFilesPathError
 from certfleet.store import Store, StoreError, open_store
-from node_agent.ack import AckWriter
+from node_agent.ack import AckWriter, ack_orders
 from node_agent.certificate import check_bundle
 from node_agent.errors import AgentError, InstallError, RefusedError
 from node_agent.health import HealthStore
@@ -53,7 +53,6 @@ from node_agent.view import refresh_view
 log = logging.getLogger(__name__)
 
 _REFUSAL_CACHE = 10_000
-_MAX_DETAIL = 1000
 
 Clock = Callable[[], float]
 
@@ -490,44 +489,9 @@ class Agent:
                 trust.name,
                 trust.secrets,
                 generation=cluster_state.applied_generation,
-                orders=self._ack_orders(trust.name, result, now),
+                orders=ack_orders(self.state, trust.name, result),
                 now=now,
             )
-
-    def _ack_orders(self, cluster: str, result: PollResult, now: int) -> list[AckOrder]:
-        entries = self.state.cluster(cluster).entries()
-        owed = {safe: owed for owed in self.state.owed for safe in (*owed.updated, *owed.removed)}
-        names = set(entries) | {n for n, o in self.state.orders.items() if o.cluster == cluster}
-        orders: list[AckOrder] = []
-        for name in sorted(names):
-            installed = self.state.orders.get(name)
-            mine = installed if installed is not None and installed.cluster == cluster else None
-            serial = mine.serial if mine else ""
-            entry = entries.get(name)
-            problems = [p.message for p in result.problems
-                        if p.cluster == cluster and repr(name) in p.subject]  # fmt: skip
-            if problems:
-                state, detail = "failed", problems[0]
-            elif mine is not None and mine.removed_at is not None:
-                state, detail = "removed", f"removed upstream at {mine.removed_at}; files kept"
-            elif entry is not None and (
-                mine is None or mine.bundle_hash != entry.bundle_hash.hex()
-            ):
-                state, detail = "deferred", f"install_after {entry.install_after}"
-            elif mine is not None:
-                state, detail = "installed", ""
-            else:
-                continue
-            command = owed.get(mine.safe_name) if mine else None
-            if command is not None and command.failures:
-                detail = (f"{detail}; " if detail else "") + (
-                    f"on_update {command.command!r} {command.last_error}"
-                )
-            try:
-                orders.append(AckOrder(name, state, serial, _cut(detail)))
-            except FormatError:
-                continue
-        return orders
 
     def _report_orphans(self) -> None:
         """Log, once per config, installed orders of clusters no longer in the config."""
@@ -542,11 +506,3 @@ class Agent:
                     "are kept and no longer updated (remove %s by hand when done)",
                     name, order.cluster, os.path.join(self.installer.orders_dir, order.safe_name),
                 )  # fmt: skip
-
-
-def _cut(text: str) -> str:
-    """``text`` cut to fit an ack's detail field (1024 bytes of UTF-8)."""
-    data = text.encode("utf-8")
-    if len(data) <= _MAX_DETAIL:
-        return text
-    return data[:_MAX_DETAIL].decode("utf-8", errors="ignore") + "…"
