@@ -466,11 +466,11 @@ def test_install_after_defers_until_due_even_on_304(world: World) -> None:
     assert result.deferred == ("later.example",)
     assert result.clusters[0].applied_generation == world.pub.generation  # applied
     clock[0] = now + 601
-    requests = agent.store.stats.requests
+    reads = agent.store.stats.reads
     result = agent.poll_once()
     assert result.clusters[0].head == "unchanged"
     assert result.ok and result.installed == ("later.example",)
-    assert agent.store.stats.requests == requests + 2  # the head (304) and the bundle
+    assert agent.store.stats.reads == reads + 2  # the head (304) and the bundle (acks are writes)
 
 
 def test_removed_orders_are_kept_by_default_and_deleted_when_configured(world: World) -> None:
@@ -519,7 +519,7 @@ def test_only_changed_shards_and_bundles_are_fetched(world: World) -> None:
     before = stats.as_dict()
     result = agent.poll_once()
     assert result.ok and result.installed == ("o7.example",)
-    assert stats.as_dict()["requests"] - before["requests"] == 3  # head, one shard, one bundle
+    assert stats.as_dict()["reads"] - before["reads"] == 3  # head, one shard, one bundle
 
 
 def test_the_store_down_then_back(world: World, seaweedfs: object) -> None:

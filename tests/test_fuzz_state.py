@@ -40,12 +40,6 @@ SETTINGS = settings(
     report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-AGENT_STATE_BUG = pytest.mark.xfail(
-    raises=AttributeError,
-    strict=True,
-    reason="node_agent/state.py StateStore.load lets AttributeError escape when a nested "
-    'value is not an object (e.g. "clusters": null); it should be a StateError',
-)
 CLUSTER = "web"
 SECRET = ClusterSecret.generate("k1")
 
@@ -172,7 +166,6 @@ def load_agent_state(directory: Path, raw: bytes) -> None:
         pass
 
 
-@AGENT_STATE_BUG
 @SETTINGS
 @given(st.data())
 def test_agent_state_file_spoiled_raises_only_state_error(

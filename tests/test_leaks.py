@@ -231,7 +231,12 @@ def test_a_full_cycle_at_debug_with_faults_leaks_no_secret(
 
     text_all = "\n".join(corpus)
     flat = text_all.replace("\n", "")
-    assert "DEBUG" in text_all and len(captured.lines) > 50, "the cycle logged too little"
+    # the check means something only if both halves really logged at DEBUG (the line count
+    # varies with timing, so look for each program's debug lines rather than counting)
+    debug_from = {
+        line.split()[1].split(".")[0] for line in captured.lines if line.startswith("DEBUG")
+    }
+    assert {"certfleet", "node_agent"} <= debug_from, f"the cycle logged too little: {debug_from}"
     faults.tried(len(needles))
     leaks = sorted(
         {what for needle, what in needles.items() if needle in text_all or needle in flat}
