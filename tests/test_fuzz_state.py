@@ -3,8 +3,8 @@ reach: the sync's state (authentic, sealed with the cluster secret, but hostile 
 inside), the agent's state file, the provider's JSON answers, and both config loaders fed
 mutations of valid files (rather than random text). Bounded by ``MAX_EXAMPLES``; only the
 documented error types may escape: ``StateError`` (sync and agent), ``ApiError``,
-``ConfigError``. The agent's state loader and the answer parser let other errors escape today:
-those tests are strict xfails naming the bug, so they turn red (XPASS) once it is fixed.
+``ConfigError``. (These tests found three such escapes — huge numbers as provider times, and
+JSON of the wrong shape in both state files — which are fixed.)
 """
 
 from __future__ import annotations
