@@ -1,6 +1,6 @@
 """Bulk publications for the benchmarks: real, verifiable v1 objects written in process.
 
-A throwaway CA (ECDSA P-256 root and intermediate, made here with ``cryptography``) issues
+A throwaway CA (ECDSA P-256 root and intermediate: the tests' ``TestCa``) issues
 one leaf certificate per order, each with its own ECDSA P-256 key and the order name as its
 only DNS name. Every bundle is sealed with ``certfleet.bundle`` for its own order name and,
 before it is stored, opened with ``open_bundle`` and checked with the agent's own
@@ -15,23 +15,15 @@ is exactly what the sync writes for one renewal.
 
 from __future__ import annotations
 
-import datetime
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    load_pem_private_key,
-)
-from cryptography.x509.oid import NameOID
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.plugins
 
 from certfleet.bundle import (
     Bundle,
@@ -51,6 +43,7 @@ from certfleet.bundle import (
 )
 from certfleet.store import Store
 from node_agent.certificate import check_bundle
+from tests.plugins.publisher import TestCa
 
 CLUSTER = "bench"
 DAY = 86400
@@ -61,70 +54,19 @@ def order_name(number: int) -> str:
     return f"o{number:06d}.fleet.bench.example"
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _when(seconds: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
-
-
-class Issuer:
-    """An intermediate CA that signs one ECDSA leaf per order."""
-
-    def __init__(self, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
-        self.key = key
-        self.certificate = certificate
-        self.chain_pem = (certificate.public_bytes(Encoding.PEM),)
+class Issuer(TestCa):
+    """The tests' throwaway CA (tests/plugins/publisher.py), one ECDSA leaf per order."""
 
     @classmethod
     def create(cls, now: int) -> Issuer:
-        root_key = ec.generate_private_key(ec.SECP256R1())
-        key = ec.generate_private_key(ec.SECP256R1())
-        root_name = _name("certfleet bench root (throwaway)")
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(_name("certfleet bench intermediate (throwaway)"))
-            .issuer_name(root_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_when(now - DAY))
-            .not_valid_after(_when(now + 365 * DAY))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .sign(root_key, hashes.SHA256())
-        )
-        return cls(key, certificate)
-
-    def export(self) -> tuple[bytes, bytes]:
-        key_pem = self.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-        return key_pem, self.chain_pem[0]
-
-    @classmethod
-    def load(cls, key_pem: bytes, certificate_pem: bytes) -> Issuer:
-        key = load_pem_private_key(key_pem, password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        return cls(key, x509.load_pem_x509_certificate(certificate_pem))
+        return cls(now=now)
 
     def bundle(self, name: str, now: int) -> Bundle:
-        key = ec.generate_private_key(ec.SECP256R1())
-        serial = x509.random_serial_number()
-        start = now - 3600
-        leaf = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name))
-            .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(serial)
-            .not_valid_before(_when(start))
-            .not_valid_after(_when(start + 90 * DAY))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
+        """A bundle for the order ``name``, valid from an hour before ``now`` for 90 days."""
+        issued = self.issue((name,), not_before=now - 3600, lifetime=90 * DAY)
         return Bundle(
-            name, (name,), "ecdsa",
-            key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
-            leaf.public_bytes(Encoding.PEM), self.chain_pem,
-            format(serial, "x"), start, start + 90 * DAY,
+            name, (name,), "ecdsa", issued.key_pem, issued.cert_pem, issued.chain_pem,
+            issued.serial, issued.not_before, issued.not_after,
         )  # fmt: skip
 
 
@@ -150,9 +92,9 @@ def seal_verified(
     return SealedOrder(sealed, entry)
 
 
-def _work(job: tuple[bytes, bytes, str, int, int, int]) -> list[SealedOrder]:
-    key_pem, certificate_pem, secret_text, first, count, now = job
-    issuer = Issuer.load(key_pem, certificate_pem)
+def _work(job: tuple[tuple[bytes, bytes, bytes], str, int, int, int]) -> list[SealedOrder]:
+    exported, secret_text, first, count, now = job
+    issuer = Issuer(exported)
     secrets = [ClusterSecret.parse(secret_text)]
     return [seal_verified(issuer, order_name(n), secrets, now) for n in range(first, first + count)]
 
@@ -161,9 +103,9 @@ def make_orders(
     issuer: Issuer, secret: ClusterSecret, total: int, *, now: int, workers: int | None = None
 ) -> list[SealedOrder]:
     """``total`` verified sealed orders, numbered 0..total-1, made in worker processes."""
-    key_pem, certificate_pem = issuer.export()
+    exported = issuer.export()
     jobs = [
-        (key_pem, certificate_pem, secret.export(), first, min(CHUNK, total - first), now)
+        (exported, secret.export(), first, min(CHUNK, total - first), now)
         for first in range(0, total, CHUNK)
     ]
     context = multiprocessing.get_context("spawn")

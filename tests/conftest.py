@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.plugins.sandbox",
     "tests.plugins.publisher",
     "tests.plugins.faults",
+    "tests.plugins.nginx",
 ]

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
@@ -25,87 +23,16 @@ import pytest
 from cryptography import x509
 
 from certfleet.config.sync import load_sync_config
-from certfleet.devstack import port_is_free
 from certfleet.sync import RunSummary, run_sync
 from tests.plugins.binaries import require_binary
+from tests.plugins.nginx import SERVER_NAME, Nginx
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
 
 ISSUE_DELAY = 1.5
 LIFETIME = 600  # seconds from issuance to not_after (not_before is an hour before issuance)
 NODES = ("node1", "node2", "node3")
-WWW, WILDCARD = "www.example.com", "_.example.com"  # directory names under orders/
-
-
-@dataclasses.dataclass
-class Nginx:
-    """nginx as a user process on a free loopback port, serving node1's www certificate."""
-
-    binary: str
-    prefix: Path
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def flags(self) -> list[str]:
-        return ["-c", str(self.prefix / "nginx.conf"), "-p", f"{self.prefix}/", "-e", "error.log"]
-
-    def command(self, *extra: str) -> str:
-        return " ".join([self.binary, *self.flags, *extra])
-
-    def write_config(self, orders: Path) -> None:
-        (self.prefix / "tmp").mkdir(parents=True)
-        temp = "".join(
-            f"  {kind}_temp_path {self.prefix}/tmp/{kind};\n"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        (self.prefix / "nginx.conf").write_text(
-            f"""
-worker_processes 1;
-daemon off;
-pid {self.prefix}/nginx.pid;
-error_log {self.prefix}/error.log;
-events {{ worker_connections 32; }}
-http {{
-  access_log off;
-{temp}
-  server {{
-    listen 127.0.0.1:{self.port} ssl;
-    server_name {WWW};
-    ssl_certificate     {orders}/{WWW}/rsa.chained.pem;
-    ssl_certificate_key {orders}/{WWW}/rsa.key.pem;
-    location / {{ return 200 "ok\\n"; }}
-  }}
-}}
-"""
-        )
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([self.binary, *self.flags])
-        deadline = time.monotonic() + 10
-        while port_is_free(self.port):
-            assert self.process.poll() is None, (self.prefix / "error.log").read_text()
-            assert time.monotonic() < deadline, "nginx did not listen"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-
-def free_port() -> int:
-    for port in range(18443, 18643):
-        if port_is_free(port):
-            return port
-    raise AssertionError("no free port for nginx")
-
-
-@pytest.fixture
-def nginx(tmp_path: Path) -> Iterator[Nginx]:
-    server = Nginx(require_binary("nginx"), tmp_path / "nginx", free_port())
-    yield server
-    server.stop()
+WWW, WILDCARD = SERVER_NAME, "_.example.com"  # directory names under orders/
 
 
 class Fleet:
@@ -127,15 +54,7 @@ class Fleet:
         self.store_lines = f'store = "{s3_url}"\nstore_endpoint = "{seaweedfs.endpoint}"\n'
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [self.certfleet, *args, "--config", str(self.sync_conf)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return _succeed(self.certfleet, *args, "--config", str(self.sync_conf)).stdout
 
     def configure_node(self, node: str, default_block: str = "") -> None:
         (self.tmp / node).mkdir(exist_ok=True)
@@ -151,15 +70,7 @@ class Fleet:
 
     def poll(self, node: str) -> str:
         """``certfleet-agent --once`` on one server; returns its log (stderr)."""
-        done = subprocess.run(
-            [self.agent, "--config", str(self.tmp / f"{node}.conf"), "--once"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stderr
+        return _succeed(self.agent, "--config", str(self.tmp / f"{node}.conf"), "--once").stderr
 
     def poll_all(self) -> list[str]:
         return [self.poll(node) for node in NODES]
@@ -193,31 +104,15 @@ class Fleet:
         assert done.returncode == 0 and done.stdout.strip().endswith(": OK"), done.stdout
 
 
+def _succeed(*command: str) -> subprocess.CompletedProcess[str]:
+    """Run ``command``; assert it exited 0 (showing its stderr if not)."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def sans(cert: x509.Certificate) -> set[str]:
     return set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
-
-
-def served(port: int, root: Path) -> x509.Certificate:
-    """The leaf nginx presents for www.example.com, verified against the sandbox root."""
-    done = subprocess.run(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", WWW,
-         "-CAfile", str(root), "-verify_return_error"],
-        input="", capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    assert "Verify return code: 0 (ok)" in done.stdout, done.stdout + done.stderr
-    pem = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", done.stdout, re.S)
-    assert pem is not None, done.stdout
-    return x509.load_pem_x509_certificate(pem.group(0).encode())
-
-
-def served_serial_becomes(port: int, root: Path, serial: int) -> x509.Certificate:
-    """Wait (bounded) for nginx's reload to finish; returns what it serves then."""
-    deadline = time.monotonic() + 10
-    while True:
-        leaf = served(port, root)
-        if leaf.serial_number == serial or time.monotonic() > deadline:
-            return leaf
-        time.sleep(0.1)
 
 
 @pytest.mark.slow
@@ -233,7 +128,8 @@ def test_fleet_edit_renewal_removal_and_nginx(
     assert 'cluster "web"' in fleet.stanza and "publisher" in fleet.stanza
 
     # Three servers: node1 will run nginx, node3 also keeps haproxy-style combined copies.
-    nginx.write_config(tmp_path / "node1" / "orders")
+    www1 = tmp_path / "node1" / "orders" / WWW
+    nginx.write_config(www1 / "rsa.chained.pem", www1 / "rsa.key.pem")
     haproxy = tmp_path / "haproxy"
     haproxy.mkdir()
     fleet.configure_node(
@@ -260,7 +156,7 @@ def test_fleet_edit_renewal_removal_and_nginx(
     assert (haproxy / f"{WILDCARD}.pem").read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
     old_serial = fleet.certificate("node1", WWW).serial_number
     nginx.start()
-    assert served(nginx.port, fleet.root).serial_number == old_serial
+    assert nginx.served(fleet.root).serial_number == old_serial
     # With nginx running, node1 checks its config and reloads it after every update.
     check, reload = nginx.command("-t", "-q"), nginx.command("-s", "reload")
     fleet.configure_node(
@@ -275,7 +171,7 @@ def test_fleet_edit_renewal_removal_and_nginx(
     for log in fleet.poll_all():
         assert "poll done: 0 installed" in log
     assert fleet.same_everywhere(WWW) == www_before
-    assert served(nginx.port, fleet.root).serial_number == old_serial
+    assert nginx.served(fleet.root).serial_number == old_serial
 
     # Once issued, the edited order and the renewal of the wildcard are published together;
     # node1's check passes, nginx reloads and serves the new certificate.
@@ -291,7 +187,7 @@ def test_fleet_edit_renewal_removal_and_nginx(
     new = fleet.certificate("node1", WWW)
     assert new.serial_number != old_serial
     assert x509.DNSName("api.example.com") in sans(new)
-    leaf = served_serial_becomes(nginx.port, fleet.root, new.serial_number)
+    leaf = nginx.served_after_reload(fleet.root, new.serial_number)
     assert leaf.serial_number == new.serial_number
     assert sans(leaf) == {
         x509.DNSName("www.example.com"),
@@ -311,4 +207,4 @@ def test_fleet_edit_renewal_removal_and_nginx(
     for node in NODES:
         assert (fleet.order_dir(node, WILDCARD) / "rsa.crt.pem").exists()
     assert fleet.cli("list").count("*.example.com") == 0
-    assert served(nginx.port, fleet.root).serial_number == new.serial_number
+    assert nginx.served(fleet.root).serial_number == new.serial_number

@@ -20,13 +20,18 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Union
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
 from cryptography.x509.oid import NameOID
 
 from certfleet.bundle import (
@@ -50,6 +55,7 @@ from certfleet.store import Store, open_store
 
 SHARDS = 16
 DAY = 86400
+PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
 
 
 def _name(common_name: str) -> x509.Name:
@@ -60,7 +66,7 @@ def _when(seconds: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
 
 
-def _pem_key(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+def _pem_key(key: PrivateKey) -> bytes:
     return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
 
 
@@ -77,22 +83,40 @@ class Issued:
 
 
 class TestCa:
-    """A root and an intermediate CA that issue leaf certificates on demand."""
+    """A root and an intermediate CA that issue leaf certificates on demand.
+
+    ``TestCa()`` makes a new pair, valid from a day before ``now``; ``TestCa(exported)``
+    takes back what :meth:`export` gave (e.g. in another process: keys do not pickle).
+    """
 
     __test__ = False  # not a test class, despite its name
 
-    def __init__(self) -> None:
-        now = int(time.time())
-        self.root_key = ec.generate_private_key(ec.SECP256R1())
-        self.root = self._ca(_name("certfleet test root"), self.root_key, None, now)
+    def __init__(
+        self, exported: tuple[bytes, bytes, bytes] | None = None, *, now: int | None = None
+    ) -> None:
+        self._rsa_keys: list[rsa.RSAPrivateKey] = []
+        if exported is not None:
+            root_pem, intermediate_pem, key_pem = exported
+            key = load_pem_private_key(key_pem, password=None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            self.root = x509.load_pem_x509_certificate(root_pem)
+            self.intermediate = x509.load_pem_x509_certificate(intermediate_pem)
+            self.intermediate_key = key
+            return
+        now = int(time.time()) if now is None else now
+        root_key = ec.generate_private_key(ec.SECP256R1())
+        self.root = self._ca(_name("certfleet test root"), root_key, None, now)
         self.intermediate_key = ec.generate_private_key(ec.SECP256R1())
         self.intermediate = self._ca(
             _name("certfleet test intermediate"),
             self.intermediate_key,
-            (self.root, self.root_key),
+            (self.root, root_key),
             now,
         )
-        self._rsa_keys: list[rsa.RSAPrivateKey] = []
+
+    def export(self) -> tuple[bytes, bytes, bytes]:
+        """The root, the intermediate and the intermediate's key, as PEM."""
+        return self.root_pem, self.chain_pem[0], _pem_key(self.intermediate_key)
 
     @staticmethod
     def _ca(
@@ -122,7 +146,7 @@ class TestCa:
     def chain_pem(self) -> tuple[bytes, ...]:
         return (self.intermediate.public_bytes(Encoding.PEM),)
 
-    def _key(self, key_type: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    def _key(self, key_type: str) -> PrivateKey:
         if key_type == "ecdsa":
             return ec.generate_private_key(ec.SECP256R1())
         # RSA keys are slow to make: the tests reuse a small pool.
@@ -136,10 +160,12 @@ class TestCa:
         dns_names: Sequence[str],
         *,
         key_type: str = "ecdsa",
+        key: PrivateKey | None = None,
         not_before: int | None = None,
         lifetime: int = 90 * DAY,
     ) -> Issued:
-        key = self._key(key_type)
+        """A leaf for ``dns_names`` (the first is its CN), with a new key unless ``key``."""
+        key = key or self._key(key_type)
         start = int(time.time()) - 3600 if not_before is None else not_before
         serial = x509.random_serial_number()
         certificate = (
@@ -212,11 +238,14 @@ class Publisher:
         dns_names: Sequence[str] | None = None,
         *,
         key_type: str = "ecdsa",
+        key: PrivateKey | None = None,
         not_before: int | None = None,
         lifetime: int = 90 * DAY,
     ) -> Bundle:
         names = tuple(dns_names or (order_name,))
-        issued = self.ca.issue(names, key_type=key_type, not_before=not_before, lifetime=lifetime)
+        issued = self.ca.issue(
+            names, key_type=key_type, key=key, not_before=not_before, lifetime=lifetime
+        )
         return Bundle(
             order_name, names, key_type, issued.key_pem, issued.cert_pem, issued.chain_pem,
             issued.serial, issued.not_before, issued.not_after,
