@@ -1,11 +1,14 @@
-"""The local development stack: SeaweedFS ``weed mini`` (S3) and the APIv3 sandbox.
+"""The local development stack: SeaweedFS ``weed mini`` (S3), the APIv3 sandbox and a
+stand-in for AWS Secrets Manager.
 
-One place starts and stops the two local servers that ``make demo``, ``make up`` and the
-test fixtures (``tests/plugins/seaweedfs.py``, ``tests/plugins/sandbox.py``) run. Both
-listen on 127.0.0.1 only, on free ports, with their data in a directory the caller gives;
-``start()`` returns once the server answers, ``stop()`` sends SIGTERM and waits (SIGKILL
-after a timeout). Each server runs in its own session, so a Ctrl-C in the terminal reaches
-only the program that started it, which then stops them in order.
+One place starts and stops the local servers that ``make demo``, ``make up`` and the
+tests (``tests/plugins/seaweedfs.py``, ``tests/plugins/sandbox.py``, ``test_lambda.py``)
+run. All listen on 127.0.0.1 only, on free ports. SeaweedFS and the sandbox are
+subprocesses with their data in a directory the caller gives; ``start()`` returns once
+the server answers, ``stop()`` sends SIGTERM and waits (SIGKILL after a timeout). Each
+runs in its own session, so a Ctrl-C in the terminal reaches only the program that
+started it, which then stops them in order. The Secrets Manager stand-in is a thread of
+the caller's process, answering GetSecretValue from a dict.
 
 A test double, not production code: this module is never imported by the sync, the
 Lambda or the agent.
@@ -13,6 +16,7 @@ Lambda or the agent.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets
@@ -21,11 +25,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from certfleet.errors import CertfleetError
 
@@ -105,17 +112,22 @@ def _terminate(process: subprocess.Popen[bytes], timeout: float) -> tuple[int, b
         return process.wait(), True
 
 
-def stop_pid(pid: int, expect: str, timeout: float = SANDBOX_STOP_TIMEOUT) -> bool:
-    """Stop a server started by an earlier program (``make down``): SIGTERM, then SIGKILL.
-
-    Only if ``/proc/<pid>/cmdline`` still contains ``expect`` (so a recycled pid is never
-    signalled). Returns whether a process was signalled.
-    """
+def pid_runs(pid: int, expect: str) -> bool:
+    """Whether process ``pid`` exists and its ``/proc/<pid>/cmdline`` contains ``expect``."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return False
-    if expect.encode() not in cmdline:
+    return expect.encode() in cmdline
+
+
+def stop_pid(pid: int, expect: str, timeout: float = SANDBOX_STOP_TIMEOUT) -> bool:
+    """Stop a server started by an earlier program (``make down``): SIGTERM, then SIGKILL.
+
+    Only if :func:`pid_runs` (so a recycled pid is never signalled). Returns whether a
+    process was signalled.
+    """
+    if not pid_runs(pid, expect):
         return False
     try:
         os.kill(pid, signal.SIGTERM)
@@ -129,7 +141,25 @@ def stop_pid(pid: int, expect: str, timeout: float = SANDBOX_STOP_TIMEOUT) -> bo
     return True
 
 
-class SeaweedFS:
+class _ServerProcess:
+    """What the two subprocess servers share: the child process and its log file."""
+
+    log_path: Path
+    _process: subprocess.Popen[bytes] | None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process else None
+
+    def log_tail(self, lines: int = 30) -> str:
+        return tail(self.log_path, lines)
+
+
+class SeaweedFS(_ServerProcess):
     """A ``weed mini`` S3 server: its endpoint, bucket and keys; ``start``/``stop``.
 
     Every port is moved to a free one (``weed mini`` opens five, each with a gRPC twin),
@@ -173,14 +203,6 @@ class SeaweedFS:
             "AWS_ENDPOINT_URL_S3": self.endpoint,
         }
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self.running and self._process else None
-
     def start(self) -> None:
         """Start (or restart, on the same ports and data) and wait until S3 answers."""
         if self.running:
@@ -206,9 +228,6 @@ class SeaweedFS:
         process, self._process = self._process, None
         if process is not None:
             _terminate(process, SEAWEEDFS_STOP_TIMEOUT)
-
-    def log_tail(self, lines: int = 30) -> str:
-        return tail(self.log_path, lines)
 
     def version(self) -> str:
         """``weed version``'s first line, e.g. ``8000GB 4.48 pypi linux amd64``."""
@@ -308,7 +327,7 @@ class SeaweedFS:
         client.get_object(Bucket=self.bucket, Key=PROBE_KEY)["Body"].read()
 
 
-class Sandbox:
+class Sandbox(_ServerProcess):
     """The APIv3 sandbox (``python -m certfleet.sandbox``) as a subprocess.
 
     ``options`` are extra command-line flags (``--issue-delay 2`` ...). Port 0 picks a
@@ -345,14 +364,6 @@ class Sandbox:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self.running and self._process else None
 
     def start(self) -> None:
         """Start and wait for its "listening on" line; then fetch the test root."""
@@ -398,9 +409,6 @@ class Sandbox:
         if killed:
             raise StackError("sandbox", "ignored SIGTERM (killed)")
 
-    def log_tail(self, lines: int = 30) -> str:
-        return tail(self.log_path, lines)
-
     def _first_line(self, stdout_path: Path) -> str:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -414,3 +422,77 @@ class Sandbox:
                 self.stop()
                 raise StackError("sandbox", f"not listening after {START_TIMEOUT:.0f}s")
             time.sleep(0.02)
+
+
+class SecretsManager:
+    """GetSecretValue over Secrets Manager's JSON protocol, on a free 127.0.0.1 port.
+
+    boto3 reaches it through ``AWS_ENDPOINT_URL_SECRETS_MANAGER=<endpoint>``. ``secrets``
+    maps names to secret strings (a missing name is a ResourceNotFoundException); every
+    request is recorded in ``calls`` as ``{"target", "body", "signed"}``.
+    """
+
+    def __init__(self, secrets: Mapping[str, str] | None = None) -> None:
+        self.secrets: dict[str, str] = dict(secrets or {})
+        self.calls: list[dict[str, Any]] = []
+        self._server = ThreadingHTTPServer((LOOPBACK, 0), _secrets_handler(self))
+        self.endpoint = f"http://{LOOPBACK}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __repr__(self) -> str:
+        return f"SecretsManager({self.endpoint!r})"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> SecretsManager:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _secrets_handler(stand_in: SecretsManager) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+            target = self.headers.get("X-Amz-Target", "")
+            signed = self.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256 ")
+            stand_in.calls.append({"target": target, "body": body, "signed": signed})
+            secret_id = body.get("SecretId", "")
+            if target != "secretsmanager.GetSecretValue":
+                self._answer(400, {"__type": "InvalidRequestException", "Message": target})
+            elif secret_id not in stand_in.secrets:
+                message = "Secrets Manager can't find the specified secret value."
+                self._answer(400, {"__type": "ResourceNotFoundException", "Message": message})
+            else:
+                self._answer(
+                    200,
+                    {
+                        "ARN": f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{secret_id}",
+                        "Name": secret_id,
+                        "SecretString": stand_in.secrets[secret_id],
+                        "VersionId": "v1",
+                        "VersionStages": ["AWSCURRENT"],
+                        "CreatedDate": 1.7e9,
+                    },
+                )
+
+        def _answer(self, status: int, payload: dict[str, Any]) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/x-amz-json-1.1")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
@@ -33,7 +30,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # certfleet, when the venv's editable install is missing
 
-from certfleet.devstack import Sandbox, SeaweedFS, StackError, find_weed  # noqa: E402
+from certfleet.devstack import (  # noqa: E402
+    Sandbox,
+    SeaweedFS,
+    SecretsManager,
+    StackError,
+    find_weed,
+)
 
 WORK = REPO / ".stack" / "demo"
 BIN = Path(sys.executable).parent
@@ -96,51 +99,6 @@ def run(
     return done.stdout
 
 
-class SecretsManagerStandIn:
-    """GetSecretValue over Secrets Manager's JSON protocol, on 127.0.0.1 (a stand-in)."""
-
-    def __init__(self, secrets: dict[str, str]) -> None:
-        self.secrets = secrets
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> SecretsManagerStandIn:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        secrets = self.secrets
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-                name = body.get("SecretId", "")
-                if name in secrets:
-                    answer = {"Name": name, "SecretString": secrets[name], "VersionId": "v1"}
-                    self._answer(200, answer)
-                else:
-                    self._answer(400, {"__type": "ResourceNotFoundException", "Message": name})
-
-            def _answer(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
-
-
 def load_lambda_app() -> ModuleType:
     """``lambda/app.py``, imported as the Lambda runtime would (its directory on sys.path)."""
     import logging
@@ -174,7 +132,7 @@ def invoke_sync_lambda(config_text: str, s3_env: dict[str, str]) -> list[dict[st
 
     app = load_lambda_app()
     summaries: list[dict[str, Any]] = []
-    with SecretsManagerStandIn({SECRET_NAME: config_text}) as secrets_manager:
+    with SecretsManager({SECRET_NAME: config_text}) as secrets_manager:
         env = {**s3_env, "AWS_ENDPOINT_URL_SECRETS_MANAGER": secrets_manager.endpoint}
         with (
             environment(env),

@@ -22,7 +22,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from certfleet.devstack import Sandbox, SeaweedFS, StackError, find_weed, stop_pid  # noqa: E402
+from certfleet.devstack import (  # noqa: E402
+    Sandbox,
+    SeaweedFS,
+    StackError,
+    find_weed,
+    pid_runs,
+    stop_pid,
+)
 
 WORK = REPO / ".stack" / "up"
 STATE = WORK / "state.json"
@@ -30,14 +37,6 @@ BIN = Path(sys.executable).parent
 CLUSTER = "web"
 SERVERS = ("server1", "server2")
 PREFIX = "dev"
-
-
-def alive(pid: int, expect: str) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return expect.encode() in cmdline
 
 
 def read_state() -> dict[str, Any] | None:
@@ -49,7 +48,7 @@ def read_state() -> dict[str, Any] | None:
 
 
 def running(state: dict[str, Any]) -> bool:
-    return alive(state["seaweedfs"]["pid"], "weed") and alive(
+    return pid_runs(state["seaweedfs"]["pid"], "weed") and pid_runs(
         state["sandbox"]["pid"], "certfleet.sandbox"
     )
 

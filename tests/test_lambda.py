@@ -1,8 +1,9 @@
 """The Lambda: lambda/app.py's scheduled handler driven through chalice.test.Client.
 
 The sync runs for real against SeaweedFS and the APIv3 sandbox; its config comes from a
-stand-in for Secrets Manager (a loopback HTTP server speaking GetSecretValue's JSON
-protocol, reached by boto3 through AWS_ENDPOINT_URL_SECRETS_MANAGER).
+stand-in for Secrets Manager (``certfleet.devstack.SecretsManager``: a loopback HTTP
+server speaking GetSecretValue's JSON protocol, reached by boto3 through
+AWS_ENDPOINT_URL_SECRETS_MANAGER).
 """
 
 from __future__ import annotations
@@ -13,11 +14,8 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,6 +27,7 @@ import requests
 from chalice.test import Client
 
 from certfleet.bundle import ClusterSecret, SigningKey, decode_head
+from certfleet.devstack import SecretsManager
 from tests.plugins.sandbox import unique_cluster
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,71 +36,15 @@ SECRET_NAME = "certfleet-sync-config"  # lambda/.chalice/config.json's CERTFLEET
 _module_numbers = itertools.count()
 
 
-@dataclass
-class SecretsManagerStandIn:
-    """GetSecretValue over Secrets Manager's JSON protocol; a missing name is a 400 error."""
-
-    endpoint: str = ""
-    secrets: dict[str, str] = field(default_factory=dict)
-    calls: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _serve_secrets(stand_in: SecretsManagerStandIn) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-            target = self.headers.get("X-Amz-Target", "")
-            signed = self.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256 ")
-            stand_in.calls.append({"target": target, "body": body, "signed": signed})
-            secret_id = body.get("SecretId", "")
-            if target != "secretsmanager.GetSecretValue":
-                self._answer(400, {"__type": "InvalidRequestException", "Message": target})
-            elif secret_id not in stand_in.secrets:
-                message = "Secrets Manager can't find the specified secret value."
-                self._answer(400, {"__type": "ResourceNotFoundException", "Message": message})
-            else:
-                self._answer(
-                    200,
-                    {
-                        "ARN": f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{secret_id}",
-                        "Name": secret_id,
-                        "SecretString": stand_in.secrets[secret_id],
-                        "VersionId": "v1",
-                        "VersionStages": ["AWSCURRENT"],
-                        "CreatedDate": 1.7e9,
-                    },
-                )
-
-        def _answer(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/x-amz-json-1.1")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
 @pytest.fixture
-def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretsManagerStandIn]:
-    stand_in = SecretsManagerStandIn()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _serve_secrets(stand_in))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    stand_in.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", stand_in.endpoint)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    if "AWS_ACCESS_KEY_ID" not in os.environ:  # the seaweedfs fixture's keys sign for both
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "stand-in")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "stand-in-secret")
-    yield stand_in
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretsManager]:
+    with SecretsManager() as stand_in:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", stand_in.endpoint)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        if "AWS_ACCESS_KEY_ID" not in os.environ:  # the seaweedfs fixture's keys sign for both
+            monkeypatch.setenv("AWS_ACCESS_KEY_ID", "stand-in")
+            monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "stand-in-secret")
+        yield stand_in
 
 
 @pytest.fixture
@@ -162,7 +105,7 @@ def test_scheduled_run_publishes_the_cluster_from_the_secret_config(
     seaweedfs: Any,
     s3_url: str,
     sandbox: Any,
-    secrets_manager: SecretsManagerStandIn,
+    secrets_manager: SecretsManager,
     cold_start: ModuleType,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -206,7 +149,7 @@ def test_scheduled_run_publishes_the_cluster_from_the_secret_config(
 
 
 def test_an_empty_secret_fails_the_invocation_with_a_hint(
-    secrets_manager: SecretsManagerStandIn, cold_start: ModuleType
+    secrets_manager: SecretsManager, cold_start: ModuleType
 ) -> None:
     from chalicelib.runner import ConfigSecretError
 
@@ -217,7 +160,7 @@ def test_an_empty_secret_fails_the_invocation_with_a_hint(
 
 
 def test_a_bad_config_fails_without_echoing_the_secret(
-    secrets_manager: SecretsManagerStandIn, cold_start: ModuleType
+    secrets_manager: SecretsManager, cold_start: ModuleType
 ) -> None:
     from certfleet.errors import CertfleetError
 
