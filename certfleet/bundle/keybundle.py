@@ -42,11 +42,8 @@ class Bundle:
     def __post_init__(self) -> None:
         validate_order_name(self.order_name, where="bundle")
         where = f"bundle for order {self.order_name}"
-        dns_names = tuple(validate_dns_name(name, where=where) for name in self.dns_names)
-        object.__setattr__(self, "dns_names", dns_names)
+        object.__setattr__(self, "dns_names", validate_dns_names(self.dns_names, where))
         object.__setattr__(self, "chain_pem", tuple(self.chain_pem))
-        if not 1 <= len(dns_names) <= MAX_DNS_NAMES or len(set(dns_names)) != len(dns_names):
-            raise MalformedError(where, f"needs 1 to {MAX_DNS_NAMES} distinct DNS names")
         if self.key_type not in KEY_TYPES:
             raise MalformedError(where, "key_type must be 'rsa' or 'ecdsa'")
         if len(self.chain_pem) > MAX_CHAIN:
@@ -70,11 +67,36 @@ class Bundle:
     __str__ = __repr__
 
 
+def validate_dns_names(dns_names: Sequence[str], where: str) -> tuple[str, ...]:
+    """``dns_names`` checked (lowercased), 1 to ``MAX_DNS_NAMES`` of them, all distinct."""
+    checked = tuple(validate_dns_name(name, where=where) for name in dns_names)
+    if not 1 <= len(checked) <= MAX_DNS_NAMES or len(set(checked)) != len(checked):
+        raise MalformedError(where, f"needs 1 to {MAX_DNS_NAMES} distinct DNS names")
+    return checked
+
+
+def write_dns_names(writer: Writer, dns_names: Sequence[str]) -> Writer:
+    """A u32 count, then each name as text."""
+    writer.u32(len(dns_names))
+    for name in dns_names:
+        writer.text(name)
+    return writer
+
+
+def read_dns_names(reader: Reader, name: str) -> tuple[str, ...]:
+    """What :func:`write_dns_names` wrote; each name must already be valid and lowercase."""
+    dns_names = []
+    for _ in range(reader.count(4, MAX_DNS_NAMES)):
+        dns_name = reader.text(253)
+        if validate_dns_name(dns_name, where=name) != dns_name:
+            raise reader.fail("DNS names must be stored lowercase")
+        dns_names.append(dns_name)
+    return tuple(dns_names)
+
+
 def encode_bundle(bundle: Bundle) -> bytes:
     """The canonical plaintext of a bundle."""
-    writer = Writer().text(bundle.order_name).u32(len(bundle.dns_names))
-    for name in bundle.dns_names:
-        writer.text(name)
+    writer = write_dns_names(Writer().text(bundle.order_name), bundle.dns_names)
     writer.text(bundle.key_type).blob(bundle.private_key_pem).blob(bundle.certificate_pem)
     writer.u32(len(bundle.chain_pem))
     for pem in bundle.chain_pem:
@@ -87,12 +109,7 @@ def decode_bundle(payload: bytes, name: str = "bundle") -> Bundle:
     """Parse a bundle plaintext strictly (DNS names must already be lowercase)."""
     reader = Reader(payload, name)
     order_name = validate_order_name(reader.text(253), where=name)
-    dns_names = []
-    for _ in range(reader.count(4, MAX_DNS_NAMES)):
-        dns_name = reader.text(253)
-        if validate_dns_name(dns_name, where=name) != dns_name:
-            raise reader.fail("DNS names must be stored lowercase")
-        dns_names.append(dns_name)
+    dns_names = read_dns_names(reader, name)
     key_type = reader.text(8)
     private_key_pem = reader.blob(MAX_PEM)
     certificate_pem = reader.blob(MAX_PEM)
@@ -104,7 +121,7 @@ def decode_bundle(payload: bytes, name: str = "bundle") -> Bundle:
     try:
         return Bundle(
             order_name,
-            tuple(dns_names),
+            dns_names,
             key_type,
             private_key_pem,
             certificate_pem,

@@ -14,9 +14,15 @@ from dataclasses import dataclass
 from certfleet.bundle.codec import Reader, Writer
 from certfleet.bundle.envelope import Rng, object_name, open_sealed, seal
 from certfleet.bundle.errors import MalformedError
-from certfleet.bundle.keybundle import KEY_TYPES, MAX_DNS_NAMES, MAX_PEM
+from certfleet.bundle.keybundle import (
+    KEY_TYPES,
+    MAX_PEM,
+    read_dns_names,
+    validate_dns_names,
+    write_dns_names,
+)
 from certfleet.bundle.keys import ClusterSecret
-from certfleet.bundle.names import validate_dns_name, validate_order_name
+from certfleet.bundle.names import validate_order_name
 from certfleet.bundle.shard import check_time
 
 KIND = "pending"
@@ -44,10 +50,7 @@ class PendingKey:
             raise MalformedError(where, "private key PEM must be 1 byte to 64 KiB")
         if not isinstance(self.pubkey_hash, str) or not _PUBKEY_HASH.fullmatch(self.pubkey_hash):
             raise MalformedError(where, "pubkey_hash must be 64 lowercase hex digits")
-        dns_names = tuple(validate_dns_name(name, where=where) for name in self.dns_names)
-        if not 1 <= len(dns_names) <= MAX_DNS_NAMES or len(set(dns_names)) != len(dns_names):
-            raise MalformedError(where, f"needs 1 to {MAX_DNS_NAMES} distinct DNS names")
-        object.__setattr__(self, "dns_names", dns_names)
+        object.__setattr__(self, "dns_names", validate_dns_names(self.dns_names, where))
         check_time(self.created_at, "created_at", where)
 
     def __repr__(self) -> str:
@@ -62,10 +65,8 @@ class PendingKey:
 
 def encode_pending(pending: PendingKey) -> bytes:
     writer = Writer().text(pending.order_name).text(pending.key_type)
-    writer.blob(pending.private_key_pem).text(pending.pubkey_hash).u32(len(pending.dns_names))
-    for dns_name in pending.dns_names:
-        writer.text(dns_name)
-    return writer.u64(pending.created_at).getvalue()
+    writer.blob(pending.private_key_pem).text(pending.pubkey_hash)
+    return write_dns_names(writer, pending.dns_names).u64(pending.created_at).getvalue()
 
 
 def decode_pending(payload: bytes, name: str = "pending key") -> PendingKey:
@@ -74,18 +75,11 @@ def decode_pending(payload: bytes, name: str = "pending key") -> PendingKey:
     key_type = reader.text(8)
     private_key_pem = reader.blob(MAX_PEM)
     pubkey_hash = reader.text(64)
-    dns_names = []
-    for _ in range(reader.count(4, MAX_DNS_NAMES)):
-        dns_name = reader.text(253)
-        if validate_dns_name(dns_name, where=name) != dns_name:
-            raise reader.fail("DNS names must be stored lowercase")
-        dns_names.append(dns_name)
+    dns_names = read_dns_names(reader, name)
     created_at = reader.u64()
     reader.end()
     try:
-        return PendingKey(
-            order_name, key_type, private_key_pem, pubkey_hash, tuple(dns_names), created_at
-        )
+        return PendingKey(order_name, key_type, private_key_pem, pubkey_hash, dns_names, created_at)
     except MalformedError as err:
         raise MalformedError(name, err.reason) from err
 
