@@ -120,6 +120,19 @@ def test_plan_resumes_a_matching_pending_key_and_drops_a_stale_one() -> None:
     assert [issue.order.name for issue in result.issue] == ["stale"]
 
 
+def test_a_rekey_mark_after_a_pending_rekey_key_replaces_that_key_too() -> None:
+    """Making a key clears its order's mark, so a mark next to a pending key is newer than it
+    (found by the SIGKILL suite: the old pending key was published and the mark survived)."""
+    state = ClusterState.new()
+    state.orders["twice"] = record(("twice.example",))
+    state.pending["twice"] = pending(("twice.example",), reason="rekey")
+    state.rekey.add("twice")
+    result = plan(state, ProviderOrder("twice", "web", ("twice.example",)))
+    assert result.resume == ()
+    assert result.drop_pending == ("twice",)
+    assert [(issue.order.name, issue.reason) for issue in result.issue] == [("twice", "rekey")]
+
+
 def test_an_empty_listing_only_asks_for_confirmation() -> None:
     state = ClusterState.new()
     state.orders["a"] = record(("a.example",))

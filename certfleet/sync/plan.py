@@ -108,7 +108,9 @@ def plan_cluster(
             stale = (
                 pending.dns_names != order.dns_names
                 or pending.key_type != key_type
-                or (name in state.rekey and pending.reason != "rekey")
+                # a key's own rekey mark is cleared when the key is made, so a mark that is
+                # still here came after this pending key: it must be replaced too
+                or name in state.rekey
             )
             if not stale:
                 resume.append(name)
