@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Callable
 
 import pytest
 import requests
 from cryptography import x509
 
-from certfleet.bundle import ClusterSecret, NoUsableSecretError, open_bundle
+from certfleet.bundle import (
+    ClusterSecret,
+    NoUsableSecretError,
+    PublicKey,
+    SigningKey,
+    head_publisher,
+    open_bundle,
+)
+from certfleet.config import parse_agent_config
 from certfleet.sync import IssuedCert, ProviderOrder, RunSummary, mark_rekey, run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
 from certfleet.sync.keypair import load_private_key, pubkey_hash, spki_hash
 from certfleet.sync.layout import bundle_key
+from node_agent.agent import Agent
+from node_agent.result import PollResult
+from tests.plugins.faults import agent_config_text, cluster_stanza, installed_orders
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
 from tests.test_sync_world import World, make_world
@@ -240,6 +252,36 @@ def test_secret_rotation_two_secrets_then_one(world: World) -> None:
     assert data is not None
     with pytest.raises(NoUsableSecretError):
         open_bundle(data.data, cluster=world.cluster, order_name=name, secrets=[old])
+    assert world.sync().store_writes == 2, "settled: the lease only"
+
+
+def fresh_agent_poll(
+    world: World, state_dir: Path, endpoint: str, publishers: Sequence[PublicKey]
+) -> PollResult:
+    """One poll of a new agent that trusts the world's secrets and only ``publishers``."""
+    stanza = cluster_stanza(world.cluster, world.secrets, publishers)
+    text = agent_config_text(world.store.url, state_dir, stanza, endpoint=endpoint)
+    return Agent(parse_agent_config(text, str(state_dir.parent / "agent.conf"))).poll_once()
+
+
+def test_changing_only_the_signing_key_re_signs_the_head_in_one_run(
+    world: World, seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    name = world.add(world.host("pubkey"))
+    assert world.sync().errors == {}
+    before = world.published()
+    new_key = SigningKey.generate()
+    world.signing_key = new_key  # nothing else changes: no order, no secret
+    summary = world.sync()
+    assert summary.errors == {} and summary.heads_published == 1
+    assert head_publisher(world.head_bytes()) == new_key.public_key()
+    after = world.published()  # decode_head pinning only the new key
+    assert after.head.generation > before.head.generation
+    assert after.entries == before.entries, "only the head is re-signed"
+    result = fresh_agent_poll(world, tmp_path / "state", seaweedfs.endpoint, [new_key.public_key()])
+    assert result.ok, [problem.message for problem in result.problems]
+    served = installed_orders(tmp_path / "state")
+    assert served[name].key_pem == after.bundles[name].private_key_pem
     assert world.sync().store_writes == 2, "settled: the lease only"
 
 

@@ -71,6 +71,31 @@ def test_sync_once_settles_and_then_leaves_the_head_unchanged(
     )
 
 
+def test_sync_verify_store_repairs_a_deleted_shard(
+    config: tuple[Path, str], s3_url: str, seaweedfs: SeaweedFS,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    path, cluster = config
+    name = f"verify.{cluster}.example.com"
+    code, _, err = cli("add", "--cluster", cluster, name, "--config", str(path), capsys=capsys)
+    assert code == 0, err
+    code, _, err = cli("sync", "--once", "--config", str(path), capsys=capsys)
+    assert code == 0, err
+    store = open_store(s3_url, endpoint=seaweedfs.endpoint)
+    shards = list(store.list(f"v1/clusters/{cluster}/shards/"))
+    store.delete(shards[0])
+    code, out, err = cli("sync", "--once", "--verify-store", "--config", str(path), capsys=capsys)
+    assert code == 0, err
+    assert "1 missing or corrupted" in err and "objects verified" in err
+    assert "1 certificates published" not in out, "a shard is rebuilt, no new certificate"
+    code, out, err = cli(
+        "sync", "--once", "--verify-store", "--json", "--config", str(path), capsys=capsys
+    )
+    clean: dict[str, Any] = json.loads(out)
+    assert code == 0 and clean["objects_repaired"] == 0 and clean["objects_verified"] == 17
+    assert shards[0] not in list(store.list(f"v1/clusters/{cluster}/shards/"))
+
+
 def test_rekey_marks_orders_for_the_next_sync(
     config: tuple[Path, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

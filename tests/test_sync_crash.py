@@ -96,9 +96,12 @@ def test_every_step_is_recorded_in_order(sandbox: Sandbox, tmp_path: Path) -> No
     world.add(world.host("steps"))
     steps, checkpoint = crash_at(None)
     world.sync(checkpoint=checkpoint)
-    assert steps[:3] == ["lease", "loaded", "listed"]
+    assert steps[:4] == ["lease", "loaded", "audited", "listed"], "a first run sweeps"
     assert steps.index("pending-saved") < steps.index("csr") < steps.index("bundle")
     assert steps.index("bundle") < steps.index("shard") < steps.index("head") < steps.index("saved")
+    steps, checkpoint = crash_at(None)
+    world.sync(checkpoint=checkpoint)
+    assert steps == ["lease", "loaded", "listed", "saved"], "no sweep until it is due"
 
 
 @pytest.mark.fault

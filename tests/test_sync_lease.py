@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from certfleet.store import Store, open_store
+from certfleet.store.selftest import PROBE_PREFIX
 from certfleet.sync import LeaseHeldError, LeaseLostError
 from certfleet.sync.layout import lease_key
 from certfleet.sync.lease import Lease
@@ -58,14 +59,16 @@ def writes(store: Store) -> int:
     return store.stats.as_dict()["writes"]
 
 
-def test_a_first_run_creates_the_lease_and_releases_it(store: Store) -> None:
+def test_a_first_run_probes_the_store_creates_the_lease_and_releases_it(store: Store) -> None:
     clock = Clock()
     first = lease(store, clock)
     first.acquire()
-    assert first.held and writes(store) == 1
+    # the conditional-write probe (4 writes, 1 delete: no lease yet), then the create
+    assert first.held and writes(store) == 5 and store.stats.deletes == 1
+    assert list(store.list(PROBE_PREFIX)) == []
     assert stored(store)["expires_at"] == clock.now + DURATION
     first.release()
-    assert not first.held and writes(store) == 2
+    assert not first.held and writes(store) == 6
     assert stored(store)["expires_at"] == 0.0
 
 

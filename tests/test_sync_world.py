@@ -84,7 +84,11 @@ class World:
         return ApiV3Provider(ApiClient(self.sandbox.url, self.sandbox.api_key, retry=FAST_RETRY))
 
     def sync(
-        self, *, checkpoint: Checkpoint | None = None, deadline: float | None = None
+        self,
+        *,
+        checkpoint: Checkpoint | None = None,
+        deadline: float | None = None,
+        verify_store: bool = False,
     ) -> RunSummary:
         provider = self.provider()
         try:
@@ -95,6 +99,7 @@ class World:
                 clock=self.now,
                 checkpoint=checkpoint,
                 deadline=deadline,
+                verify_store=verify_store,
             )
         finally:
             provider.close()

@@ -7,6 +7,8 @@ and retried with a growing backoff. ``--max-seconds N`` is each pass's time budg
 exit code of ``--once`` is 0 when every order went through (a cluster whose lease another
 run holds is skipped, not an error), 1 when an order or cluster failed; 2 for usage and
 config errors. With ``--json`` the pass's summary is printed as one JSON object.
+``--verify-store`` makes the pass list the store and read back every object the heads
+reference, repairing what is missing or corrupted (``certfleet.sync.audit``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     sync.add_argument(
         "--max-seconds", type=float, metavar="N", help="time budget of each pass, in seconds"
     )
+    sync.add_argument(
+        "--verify-store",
+        action="store_true",
+        help="also check every published object now (list, read, hash) and repair what is "
+        "missing or corrupted",
+    )
     sync.set_defaults(run=run_sync_command)
     rekey = subparsers.add_parser(
         "rekey",
@@ -84,16 +92,16 @@ def run_sync_command(args: argparse.Namespace, ctx: Context) -> int:
     if not config.clusters:
         raise UsageError(f"{config.source} has no cluster; add one with certfleet clusters add")
     if interval is None:
-        summary = _pass(config, args.max_seconds)
+        summary = _pass(config, args.max_seconds, verify_store=args.verify_store)
         _report(summary, args, ctx)
         return 0 if summary.ok else 1
     _loop(config, args, ctx, interval)
     return 0
 
 
-def _pass(config: SyncConfig, max_seconds: float | None) -> RunSummary:
+def _pass(config: SyncConfig, max_seconds: float | None, *, verify_store: bool) -> RunSummary:
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    return run_sync(config, deadline=deadline)
+    return run_sync(config, deadline=deadline, verify_store=verify_store)
 
 
 def _loop(config: SyncConfig, args: argparse.Namespace, ctx: Context, interval: float) -> None:
@@ -108,13 +116,16 @@ def _loop(config: SyncConfig, args: argparse.Namespace, ctx: Context, interval: 
         {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
     )
     failures = 0
+    verify_store = args.verify_store  # until one pass completes
     jitter = random.Random()  # noqa: S311 - spreading wake-ups, not cryptography
     try:
         while not stop.is_set():
             delay = interval
             try:
-                _report(_pass(config, args.max_seconds), args, ctx)
+                summary = _pass(config, args.max_seconds, verify_store=verify_store)
+                _report(summary, args, ctx)
                 failures = 0
+                verify_store = verify_store and not summary.complete
             except Exception as err:
                 failures += 1
                 delay = min(MAX_BACKOFF, interval * 2**failures)
@@ -137,6 +148,11 @@ def _report(summary: RunSummary, args: argparse.Namespace, ctx: Context) -> None
         f"certificates published, {summary.tombstones} tombstones, generation "
         f"{summary.generation}, {summary.duration:.1f}s"
     )
+    if summary.objects_verified or summary.objects_repaired:
+        ctx.note(
+            f"store: {summary.objects_verified} objects verified, {summary.objects_repaired} "
+            "missing or corrupted (rewritten, or their orders get new keys)"
+        )
     for cluster in summary.skipped:
         ctx.note(f"cluster {cluster}: another sync holds the lease; skipped")
     if not summary.complete:

@@ -1,8 +1,13 @@
 """Checking that a store really honours conditional writes before trusting it.
 
 Some S3-compatible servers accept ``If-None-Match``/``If-Match`` on PutObject and then
-ignore them. certfleet's lease and head rely on those preconditions, so the sync runs
-this probe and refuses to work against such a server.
+ignore them. certfleet's lease and head rely on those preconditions. Who runs the probe:
+the sync's lease (``certfleet.sync.lease.Lease.acquire``), whenever it finds no lease
+object for the cluster, i.e. on the first ``certfleet sync`` or ``certfleet rekey``
+against a store (and after a wipe), before anything is published. On such a server the
+lease is never created, so every run refuses again (the cluster's error in the run
+summary, exit 1) until the server is fixed; once the lease exists, runs skip the probe.
+Agents never run it: they only read (and write their own acks unconditionally).
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ PROBE_PREFIX = "v1/sync/selftest/"
 def check_conditional_writes(store: Store) -> None:
     """Raise ``ConditionalWritesUnsupported`` unless ``store`` enforces both preconditions.
 
-    Writes one probe object under ``v1/sync/selftest/`` and deletes it afterwards. Other
-    store errors (unavailable, access denied, read-only) propagate unchanged.
+    Writes one probe object under ``v1/sync/selftest/`` (four writes) and deletes it
+    afterwards. Other store errors (unavailable, access denied, read-only) propagate
+    unchanged. Called by the sync's lease on first contact with a store (see above).
     """
     key = PROBE_PREFIX + secrets.token_hex(8)
     try:

@@ -13,7 +13,9 @@ The order of writes is what makes a crash at any instant safe:
    (with the time, for garbage collection after ``gc_grace``) (``publisher``).
 
 An object written by a run that crashed before recording it is found by the periodic
-sweep and collected like any other unreferenced object.
+sweep and collected like any other unreferenced object. The sweep's listing is made at the
+start of the run, so the same run also repairs referenced objects that went missing
+(``audit``).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from certfleet.bundle import Bundle, FormatError, Head, open_bundle, peek_head
+from certfleet.bundle import Bundle, FormatError, Head, open_bundle, peek_head, verify_head
 from certfleet.store import ObjectNotFound, PreconditionFailed, Store
+from certfleet.sync.audit import Audit
 from certfleet.sync.issuer import Issuer
 from certfleet.sync.layout import bundle_key, head_key, pending_key
 from certfleet.sync.lease import Lease
@@ -45,10 +48,16 @@ MAX_RESERVE = 5.0
 
 @dataclass(frozen=True)
 class HeadSeen:
-    """The head found at the start of a run (``None`` fields when there is none)."""
+    """The head found at the start of a run (``None`` fields when there is none).
+
+    ``signed`` is True when it verifies with the configured signing key for this cluster:
+    a head signed by another key (the publisher key was rotated, or someone else wrote
+    it) or with a broken signature is re-signed by this run.
+    """
 
     etag: Optional[str]
     head: Optional[Head]
+    signed: bool = False
 
 
 class ClusterRun:
@@ -66,6 +75,7 @@ class ClusterRun:
         deadline: float | None,
         tally: Tally,
         checkpoint: Checkpoint,
+        verify_store: bool = False,
     ) -> None:
         self.cluster = cluster
         self.policy = policy
@@ -76,6 +86,7 @@ class ClusterRun:
         self.deadline = deadline
         self.tally = tally
         self._checkpoint = checkpoint
+        self.verify_store = verify_store
         self.secrets = tuple(policy.secrets)
         self.lease = Lease(store, cluster, duration=settings.lease_duration, clock=clock)
         self.states = StateStore(store, cluster, self.secrets)
@@ -131,6 +142,12 @@ class ClusterRun:
         seen = self._read_head()
         self.step("loaded")
         now = int(self.clock())
+        audit = Audit(self, state, now)
+        stored: frozenset[str] | None = None
+        if audit.due(forced=self.verify_store):
+            stored = audit.list_objects()
+            audit.check(stored, verify=self.verify_store)
+            self.step("audited")
         try:
             listing: Sequence[ProviderOrder] | None = self.provider.list_orders(self.cluster)
         except ProviderError as err:
@@ -140,10 +157,10 @@ class ClusterRun:
         self.step("listed")
         if listing is not None:
             self._work(state, listing, now)
-        publisher = Publisher(self, state, now)
+        publisher = Publisher(self, state, now, damaged=audit.damaged)
         publisher.rewrap_bundles()
         publisher.publish(seen, self._retired)
-        publisher.collect_garbage(seen)
+        publisher.collect_garbage(seen, stored)
         self.states.save(state)
         self.step("saved")
 
@@ -174,10 +191,18 @@ class ClusterRun:
         if stored is None:  # only possible with if_none_match, which is not given
             return HeadSeen(None, None)
         try:
-            return HeadSeen(stored.etag, peek_head(stored.data))
+            head = peek_head(stored.data)
         except FormatError as err:
             log.warning("cluster %s: the stored head is unreadable: %s", self.cluster, err)
             return HeadSeen(stored.etag, None)
+        publisher = self.settings.signing_key.public_key()
+        try:
+            verify_head(stored.data, cluster=self.cluster, publishers=[publisher])
+        except FormatError as err:
+            log.warning("cluster %s: re-signing the head with the configured key: %s",
+                        self.cluster, err)  # fmt: skip
+            return HeadSeen(stored.etag, head, signed=False)
+        return HeadSeen(stored.etag, head, signed=True)
 
     # -- removals -----------------------------------------------------------------------
 

@@ -10,6 +10,14 @@ writes (take over, release). The holder refreshes the lease when half its durati
 passed; a refresh that loses means another run took over, and this one must stop writing
 (``LeaseLostError``).
 
+When there is no lease object at all (the first run on this store for this cluster, or
+one after the store was wiped), ``acquire`` first runs
+``certfleet.store.check_conditional_writes``: a server that accepts a put whose
+``If-None-Match``/``If-Match`` should have failed is refused with
+``ConditionalWritesUnsupported`` before the sync writes anything else, and again on every
+run until it is fixed (no lease is ever created there). Once the lease exists the probe
+never runs again, so normal runs pay nothing for it.
+
 The lease is plain JSON (owner id and expiry, Unix seconds): it carries no secret.
 """
 
@@ -20,7 +28,7 @@ import logging
 import os
 from typing import Callable
 
-from certfleet.store import ObjectNotFound, PreconditionFailed, Store
+from certfleet.store import ObjectNotFound, PreconditionFailed, Store, check_conditional_writes
 from certfleet.sync.errors import LeaseHeldError, LeaseLostError
 from certfleet.sync.layout import lease_key
 
@@ -74,6 +82,7 @@ class Lease:
             current = None
         try:
             if current is None:
+                check_conditional_writes(self._store)
                 self._etag = self._store.put_if_absent(self._key, data)
             else:
                 expires_at = _expires_at(current.data)

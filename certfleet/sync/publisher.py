@@ -2,17 +2,23 @@
 
 Shards are rebuilt from the state on every run but written only when their plaintext
 differs from what the state records as published (or the shard count or the secrets
-changed); the head is written when a shard changed, when there is none, when half of its
-validity is gone, when its secret ids are not the configured ones, or when it is not the
-head the state last wrote (repair). Objects that stopped being referenced are recorded
-with the time; they are deleted once ``gc_grace`` has passed.
+changed, or the audit found the shard missing or corrupted); the head is written when a
+shard changed, when there is none, when half of its validity is gone, when its secret ids
+are not the configured ones, when it does not verify with the configured signing key
+(publisher key rotation, or a damaged head), or when it is not the head the state last
+wrote (repair). Objects that stopped being referenced are recorded with the time; they
+are deleted once ``gc_grace`` has passed.
+
+The next generation is above the state's and, when the stored head verifies with the
+configured key, above that head's too; a head the sync cannot verify does not raise it (a
+forged head must not push generations to their limit).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -39,12 +45,9 @@ from certfleet.store import PreconditionFailed
 from certfleet.sync.errors import StateError
 from certfleet.sync.layout import (
     bundle_key,
-    bundles_prefix,
     head_key,
     pending_key,
-    pending_prefix,
     shard_key,
-    shards_prefix,
 )
 from certfleet.sync.state import ClusterState, HeadRecord, OrderRecord, ShardRecord, read_bytes
 
@@ -54,16 +57,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOMBSTONE_RETENTION = 90 * 86400
-MIN_SWEEP_INTERVAL = 6 * 3600
 
 
 class Publisher:
     """The publishing half of a ``ClusterRun``."""
 
-    def __init__(self, run: ClusterRun, state: ClusterState, now: int) -> None:
+    def __init__(
+        self, run: ClusterRun, state: ClusterState, now: int, *, damaged: Set[str] = frozenset()
+    ) -> None:
         self.run = run
         self.state = state
         self.now = now
+        self.damaged = damaged
         self.cluster = run.cluster
         self.secret_ids = tuple(secret.id for secret in run.secrets)
         self.published = False
@@ -150,7 +155,11 @@ class Publisher:
         changed = False
         for index, shard in enumerate(shards):
             digest = hashlib.sha256(encode_shard(shard)).hexdigest()
-            if same_layout and state.shards[index].digest == digest:
+            if (
+                same_layout
+                and state.shards[index].digest == digest
+                and shard_key(self.cluster, state.shards[index].object) not in self.damaged
+            ):
                 records.append(state.shards[index])
                 continue
             sealed = seal_shard(shard, cluster=self.cluster, index=index, secrets=run.secrets)
@@ -168,6 +177,7 @@ class Publisher:
             or head.generation != recorded.generation
             or head.shard_hashes != hashes
             or head.secret_ids != self.secret_ids
+            or not seen.signed
             or self.now >= (head.issued_at + head.valid_until) // 2
         )
         if changed or stale:
@@ -188,7 +198,7 @@ class Publisher:
     def _write_head(self, seen: HeadSeen, hashes: tuple[bytes, ...]) -> None:
         state, run = self.state, self.run
         previous = max(
-            seen.head.generation if seen.head else 0,
+            seen.head.generation if seen.head and seen.signed else 0,
             state.head.generation if state.head else 0,
         )
         validity = min(int(run.settings.head_validity), MAX_VALIDITY_SECONDS)
@@ -216,8 +226,10 @@ class Publisher:
 
     # -- garbage ------------------------------------------------------------------------
 
-    def collect_garbage(self, seen: HeadSeen) -> None:
-        """Delete objects unreferenced for ``gc_grace``; sweep for orphans now and then."""
+    def collect_garbage(self, seen: HeadSeen, stored: Set[str] | None) -> None:
+        """Delete objects unreferenced for ``gc_grace``; with ``stored`` (the audit's
+        listing of the cluster's objects, made at the start of the run), first record the
+        orphans among them."""
         state, run = self.state, self.run
         grace = run.settings.gc_grace
         consistent = self.published or (
@@ -225,8 +237,8 @@ class Publisher:
             and state.head is not None
             and seen.head.generation == state.head.generation
         )
-        if consistent and self.now - state.last_sweep >= max(grace, MIN_SWEEP_INTERVAL):
-            self._sweep()
+        if consistent and stored is not None:
+            self._sweep(stored)
         for key, since in sorted(state.unreferenced.items()):
             if self.now - since < grace:
                 continue
@@ -237,20 +249,15 @@ class Publisher:
             run.tally.objects_deleted += 1
             run.step("deleted")
 
-    def _sweep(self) -> None:
-        """Record objects no state entry references (left by a crashed run) as unreferenced."""
-        state, run = self.state, self.run
+    def _sweep(self, stored: Set[str]) -> None:
+        """Record listed objects no state entry references (left by a crashed run, or
+        replaced by a repair) as unreferenced."""
+        state = self.state
         referenced = {bundle_key(self.cluster, rec.bundle) for rec in state.orders.values()}
         referenced |= {shard_key(self.cluster, rec.object) for rec in state.shards}
         referenced |= {pending_key(self.cluster, rec.object) for rec in state.pending.values()}
-        for prefix in (
-            bundles_prefix(self.cluster),
-            shards_prefix(self.cluster),
-            pending_prefix(self.cluster),
-        ):
-            for key in run.store.list(prefix):
-                if key not in referenced:
-                    state.unreferenced.setdefault(key, self.now)
+        for key in sorted(stored - referenced):
+            state.unreferenced.setdefault(key, self.now)
         state.last_sweep = self.now
 
 

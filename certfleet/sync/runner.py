@@ -87,6 +87,7 @@ def run_sync(
     clock: Clock | None = None,
     clusters: Sequence[str] | None = None,
     checkpoint: Checkpoint | None = None,
+    verify_store: bool = False,
 ) -> RunSummary:
     """One sync pass over the configured clusters (or ``clusters``); never raises for one
     cluster's or one order's failure: those are in the summary's ``errors``.
@@ -95,6 +96,9 @@ def run_sync(
     on the next run. ``store`` and ``provider`` are built from the config when None;
     ``clock`` returns Unix seconds (``time.time`` by default); ``checkpoint`` is called
     with a step name after every durable step (tests inject crashes there).
+    ``verify_store`` lists each cluster's objects now (not only when the periodic sweep is
+    due) and reads every object its head references, to find and repair missing or
+    corrupted ones (``certfleet.sync.audit``).
     """
     started = time.monotonic()
     policies = _policies(config, clusters)
@@ -116,6 +120,7 @@ def run_sync(
             deadline=deadline,
             tally=tally,
             checkpoint=checkpoint or _no_checkpoint,
+            verify_store=verify_store,
         )
         try:
             run.run()
@@ -135,6 +140,8 @@ def run_sync(
         certificates_published=tally.certificates_published,
         tombstones=tally.tombstones,
         objects_deleted=tally.objects_deleted,
+        objects_repaired=tally.objects_repaired,
+        objects_verified=tally.objects_verified,
         errors=dict(tally.errors),
         store_reads=after["reads"] - before["reads"],
         store_writes=after["writes"] - before["writes"],

@@ -17,7 +17,10 @@ class RunSummary:
     it for people must escape it. ``skipped`` names the clusters whose lease another run
     held (this run backed off: not an error); ``generations`` is the head generation each
     cluster ends the run with (published or unchanged); ``complete`` is False when the time
-    budget or a lease held elsewhere left work for the next run."""
+    budget or a lease held elsewhere left work for the next run. ``objects_repaired``
+    counts published objects found missing or corrupted (rewritten, or their order marked
+    for a new key); ``objects_verified`` counts objects read and hash-checked by a
+    ``verify_store`` run."""
 
     clusters: tuple[str, ...]
     orders_seen: int
@@ -26,6 +29,8 @@ class RunSummary:
     certificates_published: int
     tombstones: int
     objects_deleted: int
+    objects_repaired: int
+    objects_verified: int
     errors: Mapping[str, str]
     store_reads: int
     store_writes: int
@@ -55,6 +60,8 @@ class RunSummary:
             "certificates_published": self.certificates_published,
             "tombstones": self.tombstones,
             "objects_deleted": self.objects_deleted,
+            "objects_repaired": self.objects_repaired,
+            "objects_verified": self.objects_verified,
             "errors": dict(self.errors),
             "store_reads": self.store_reads,
             "store_writes": self.store_writes,
@@ -79,6 +86,8 @@ class Tally:
     certificates_published: int = 0
     tombstones: int = 0
     objects_deleted: int = 0
+    objects_repaired: int = 0
+    objects_verified: int = 0
     heads_published: int = 0
     complete: bool = True
     errors: dict[str, str] = field(default_factory=dict)

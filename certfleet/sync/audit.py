@@ -1,0 +1,137 @@
+"""Finding published objects that went missing or were corrupted, and scheduling repairs.
+
+A run audits the store when a sweep is due (every max(``gc_grace``, 6 h): the listing
+the garbage collector needs anyway) or when asked to (``verify_store``, the CLI's
+``--verify-store``). The audit lists the cluster's bundles, shards and pending keys once,
+**before** the run's work, and compares that listing with what the state references (the
+state is what the next head is built from):
+
+- a missing **shard** is rewritten: the publisher re-seals it from the state (a new
+  object, so a new hash) and the head is re-signed to reference it;
+- a missing **bundle** cannot be rebuilt: the sync never keeps an order's private key
+  outside its bundle. The order is marked for a new key (as ``certfleet rekey`` does), so
+  the same run issues and publishes a new key and certificate; nodes that still hold the
+  old one keep serving it until the new one's ``install_after``. An order that already
+  has a pending key (a renewal under way) is left to that key;
+- a missing **pending key** is dropped (its order is planned again; a ``rekey`` mark it
+  carried is restored), instead of failing that order on every run.
+
+Corruption (other bytes under a content-addressed key) is only visible by reading the
+object, which costs one GET per object: ``verify_store`` reads every referenced object
+once and compares its SHA-256 with its key, within the run's time budget (what it did not
+reach is left for the next ``verify_store``). A corrupted object is repaired like a
+missing one. The periodic sweep does not read objects: agents detect a bad object
+themselves ("integrity check failed"), and that is when an operator runs
+``certfleet sync --verify-store``.
+
+The listing is handed back to the publisher, which records what no state entry references
+any more (orphans of a crashed run) for garbage collection at the end of the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING
+
+from certfleet.store import ObjectNotFound
+from certfleet.sync.layout import (
+    bundle_key,
+    bundles_prefix,
+    pending_key,
+    pending_prefix,
+    shard_key,
+    shards_prefix,
+)
+from certfleet.sync.state import ClusterState, read_bytes
+
+if TYPE_CHECKING:
+    from certfleet.sync.engine import ClusterRun
+
+log = logging.getLogger(__name__)
+
+MIN_SWEEP_INTERVAL = 6 * 3600
+
+
+class Audit:
+    """The store audit of one ``ClusterRun``; ``damaged`` collects the object keys found
+    missing or corrupted (the publisher rewrites the shards among them)."""
+
+    def __init__(self, run: ClusterRun, state: ClusterState, now: int) -> None:
+        self.run = run
+        self.state = state
+        self.now = now
+        self.cluster = run.cluster
+        self.damaged: set[str] = set()
+
+    def due(self, forced: bool) -> bool:
+        """True when this run must list the store: forced, or the periodic sweep is due."""
+        interval = max(self.run.settings.gc_grace, MIN_SWEEP_INTERVAL)
+        return forced or self.now - self.state.last_sweep >= interval
+
+    def list_objects(self) -> frozenset[str]:
+        """Every bundle, shard and pending key of the cluster in the store (all pages)."""
+        store = self.run.store
+        prefixes = (bundles_prefix(self.cluster), shards_prefix(self.cluster))
+        keys = [key for prefix in prefixes for key in store.list(prefix)]
+        keys.extend(store.list(pending_prefix(self.cluster)))
+        return frozenset(keys)
+
+    def referenced(self) -> dict[str, str]:
+        """Each object key the state references, with what it is, for log lines: shards
+        first (few, and each holds many entries), then bundles, then pending keys."""
+        state, cluster = self.state, self.cluster
+        keys = {shard_key(cluster, rec.object): f"shard {i}" for i, rec in enumerate(state.shards)}
+        keys.update({bundle_key(cluster, rec.bundle): "bundle" for rec in state.orders.values()})
+        keys.update(
+            {pending_key(cluster, rec.object): "pending key" for rec in state.pending.values()}
+        )
+        return keys
+
+    def check(self, listed: frozenset[str], *, verify: bool) -> None:
+        """Schedule repairs for referenced objects absent from ``listed``; with ``verify``,
+        also read every present one and compare its hash with its key. Repairs are counted
+        in the summary (``objects_repaired``) and logged as warnings, not order errors: the
+        run goes on to carry them out."""
+        referenced = self.referenced()
+        for key, label in sorted(referenced.items()):
+            if key not in listed:
+                log.warning("cluster %s: %s %s is missing from the store", self.cluster, label, key)
+                self.damaged.add(key)
+        if verify:
+            self._verify([key for key in referenced if key not in self.damaged])
+        self._repair()
+
+    def _verify(self, keys: list[str]) -> None:
+        run = self.run
+        for key in keys:
+            if run.out_of_time():
+                log.warning(
+                    "cluster %s: store verification stopped by the time budget", self.cluster
+                )
+                return
+            try:
+                data = read_bytes(run.store, key)
+            except ObjectNotFound:
+                log.warning("cluster %s: %s is missing from the store", self.cluster, key)
+                self.damaged.add(key)
+                continue
+            run.tally.objects_verified += 1
+            if hashlib.sha256(data).hexdigest() != key.rsplit("/", 1)[1]:
+                log.warning("cluster %s: %s does not match its hash", self.cluster, key)
+                self.damaged.add(key)
+
+    def _repair(self) -> None:
+        """Bundles: a new key for the order; pending keys: dropped. (Shards: the publisher.)"""
+        state, cluster, tally = self.state, self.cluster, self.run.tally
+        for name, record in sorted(state.orders.items()):
+            if bundle_key(cluster, record.bundle) in self.damaged and name not in state.pending:
+                state.rekey.add(name)
+                log.warning("cluster %s: order %r: bundle lost, a new key follows", cluster, name)
+        for name, pending in sorted(state.pending.items()):
+            if pending_key(cluster, pending.object) in self.damaged:
+                del state.pending[name]
+                if pending.reason == "rekey":
+                    state.rekey.add(name)
+                log.warning("cluster %s: order %r: pending key lost, planned again", cluster, name)
+        tally.objects_repaired += len(self.damaged)
