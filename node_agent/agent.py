@@ -18,10 +18,21 @@ daemon loop:
    state and are retried on the next poll, also after a restart.
 
 A cluster's head is recorded as applied (its ETag used for the next conditional GET) only
-when every order of it is installed or deferred. The commands' environment carries
-``CERTFLEET_UPDATED_ORDERS`` and ``CERTFLEET_REMOVED_ORDERS`` — space-separated *safe* order
-names, i.e. the directory names under ``orders/`` (``*`` written ``_``, so no shell glob) —
-and ``CERTFLEET_GENERATION``, the newest head generation among those orders' clusters.
+when every order of it is installed or deferred. The state is saved once, at the end of the
+poll: a crash before that leaves the state of the poll before, and the next run does the
+work again (a new version of the same content, the commands run again).
+
+Only a *full pass* walks every order: the first poll of an ``Agent``, a poll that read a
+new head (or read one again because the last one is not applied yet), and the poll after
+one that failed an order or raised. Any other poll — a 304 for every cluster — touches
+only what is due: the deferred orders (an index kept by the last full pass), the orders
+removed upstream whose files are kept (likewise) and the owed commands; the metrics
+file's per-order lines and the acks are computed again only when something changed.
+
+The commands' environment carries ``CERTFLEET_UPDATED_ORDERS`` and
+``CERTFLEET_REMOVED_ORDERS`` — space-separated *safe* order names, i.e. the directory names
+under ``orders/`` (``*`` written ``_``, so no shell glob) — and ``CERTFLEET_GENERATION``,
+the newest head generation among those orders' clusters.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -43,7 +54,7 @@ from node_agent.health import HealthStore
 from node_agent.hook import CommandRunner, ShellRunner
 from node_agent.installer import FileModes, Installer, file_modes, remove_copies, write_copies
 from node_agent.material import render
-from node_agent.metrics import render_metrics, write_metrics
+from node_agent.metrics import render_metrics, render_order_metrics, write_metrics
 from node_agent.result import FAILED, REFUSED, CommandRun, PollResult
 from node_agent.source import ClusterSource, bundle_object
 from node_agent.state import AgentState, InstalledOrder, OwedCommand, StateStore, node_id
@@ -106,6 +117,15 @@ class Agent:
         self.states = StateStore(config.state_dir)
         self.state: AgentState = self.states.load()
         self._dirty = False
+        # What the next poll must do in full: every order (True until a poll completes
+        # cleanly) and every order's ``files`` copies (the config may have changed).
+        self._full_next = True
+        self._recheck_copies = True
+        # Indexes kept by full passes, so a poll answered 304 touches only these:
+        self._deferred: dict[str, tuple[str, int]] = {}  # name -> (cluster, install_after)
+        self._retired: dict[str, str] = {}  # removed upstream, files kept: name -> cluster
+        self._copies_failed: set[str] = set()
+        self._order_metrics: tuple[int, str] | None = None  # (orders revision, text)
         self.health_store = HealthStore(config.state_dir)
         self.health = self.health_store.load()
         self.acks = AckWriter(self.store, self.node_id)
@@ -137,16 +157,15 @@ class Agent:
             if new_head is not None:
                 fresh[trust.name] = new_head
                 self._dirty = True
-        owners = self._owners(tally)
-        prepared: list[_Prepared] = []
-        for trust in self.config.clusters:
-            prepared.extend(self._plan(trust.name, owners, now, tally))
+        view_problems = len(tally.problems)
+        revision = self.state.orders.revision
+        full, self._full_next = self._full_next or bool(fresh), True  # until this poll ends
+        prepared = self._plan_all(now, tally) if full else self._plan_due(now, tally)
         switched = self._switch(prepared, tally)
-        removed = self._removals(owners, now, tally)
+        removed = self._removals(now, tally, full)
         self._owe(switched, removed)
-        self._save()
-        self._complete_copies(tally)
-        self._save()
+        copies = self.state.orders if self._recheck_copies else self._copies_failed | set(switched)
+        self._complete_copies(copies, tally)
         self._check(switched, tally)
         self._run_owed(tally)
         for cluster, (etag, generation) in fresh.items():
@@ -158,28 +177,37 @@ class Agent:
         self._save()
         result = tally.result(self.state, [trust.name for trust in self.config.clusters])
         log.info("poll done: %s", result.summary())
-        self._report(result, now)
+        changed = full or self.state.orders.revision != revision or bool(result.commands)
+        self._report(result, now, changed)
+        # An order that failed is retried by a full pass (its head may be applied already).
+        self._full_next = any(p.cluster is not None for p in tally.problems[view_problems:])
+        self._recheck_copies = False
         return result
 
     def _save(self) -> None:
         """Write the state if this poll changed it (an idle poll writes nothing)."""
-        if self._dirty:
+        if self._dirty or self.state.orders.changed:
             self.states.save(self.state)
             self._dirty = False
 
     # -- ownership -----------------------------------------------------------------------
 
     def _owners(self, tally: Tally) -> dict[str, str]:
-        """Who serves each order name: the first cluster in the config that publishes it."""
+        """Who serves each order name: the first cluster in the config that publishes it.
+
+        In config order, then name order (the order a full pass plans them in)."""
         owners: dict[str, str] = {}
-        # Directory names: an installed order keeps its own; then the first name seen.
-        directories = {order.safe_name: name for name, order in self.state.orders.items()}
+        # Directory names: an installed order keeps its own; then the first name seen. Only
+        # a name with '*' or '_' can share its directory with another name ('*' is written
+        # '_'), so the others are left out of this check.
+        directories = {o.safe_name: n for n, o in self.state.orders.items() if "_" in o.safe_name}
         for trust in self.config.clusters:
             cluster_state = self.state.cluster(trust.name)
-            names = list(cluster_state.entries())
+            names: Iterable[str] = cluster_state.entries()
             if not cluster_state.complete():  # an unread shard may hold an installed order
-                names += [n for n, o in self.state.orders.items() if o.cluster == trust.name]
-            for name in sorted(set(names)):
+                installed = [n for n, o in self.state.orders.items() if o.cluster == trust.name]
+                names = set(names).union(installed)
+            for name in sorted(names):
                 owner = owners.setdefault(name, trust.name)
                 if owner != trust.name:
                     tally.problem(
@@ -189,6 +217,8 @@ class Agent:
                         "(first in the config) publishes the same order name",
                         trust.name,
                     )
+                    continue
+                if "*" not in name and "_" not in name:
                     continue
                 try:
                     safe = safe_dir_name(name)
@@ -209,12 +239,37 @@ class Agent:
 
     # -- fetching and preparing ----------------------------------------------------------
 
-    def _plan(
-        self, cluster: str, owners: dict[str, str], now: int, tally: Tally
-    ) -> list[_Prepared]:
+    def _plan_all(self, now: int, tally: Tally) -> list[_Prepared]:
+        """A full pass: every order of every cluster's view; the deferred index anew."""
+        owners = self._owners(tally)
+        self._deferred.clear()
         prepared: list[_Prepared] = []
-        for name, entry in sorted(self.state.cluster(cluster).entries().items()):
-            if owners.get(name) != cluster:
+        for trust in self.config.clusters:
+            names = [name for name, owner in owners.items() if owner == trust.name]
+            prepared.extend(self._plan(trust.name, names, now, tally))
+        return prepared
+
+    def _plan_due(self, now: int, tally: Tally) -> list[_Prepared]:
+        """A poll without a new head: only the deferred orders whose time has come."""
+        due: dict[str, list[str]] = {}
+        for name, (cluster, install_after) in list(self._deferred.items()):
+            if install_after <= now:
+                del self._deferred[name]
+                due.setdefault(cluster, []).append(name)
+            else:
+                tally.deferred.append(name)
+        prepared: list[_Prepared] = []
+        for cluster, names in due.items():
+            prepared.extend(self._plan(cluster, names, now, tally))
+        return prepared
+
+    def _plan(self, cluster: str, names: Sequence[str], now: int, tally: Tally) -> list[_Prepared]:
+        """Fetch and prepare those of ``names`` (owned by ``cluster``) that changed."""
+        prepared: list[_Prepared] = []
+        entries = self.state.cluster(cluster).entries()
+        for name in names:
+            entry = entries.get(name)
+            if entry is None:
                 continue
             installed = self.state.orders.get(name)
             if (
@@ -223,11 +278,11 @@ class Agent:
                 and installed.bundle_hash == entry.bundle_hash.hex()
             ):
                 if installed.removed_at is not None:
-                    installed.removed_at = None  # published again
-                    self._dirty = True
+                    self.state.orders[name] = replace(installed, removed_at=None)  # published again
                 continue
             if entry.install_after > now:
                 tally.deferred.append(name)
+                self._deferred[name] = (cluster, entry.install_after)
                 log.info("order %r deferred until %d (install_after)", name, entry.install_after)
                 continue
             subject = bundle_object(cluster, name, entry.bundle_hash)
@@ -300,33 +355,39 @@ class Agent:
             )
             self.installer.prune(item.safe, [item.version, old.version if old else None])
             switched.append(item.name)
-            self._dirty = True
             tally.installed.append(item.name)
             log.info("installed order %r (serial %s) from cluster %s", item.name,
                      item.entry.serial, item.cluster)  # fmt: skip
         return switched
 
-    def _complete_copies(self, tally: Tally) -> None:
-        """Write ``files`` copies that are missing, stale or were interrupted."""
-        for name, order in sorted(self.state.orders.items()):
+    def _complete_copies(self, names: Iterable[str], tally: Tally) -> None:
+        """Write the ``files`` copies of ``names`` that are missing, stale or interrupted."""
+        for name in sorted(names):
+            order = self.state.orders.get(name)
+            if order is None:
+                self._copies_failed.discard(name)
+                continue
             settings = self.config.settings_for(name)
             try:
                 wanted = destinations(settings, order.safe_name)
             except UnsafeFilesPathError as err:
                 tally.problem(REFUSED, f"order {name!r}", str(err), order.cluster)
+                self._copies_failed.add(name)
                 continue
             if order.copies_version == order.version and order.copies == wanted:
+                self._copies_failed.discard(name)
                 continue
-            order.copies, order.copies_version = wanted, None
-            self._dirty = True
+            order = self.state.orders[name] = replace(order, copies=wanted, copies_version=None)
             if wanted:
                 try:
                     files = self.installer.read(order.safe_name, order.version, order.key_type)
                     write_copies(files, wanted, modes_for(settings))
                 except InstallError as err:
                     tally.problem(FAILED, f"order {name!r}", str(err), order.cluster)
+                    self._copies_failed.add(name)
                     continue
-            order.copies_version = order.version
+            self.state.orders[name] = replace(order, copies_version=order.version)
+            self._copies_failed.discard(name)
 
     # -- check_command and rollback ------------------------------------------------------
 
@@ -373,44 +434,61 @@ class Agent:
             if order.safe_name in owed.updated:
                 owed.updated.remove(order.safe_name)
         self.state.owed = [owed for owed in self.state.owed if owed.updated or owed.removed]
-        self._complete_copies(tally)
+        self._complete_copies([name], tally)
         log.warning("order %r rolled back", name)
 
     # -- removals ------------------------------------------------------------------------
 
-    def _removals(self, owners: dict[str, str], now: int, tally: Tally) -> list[str]:
-        """Handle installed orders their cluster no longer publishes; return deleted names."""
-        deleted: list[str] = []
-        for trust in self.config.clusters:
-            cluster_state = self.state.cluster(trust.name)
-            if not cluster_state.complete():
-                continue  # an unread shard may still hold them
-            entries = cluster_state.entries()
-            tombstones = cluster_state.tombstones()
-            for name, order in sorted(self.state.orders.items()):
-                if order.cluster != trust.name or name in entries:
-                    continue
-                if order.removed_at is None:
-                    stone = tombstones.get(name)
-                    order.removed_at = stone.removed_at if stone else now
-                    self._dirty = True
-                    log.warning("order %r was removed from cluster %s", name, trust.name)
-                settings = self.config.settings_for(name)
-                if settings.remove != "delete" or now < order.removed_at + settings.remove_after:
-                    tally.retired.append(name)
-                    continue
-                try:
-                    self.installer.delete(order.safe_name)
-                    remove_copies(order.copies)
-                except InstallError as err:
-                    tally.problem(FAILED, f"order {name!r}", str(err), trust.name)
-                    continue
-                del self.state.orders[name]
-                self._dirty = True
-                deleted.append(name)
-                tally.removed.append(name)
-                log.info("deleted the files of removed order %r", name)
-        return deleted
+    def _removals(self, now: int, tally: Tally, full: bool) -> list[str]:
+        """Handle installed orders their cluster no longer publishes; return deleted names.
+
+        A full pass finds them (and keeps the index of those whose files are kept); any
+        other poll only looks at that index."""
+        if full:
+            self._retired.clear()
+            candidates: list[tuple[str, str]] = []
+            by_cluster: dict[str, list[str]] = {}
+            for name, order in self.state.orders.items():
+                by_cluster.setdefault(order.cluster, []).append(name)
+            for trust in self.config.clusters:
+                cluster_state = self.state.cluster(trust.name)
+                if not cluster_state.complete():
+                    continue  # an unread shard may still hold them
+                entries = cluster_state.entries()
+                gone = [n for n in by_cluster.get(trust.name, []) if n not in entries]
+                candidates.extend((trust.name, name) for name in sorted(gone))
+        else:
+            candidates = [(cluster, name) for name, cluster in self._retired.items()]
+            self._retired.clear()
+        return [name for cluster, name in candidates if self._remove(cluster, name, now, tally)]
+
+    def _remove(self, cluster: str, name: str, now: int, tally: Tally) -> bool:
+        """Retire or delete an order its cluster no longer publishes; True if deleted."""
+        order = self.state.orders.get(name)
+        if order is None:
+            return False
+        if order.removed_at is None:
+            stone = self.state.cluster(cluster).tombstones().get(name)
+            order = self.state.orders[name] = replace(
+                order, removed_at=stone.removed_at if stone else now
+            )
+            log.warning("order %r was removed from cluster %s", name, cluster)
+        settings = self.config.settings_for(name)
+        assert order.removed_at is not None
+        if settings.remove != "delete" or now < order.removed_at + settings.remove_after:
+            tally.retired.append(name)
+            self._retired[name] = cluster
+            return False
+        try:
+            self.installer.delete(order.safe_name)
+            remove_copies(order.copies)
+        except InstallError as err:
+            tally.problem(FAILED, f"order {name!r}", str(err), cluster)
+            return False
+        del self.state.orders[name]
+        tally.removed.append(name)
+        log.info("deleted the files of removed order %r", name)
+        return True
 
     # -- on_update -----------------------------------------------------------------------
 
@@ -448,7 +526,6 @@ class Agent:
                 f"on_update command {owed.command!r} {outcome.describe()} "
                 f"(failure {owed.failures}; retried on the next poll)",
             )
-            self._save()
 
     def _env(
         self, updated: Sequence[str], removed: Sequence[str], generation: int = 0
@@ -465,14 +542,22 @@ class Agent:
 
     # -- reporting: health, metrics file, acks --------------------------------------------
 
-    def _report(self, result: PollResult, now: int) -> None:
-        """After a poll: record its health, rewrite the metrics file, write changed acks."""
+    def _report(self, result: PollResult, now: int, changed: bool) -> None:
+        """After a poll: record its health, rewrite the metrics file, write changed acks.
+
+        Unless ``changed`` (a full pass, or an order or command changed), the per-order
+        metrics are the cached ones and only acks that could not be written are tried."""
         self._report_orphans()
         self.health.record(result, now)
         self.health_store.save(self.health)
         clusters = [trust.name for trust in self.config.clusters]
         if self.config.metrics_file:
-            text = render_metrics(clusters, self.state, self.health, now=now)
+            revision = self.state.orders.revision
+            if self._order_metrics is None or self._order_metrics[0] != revision:
+                self._order_metrics = (revision, render_order_metrics(self.state.orders))
+            text = render_metrics(
+                clusters, self.state, self.health, now=now, order_text=self._order_metrics[1]
+            )
             try:
                 write_metrics(self.config.metrics_file, text)
             except OSError as err:
@@ -484,12 +569,16 @@ class Agent:
                 break
             if trust.name not in reached:
                 continue  # the store is down for this cluster: the ack waits for it
+            if not changed and trust.name not in self.acks.unsent:
+                continue  # the same as the last one
             cluster_state = self.state.cluster(trust.name)
             self.acks.report(
                 trust.name,
                 trust.secrets,
                 generation=cluster_state.applied_generation,
-                orders=ack_orders(self.state, trust.name, result),
+                orders=ack_orders(
+                    self.state, trust.name, result, self.acks.last_orders(trust.name)
+                ),
                 now=now,
             )
 

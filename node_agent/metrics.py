@@ -14,17 +14,19 @@ one. Metrics (times are Unix seconds):
 - ``certfleet_agent_refused_objects_total{cluster,kind}`` — refusals by object kind
   (head, shard, bundle, order), counted on every poll while a refusal lasts.
 
-Order names do appear as label values: the file stays on the node.
+Order names do appear as label values: the file stays on the node. The per-order lines are
+most of the file (about 190 bytes per order); ``render_order_metrics`` renders them alone so
+that the agent can keep them between polls that change no order.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from node_agent.diskfile import FileMode, write_atomic
 from node_agent.health import OBJECT_KINDS, Health
-from node_agent.state import AgentState
+from node_agent.state import AgentState, InstalledOrder
 
 _MODE = FileMode(0o644)
 _PREFIX = "certfleet_agent_"
@@ -51,8 +53,35 @@ class _Family:
         self.lines.append(f"{self.name}{_labels(labels)} {shown}")
 
 
-def render_metrics(clusters: Iterable[str], state: AgentState, health: Health, *, now: int) -> str:
-    """The metrics file's text for the configured ``clusters``."""
+def render_order_metrics(orders: Mapping[str, InstalledOrder]) -> str:
+    """The per-order part of the metrics file (both per-order families, in name order)."""
+    not_after = _Family(
+        "certificate_not_after_timestamp_seconds",
+        "gauge",
+        "Expiry of the installed certificate of each order.",
+    )
+    installed = _Family(
+        "certificate_installed_timestamp_seconds",
+        "gauge",
+        "When the installed certificate of each order was switched in.",
+    )
+    for name, order in sorted(orders.items()):
+        not_after.sample(order.not_after, ("order", name))
+        installed.sample(order.installed_at, ("order", name))
+    return "\n".join(line for family in (not_after, installed) for line in family.lines)
+
+
+def render_metrics(
+    clusters: Iterable[str],
+    state: AgentState,
+    health: Health,
+    *,
+    now: int,
+    order_text: str | None = None,
+) -> str:
+    """The metrics file's text for the configured ``clusters``.
+
+    ``order_text``, when given, is ``render_order_metrics(state.orders)`` rendered before."""
     last_poll = _Family(
         "last_successful_poll_timestamp_seconds",
         "gauge",
@@ -77,25 +106,15 @@ def render_metrics(clusters: Iterable[str], state: AgentState, health: Health, *
         counts = cluster_health.refused
         for kind in sorted(set(OBJECT_KINDS) | set(counts)):
             refused.sample(counts.get(kind, 0), label, ("kind", kind))
-    not_after = _Family(
-        "certificate_not_after_timestamp_seconds",
-        "gauge",
-        "Expiry of the installed certificate of each order.",
-    )
-    installed = _Family(
-        "certificate_installed_timestamp_seconds",
-        "gauge",
-        "When the installed certificate of each order was switched in.",
-    )
-    for name, order in sorted(state.orders.items()):
-        not_after.sample(order.not_after, ("order", name))
-        installed.sample(order.installed_at, ("order", name))
+    if order_text is None:
+        order_text = render_order_metrics(state.orders)
     hooks = _Family(
         "hook_failures_total", "counter", "Failed check_command and on_update command runs."
     )
     hooks.sample(health.hook_failures_total)
-    families = (last_poll, generation, expired, refused, not_after, installed, hooks)
-    return "\n".join(line for family in families for line in family.lines) + "\n"
+    head = "\n".join(line for family in (last_poll, generation, expired, refused)
+                     for line in family.lines)  # fmt: skip
+    return "\n".join((head, order_text, *hooks.lines)) + "\n"
 
 
 def write_metrics(path: str, text: str) -> None:

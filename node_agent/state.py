@@ -1,128 +1,118 @@
-"""The agent's durable state: what it accepted from each cluster, what it installed, what is due.
+"""The agent's durable state on disk: a small index and content-addressed record files.
 
-Kept in ``<state_dir>/state.json`` (mode 0600, replaced atomically) and ``<state_dir>/node-id``
-(made once). It holds no key material: order names, hashes, serials, version names,
-the shard index of each cluster's last accepted head, and the on_update commands that are
-still owed (so a failed or interrupted command is retried after a restart).
+```
+<state_dir>/state.json                     0600, the index, replaced atomically: each
+                                           cluster's accepted head (ETags, generations, the
+                                           hash of each shard read), the owed on_update
+                                           commands, and the record file of each order bucket
+<state_dir>/state.d/shards/<shard hash>    0600, the entries and tombstones of one shard, named
+                                           by the hash of the stored shard (written once)
+<state_dir>/state.d/orders/<digest>        0600, the installed orders of one bucket (order
+                                           names spread over 1,024 buckets by CRC-32), named
+                                           by the BLAKE2b digest of its content
+<state_dir>/node-id                        this node's random id (made once)
+```
 
-Losing the file is safe: the agent fetches everything again and reinstalls (a new version
-of each order, the same content). Only rollback protection then falls back to
-``min_generation``.
+A save writes only the record files that do not exist yet — the shards of a new head that
+were fetched, the buckets of the orders that changed (``OrderTable.changed``) — fsyncs them,
+then replaces the index, then removes the record files the old index named and the new one
+does not. A crash at any instant leaves either the old index or the new one, and every file
+it names complete (files are renamed into place after an fsync; the one a crash interrupts
+is a temporary name, or an unreferenced record removed at the next save). One order changed
+among 100,000 writes the index (~80 KB), one bucket (~40 KB) and one shard file.
+
+No key material: order names, hashes, serials, version names, owed commands. Losing the
+state is safe: the agent fetches everything again and reinstalls (a new version of each
+order, the same content). Only rollback protection then falls back to ``min_generation``.
+A schema 1 ``state.json`` (everything in one file) is still read; the next save replaces it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import secrets
-from dataclasses import asdict, dataclass, field
+import zlib
+from collections.abc import Iterable
 from typing import Any
 
 from certfleet.bundle import FormatError, ShardEntry, Tombstone
-from node_agent.diskfile import FileMode, fsync_dir, write_atomic, write_new
+from node_agent.diskfile import FileMode, fsync_dir, temp_name, write_atomic, write_new
 from node_agent.errors import StateError
+from node_agent.record import (
+    AgentState,
+    ClusterState,
+    InstalledOrder,
+    OrderTable,
+    OwedCommand,
+    ShardRecord,
+)
 
 STATE_FILE = "state.json"
+RECORDS_DIR = "state.d"
 NODE_ID_FILE = "node-id"
-_SCHEMA = 1
+BUCKETS = 1024
+_SCHEMA = 2
+_OLD_SCHEMA = 1
 _STATE_MODE = FileMode(0o600)
+_DIR_MODE = 0o700
+_RECORD_NAME = re.compile(r"[0-9a-f]{32,128}")
+_LOAD_TRIES = 3  # a save may remove records between reading the index and reading them
+
+__all__ = [
+    "BUCKETS",
+    "NODE_ID_FILE",
+    "RECORDS_DIR",
+    "STATE_FILE",
+    "AgentState",
+    "ClusterState",
+    "InstalledOrder",
+    "OrderTable",
+    "OwedCommand",
+    "ShardRecord",
+    "StateStore",
+    "bucket_of",
+    "node_id",
+]
 
 
-@dataclass
-class ShardRecord:
-    """A shard of the accepted head that was fetched and opened, by its stored hash."""
-
-    hash: str
-    entries: tuple[ShardEntry, ...] = ()
-    tombstones: tuple[Tombstone, ...] = ()
+def bucket_of(order_name: str) -> int:
+    """The order bucket an order name is recorded in (stable across versions)."""
+    return zlib.crc32(order_name.encode("utf-8")) % BUCKETS
 
 
-@dataclass
-class ClusterState:
-    """What the agent accepted from one cluster.
-
-    ``accepted_generation`` is the newest verified head whose shards were read (the rollback
-    floor); ``applied_generation``/``applied_etag`` that of the last head whose every order
-    was installed or deferred (its ETag is what the conditional GET sends).
-    """
-
-    applied_etag: str | None = None
-    applied_generation: int = 0
-    accepted_generation: int = 0
-    valid_until: int = 0
-    shard_count: int = 0
-    shards: dict[int, ShardRecord] = field(default_factory=dict)
-
-    def entries(self) -> dict[str, ShardEntry]:
-        return {e.order_name: e for record in self.shards.values() for e in record.entries}
-
-    def tombstones(self) -> dict[str, Tombstone]:
-        return {t.order_name: t for record in self.shards.values() for t in record.tombstones}
-
-    def complete(self) -> bool:
-        """True when every shard of the accepted head was read."""
-        return self.shard_count > 0 and len(self.shards) == self.shard_count
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
-@dataclass
-class InstalledOrder:
-    """An order present in ``orders/``: its current version and the one before it."""
-
-    cluster: str
-    safe_name: str
-    bundle_hash: str
-    serial: str
-    key_type: str
-    not_after: int
-    version: str
-    previous: InstalledOrder | None = None
-    copies: dict[str, str] = field(default_factory=dict)
-    copies_version: str | None = None
-    removed_at: int | None = None
-    installed_at: int = 0
-    dns_names: list[str] = field(default_factory=list)
+# -- records ------------------------------------------------------------------------------
 
 
-@dataclass
-class OwedCommand:
-    """An on_update command not yet run successfully, with the orders it is owed for."""
-
-    command: str
-    updated: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    generation: int = 0
-    failures: int = 0
-    last_error: str = ""
+def _entry(raw: list[Any]) -> ShardEntry:
+    name, digest, serial, not_after, install_after = raw
+    return ShardEntry(name, bytes.fromhex(digest), serial, int(not_after), int(install_after))
 
 
-@dataclass
-class AgentState:
-    clusters: dict[str, ClusterState] = field(default_factory=dict)
-    orders: dict[str, InstalledOrder] = field(default_factory=dict)
-    owed: list[OwedCommand] = field(default_factory=list)
-
-    def cluster(self, name: str) -> ClusterState:
-        return self.clusters.setdefault(name, ClusterState())
-
-
-def _entry(raw: dict[str, Any]) -> ShardEntry:
-    return ShardEntry(
-        raw["order_name"],
-        bytes.fromhex(raw["bundle_hash"]),
-        raw["serial"],
-        int(raw["not_after"]),
-        int(raw["install_after"]),
+def _shard_json(record: ShardRecord) -> bytes:
+    return _dumps(
+        {
+            "entries": [
+                [e.order_name, e.bundle_hash.hex(), e.serial, e.not_after, e.install_after]
+                for e in record.entries
+            ],
+            "tombstones": [[t.order_name, t.removed_at] for t in record.tombstones],
+        }
     )
 
 
-def _entry_json(entry: ShardEntry) -> dict[str, Any]:
-    return {
-        "order_name": entry.order_name,
-        "bundle_hash": entry.bundle_hash.hex(),
-        "serial": entry.serial,
-        "not_after": entry.not_after,
-        "install_after": entry.install_after,
-    }
+def _shard(digest: str, raw: dict[str, Any]) -> ShardRecord:
+    return ShardRecord(
+        digest,
+        tuple(_entry(e) for e in raw["entries"]),
+        tuple(Tombstone(name, int(removed_at)) for name, removed_at in raw["tombstones"]),
+    )
 
 
 def _order_json(order: InstalledOrder) -> dict[str, Any]:
@@ -135,18 +125,35 @@ def _order_json(order: InstalledOrder) -> dict[str, Any]:
 
 def _order(raw: dict[str, Any]) -> InstalledOrder:
     previous = raw.pop("previous", None)
-    order = InstalledOrder(**raw)
-    order.previous = _order(previous) if previous else None
-    return order
+    return InstalledOrder(**raw, previous=_order(previous) if previous else None)
 
 
-def _from_json(raw: dict[str, Any]) -> AgentState:
+def _cluster_json(cluster: ClusterState) -> dict[str, Any]:
+    return {
+        "applied_etag": cluster.applied_etag,
+        "applied_generation": cluster.applied_generation,
+        "accepted_generation": cluster.accepted_generation,
+        "valid_until": cluster.valid_until,
+        "shard_count": cluster.shard_count,
+        "shards": {str(index): record.hash for index, record in cluster.shards.items()},
+    }
+
+
+def _entry_of_schema_1(raw: dict[str, Any]) -> ShardEntry:
+    return _entry(
+        [raw["order_name"], raw["bundle_hash"], raw["serial"], raw["not_after"],
+         raw["install_after"]]
+    )  # fmt: skip
+
+
+def _from_schema_1(raw: dict[str, Any]) -> AgentState:
+    """A state.json of schema 1: every shard entry and installed order in one document."""
     state = AgentState()
     for name, cluster in raw.get("clusters", {}).items():
         shards = {
             int(index): ShardRecord(
                 record["hash"],
-                tuple(_entry(e) for e in record["entries"]),
+                tuple(_entry_of_schema_1(e) for e in record["entries"]),
                 tuple(
                     Tombstone(t["order_name"], int(t["removed_at"])) for t in record["tombstones"]
                 ),
@@ -154,64 +161,222 @@ def _from_json(raw: dict[str, Any]) -> AgentState:
             for index, record in cluster.pop("shards", {}).items()
         }
         state.clusters[name] = ClusterState(**cluster, shards=shards)
-    state.orders = {name: _order(order) for name, order in raw.get("orders", {}).items()}
+    orders = raw.get("orders", {})
+    state.orders = OrderTable((name, _order(order)) for name, order in orders.items())
     state.owed = [OwedCommand(**owed) for owed in raw.get("owed", [])]
     return state
 
 
-def _to_json(state: AgentState) -> dict[str, Any]:
-    clusters = {}
-    for name, cluster in state.clusters.items():
-        raw = {key: value for key, value in vars(cluster).items() if key != "shards"}
-        raw["shards"] = {
-            str(index): {
-                "hash": record.hash,
-                "entries": [_entry_json(e) for e in record.entries],
-                "tombstones": [
-                    {"order_name": t.order_name, "removed_at": t.removed_at}
-                    for t in record.tombstones
-                ],
-            }
-            for index, record in cluster.shards.items()
-        }
-        clusters[name] = raw
-    return {
-        "schema": _SCHEMA,
-        "clusters": clusters,
-        "orders": {name: _order_json(order) for name, order in state.orders.items()},
-        "owed": [asdict(owed) for owed in state.owed],
-    }
+# -- the store ----------------------------------------------------------------------------
 
 
 class StateStore:
-    """Loads and saves ``AgentState`` in a state directory."""
+    """Loads and saves one ``AgentState`` in a state directory, writing only what changed.
+
+    The store remembers what the last ``load`` or ``save`` put on disk; saving another
+    ``AgentState`` object than that one writes every bucket again."""
 
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, STATE_FILE)
+        self.records_dir = os.path.join(state_dir, RECORDS_DIR)
+        self._shards_dir = os.path.join(self.records_dir, "shards")
+        self._orders_dir = os.path.join(self.records_dir, "orders")
+        self._tracked: AgentState | None = None
+        self._buckets: dict[int, str] = {}  # bucket -> record file named in the index
+        self._members: dict[int, set[str]] = {}  # bucket -> order names in it
+        self._shard_files: set[str] = set()  # shard records named in the index
+        self._swept = False
+
+    # -- loading --------------------------------------------------------------------------
 
     def load(self) -> AgentState:
+        """The saved state (an empty one if there is none); StateError if unreadable."""
+        for attempt in range(_LOAD_TRIES):
+            try:
+                return self._load()
+            except FileNotFoundError as err:  # a save replaced the index meanwhile
+                if attempt == _LOAD_TRIES - 1:
+                    raise StateError(self.path, f"a record it names is missing: {err}") from err
+        raise AssertionError("unreachable")
+
+    def _load(self) -> AgentState:
         try:
             with open(self.path, "rb") as f:
                 raw = json.loads(f.read())
         except FileNotFoundError:
-            return AgentState()
+            state = AgentState()
+            self._track(state, {}, {}, set())
+            return state
         except (OSError, ValueError) as err:
             raise StateError(self.path, f"unreadable: {err}") from err
-        if not isinstance(raw, dict) or raw.get("schema") != _SCHEMA:
+        if not isinstance(raw, dict) or raw.get("schema") not in (_SCHEMA, _OLD_SCHEMA):
             raise StateError(self.path, f"not a schema {_SCHEMA} agent state file")
         try:
-            return _from_json(raw)
-        except (KeyError, TypeError, ValueError, AttributeError, FormatError) as err:
+            if raw["schema"] == _OLD_SCHEMA:
+                state = _from_schema_1(raw)
+                self._track(None, {}, {}, set())  # the next save writes the new layout
+                return state
+            return self._from_index(raw)
+        except FileNotFoundError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, FormatError, OSError) as err:
             raise StateError(self.path, f"malformed: {err}") from err
 
+    def _read_record(self, directory: str, name: Any) -> Any:
+        if not isinstance(name, str) or not _RECORD_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a record name")
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+        if directory == self._orders_dir and _digest(data) != name:
+            raise ValueError(f"record {name} does not match its name")
+        return json.loads(data)
+
+    def _from_index(self, raw: dict[str, Any]) -> AgentState:
+        state = AgentState()
+        for name, cluster in raw["clusters"].items():
+            shards = {}
+            for index, digest in cluster["shards"].items():
+                shards[int(index)] = _shard(digest, self._read_record(self._shards_dir, digest))
+            fields = {key: value for key, value in cluster.items() if key != "shards"}
+            state.clusters[name] = ClusterState(**fields, shards=shards)
+        buckets: dict[int, str] = {}
+        members: dict[int, set[str]] = {}
+        orders: list[tuple[str, InstalledOrder]] = []
+        for bucket, record_name in raw["orders"].items():
+            number = int(bucket)
+            content = self._read_record(self._orders_dir, record_name)
+            buckets[number] = record_name
+            members[number] = set(content)
+            if any(bucket_of(name) != number for name in content):
+                raise ValueError(f"record {record_name} holds orders of another bucket")
+            orders.extend((name, _order(order)) for name, order in content.items())
+        state.orders = OrderTable(orders)
+        state.owed = [OwedCommand(**owed) for owed in raw["owed"]]
+        shard_files = {r.hash for c in state.clusters.values() for r in c.shards.values()}
+        self._track(state, buckets, members, shard_files)
+        return state
+
+    def _track(
+        self,
+        state: AgentState | None,
+        buckets: dict[int, str],
+        members: dict[int, set[str]],
+        shard_files: set[str],
+    ) -> None:
+        """Remember what is on disk for ``state`` (None: nothing in the new layout)."""
+        if state is not None:
+            state.orders.changed.clear()
+        self._tracked, self._buckets, self._members = state, buckets, members
+        self._shard_files = shard_files
+
+    # -- saving ---------------------------------------------------------------------------
+
     def save(self, state: AgentState) -> None:
-        data = json.dumps(_to_json(state), sort_keys=True, separators=(",", ":")).encode()
+        """Write what changed since the last load or save; StateError if it cannot."""
         try:
-            os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
-            write_atomic(self.path, data, _STATE_MODE)
+            self._save(state)
         except OSError as err:
             raise StateError(self.path, f"cannot be written: {err}") from err
+
+    def _save(self, state: AgentState) -> None:
+        tracked = state is self._tracked
+        if tracked:
+            changed: dict[int, set[str]] = {}
+            for name in state.orders.changed:
+                changed.setdefault(bucket_of(name), set()).add(name)
+            members = {b: set(self._members.get(b, ())) for b in changed}
+            for bucket, names in changed.items():
+                members[bucket].update(n for n in names if n in state.orders)
+                members[bucket].difference_update(n for n in names if n not in state.orders)
+            buckets = dict(self._buckets)
+        else:
+            members = {}
+            for name in state.orders:
+                members.setdefault(bucket_of(name), set()).add(name)
+            buckets = {}
+        records: list[tuple[str, bytes]] = []
+        for bucket in sorted(members):
+            names = members[bucket]
+            if not names:
+                buckets.pop(bucket, None)
+                continue
+            data = _dumps({name: _order_json(state.orders[name]) for name in sorted(names)})
+            record_name = buckets[bucket] = _digest(data)
+            records.append((os.path.join(self._orders_dir, record_name), data))
+        shards = {r.hash: r for c in state.clusters.values() for r in c.shards.values()}
+        for digest, record in shards.items():
+            if not _RECORD_NAME.fullmatch(digest):
+                raise OSError(f"shard hash {digest!r} is not a record name")
+            path = os.path.join(self._shards_dir, digest)
+            if digest not in self._shard_files if tracked else not os.path.exists(path):
+                records.append((path, _shard_json(record)))
+        os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
+        self._write_records(records)
+        index = {
+            "schema": _SCHEMA,
+            "clusters": {name: _cluster_json(c) for name, c in state.clusters.items()},
+            "orders": {str(bucket): name for bucket, name in sorted(buckets.items())},
+            "owed": [vars(owed) for owed in state.owed],
+        }
+        write_atomic(self.path, _dumps(index), _STATE_MODE)
+        # The new index is in place: forget the old one and remove what only it named.
+        old_orders, old_shards = set(self._buckets.values()), self._shard_files
+        state.orders.changed.clear()
+        if not tracked:
+            self._members = {}
+        for bucket, names in members.items():
+            if names:
+                self._members[bucket] = names
+            else:
+                self._members.pop(bucket, None)
+        self._tracked, self._buckets, self._shard_files = state, buckets, set(shards)
+        self._remove(self._orders_dir, old_orders - set(buckets.values()))
+        self._remove(self._shards_dir, old_shards - self._shard_files)
+        if not self._swept:
+            self._swept = True
+            self._sweep(set(buckets.values()), self._shard_files)
+
+    def _write_records(self, records: Iterable[tuple[str, bytes]]) -> None:
+        """Write each record under a temporary name, fsync, rename; then fsync the dirs."""
+        touched: set[str] = set()
+        for path, data in records:
+            directory = os.path.dirname(path)
+            if directory not in touched:
+                os.makedirs(directory, mode=_DIR_MODE, exist_ok=True)
+                touched.add(directory)
+            temp = temp_name(directory)
+            write_new(temp, data, _STATE_MODE)
+            try:
+                os.replace(temp, path)
+            except BaseException:
+                os.unlink(temp)
+                raise
+        for directory in sorted(touched):
+            fsync_dir(directory)
+
+    @staticmethod
+    def _remove(directory: str, names: Iterable[str]) -> None:
+        for name in names:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:
+                continue
+            except OSError:
+                continue  # an unreferenced record is removed at a later save
+
+    def _sweep(self, orders: set[str], shards: set[str]) -> None:
+        """Remove records no index names (left by a crash between writing and removing)."""
+        for directory, keep in ((self._orders_dir, orders), (self._shards_dir, shards)):
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            self._remove(directory, [name for name in names if name not in keep])
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def node_id(state_dir: str) -> str:

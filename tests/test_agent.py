@@ -7,6 +7,7 @@ checks what reached the disk.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import stat
@@ -200,7 +201,8 @@ def test_interrupted_copies_are_completed_at_next_start(world: World) -> None:
     # Simulate a crash after the switch, before the copy: the copy is missing and the
     # state says it is not done.
     (copies / "example.com.crt").unlink()
-    agent.state.orders["example.com"].copies_version = None
+    order = agent.state.orders["example.com"]
+    agent.state.orders["example.com"] = dataclasses.replace(order, copies_version=None)
     agent.states.save(agent.state)
     result = world.agent(extra).poll_once()
     assert result.ok and not result.installed
