@@ -15,6 +15,7 @@ import pytest
 
 from certfleet.bundle import open_shard, peek_head
 from certfleet.store import FileStore
+from certfleet.sync import mark_rekey
 from certfleet.sync.layout import bundle_key, head_key, pending_key, shard_key
 from certfleet.sync.state import StateStore
 from tests.plugins.faults import installed_orders
@@ -120,22 +121,33 @@ def test_verify_store_finds_corruption_that_the_sweep_cannot_see(
     assert clean.objects_repaired == 0 and clean.heads_published == 0 and clean.errors == {}
 
 
-def test_a_lost_pending_key_is_replaced_not_failed_forever(
-    make_sandbox: Callable[..., Sandbox], s3_url: str, seaweedfs: SeaweedFS
+def test_lost_pending_key_and_bundle_of_one_order_give_one_new_key(
+    make_sandbox: Callable[..., Sandbox], s3_url: str, seaweedfs: SeaweedFS, tmp_path: Path
 ) -> None:
-    world = make_world(make_sandbox(issue_delay=30), s3_url, seaweedfs.endpoint)
-    world.settings["issue_wait"] = 0.0
+    world = make_world(make_sandbox(issue_delay=2), s3_url, seaweedfs.endpoint)
     name = world.add(world.host("pending"))
-    assert world.sync().keys_generated == 1
+    assert world.sync().certificates_published == 1  # waits up to issue_wait (5 s)
+    old_key = world.published().bundles[name].private_key_pem
+    mark_rekey(world.config(), world.cluster, [name], store=world.store)
+    world.settings["issue_wait"] = 0.0
+    assert world.sync().keys_generated == 1  # the rekey's certificate is still pending
     states = StateStore(world.store, world.cluster, world.secrets)
     lost = states.load().pending[name].object
     world.store.delete(pending_key(world.cluster, lost))
+    world.store.delete(bundle_key(world.cluster, world.published().entries[name].bundle_hash.hex()))
     force_sweep(world)
     summary = world.sync()
-    assert summary.errors == {} and summary.objects_repaired == 1
-    assert summary.keys_generated == 1, "a new key, stored before its CSR"
+    assert summary.errors == {} and summary.objects_repaired == 2
+    assert summary.keys_generated == 1, "one new key, stored before its CSR"
     replaced = states.load().pending[name].object
     assert replaced != lost and world.store.get(pending_key(world.cluster, replaced))
+    world.settings["issue_wait"] = 5.0
+    assert world.sync().certificates_published == 1
+    assert world.published().bundles[name].private_key_pem != old_key
+    result = fresh_agent_poll(
+        world, tmp_path / "agent", seaweedfs.endpoint, [world.signing_key.public_key()]
+    )
+    assert result.ok and set(installed_orders(tmp_path / "agent")) == {name}
 
 
 def test_a_head_with_a_broken_signature_is_re_signed(world: World) -> None:

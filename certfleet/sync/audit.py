@@ -122,16 +122,17 @@ class Audit:
                 self.damaged.add(key)
 
     def _repair(self) -> None:
-        """Bundles: a new key for the order; pending keys: dropped. (Shards: the publisher.)"""
+        """Pending keys: dropped; then bundles: a new key for the order, unless a pending
+        key (a renewal under way) will replace it anyway. (Shards: the publisher.)"""
         state, cluster, tally = self.state, self.cluster, self.run.tally
-        for name, record in sorted(state.orders.items()):
-            if bundle_key(cluster, record.bundle) in self.damaged and name not in state.pending:
-                state.rekey.add(name)
-                log.warning("cluster %s: order %r: bundle lost, a new key follows", cluster, name)
         for name, pending in sorted(state.pending.items()):
             if pending_key(cluster, pending.object) in self.damaged:
                 del state.pending[name]
                 if pending.reason == "rekey":
                     state.rekey.add(name)
                 log.warning("cluster %s: order %r: pending key lost, planned again", cluster, name)
+        for name, record in sorted(state.orders.items()):
+            if bundle_key(cluster, record.bundle) in self.damaged and name not in state.pending:
+                state.rekey.add(name)
+                log.warning("cluster %s: order %r: bundle lost, a new key follows", cluster, name)
         tally.objects_repaired += len(self.damaged)
