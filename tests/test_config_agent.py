@@ -206,7 +206,13 @@ BROKEN = [
         MINIMAL.replace('"file:///srv/certfleet"', '"s3://"'),
         "agent.conf:1: option \"store\": 's3://': must name a bucket: s3://BUCKET or "
         "s3://BUCKET/PREFIX (valid: s3://BUCKET/PREFIX, file:///PATH, https://HOST/PATH or "
-        "http://HOST/PATH)",
+        "http://LOOPBACK/PATH)",
+    ),
+    (
+        MINIMAL.replace('"file:///srv/certfleet"', '"http://certs.example.net/x"'),
+        "agent.conf:1: option \"store\": 'http://certs.example.net/x': plain http:// is accepted "
+        "for loopback hosts only: use https:// (valid: s3://BUCKET/PREFIX, file:///PATH, "
+        "https://HOST/PATH or http://LOOPBACK/PATH)",
     ),
     (
         MINIMAL.replace(f'"{PUBLISHER}"', '"ed25519:abc"'),

@@ -151,7 +151,7 @@ def parse_agent_config(text: str, source: str) -> AgentConfig:
         checked = root.parsed(
             "store",
             lambda value: check_store_url(value, STORE_SCHEMES),
-            valid="s3://BUCKET/PREFIX, file:///PATH, https://HOST/PATH or http://HOST/PATH",
+            valid="s3://BUCKET/PREFIX, file:///PATH, https://HOST/PATH or http://LOOPBACK/PATH",
         )
         store = checked[0] if checked else ""
     store_endpoint = root.parsed(

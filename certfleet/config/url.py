@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from certfleet.store.https import LOOPBACK_HOSTS
+
 
 def check_store_url(text: str, schemes: Sequence[str]) -> str:
     """Return ``text`` if it is a store URL with one of ``schemes``; raise ValueError if not.
 
     ``s3://BUCKET[/PREFIX]``, ``file:///ABSOLUTE/PATH``, ``https://HOST[/PATH]`` (and
-    ``http://``) are the forms the store backends understand.
+    ``http://`` on loopback, for tests) are the forms the store backends understand.
     """
     try:
         parts = urlsplit(text)
@@ -30,6 +32,8 @@ def check_store_url(text: str, schemes: Sequence[str]) -> str:
             raise ValueError("must name an absolute path: file:///PATH (three slashes)")
     elif not parts.hostname:
         raise ValueError("must name a host")
+    elif parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ValueError("plain http:// is accepted for loopback hosts only: use https://")
     return text
 
 
