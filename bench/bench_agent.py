@@ -9,7 +9,14 @@ Run: .venv/bin/python bench/bench_agent.py [--json] [--orders 1,1000]
 - idle RSS of ``certfleet-agent`` running as a daemon (1 s poll interval, after a few idle
   polls), for the https:// and s3:// stores, and the RSS of the imports that dominate it;
 - install time: the first ``poll_once`` of a fresh node over N published ECDSA orders (the
-  publishing is not timed), file:// and s3://.
+  publishing is not timed), file:// and s3://;
+- state at scale (``--state-sizes``, default 1,000, 10,000 and 100,000 orders): a file://
+  publication of N entries (one real order, the others synthetic: their bundles are never
+  fetched because the node's seeded state already holds them, as in bench_propagation) and a
+  node with ``metrics_file`` and acks: loading the state (``Agent(...)``), the first poll
+  (head and every shard), an idle poll, a change of one order (CPU, and the bytes the state
+  save wrote), the state and metrics file sizes, and ``--status`` (``build_status`` +
+  ``format_status``).
 
 Publications come from ``tests.plugins.publisher`` (the format code, no sync engine).
 With ``--json`` the last stdout line is a JSON object (bench/run.py reads it).
@@ -22,6 +29,7 @@ import hashlib
 import http.server
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -29,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,14 +55,29 @@ from cryptography.hazmat.primitives.serialization import (  # noqa: E402
 )
 from cryptography.x509.oid import NameOID  # noqa: E402
 
+from certfleet.bundle import (  # noqa: E402
+    Head,
+    Shard,
+    ShardEntry,
+    encode_head,
+    next_generation,
+    safe_dir_name,
+    seal_shard,
+    shard_count,
+    shard_index,
+)
 from certfleet.config import parse_agent_config  # noqa: E402
 from certfleet.devstack import SeaweedFS, find_weed  # noqa: E402
 from certfleet.store import open_store  # noqa: E402
 from node_agent.agent import Agent  # noqa: E402
+from node_agent.state import AgentState, InstalledOrder, StateStore  # noqa: E402
+from node_agent.status import build_status, format_status  # noqa: E402
 from tests.plugins.publisher import Publisher, TestCa  # noqa: E402
 
 IDLE_POLLS = 20
 IDLE_ORDERS = 100
+STATE_SIZES = "1000,10000,100000"
+DAY = 86400
 
 
 # -- a TLS static server that answers conditional GETs, counting wire bytes ----------------
@@ -253,10 +276,146 @@ def install_time(store: str, orders: int, ca: TestCa, work: Path, endpoint: str 
     return round(elapsed, 3)
 
 
+# -- state at scale -----------------------------------------------------------------------
+
+
+class ScalePublication:
+    """N entries sharded as the sync shards them; only the renewed order has a real bundle."""
+
+    def __init__(self, publisher: Publisher, orders: int) -> None:
+        self.pub = publisher
+        self.count = shard_count(orders)
+        self.key = os.urandom(32)
+        self.generation = 0
+        self.shards: list[dict[str, ShardEntry]] = [{} for _ in range(self.count)]
+        not_after = int(time.time()) + 90 * DAY
+        for number in range(orders):
+            name = self.name(number)
+            digest = hashlib.sha256(name.encode()).digest()  # no such bundle: never fetched
+            self._set(ShardEntry(name, digest, format(number + 1, "x"), not_after, 0))
+        self.hashes = [self._seal(index) for index in range(self.count)]
+
+    @staticmethod
+    def name(number: int) -> str:
+        return f"o{number:06d}.scale.example"
+
+    def entries(self) -> list[ShardEntry]:
+        return [entry for shard in self.shards for entry in shard.values()]
+
+    def _set(self, entry: ShardEntry) -> int:
+        index = shard_index(self.key, entry.order_name, self.count)
+        self.shards[index][entry.order_name] = entry
+        return index
+
+    def _seal(self, index: int) -> bytes:
+        shard = Shard(tuple(self.shards[index].values()))
+        data = seal_shard(shard, cluster=self.pub.cluster, index=index, secrets=self.pub.secrets)
+        return self.pub.put_object("shards", data)
+
+    def renew(self, name: str) -> None:
+        bundle = self.pub.make_bundle(name)
+        entry = ShardEntry(name, self.pub.put_bundle(bundle), bundle.serial, bundle.not_after, 0)
+        index = self._set(entry)
+        self.hashes[index] = self._seal(index)
+        self.publish()
+
+    def publish(self) -> None:
+        now = int(time.time())
+        self.generation = next_generation(self.generation, now * 1000)
+        head = Head(
+            self.pub.cluster, self.generation, now, now + 3 * DAY,
+            tuple(secret.id for secret in self.pub.secrets), tuple(self.hashes),
+        )  # fmt: skip
+        self.pub.put_head(encode_head(head, self.pub.signing_key))
+
+
+def seed_state(state_dir: Path, entries: list[ShardEntry], skip: str) -> None:
+    """A node that installed every order but ``skip`` (their files are not written)."""
+    state = AgentState()
+    for entry in entries:
+        if entry.order_name != skip:
+            state.orders[entry.order_name] = InstalledOrder(
+                "bench", safe_dir_name(entry.order_name), entry.bundle_hash.hex(), entry.serial,
+                "ecdsa", entry.not_after, "seeded", copies_version="seeded",
+                installed_at=int(time.time()),
+            )  # fmt: skip
+    StateStore(str(state_dir)).save(state)
+
+
+def files_under(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_ino, p.stat().st_size) for p in root.rglob("*") if p.is_file()}
+
+
+def cpu_ms(action: Callable[[], object]) -> float:
+    started = time.thread_time()
+    action()
+    return round((time.thread_time() - started) * 1000, 2)
+
+
+def state_scale(orders: int, ca: TestCa, work: Path) -> dict[str, Any]:
+    root = work / f"scale-store-{orders}"
+    root.mkdir()
+    publisher = Publisher(open_store(f"file://{root}"), ca, "bench")
+    publication = ScalePublication(publisher, orders)
+    changed = ScalePublication.name(0)
+    publication.renew(changed)
+    state_dir = work / f"scale-state-{orders}"
+    seed_state(state_dir, publication.entries(), skip=changed)
+    metrics = work / f"scale-metrics-{orders}" / "agent.prom"
+    text = (
+        f'store = "file://{root}"\nstate_dir = "{state_dir}"\nmetrics_file = "{metrics}"\n'
+        + publisher.cluster_stanza()
+    )
+    config = parse_agent_config(text, "bench-scale.conf")
+    started = time.perf_counter()
+    agent = Agent(config)
+    load_seconds = time.perf_counter() - started
+
+    def poll(installed: tuple[str, ...]) -> None:
+        result = agent.poll_once()
+        if not result.ok or result.installed != installed:
+            raise RuntimeError(f"unexpected poll: {result.summary()} {result.problems[:3]}")
+
+    first = cpu_ms(lambda: poll((changed,)))
+    idle = [cpu_ms(lambda: poll(())) for _ in range(5)]
+    publication.renew(changed)
+    before = files_under(state_dir / "state.d")
+    before.update(files_under(state_dir / "state.json"))
+    before_index = (state_dir / "state.json").stat().st_ino
+    change = cpu_ms(lambda: poll((changed,)))
+    after = files_under(state_dir / "state.d")
+    index_size = (state_dir / "state.json").stat().st_size
+    written = sum(found[1] for path, found in after.items() if before.get(path) != found)
+    if (state_dir / "state.json").stat().st_ino != before_index:
+        written += index_size
+    idle_after = cpu_ms(lambda: poll(()))
+    started = time.perf_counter()
+    status_text = format_status(build_status(config, now=int(time.time())))
+    status_seconds = time.perf_counter() - started
+    assert config.metrics_file is not None
+    metrics_bytes = Path(config.metrics_file).stat().st_size
+    for directory in (root, state_dir):
+        shutil.rmtree(directory, ignore_errors=True)
+    return {
+        "orders": orders,
+        "load_seconds": round(load_seconds, 3),
+        "first_poll_cpu_ms": first,
+        "idle_poll_cpu_ms": round(min(idle), 2),
+        "change_poll_cpu_ms": change,
+        "idle_poll_after_change_cpu_ms": idle_after,
+        "change_state_bytes_written": written,
+        "state_index_bytes": index_size,
+        "state_bytes": index_size + sum(size for _, size in after.values()),
+        "metrics_file_bytes": metrics_bytes,
+        "status_seconds": round(status_seconds, 3),
+        "status_bytes": len(status_text),
+    }
+
+
 # -- main ---------------------------------------------------------------------------------
 
 
-def run(order_counts: list[int]) -> dict[str, Any]:
+def run(order_counts: list[int], state_sizes: list[int]) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="certfleet-bench-agent-"))
     ca = TestCa()
     weed = SeaweedFS(find_weed(), work / "seaweedfs", bucket="bench")
@@ -309,6 +468,7 @@ def run(order_counts: list[int]) -> dict[str, Any]:
             results["install_seconds_s3"][str(count)] = install_time(
                 f"s3://{weed.bucket}/install-{count}", count, ca, work, weed.endpoint
             )
+        results["state_scale"] = [state_scale(size, ca, work) for size in state_sizes]
     finally:
         weed.stop()
         for name, value in saved.items():
@@ -323,9 +483,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     parser.add_argument("--orders", default="1,1000", help="order counts to install")
+    parser.add_argument(
+        "--state-sizes", default=STATE_SIZES, help="order counts for the state-at-scale figures"
+    )
     args = parser.parse_args()
     counts = [int(part) for part in args.orders.split(",") if part]
-    results = run(counts)
+    sizes = [int(part) for part in args.state_sizes.split(",") if part]
+    results = run(counts, sizes)
     for section, figures in results.items():
         print(f"{section}: {figures}")
     if args.json:

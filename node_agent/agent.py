@@ -54,7 +54,7 @@ from node_agent.health import HealthStore
 from node_agent.hook import CommandRunner, ShellRunner
 from node_agent.installer import FileModes, Installer, file_modes, remove_copies, write_copies
 from node_agent.material import render
-from node_agent.metrics import render_metrics, render_order_metrics, write_metrics
+from node_agent.metrics import OrderMetrics, render_metrics, write_metrics
 from node_agent.result import FAILED, REFUSED, CommandRun, PollResult
 from node_agent.source import ClusterSource, bundle_object
 from node_agent.state import AgentState, InstalledOrder, OwedCommand, StateStore, node_id
@@ -125,7 +125,7 @@ class Agent:
         self._deferred: dict[str, tuple[str, int]] = {}  # name -> (cluster, install_after)
         self._retired: dict[str, str] = {}  # removed upstream, files kept: name -> cluster
         self._copies_failed: set[str] = set()
-        self._order_metrics: tuple[int, str] | None = None  # (orders revision, text)
+        self._order_metrics = OrderMetrics()
         self.health_store = HealthStore(config.state_dir)
         self.health = self.health_store.load()
         self.acks = AckWriter(self.store, self.node_id)
@@ -552,12 +552,8 @@ class Agent:
         self.health_store.save(self.health)
         clusters = [trust.name for trust in self.config.clusters]
         if self.config.metrics_file:
-            revision = self.state.orders.revision
-            if self._order_metrics is None or self._order_metrics[0] != revision:
-                self._order_metrics = (revision, render_order_metrics(self.state.orders))
-            text = render_metrics(
-                clusters, self.state, self.health, now=now, order_text=self._order_metrics[1]
-            )
+            order_text = self._order_metrics.text(self.state.orders)
+            text = render_metrics(clusters, self.state, self.health, now=now, order_text=order_text)
             try:
                 write_metrics(self.config.metrics_file, text)
             except OSError as err:
@@ -567,8 +563,10 @@ class Agent:
         for trust in self.config.clusters:
             if not self.acks.enabled:
                 break
-            if trust.name not in reached:
-                continue  # the store is down for this cluster: the ack waits for it
+            if trust.name not in reached:  # the store is down for this cluster: the ack waits
+                if changed:
+                    self.acks.unsent.add(trust.name)
+                continue
             if not changed and trust.name not in self.acks.unsent:
                 continue  # the same as the last one
             cluster_state = self.state.cluster(trust.name)

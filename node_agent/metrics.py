@@ -15,8 +15,8 @@ one. Metrics (times are Unix seconds):
   (head, shard, bundle, order), counted on every poll while a refusal lasts.
 
 Order names do appear as label values: the file stays on the node. The per-order lines are
-most of the file (about 190 bytes per order); ``render_order_metrics`` renders them alone so
-that the agent can keep them between polls that change no order.
+most of the file (about 195 bytes per order); ``OrderMetrics`` keeps them between polls, so a
+poll that changed no order renders none and a change renders the changed orders' lines.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from node_agent.diskfile import FileMode, write_atomic
 from node_agent.health import OBJECT_KINDS, Health
-from node_agent.state import AgentState, InstalledOrder
+from node_agent.state import AgentState, InstalledOrder, OrderTable
 
 _MODE = FileMode(0o644)
 _PREFIX = "certfleet_agent_"
@@ -53,22 +53,65 @@ class _Family:
         self.lines.append(f"{self.name}{_labels(labels)} {shown}")
 
 
+_NOT_AFTER = (
+    "certificate_not_after_timestamp_seconds",
+    "gauge",
+    "Expiry of the installed certificate of each order.",
+)
+_INSTALLED = (
+    "certificate_installed_timestamp_seconds",
+    "gauge",
+    "When the installed certificate of each order was switched in.",
+)
+
+
+def _order_samples(name: str, order: InstalledOrder) -> tuple[str, str]:
+    """The not_after and installed sample lines of one order."""
+    not_after, installed = _Family(*_NOT_AFTER), _Family(*_INSTALLED)
+    not_after.sample(order.not_after, ("order", name))
+    installed.sample(order.installed_at, ("order", name))
+    return not_after.lines[-1], installed.lines[-1]
+
+
+def _order_text(samples: Mapping[str, tuple[str, str]]) -> str:
+    names = sorted(samples)
+    not_after, installed = _Family(*_NOT_AFTER), _Family(*_INSTALLED)
+    not_after.lines.extend(samples[name][0] for name in names)
+    installed.lines.extend(samples[name][1] for name in names)
+    return "\n".join((*not_after.lines, *installed.lines))
+
+
 def render_order_metrics(orders: Mapping[str, InstalledOrder]) -> str:
     """The per-order part of the metrics file (both per-order families, in name order)."""
-    not_after = _Family(
-        "certificate_not_after_timestamp_seconds",
-        "gauge",
-        "Expiry of the installed certificate of each order.",
-    )
-    installed = _Family(
-        "certificate_installed_timestamp_seconds",
-        "gauge",
-        "When the installed certificate of each order was switched in.",
-    )
-    for name, order in sorted(orders.items()):
-        not_after.sample(order.not_after, ("order", name))
-        installed.sample(order.installed_at, ("order", name))
-    return "\n".join(line for family in (not_after, installed) for line in family.lines)
+    return _order_text({name: _order_samples(name, order) for name, order in orders.items()})
+
+
+class OrderMetrics:
+    """The per-order part of the metrics file, kept between polls.
+
+    ``text(orders)`` returns the last text while the table's ``revision`` has not moved;
+    otherwise it renders the lines of the orders whose record changed (a new
+    ``InstalledOrder`` object) and joins them again in name order."""
+
+    def __init__(self) -> None:
+        self._samples: dict[str, tuple[InstalledOrder, tuple[str, str]]] = {}
+        self._seen: tuple[int, int] | None = None  # (id of the table, its revision)
+        self._text = ""
+
+    def text(self, orders: OrderTable) -> str:
+        seen = (id(orders), orders.revision)
+        if seen == self._seen:
+            return self._text
+        samples: dict[str, tuple[InstalledOrder, tuple[str, str]]] = {}
+        for name, order in orders.items():
+            known = self._samples.get(name)
+            samples[name] = (
+                known if known is not None and known[0] is order
+                else (order, _order_samples(name, order))
+            )  # fmt: skip
+        self._samples, self._seen = samples, seen
+        self._text = _order_text({name: lines for name, (_, lines) in samples.items()})
+        return self._text
 
 
 def render_metrics(

@@ -8,7 +8,7 @@
 <state_dir>/state.d/shards/<shard hash>    0600, the entries and tombstones of one shard, named
                                            by the hash of the stored shard (written once)
 <state_dir>/state.d/orders/<digest>        0600, the installed orders of one bucket (order
-                                           names spread over 1,024 buckets by CRC-32), named
+                                           names spread over 1,024 buckets by BLAKE2b), named
                                            by the BLAKE2b digest of its content
 <state_dir>/node-id                        this node's random id (made once)
 ```
@@ -34,7 +34,6 @@ import json
 import os
 import re
 import secrets
-import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -79,8 +78,12 @@ __all__ = [
 
 
 def bucket_of(order_name: str) -> int:
-    """The order bucket an order name is recorded in (stable across versions)."""
-    return zlib.crc32(order_name.encode("utf-8")) % BUCKETS
+    """The order bucket an order name is recorded in (stable across versions).
+
+    A cryptographic hash, not CRC-32: CRC is linear, and names that differ in a few digits
+    (``web001`` … ``web999``) fall into a few hundred buckets of 1,024."""
+    digest = hashlib.blake2b(order_name.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
 
 
 def _dumps(value: Any) -> bytes:

@@ -251,8 +251,9 @@ class SpyTable(OrderTable):
 
 
 def spy_on(agent: Agent) -> SpyTable:
+    """Put a SpyTable in the place of the agent's orders (before its first poll)."""
     spy = SpyTable(agent.state.orders.items())
-    spy.changed, spy.revision = set(agent.state.orders.changed), agent.state.orders.revision
+    spy.changed = set(agent.state.orders.changed)
     agent.state.orders = spy
     return spy
 
@@ -298,6 +299,7 @@ def test_a_304_poll_walks_no_order_and_a_change_poll_saves_once(
     later = pub.issue("later.example", install_after=int(now) + 600)
     pub.publish()
     agent = make_agent(pub, tmp_path, lambda: clock[0])
+    spy = spy_on(agent)
     result = agent.poll_once()
     assert result.ok and len(result.installed) == 12 and result.deferred == ("later.example",)
     assert_saved(agent)
@@ -305,7 +307,7 @@ def test_a_304_poll_walks_no_order_and_a_change_poll_saves_once(
     acks = list((tmp_path / "store").rglob("acks/*"))
     assert len(acks) == 1
     ack_written = acks[0].stat().st_mtime_ns
-    spy = spy_on(agent)
+    spy.walks = 0
     for _ in range(3):  # nothing new, one order deferred: no walk, no save, no ack
         clock[0] += 60
         result = agent.poll_once()
