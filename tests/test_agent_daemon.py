@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import node_agent.ack
 from certfleet.bundle import open_ack
 from certfleet.config import parse_agent_config
 from certfleet.store import FileStore, StoreAccessDenied
@@ -335,6 +336,26 @@ def test_acks_are_written_only_when_something_changed(tmp_path: Path, file_pub: 
     written = ack_file.stat().st_mtime_ns
     agent.poll_once()  # nothing changed: no ack written
     assert ack_file.stat().st_mtime_ns == written
+
+
+def test_acks_of_large_clusters_list_only_the_exceptions(
+    tmp_path: Path, file_pub: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above MAX_LISTED_ORDERS an ack leaves out the orders installed at its generation (their
+    serial is the one that generation publishes), so it stays small at 100,000 orders."""
+    monkeypatch.setattr(node_agent.ack, "MAX_LISTED_ORDERS", 2)
+    for name in ("a.example", "b.example"):
+        file_pub.issue(name)
+    file_pub.issue("c.example", install_after=int(time.time()) + 3600)
+    file_pub.publish()
+    agent = agent_for(tmp_path, file_pub)
+    assert agent.poll_once().installed == ("a.example", "b.example")
+    ack_file = Path(file_pub.store.url[len("file://") :]) / ack_key("web", agent.node_id)
+    ack = open_ack(
+        ack_file.read_bytes(), cluster="web", node_id=agent.node_id, secrets=file_pub.secrets
+    )
+    assert ack.generation == file_pub.generation
+    assert [(order.order_name, order.state) for order in ack.orders] == [("c.example", "deferred")]
 
 
 class DeniesWrites(FileStore):
