@@ -74,6 +74,21 @@ def write_atomic(path: str, data: bytes, mode: FileMode) -> None:
     fsync_dir(directory)
 
 
+def create_atomic(path: str, data: bytes, mode: FileMode) -> None:
+    """Create ``path`` complete or not at all: a temporary file hard-linked to its name.
+
+    Raises ``FileExistsError`` when ``path`` exists; a crash leaves no partial ``path``.
+    """
+    directory = os.path.dirname(path) or "."
+    temp = temp_name(directory)
+    write_new(temp, data, mode)
+    try:
+        os.link(temp, path)
+    finally:
+        _unlink_quietly(temp)
+    fsync_dir(directory)
+
+
 def replace_symlink(link: str, target: str) -> None:
     """Point ``link`` at ``target`` atomically: a new symlink renamed over the old one."""
     directory = os.path.dirname(link) or "."

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-from node_agent.diskfile import FileMode, temp_name, write_new
+from node_agent.diskfile import FileMode, create_atomic
 from node_agent.errors import PidFileError
 
 log = logging.getLogger(__name__)
@@ -61,22 +61,16 @@ class PidFile:
 
     def acquire(self) -> None:
         """Write our PID; raise ``PidFileError`` if a live agent holds the file."""
-        directory = os.path.dirname(self.path)
         for _ in range(3):
-            temp = temp_name(directory)
             try:
-                write_new(temp, f"{self.pid}\n".encode(), _MODE)
-                try:
-                    os.link(temp, self.path)
-                except FileExistsError:
-                    pass
-                else:
-                    self.held = True
-                    return
-                finally:
-                    os.unlink(temp)
+                create_atomic(self.path, f"{self.pid}\n".encode(), _MODE)
+            except FileExistsError:
+                pass
             except OSError as err:
                 raise PidFileError(self.path, f"cannot be written: {err}") from err
+            else:
+                self.held = True
+                return
             other = read_pid(self.path)
             if other is not None and other != self.pid and agent_alive(other):
                 raise PidFileError(

@@ -38,7 +38,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from certfleet.bundle import FormatError, ShardEntry, Tombstone
-from node_agent.diskfile import FileMode, fsync_dir, temp_name, write_atomic, write_new
+from node_agent.diskfile import (
+    FileMode,
+    create_atomic,
+    fsync_dir,
+    temp_name,
+    write_atomic,
+    write_new,
+)
 from node_agent.errors import StateError
 from node_agent.record import (
     AgentState,
@@ -52,6 +59,7 @@ from node_agent.record import (
 STATE_FILE = "state.json"
 RECORDS_DIR = "state.d"
 NODE_ID_FILE = "node-id"
+_NODE_ID_MODE = FileMode(0o644)
 BUCKETS = 1024
 _SCHEMA = 2
 _OLD_SCHEMA = 1
@@ -383,8 +391,13 @@ def _digest(data: bytes) -> str:
 
 
 def node_id(state_dir: str) -> str:
-    """This node's random id, made once and kept in ``<state_dir>/node-id``."""
+    """This node's random id, made once and kept in ``<state_dir>/node-id``.
+
+    The file is created complete or not at all. An empty one (left by a crash of a version
+    that wrote it in place, before any ack could name it) is replaced by a new id.
+    """
     path = os.path.join(state_dir, NODE_ID_FILE)
+    existing: str | None = None
     try:
         with open(path, encoding="ascii") as f:
             existing = f.read().strip()
@@ -392,15 +405,16 @@ def node_id(state_dir: str) -> str:
         pass
     except (OSError, ValueError) as err:
         raise StateError(path, f"unreadable: {err}") from err
-    else:
-        if not existing:
-            raise StateError(path, "is empty; remove it to make a new node id")
+    if existing:
         return existing
     new_id = secrets.token_hex(16)
+    data = f"{new_id}\n".encode()
     try:
         os.makedirs(state_dir, mode=0o755, exist_ok=True)
-        write_new(path, f"{new_id}\n".encode(), FileMode(0o644))
-        fsync_dir(state_dir)
+        if existing is None:
+            create_atomic(path, data, _NODE_ID_MODE)
+        else:
+            write_atomic(path, data, _NODE_ID_MODE)
     except FileExistsError:
         return node_id(state_dir)
     except OSError as err:

@@ -39,6 +39,7 @@ from node_agent.state import (
     ShardRecord,
     StateStore,
     bucket_of,
+    node_id,
 )
 
 if TYPE_CHECKING:
@@ -384,3 +385,13 @@ def test_memory_and_disk_agree_after_every_kind_of_poll(pub: Publisher, tmp_path
         tmp_path / "state" / "orders" / "_.wild.example" / "ecdsa.crt.pem"
     ).read_bytes()
     assert again.state == agent.state
+
+
+def test_node_id_is_made_once_whole_and_an_empty_file_is_replaced(tmp_path: Path) -> None:
+    state_dir = str(tmp_path / "state")
+    first = node_id(state_dir)
+    assert len(first) == 32 and node_id(state_dir) == first
+    assert os.listdir(state_dir) == ["node-id"]  # no temporary file left beside it
+    (tmp_path / "state" / "node-id").write_text("")  # as a kill mid-write once left it
+    second = node_id(state_dir)
+    assert second != first and (tmp_path / "state" / "node-id").read_text() == f"{second}\n"
