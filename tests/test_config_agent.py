@@ -166,6 +166,8 @@ def test_api_key_notice_never_shows_the_key() -> None:
 
 
 VALID_FILES = 'an absolute path, e.g. "/etc/ssl/${ORDER_NAME}.pem"'
+VALID_PROBE = '"HOST:PORT" ("127.0.0.1:443", "[::1]:443"), or a list of them'
+VALID_SNI = "a host name the certificate covers, e.g. www.example.com"
 BROKEN = [
     (
         'store = "file:///x"\n',
@@ -331,6 +333,83 @@ BROKEN = [
         '"7d" or a number of seconds)',
     ),
     (
+        MINIMAL + 'default { probe = "::1:443" }',
+        "agent.conf:6: option \"probe\" in default: '::1:443': an IPv6 address is written in "
+        f"brackets, like [::1]:443 (valid: {VALID_PROBE})",
+    ),
+    (
+        MINIMAL + 'default { probe = "[::1]443" }',
+        "agent.conf:6: option \"probe\" in default: '[::1]443': an IPv6 address is written "
+        f"[ADDRESS]:PORT (valid: {VALID_PROBE})",
+    ),
+    (
+        MINIMAL + 'order "a" { probe = ["127.0.0.1:443", "localhost"] }',
+        'agent.conf:6: option "probe" in order "a": entry 2: \'localhost\': needs a host and '
+        f"a port (valid: {VALID_PROBE})",
+    ),
+    (
+        MINIMAL + 'order "a" { probe = "127.0.0.1:0" }',
+        "agent.conf:6: option \"probe\" in order \"a\": '127.0.0.1:0': port '0' is not a "
+        f"number from 1 to 65535 (valid: {VALID_PROBE})",
+    ),
+    (
+        MINIMAL + 'order "a" { probe = "127.0.0.1:65536" }',
+        "agent.conf:6: option \"probe\" in order \"a\": '127.0.0.1:65536': port '65536' is "
+        f"not a number from 1 to 65535 (valid: {VALID_PROBE})",
+    ),
+    (
+        MINIMAL + 'order "a" { probe = "127.0.0.300:443" }',
+        "agent.conf:6: option \"probe\" in order \"a\": '127.0.0.300:443': '127.0.0.300' is "
+        f"not an IPv4 address (valid: {VALID_PROBE})",
+    ),
+    (
+        MINIMAL + 'order "a" { probe = "[fe80::zz]:443" }',
+        "agent.conf:6: option \"probe\" in order \"a\": '[fe80::zz]:443': 'fe80::zz' is not "
+        f"an IPv6 address (valid: {VALID_PROBE})",
+    ),
+    (
+        MINIMAL + 'order "a" { probe = "web_1:443" }',
+        "agent.conf:6: option \"probe\" in order \"a\": 'web_1:443': host name 'web_1' has an "
+        "empty label or one that is not letters, digits and inner hyphens "
+        f"(valid: {VALID_PROBE})",
+    ),
+    (
+        MINIMAL + 'default { probe = ["127.0.0.1:443", "127.0.0.1:443"] }',
+        'agent.conf:6: option "probe" in default: lists 127.0.0.1:443 twice '
+        f"(valid: {VALID_PROBE})",
+    ),
+    (
+        MINIMAL + "default { probe = 443 }",
+        'agent.conf:6: option "probe" in default: expected a quoted string or a list of '
+        "quoted strings",
+    ),
+    (
+        MINIMAL + 'default { probe_timeout = "0.5s" }',
+        "agent.conf:6: option \"probe_timeout\" in default: '0.5s' is out of range (valid: "
+        '"90s", "5m", "1h30m", "7d" or a number of seconds; from 1s to 10m)',
+    ),
+    (
+        MINIMAL + 'order "a" { probe_timeout = "soon" }',
+        'agent.conf:6: option "probe_timeout" in order "a": bad duration \'soon\': use a '
+        'number of seconds or units d, h, m, s, like "1h30m" (valid: "90s", "5m", "1h30m", '
+        '"7d" or a number of seconds; from 1s to 10m)',
+    ),
+    (
+        MINIMAL + 'order "a" { probe_sni = "*.example.com" }',
+        'agent.conf:6: option "probe_sni" in order "a": \'*.example.com\': is a wildcard: '
+        f"name one host it covers (valid: {VALID_SNI})",
+    ),
+    (
+        MINIMAL + 'order "a" { probe_sni = "127.0.0.1" }',
+        'agent.conf:6: option "probe_sni" in order "a": \'127.0.0.1\': is an address: SNI '
+        f"carries host names only (valid: {VALID_SNI})",
+    ),
+    (
+        MINIMAL + 'order "a" { probe_sni = ["a.example.com"] }',
+        'agent.conf:6: option "probe_sni" in order "a": expected a quoted string, got '
+        "['a.example.com']",
+    ),
+    (
         "store = \n",
         "agent.conf: at end of file: syntax error: unexpected end of file (valid: true or "
         'false, a quoted string, a name, "{", "[", a number)',
@@ -343,6 +422,46 @@ def test_broken(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_agent_config(text, "agent.conf")
     assert str(caught.value) == message
+
+
+PROBES = [
+    ("", "x", (), 10.0, None),
+    ('default { probe = "127.0.0.1:443" }', "x", ("127.0.0.1:443",), 10.0, None),
+    (
+        'default {\n probe = ["127.0.0.1:443", "[::1]:8443", "LocalHost:443"]\n'
+        ' probe_timeout = "30s"\n}',
+        "x",
+        ("127.0.0.1:443", "[::1]:8443", "localhost:443"),
+        30.0,
+        None,
+    ),
+    ('default { probe = "[0:0::1]:443" }', "x", ("[::1]:443",), 10.0, None),
+    (
+        'default { probe_timeout = 5 }\norder "a" { probe = "127.0.0.1:443" }',
+        "a",
+        ("127.0.0.1:443",),
+        5.0,
+        None,
+    ),
+    ('default { probe = "127.0.0.1:443" }\norder "a" { probe = [] }', "a", (), 10.0, None),
+    (
+        'order "a" {\n probe = "127.0.0.1:443"\n probe_sni = "Shop.Example.com"\n}',
+        "a",
+        ("127.0.0.1:443",),
+        10.0,
+        "shop.example.com",
+    ),
+    ('order "a" { probe = "127.0.0.1:443" }', "x", (), 10.0, None),
+]
+
+
+@pytest.mark.parametrize(("text", "order", "addresses", "timeout", "sni"), PROBES)
+def test_probe_settings(
+    text: str, order: str, addresses: tuple[str, ...], timeout: float, sni: str | None
+) -> None:
+    settings_ = parse_agent_config(MINIMAL + text, "agent.conf").settings_for(order)
+    assert tuple(str(address) for address in settings_.probe) == addresses
+    assert (settings_.probe_timeout, settings_.probe_sni) == (timeout, sni)
 
 
 def test_repeated_default_blocks_are_one_block() -> None:

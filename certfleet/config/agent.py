@@ -9,6 +9,7 @@ HCL, for example::
     }
     default {
       on_update = ["systemctl reload nginx"]
+      probe     = "127.0.0.1:443"           # after on_update: is the new certificate served?
       files { combined = "/etc/haproxy/certs/${ORDER_NAME}.pem" }
     }
     order "example.com" { on_update = ["systemctl reload postfix"] }
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from certfleet.bundle import ClusterSecret, PublicKey, validate_cluster_name, validate_order_name
+from certfleet.config.address import HostPort, check_server_name, parse_host_port
 from certfleet.config.cluster import check_label, cluster_secrets
 from certfleet.config.errors import UnknownClusterError
 from certfleet.config.hcl import load_hcl, read_config_text
@@ -44,12 +46,14 @@ _TOP_OPTIONS = (
 )  # fmt: skip
 _ORDER_OPTIONS = (
     "on_update", "check_command", "key_user", "key_group", "key_perm", "cert_perm",
-    "p12_password", "remove", "remove_after",
+    "p12_password", "remove", "remove_after", "probe", "probe_timeout", "probe_sni",
 )  # fmt: skip
 _PERM = re.compile(r"0?[0-7]{3}")
 _ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10}")
 _PUBLISHER_FORM = '"ed25519:<base64url of 32 bytes>", or a list of them'
 _CLUSTER_STANZA = 'cluster "NAME" { secret = "...", publisher = "..." } (certfleet clusters add)'
+_PROBE_FORM = '"HOST:PORT" ("127.0.0.1:443", "[::1]:443"), or a list of them'
+_PROBE_TIMEOUT = (1.0, 600.0)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,9 @@ class OrderSettings:
     p12_password: str = field(default="", repr=False)
     remove: str = "keep"
     remove_after: float = 7 * DAY
+    probe: tuple[HostPort, ...] = ()
+    probe_timeout: float = 10.0
+    probe_sni: str | None = None
 
     def file_template(self, file_type: str) -> str | None:
         """The ``files`` template for ``file_type`` ("key", "crt", ...), if configured."""
@@ -246,6 +253,35 @@ def _order_options(section: Section, *, in_default: bool) -> dict[str, Any]:
     files = section.block("files")
     if files is not None:
         found["files"] = _files(files, in_default=in_default)
+    found.update(_probe_options(section))
+    return found
+
+
+def _probe_options(section: Section) -> dict[str, Any]:
+    """``probe``, ``probe_timeout`` and ``probe_sni``, as far as ``section`` sets them.
+
+    ``probe = []`` turns off a probe the ``default`` block sets."""
+    found: dict[str, Any] = {}
+    if section.has("probe"):
+        addresses: tuple[HostPort, ...] = ()
+        if section.strings("probe"):  # an empty list is (); a wrong type is already an error
+            addresses = section.parsed("probe", parse_host_port, valid=_PROBE_FORM, many=True)
+        repeated = sorted({str(a) for a in addresses if addresses.count(a) > 1})
+        if repeated:
+            section.error("probe", f"lists {', '.join(repeated)} twice", valid=_PROBE_FORM)
+        found["probe"] = addresses
+    timeout = section.optional_duration(
+        "probe_timeout", minimum=_PROBE_TIMEOUT[0], maximum=_PROBE_TIMEOUT[1]
+    )
+    if timeout is not None:
+        found["probe_timeout"] = timeout
+    sni = section.parsed(
+        "probe_sni",
+        check_server_name,
+        valid="a host name the certificate covers, e.g. www.example.com",
+    )
+    if sni:
+        found["probe_sni"] = sni[0]
     return found
 
 
