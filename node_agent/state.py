@@ -25,28 +25,23 @@ No key material: order names, hashes, serials, version names, owed commands. Los
 state is safe: the agent fetches everything again and reinstalls (a new version of each
 order, the same content). Only rollback protection then falls back to ``min_generation``.
 A schema 1 ``state.json`` (everything in one file) is still read; the next save replaces it.
+
+The JSON form of each part is ``node_agent.statecodec``'s, the node id
+``node_agent.identity``'s; the data types (``node_agent.record``) are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from certfleet.bundle import FormatError, ShardEntry, Tombstone
-from node_agent.diskfile import (
-    FileMode,
-    create_atomic,
-    fsync_dir,
-    temp_name,
-    write_atomic,
-    write_new,
-)
+from certfleet.bundle import FormatError
+from node_agent.diskfile import FileMode, fsync_dir, temp_name, write_atomic, write_new
 from node_agent.errors import StateError
+from node_agent.identity import node_id
 from node_agent.record import (
     AgentState,
     ClusterState,
@@ -55,14 +50,23 @@ from node_agent.record import (
     OwedCommand,
     ShardRecord,
 )
+from node_agent.statecodec import (
+    BUCKETS,
+    OLD_SCHEMA,
+    SCHEMA,
+    bucket_of,
+    cluster_json,
+    content_digest,
+    dumps,
+    from_schema_1,
+    installed_order,
+    order_json,
+    shard_json,
+    shard_record,
+)
 
 STATE_FILE = "state.json"
 RECORDS_DIR = "state.d"
-NODE_ID_FILE = "node-id"
-_NODE_ID_MODE = FileMode(0o644)
-BUCKETS = 1024
-_SCHEMA = 2
-_OLD_SCHEMA = 1
 _STATE_MODE = FileMode(0o600)
 _DIR_MODE = 0o700
 _RECORD_NAME = re.compile(r"[0-9a-f]{32,128}")
@@ -70,7 +74,6 @@ _LOAD_TRIES = 3  # a save may remove records between reading the index and readi
 
 __all__ = [
     "BUCKETS",
-    "NODE_ID_FILE",
     "RECORDS_DIR",
     "STATE_FILE",
     "AgentState",
@@ -83,102 +86,6 @@ __all__ = [
     "bucket_of",
     "node_id",
 ]
-
-
-def bucket_of(order_name: str) -> int:
-    """The order bucket an order name is recorded in (stable across versions).
-
-    A cryptographic hash, not CRC-32: CRC is linear, and names that differ in a few digits
-    (``web001`` … ``web999``) fall into a few hundred buckets of 1,024."""
-    digest = hashlib.blake2b(order_name.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-# -- records ------------------------------------------------------------------------------
-
-
-def _entry(raw: list[Any]) -> ShardEntry:
-    name, digest, serial, not_after, install_after = raw
-    return ShardEntry(name, bytes.fromhex(digest), serial, int(not_after), int(install_after))
-
-
-def _shard_json(record: ShardRecord) -> bytes:
-    return _dumps(
-        {
-            "entries": [
-                [e.order_name, e.bundle_hash.hex(), e.serial, e.not_after, e.install_after]
-                for e in record.entries
-            ],
-            "tombstones": [[t.order_name, t.removed_at] for t in record.tombstones],
-        }
-    )
-
-
-def _shard(digest: str, raw: dict[str, Any]) -> ShardRecord:
-    return ShardRecord(
-        digest,
-        tuple(_entry(e) for e in raw["entries"]),
-        tuple(Tombstone(name, int(removed_at)) for name, removed_at in raw["tombstones"]),
-    )
-
-
-def _order_json(order: InstalledOrder) -> dict[str, Any]:
-    raw = dict(vars(order))  # flat but for ``previous`` (asdict is slow on large states)
-    raw["copies"] = dict(order.copies)
-    raw["dns_names"] = list(order.dns_names)
-    raw["previous"] = _order_json(order.previous) if order.previous else None
-    return raw
-
-
-def _order(raw: dict[str, Any]) -> InstalledOrder:
-    previous = raw.pop("previous", None)
-    return InstalledOrder(**raw, previous=_order(previous) if previous else None)
-
-
-def _cluster_json(cluster: ClusterState) -> dict[str, Any]:
-    return {
-        "applied_etag": cluster.applied_etag,
-        "applied_generation": cluster.applied_generation,
-        "accepted_generation": cluster.accepted_generation,
-        "valid_until": cluster.valid_until,
-        "shard_count": cluster.shard_count,
-        "shards": {str(index): record.hash for index, record in cluster.shards.items()},
-    }
-
-
-def _entry_of_schema_1(raw: dict[str, Any]) -> ShardEntry:
-    return _entry(
-        [raw["order_name"], raw["bundle_hash"], raw["serial"], raw["not_after"],
-         raw["install_after"]]
-    )  # fmt: skip
-
-
-def _from_schema_1(raw: dict[str, Any]) -> AgentState:
-    """A state.json of schema 1: every shard entry and installed order in one document."""
-    state = AgentState()
-    for name, cluster in raw.get("clusters", {}).items():
-        shards = {
-            int(index): ShardRecord(
-                record["hash"],
-                tuple(_entry_of_schema_1(e) for e in record["entries"]),
-                tuple(
-                    Tombstone(t["order_name"], int(t["removed_at"])) for t in record["tombstones"]
-                ),
-            )
-            for index, record in cluster.pop("shards", {}).items()
-        }
-        state.clusters[name] = ClusterState(**cluster, shards=shards)
-    orders = raw.get("orders", {})
-    state.orders = OrderTable((name, _order(order)) for name, order in orders.items())
-    state.owed = [OwedCommand(**owed) for owed in raw.get("owed", [])]
-    return state
-
-
-# -- the store ----------------------------------------------------------------------------
 
 
 class StateStore:
@@ -221,11 +128,11 @@ class StateStore:
             return state
         except (OSError, ValueError) as err:
             raise StateError(self.path, f"unreadable: {err}") from err
-        if not isinstance(raw, dict) or raw.get("schema") not in (_SCHEMA, _OLD_SCHEMA):
-            raise StateError(self.path, f"not a schema {_SCHEMA} agent state file")
+        if not isinstance(raw, dict) or raw.get("schema") not in (SCHEMA, OLD_SCHEMA):
+            raise StateError(self.path, f"not a schema {SCHEMA} agent state file")
         try:
-            if raw["schema"] == _OLD_SCHEMA:
-                state = _from_schema_1(raw)
+            if raw["schema"] == OLD_SCHEMA:
+                state = from_schema_1(raw)
                 self._track(None, {}, {}, set())  # the next save writes the new layout
                 return state
             return self._from_index(raw)
@@ -239,7 +146,7 @@ class StateStore:
             raise ValueError(f"{name!r} is not a record name")
         with open(os.path.join(directory, name), "rb") as f:
             data = f.read()
-        if directory == self._orders_dir and _digest(data) != name:
+        if directory == self._orders_dir and content_digest(data) != name:
             raise ValueError(f"record {name} does not match its name")
         return json.loads(data)
 
@@ -248,7 +155,9 @@ class StateStore:
         for name, cluster in raw["clusters"].items():
             shards = {}
             for index, digest in cluster["shards"].items():
-                shards[int(index)] = _shard(digest, self._read_record(self._shards_dir, digest))
+                shards[int(index)] = shard_record(
+                    digest, self._read_record(self._shards_dir, digest)
+                )
             fields = {key: value for key, value in cluster.items() if key != "shards"}
             state.clusters[name] = ClusterState(**fields, shards=shards)
         buckets: dict[int, str] = {}
@@ -261,7 +170,7 @@ class StateStore:
             members[number] = set(content)
             if any(bucket_of(name) != number for name in content):
                 raise ValueError(f"record {record_name} holds orders of another bucket")
-            orders.extend((name, _order(order)) for name, order in content.items())
+            orders.extend((name, installed_order(order)) for name, order in content.items())
         state.orders = OrderTable(orders)
         state.owed = [OwedCommand(**owed) for owed in raw["owed"]]
         shard_files = {r.hash for c in state.clusters.values() for r in c.shards.values()}
@@ -312,8 +221,8 @@ class StateStore:
             if not names:
                 buckets.pop(bucket, None)
                 continue
-            data = _dumps({name: _order_json(state.orders[name]) for name in sorted(names)})
-            record_name = buckets[bucket] = _digest(data)
+            data = dumps({name: order_json(state.orders[name]) for name in sorted(names)})
+            record_name = buckets[bucket] = content_digest(data)
             records.append((os.path.join(self._orders_dir, record_name), data))
         shards = {r.hash: r for c in state.clusters.values() for r in c.shards.values()}
         for digest, record in shards.items():
@@ -321,16 +230,16 @@ class StateStore:
                 raise OSError(f"shard hash {digest!r} is not a record name")
             path = os.path.join(self._shards_dir, digest)
             if digest not in self._shard_files if tracked else not os.path.exists(path):
-                records.append((path, _shard_json(record)))
+                records.append((path, shard_json(record)))
         os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
         self._write_records(records)
         index = {
-            "schema": _SCHEMA,
-            "clusters": {name: _cluster_json(c) for name, c in state.clusters.items()},
+            "schema": SCHEMA,
+            "clusters": {name: cluster_json(c) for name, c in state.clusters.items()},
             "orders": {str(bucket): name for bucket, name in sorted(buckets.items())},
             "owed": [vars(owed) for owed in state.owed],
         }
-        write_atomic(self.path, _dumps(index), _STATE_MODE)
+        write_atomic(self.path, dumps(index), _STATE_MODE)
         # The new index is in place: forget the old one and remove what only it named.
         old_orders, old_shards = set(self._buckets.values()), self._shard_files
         state.orders.changed.clear()
@@ -384,39 +293,3 @@ class StateStore:
             except FileNotFoundError:
                 continue
             self._remove(directory, [name for name in names if name not in keep])
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def node_id(state_dir: str) -> str:
-    """This node's random id, made once and kept in ``<state_dir>/node-id``.
-
-    The file is created complete or not at all. An empty one (left by a crash of a version
-    that wrote it in place, before any ack could name it) is replaced by a new id.
-    """
-    path = os.path.join(state_dir, NODE_ID_FILE)
-    existing: str | None = None
-    try:
-        with open(path, encoding="ascii") as f:
-            existing = f.read().strip()
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as err:
-        raise StateError(path, f"unreadable: {err}") from err
-    if existing:
-        return existing
-    new_id = secrets.token_hex(16)
-    data = f"{new_id}\n".encode()
-    try:
-        os.makedirs(state_dir, mode=0o755, exist_ok=True)
-        if existing is None:
-            create_atomic(path, data, _NODE_ID_MODE)
-        else:
-            write_atomic(path, data, _NODE_ID_MODE)
-    except FileExistsError:
-        return node_id(state_dir)
-    except OSError as err:
-        raise StateError(path, f"cannot be written: {err}") from err
-    return new_id

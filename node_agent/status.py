@@ -19,7 +19,8 @@ from typing import Any
 
 from certfleet.config import AgentConfig
 from node_agent.health import HealthStore
-from node_agent.state import NODE_ID_FILE, StateStore
+from node_agent.identity import NODE_ID_FILE
+from node_agent.state import StateStore
 
 
 def _read_node_id(state_dir: str) -> str | None:
