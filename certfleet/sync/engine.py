@@ -26,7 +26,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from certfleet.bundle import Bundle, FormatError, Head, open_bundle, peek_head, verify_head
+from certfleet.bundle import (
+    Bundle,
+    FormatError,
+    Head,
+    PublicKey,
+    open_bundle,
+    peek_head,
+    verify_head,
+)
 from certfleet.store import ObjectNotFound, PreconditionFailed, Store
 from certfleet.sync.audit import Audit
 from certfleet.sync.issuer import Issuer
@@ -58,6 +66,28 @@ class HeadSeen:
     etag: Optional[str]
     head: Optional[Head]
     signed: bool = False
+    problem: Optional[str] = None
+
+
+def read_head(store: Store, cluster: str, publisher: PublicKey) -> HeadSeen:
+    """The cluster's stored head and whether it verifies with ``publisher`` (the sync's own
+    key); ``problem`` says why it is unreadable or does not verify. A run reads its head
+    with it, and so does ``certfleet nodes``. Store errors propagate."""
+    try:
+        stored = store.get(head_key(cluster))
+    except ObjectNotFound:
+        return HeadSeen(None, None)
+    if stored is None:  # only possible with if_none_match, which is not given
+        return HeadSeen(None, None)
+    try:
+        head = peek_head(stored.data)
+    except FormatError as err:
+        return HeadSeen(stored.etag, None, problem=str(err))
+    try:
+        verify_head(stored.data, cluster=cluster, publishers=[publisher])
+    except FormatError as err:
+        return HeadSeen(stored.etag, head, signed=False, problem=str(err))
+    return HeadSeen(stored.etag, head, signed=True)
 
 
 class ClusterRun:
@@ -184,25 +214,13 @@ class ClusterRun:
         issuer.collect(plan.resume)
 
     def _read_head(self) -> HeadSeen:
-        try:
-            stored = self.store.get(head_key(self.cluster))
-        except ObjectNotFound:
-            return HeadSeen(None, None)
-        if stored is None:  # only possible with if_none_match, which is not given
-            return HeadSeen(None, None)
-        try:
-            head = peek_head(stored.data)
-        except FormatError as err:
-            log.warning("cluster %s: the stored head is unreadable: %s", self.cluster, err)
-            return HeadSeen(stored.etag, None)
-        publisher = self.settings.signing_key.public_key()
-        try:
-            verify_head(stored.data, cluster=self.cluster, publishers=[publisher])
-        except FormatError as err:
+        seen = read_head(self.store, self.cluster, self.settings.signing_key.public_key())
+        if seen.problem is not None and seen.head is None:
+            log.warning("cluster %s: the stored head is unreadable: %s", self.cluster, seen.problem)
+        elif seen.problem is not None:
             log.warning("cluster %s: re-signing the head with the configured key: %s",
-                        self.cluster, err)  # fmt: skip
-            return HeadSeen(stored.etag, head, signed=False)
-        return HeadSeen(stored.etag, head, signed=True)
+                        self.cluster, seen.problem)  # fmt: skip
+        return seen
 
     # -- removals -----------------------------------------------------------------------
 
