@@ -1,0 +1,307 @@
+"""What a cluster's nodes report: the verified head, its index, and every node's ack.
+
+``read_cluster`` reads one cluster for ``certfleet nodes``: the head (verified with the
+sync's own key, by ``certfleet.sync.engine.read_head``), the head's index shards (for each
+order's published serial: an ack of a cluster over 1,000 orders lists only exceptions, and
+an order it leaves out is installed with the serial the head of the ack's generation
+publishes), and ``acks/``. Acks are written by nodes and are untrusted: the listing stops
+at ``MAX_ACKS``, an object over ``MAX_ACK_BYTES`` is refused, and an ack that does not open
+(tampered, wrapped for other secrets, garbage) is a ``NodeReport`` with an ``error``; it
+never stops the others.
+
+A node is *current* when its ack's generation is the head's, *behind* when lower, *ahead*
+when higher (the store's head is older than what the node applied: a restored store).
+Agents write an ack only when what they report changes, so an ack's age says nothing of a
+node's health; a node is *stale* when it is behind and the current head has been out for
+longer than ``stale_after``: it had that long to apply it and did not report it.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Optional
+
+from certfleet.bundle import (
+    Ack,
+    AckOrder,
+    ClusterSecret,
+    FormatError,
+    IntegrityError,
+    NoUsableSecretError,
+    PublicKey,
+    ShardEntry,
+    open_ack,
+    open_shard,
+    validate_node_id,
+)
+from certfleet.bundle.ack import ORDER_STATES
+from certfleet.store import ObjectNotFound, Store, StoreError
+from certfleet.sync.engine import read_head
+from certfleet.sync.layout import cluster_prefix, shard_key
+from certfleet.sync.state import read_bytes
+
+MAX_ACKS = 100_000
+MAX_ACK_BYTES = 64 * 1024 * 1024
+READERS = 8
+PROBLEMS = ("unreadable", "failing", "stale", "ahead")
+# How node_agent/ack.py words an owed on_update in an order's detail: "on_update 'CMD' why".
+_OWED = re.compile(r"(?:^|; )on_update ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+
+
+def acks_prefix(cluster: str) -> str:
+    return cluster_prefix(cluster) + "acks/"
+
+
+def ack_key(cluster: str, node_id: str) -> str:
+    return acks_prefix(cluster) + validate_node_id(node_id)
+
+
+@dataclass(frozen=True)
+class Published:
+    """The cluster's current head; ``index`` (order name -> entry) is None when the head's
+    shards could not be read."""
+
+    generation: int
+    issued_at: int
+    valid_until: int
+    index: Optional[Mapping[str, ShardEntry]]
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """One ``acks/<node-id>`` object: the ack, or why it could not be read (``error``,
+    with ``error_kind`` one of integrity, secret, malformed, too-large, store)."""
+
+    node_id: str
+    ack: Optional[Ack] = None
+    error: Optional[str] = None
+    error_kind: Optional[str] = None
+    applied: str = "unknown"  # current, behind, ahead, unknown
+    behind_seconds: int = 0
+    stale: bool = False
+    counts: Mapping[str, int] = field(default_factory=dict)
+    owed: tuple[str, ...] = ()
+    failed: tuple[AckOrder, ...] = ()
+
+    @property
+    def hostname(self) -> str:
+        return self.ack.hostname if self.ack is not None else ""
+
+    @property
+    def failing(self) -> bool:
+        return bool(self.failed or self.owed)
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """What is wrong with this node, worst first (empty when nothing is)."""
+        if self.error is not None:
+            return ("unreadable",)
+        flags = {
+            "failing": self.failing,
+            "stale": self.stale,
+            "ahead": self.applied == "ahead",
+        }
+        return tuple(name for name in PROBLEMS if flags.get(name))
+
+    @property
+    def status(self) -> str:
+        """``unreadable``, ``failing``, ``stale``, ``ahead`` (joined by ``,`` when several),
+        else ``behind``, ``current`` or ``unknown`` (no verified head to compare with)."""
+        return ",".join(self.problems) or self.applied
+
+    def order(self, name: str, published: Published | None) -> tuple[str, str]:
+        """(state, serial) of order ``name`` on this node; ``unlisted`` when the ack does
+        not say (an ack of another generation than the head's, which leaves it out)."""
+        ack = self.ack
+        if ack is None:
+            return "unreadable", ""
+        for entry in ack.orders:
+            if entry.order_name == name:
+                return entry.state, entry.serial
+        index = published.index if published is not None else None
+        if self.applied == "current" and index is not None and name in index:
+            return "installed", index[name].serial
+        return "unlisted", ""
+
+
+@dataclass(frozen=True)
+class ClusterReport:
+    """One cluster: its head (None when there is none or it does not verify: ``problem``
+    says why), and its nodes, problems first. ``error`` is set when the store failed."""
+
+    cluster: str
+    published: Optional[Published] = None
+    problem: Optional[str] = None
+    error: Optional[str] = None
+    nodes: tuple[NodeReport, ...] = ()
+    truncated: bool = False
+
+    def summary(self) -> dict[str, int]:
+        nodes = self.nodes
+        return {
+            "nodes": len(nodes),
+            "current": sum(1 for n in nodes if n.error is None and n.applied == "current"),
+            "behind": sum(1 for n in nodes if n.error is None and n.applied == "behind"),
+            "stale": sum(1 for n in nodes if n.stale),
+            "ahead": sum(1 for n in nodes if n.error is None and n.applied == "ahead"),
+            "failing": sum(1 for n in nodes if n.failing),
+            "unreadable": sum(1 for n in nodes if n.error is not None),
+        }
+
+    @property
+    def healthy(self) -> bool:
+        """No store error, a verified unexpired head, no node with a problem."""
+        return (
+            self.error is None
+            and self.problem is None
+            and self.published is not None
+            and not any(node.problems for node in self.nodes)
+        )
+
+
+def read_cluster(
+    store: Store,
+    cluster: str,
+    secrets: Sequence[ClusterSecret],
+    publisher: PublicKey,
+    *,
+    now: int,
+    stale_after: float,
+) -> ClusterReport:
+    """Everything ``certfleet nodes`` shows of ``cluster``; store errors become ``error``."""
+    try:
+        published, problem = _read_published(store, cluster, secrets, publisher, now)
+        keys = list(islice(store.list(acks_prefix(cluster)), MAX_ACKS + 1))
+        with ThreadPoolExecutor(READERS) as pool:
+            read = list(pool.map(lambda key: _read_ack(store, cluster, secrets, key), keys))
+    except StoreError as err:
+        return ClusterReport(cluster, error=str(err))
+    nodes = [
+        _assess(node, published, now, stale_after) for node in read[:MAX_ACKS] if node is not None
+    ]
+    nodes.sort(key=_problems_first)
+    return ClusterReport(
+        cluster, published, problem, None, tuple(nodes), truncated=len(keys) > MAX_ACKS
+    )
+
+
+def _problems_first(node: NodeReport) -> tuple[int, int, str, str]:
+    problems = node.problems
+    rank = PROBLEMS.index(problems[0]) if problems else len(PROBLEMS)
+    applied = ("behind", "unknown", "current").index(node.applied) if not problems else 0
+    return rank, applied, node.hostname, node.node_id
+
+
+def _read_published(
+    store: Store,
+    cluster: str,
+    secrets: Sequence[ClusterSecret],
+    publisher: PublicKey,
+    now: int,
+) -> tuple[Published | None, str | None]:
+    seen = read_head(store, cluster, publisher)
+    if seen.head is None:
+        return None, seen.problem or "no head: the sync has not published this cluster yet"
+    if not seen.signed:
+        return None, f"the head does not verify with the sync's signing key: {seen.problem}"
+    head = seen.head
+    problem = None
+    if head.valid_until < now:
+        problem = f"the head expired {now - head.valid_until} s ago: is the sync running?"
+    index: dict[str, ShardEntry] = {}
+    for number, digest in enumerate(head.shard_hashes):
+        try:
+            data = read_bytes(store, shard_key(cluster, digest.hex()))
+            if hashlib.sha256(data).digest() != digest:
+                raise IntegrityError(f"shard {number} of cluster {cluster}", "hash mismatch")
+            shard = open_shard(data, cluster=cluster, index=number, secrets=secrets)
+        except (ObjectNotFound, FormatError) as err:
+            problem = f"the head's index is unreadable ({err}); run certfleet sync --verify-store"
+            return Published(head.generation, head.issued_at, head.valid_until, None), problem
+        index.update((entry.order_name, entry) for entry in shard.entries)
+    published = Published(head.generation, head.issued_at, head.valid_until, index)
+    return published, problem
+
+
+def _read_ack(
+    store: Store, cluster: str, secrets: Sequence[ClusterSecret], key: str
+) -> NodeReport | None:
+    """The node's ack, or a report of why it is unreadable; None when it vanished."""
+    node_id = key[len(acks_prefix(cluster)) :]
+    try:
+        validate_node_id(node_id)
+    except FormatError:
+        return NodeReport(
+            node_id, error="not a node id (1-64 of A-Z a-z 0-9 _ -)", error_kind="malformed"
+        )
+    try:
+        data = read_bytes(store, key)
+    except ObjectNotFound:
+        return None  # forgotten (or replaced) between the listing and the read
+    except StoreError as err:
+        return NodeReport(node_id, error=str(err), error_kind="store")
+    if len(data) > MAX_ACK_BYTES:
+        return NodeReport(
+            node_id, error=f"{len(data)} bytes, over {MAX_ACK_BYTES}", error_kind="too-large"
+        )
+    try:
+        return NodeReport(
+            node_id, open_ack(data, cluster=cluster, node_id=node_id, secrets=secrets)
+        )
+    except NoUsableSecretError as err:
+        return NodeReport(node_id, error=err.reason, error_kind="secret")
+    except IntegrityError as err:
+        return NodeReport(node_id, error=err.reason, error_kind="integrity")
+    except FormatError as err:
+        return NodeReport(node_id, error=err.reason, error_kind="malformed")
+
+
+def _assess(
+    node: NodeReport, published: Published | None, now: int, stale_after: float
+) -> NodeReport:
+    ack = node.ack
+    if ack is None:
+        return node
+    counts = Counter({state: 0 for state in ORDER_STATES})
+    counts.update(order.state for order in ack.orders)
+    owed = sorted({_command(m.group(1)) for o in ack.orders for m in _OWED.finditer(o.detail)})
+    failed = tuple(o for o in ack.orders if o.state == "failed" or _OWED.search(o.detail))
+    applied, behind, stale = "unknown", 0, False
+    if published is not None:
+        if ack.generation == published.generation:
+            applied = "current"
+            if published.index is not None:
+                listed = {order.order_name for order in ack.orders}
+                counts["installed"] += sum(1 for name in published.index if name not in listed)
+        elif ack.generation < published.generation:
+            applied = "behind"
+            behind = (published.generation - ack.generation) // 1000
+            stale = now - published.issued_at > stale_after
+        else:
+            applied = "ahead"
+    return NodeReport(
+        node.node_id,
+        ack,
+        applied=applied,
+        behind_seconds=behind,
+        stale=stale,
+        counts=dict(counts),
+        owed=tuple(owed),
+        failed=failed,
+    )
+
+
+def _command(quoted: str) -> str:
+    """The command of an owed on_update, from the agent's ``repr`` of it."""
+    try:
+        command = ast.literal_eval(quoted)
+    except (ValueError, SyntaxError):
+        return quoted
+    return command if isinstance(command, str) else quoted
