@@ -15,9 +15,12 @@ daemon loop:
    back to their previous version;
 6. removed orders are kept (reported) or deleted after their grace period;
 7. each distinct ``on_update`` command owed runs once; failures stay owed in the durable
-   state and are retried on the next poll, also after a restart.
+   state and are retried on the next poll, also after a restart;
+8. each switched order with a ``probe`` is checked over TLS: does the server now serve the
+   new leaf? If not, it goes back to its previous version (with the orders that share its
+   on_update commands), those commands run again, and the next poll tries again.
 
-Steps 2 and 3 are ``node_agent.planner``'s, 4 to 7 ``node_agent.rollout``'s; this module
+Steps 2 and 3 are ``node_agent.planner``'s, 4 to 8 ``node_agent.rollout``'s; this module
 runs them in that order and reports the poll (health, metrics file, acks).
 
 A cluster's head is recorded as applied (its ETag used for the next conditional GET) only
@@ -133,6 +136,7 @@ class Agent:
         rollout.complete_copies(self.state, copies, tally)
         rollout.check(self.state, switched, tally)
         rollout.run_owed(self.state, tally)
+        rollout.probe(self.state, switched, tally)
         for cluster, (etag, generation) in fresh.items():
             if not tally.has_problem(cluster):
                 cluster_state = self.state.cluster(cluster)

@@ -21,7 +21,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -72,6 +72,14 @@ class ProbeResult:
                 f"after {tried}"
             )
         return f"{where}: {self.reason} ({tried})"
+
+
+class Prober(Protocol):
+    """The seam the agent probes through (:func:`probe`, or a stand-in in tests)."""
+
+    def __call__(
+        self, address: HostPort, name: str | None, expected: bytes, timeout: float
+    ) -> ProbeResult: ...
 
 
 def leaf_fingerprint(certificate_pem: bytes) -> bytes:

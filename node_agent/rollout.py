@@ -12,7 +12,13 @@ The steps of a poll after planning (``node_agent.planner``), each on the ``Agent
 5. ``check``: each distinct ``check_command`` of the switched orders runs; on failure those
    orders go back to their previous version (and are no longer owed an on_update);
 6. ``run_owed``: each distinct ``on_update`` command owed runs once; failures stay owed in
-   the durable state and are retried on the next poll, also after a restart.
+   the durable state and are retried on the next poll, also after a restart;
+7. ``probe``: for each switched order with a ``probe`` whose on_update commands succeeded,
+   a TLS handshake with each address must show the leaf just installed
+   (``node_agent.probe``); if one does not, that order and the orders switched with it that
+   share an on_update command go back to their previous version (a first install is kept),
+   and their on_update commands run again. As after a failed check_command, the problem
+   keeps the cluster's head unapplied, so the next poll tries the switch again.
 
 The commands' environment carries ``CERTFLEET_UPDATED_ORDERS`` and
 ``CERTFLEET_REMOVED_ORDERS`` — space-separated *safe* order names, i.e. the directory names
@@ -23,16 +29,19 @@ the newest head generation among those orders' clusters.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from typing import Callable
 
 from certfleet.bundle import safe_dir_name
-from certfleet.config import AgentConfig, UnsafeFilesPathError
+from certfleet.config import AgentConfig, OrderSettings, UnsafeFilesPathError
 from node_agent.errors import InstallError
 from node_agent.hook import CommandRunner
 from node_agent.installer import Installer, remove_copies, write_copies
+from node_agent.material import file_name
 from node_agent.planner import Prepared, destinations, modes_for
+from node_agent.probe import Prober, leaf_fingerprint, probe, server_name
 from node_agent.result import FAILED, REFUSED, CommandRun
 from node_agent.state import AgentState, InstalledOrder, OwedCommand
 from node_agent.tally import Tally
@@ -46,12 +55,18 @@ class Rollout:
     """Applies plans for one agent; keeps the index of retired orders and failed copies."""
 
     def __init__(
-        self, config: AgentConfig, installer: Installer, runner: CommandRunner, clock: Clock
+        self,
+        config: AgentConfig,
+        installer: Installer,
+        runner: CommandRunner,
+        clock: Clock,
+        prober: Prober = probe,
     ) -> None:
         self.config = config
         self.installer = installer
         self.runner = runner
         self.clock = clock
+        self.prober = prober
         self._retired: dict[str, str] = {}  # removed upstream, files kept: name -> cluster
         self.copies_failed: set[str] = set()  # orders whose ``files`` copies are not written
         # The state changed beyond ``OrderTable.changed`` (owed commands): the agent saves
@@ -242,9 +257,14 @@ class Rollout:
                         listed.append(safe)
                     owed.generation = max(owed.generation, generation)
 
-    def run_owed(self, state: AgentState, tally: Tally) -> None:
-        """Run each owed on_update command once; a success is no longer owed."""
+    def run_owed(
+        self, state: AgentState, tally: Tally, only: Collection[str] | None = None
+    ) -> None:
+        """Run each owed on_update command (of ``only``, if given) once; a success is no
+        longer owed."""
         for owed in list(state.owed):
+            if only is not None and owed.command not in only:
+                continue
             env = self._env(state, owed.updated, owed.removed, owed.generation)
             outcome = self.runner.run(owed.command, env, self.config.hook_timeout)
             tally.commands.append(CommandRun(owed.command, outcome.ok, outcome.describe()))
@@ -260,6 +280,76 @@ class Rollout:
                 f"on_update command {owed.command!r} {outcome.describe()} "
                 f"(failure {owed.failures}; retried on the next poll)",
             )
+
+    # -- the probe after on_update -------------------------------------------------------
+
+    def probe(self, state: AgentState, switched: Sequence[str], tally: Tally) -> None:
+        """Probe each switched order that has a ``probe`` and no on_update still owed; roll
+        back those whose server does not serve the new leaf, and the orders switched with
+        them that share an on_update command, and run those commands again."""
+        owed = {safe for command in state.owed for safe in command.updated}
+        failed: dict[str, str] = {}  # order -> what its probe saw
+        for name in switched:
+            order = state.orders.get(name)
+            settings = self.config.settings_for(name)
+            if order is None or name not in tally.installed or order.safe_name in owed:
+                continue  # rolled back by check_command, or its on_update is retried later
+            if not settings.probe:
+                continue
+            seen = self._probe_order(order, settings, tally)
+            if seen:
+                failed[name] = seen
+        if failed:
+            self._undo_probed(state, switched, failed, tally)
+
+    def _probe_order(self, order: InstalledOrder, settings: OrderSettings, tally: Tally) -> str:
+        """Probe every address of one order; "" if all serve its leaf, else what one saw."""
+        try:
+            directory = self.installer.version_path(order.safe_name, order.version)
+            with open(os.path.join(directory, file_name(order.key_type, "crt")), "rb") as f:
+                expected = leaf_fingerprint(f.read())
+        except (InstallError, OSError, ValueError) as err:
+            return f"no probe: cannot read the installed certificate: {err}"
+        name = server_name(order.dns_names, settings.probe_sni)
+        for address in settings.probe:
+            result = self.prober(address, name, expected, settings.probe_timeout)
+            tally.commands.append(CommandRun(f"probe {address}", result.ok, result.describe()))
+            if not result.ok:
+                return f"probe {result.describe()}"
+        return ""
+
+    def _undo_probed(
+        self, state: AgentState, switched: Sequence[str], failed: dict[str, str], tally: Tally
+    ) -> None:
+        """Roll back the orders whose probe ``failed`` and those switched with them that
+        share an on_update command; run those orders' on_update commands again."""
+        shared = {c for name in failed for c in self.config.settings_for(name).on_update}
+        culprits = ", ".join(repr(name) for name in failed)
+        rolled: list[str] = []
+        for name in switched:
+            on_update = self.config.settings_for(name).on_update
+            if name not in tally.installed or (name not in failed and not shared & set(on_update)):
+                continue
+            order = state.orders[name]
+            why = failed.get(name) or (
+                f"shares an on_update command with order {culprits}, whose probe failed"
+            )
+            if order.previous is None:  # nothing to go back to
+                if name in failed:
+                    outcome = "a first install: kept, there is no previous version"
+                    tally.problem(FAILED, f"order {name!r}", f"order {name!r}: {why}; {outcome}",
+                                  order.cluster)  # fmt: skip
+                continue
+            self._roll_back(state, name, tally)
+            if name in tally.rolled_back:
+                rolled.append(name)
+                outcome = "rolled back to the previous version"
+                tally.problem(FAILED, f"order {name!r}", f"order {name!r}: {why}; {outcome}",
+                              order.cluster)  # fmt: skip
+        if rolled:
+            self.owe(state, rolled, [])
+            again = {c for name in rolled for c in self.config.settings_for(name).on_update}
+            self.run_owed(state, tally, again)
 
     @staticmethod
     def _env(

@@ -12,13 +12,17 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from certfleet.bundle import open_ack
+from certfleet.config import parse_agent_config
 from certfleet.config.address import HostPort
+from node_agent.ack import ack_key
+from node_agent.agent import Agent
 from node_agent.probe import (
     MATCHED,
     OTHER_CERTIFICATE,
@@ -28,10 +32,20 @@ from node_agent.probe import (
     probe,
     server_name,
 )
+from node_agent.status import build_status
+from tests.plugins.nginx import SERVER_NAME as WWW
+from tests.plugins.nginx import Nginx
+from tests.test_agent_nginx import weak_bundle
 from tests.test_apiv3 import FakeTime
 
 if TYPE_CHECKING:
-    from tests.plugins.publisher import Issued, TestCa
+    from tests.plugins.publisher import Issued, Publisher, TestCa
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens there once closed
 
 
 def probe_in_fake_time(
@@ -138,9 +152,7 @@ def test_another_certificate_until_the_deadline_is_a_mismatch(
 
 
 def test_nothing_listening_is_refused(two: tuple[Issued, Issued]) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # free once closed, and nothing listens on it
+    port = closed_port()
     result, fake = probe_in_fake_time(HostPort("127.0.0.1", port), None, two[1], 1)
     assert (result.ok, result.outcome, result.served_serial) == (False, UNREACHABLE, None)
     assert result.reason == "connection refused"
@@ -198,3 +210,213 @@ def test_the_new_certificate_appearing_after_a_delay_is_matched_in_time(
 )
 def test_server_name(names: list[str], override: str | None, expected: str | None) -> None:
     assert server_name(names, override) == expected
+
+
+# -- the agent with real nginx on loopback -------------------------------------------------
+
+
+class Site:
+    """nginx serving www.example.com from an agent's state directory (first install done)."""
+
+    def __init__(self, tmp: Path, pub: Publisher, nginx: Nginx) -> None:
+        self.tmp = tmp
+        self.pub = pub
+        self.nginx = nginx
+        self.root = tmp / "root.pem"
+        self.root.write_bytes(pub.ca.root_pem)
+        self.state = tmp / "state"
+        self.crt = self.state / "orders" / WWW / "ecdsa.crt.pem"
+        self.first = pub.issue(WWW)
+        pub.publish()
+        assert self.agent().poll_once().installed == (WWW,)
+        order_dir = self.crt.parent
+        nginx.write_config(order_dir / "ecdsa.chained.pem", order_dir / "ecdsa.key.pem")
+        nginx.start()
+
+    def agent(self, on_update: str = "", probe: str = "") -> Agent:
+        block = ""
+        if on_update:
+            block = f'default {{\n  on_update = ["{on_update}"]\n{probe}}}\n'
+        text = (
+            f'store = "{self.pub.store.url}"\nstate_dir = "{self.state}"\n'
+            f'hook_timeout = "20s"\nmetrics_file = "{self.tmp / "agent.prom"}"\n'
+            + self.pub.cluster_stanza()
+            + block
+        )
+        return Agent(parse_agent_config(text, str(self.tmp / "agent.conf")))
+
+    def probing(self, on_update: str) -> Agent:
+        """An agent that runs ``on_update`` and then probes nginx (1 s at most)."""
+        probe = f'  probe = "127.0.0.1:{self.nginx.port}"\n  probe_timeout = "1s"\n'
+        return self.agent(on_update, probe)
+
+    def served_serial(self) -> int:
+        return int(self.nginx.served(self.root).serial_number)
+
+    def served_after_reload(self, serial: str) -> int:
+        """The serial served once ``serial`` is (old workers may answer for a moment)."""
+        return int(self.nginx.served_after_reload(self.root, int(serial, 16)).serial_number)
+
+    def ack(self, agent: Agent) -> dict[str, tuple[str, str, str]]:
+        """The orders of this node's ack: name -> (state, serial, detail)."""
+        path = Path(self.pub.store.url[len("file://") :]) / ack_key("web", agent.node_id)
+        ack = open_ack(
+            path.read_bytes(), cluster="web", node_id=agent.node_id, secrets=self.pub.secrets
+        )
+        return {o.order_name: (o.state, o.serial, o.detail) for o in ack.orders}
+
+
+@pytest.fixture
+def site(tmp_path: Path, make_publisher: Callable[..., Publisher], nginx: Nginx) -> Site:
+    (tmp_path / "store").mkdir()
+    return Site(tmp_path, make_publisher(f"file://{tmp_path}/store"), nginx)
+
+
+def test_a_reload_that_serves_the_new_certificate_passes_the_probe(site: Site) -> None:
+    agent = site.probing(site.nginx.command("-s", "reload"))
+    renewed = site.pub.issue(WWW)
+    site.pub.publish()
+    result = agent.poll_once()
+    assert result.ok and result.installed == (WWW,), result.problems
+    address = f"127.0.0.1:{site.nginx.port}"
+    assert [(run.command, run.ok) for run in result.commands] == [
+        (site.nginx.command("-s", "reload"), True),
+        (f"probe {address}", True),
+    ]
+    assert result.commands[1].detail == (
+        f"{address} (SNI {WWW}) serves the new certificate (serial {renewed.serial})"
+    )
+    assert site.served_after_reload(renewed.serial) == int(renewed.serial, 16)
+    assert site.ack(agent)[WWW] == ("installed", renewed.serial, "")
+
+
+def test_a_server_that_keeps_the_old_certificate_is_rolled_back_and_retried(site: Site) -> None:
+    agent = site.probing("true")  # "reloads" nothing: nginx keeps serving the first one
+    renewed = site.pub.issue(WWW)
+    site.pub.publish()
+    result = agent.poll_once()
+    assert result.rolled_back == (WWW,) and result.installed == () and not result.ok
+    assert [(run.command, run.ok) for run in result.commands] == [
+        ("true", True),  # the reload after the switch
+        (f"probe 127.0.0.1:{site.nginx.port}", False),
+        ("true", True),  # again, after the rollback
+    ]
+    (problem,) = result.problems
+    assert problem.cluster == "web"
+    assert problem.message.startswith(
+        f"order '{WWW}': probe 127.0.0.1:{site.nginx.port} (SNI {WWW}) still serves another "
+        f"certificate (serial {site.first.serial}) after "
+    )
+    assert problem.message.endswith("; rolled back to the previous version")
+    assert site.crt.read_bytes() == site.first.certificate_pem  # the old files are back
+    assert site.served_serial() == int(site.first.serial, 16)
+    assert site.ack(agent)[WWW] == ("failed", site.first.serial, problem.message)
+    report = build_status(agent.config, now=int(time.time()))
+    assert report["hook_failures_total"] == 1
+    assert report["orders"][0]["serial"] == site.first.serial
+    assert "certfleet_agent_hook_failures_total 1\n" in (site.tmp / "agent.prom").read_text()
+
+    # The head is not applied: the next poll tries the switch again, and fails again.
+    again = agent.poll_once()
+    assert again.rolled_back == (WWW,) and not again.ok
+    assert site.crt.read_bytes() == site.first.certificate_pem
+
+    # With a real reload, the same head goes through.
+    fixed = site.probing(site.nginx.command("-s", "reload"))
+    done = fixed.poll_once()
+    assert done.ok and done.installed == (WWW,), done.problems
+    assert site.crt.read_bytes() == renewed.certificate_pem
+    assert site.served_after_reload(renewed.serial) == int(renewed.serial, 16)
+
+
+def test_a_reload_nginx_refuses_is_rolled_back_and_reloaded_again(site: Site) -> None:
+    """systemd's ExecReload for nginx is a SIGHUP: it succeeds even when nginx then refuses
+    the new files, and without check_command only the probe sees that."""
+    renewed = site.pub.issue(WWW)
+    site.pub.publish()
+    assert site.agent(site.nginx.command("-s", "reload")).poll_once().ok
+    assert site.nginx.process is not None
+    hup = f"kill -HUP {site.nginx.process.pid}"
+    agent = site.probing(hup)
+    weak = weak_bundle(site.pub)
+    site.pub.set_entry(weak, site.pub.put_bundle(weak))
+    site.pub.publish()
+    result = agent.poll_once()
+    assert result.rolled_back == (WWW,) and not result.ok
+    assert [run.ok for run in result.commands] == [True, False, True]
+    assert f"(serial {renewed.serial})" in result.problems[0].message
+    assert site.crt.read_bytes() == renewed.certificate_pem
+    time.sleep(0.3)  # the second SIGHUP
+    assert site.served_after_reload(renewed.serial) == int(renewed.serial, 16)
+    assert site.nginx.process.poll() is None
+    assert "ee key too small" in (site.nginx.prefix / "error.log").read_text()
+
+
+def test_a_first_install_that_fails_the_probe_is_kept(
+    tmp_path: Path, make_publisher: Callable[..., Publisher]
+) -> None:
+    port = closed_port()
+    (tmp_path / "store").mkdir()
+    pub = make_publisher(f"file://{tmp_path}/store")
+    issued = pub.issue(WWW)
+    pub.publish()
+    text = (
+        f'store = "{pub.store.url}"\nstate_dir = "{tmp_path / "state"}"\n'
+        + pub.cluster_stanza()
+        + f'default {{\n  probe = "127.0.0.1:{port}"\n  probe_timeout = "1s"\n}}\n'
+    )
+    result = Agent(parse_agent_config(text, "agent.conf")).poll_once()
+    assert result.installed == (WWW,) and result.rolled_back == () and not result.ok
+    message = result.problems[0].message
+    assert message.startswith(
+        f"order '{WWW}': probe 127.0.0.1:{port} (SNI {WWW}): connection refused ("
+    )
+    assert message.endswith("; a first install: kept, there is no previous version")
+    crt = tmp_path / "state" / "orders" / WWW / "ecdsa.crt.pem"
+    assert crt.read_bytes() == issued.certificate_pem
+
+
+def test_orders_sharing_the_on_update_go_back_together_and_a_failed_reload_is_not_probed(
+    tmp_path: Path, make_publisher: Callable[..., Publisher]
+) -> None:
+    (tmp_path / "store").mkdir()
+    pub = make_publisher(f"file://{tmp_path}/store")
+    old = {name: pub.issue(name) for name in ("a.example", "b.example", "c.example")}
+    pub.publish()
+    log = tmp_path / "reloads.log"
+    text = (
+        f'store = "{pub.store.url}"\nstate_dir = "{tmp_path / "state"}"\n'
+        + pub.cluster_stanza()
+        + f'default {{ on_update = ["echo $CERTFLEET_UPDATED_ORDERS >> {log}"] }}\n'
+        + f'order "a.example" {{ probe = "127.0.0.1:{closed_port()}"\nprobe_timeout = "1s" }}\n'
+        + 'order "c.example" { on_update = "true" }\n'
+    )
+    agent = Agent(parse_agent_config(text, "agent.conf"))
+    first = agent.poll_once()
+    assert first.installed == ("a.example", "b.example", "c.example")
+    assert [problem.subject for problem in first.problems] == ["order 'a.example'"]  # kept
+    assert not agent.poll_once().problems  # the first install's probe failure is not retried
+    log.write_text("")
+    new = {name: pub.issue(name) for name in old}
+    pub.publish()
+    result = agent.poll_once()
+    # a failed its probe; b shares its on_update and goes back too; c (another command) stays.
+    assert result.rolled_back == ("a.example", "b.example")
+    assert result.installed == ("c.example",)
+    messages = [problem.message for problem in result.problems]
+    assert messages[0].startswith("order 'a.example': probe 127.0.0.1:")
+    assert messages[1] == (
+        "order 'b.example': shares an on_update command with order 'a.example', whose probe "
+        "failed; rolled back to the previous version"
+    )
+    assert log.read_text() == "a.example b.example\na.example b.example\n"  # reloaded twice
+    state = tmp_path / "state" / "orders"
+    for name, served in (("a.example", old), ("b.example", old), ("c.example", new)):
+        assert (state / name / "ecdsa.crt.pem").read_bytes() == served[name].certificate_pem
+
+    # A reload that fails is retried on the next poll; the probe waits for one that works.
+    failing = Agent(parse_agent_config(text.replace(f"echo $CERTFLEET_UPDATED_ORDERS >> {log}",
+                                                    "false"), "agent.conf"))  # fmt: skip
+    result = failing.poll_once()
+    assert [(run.command, run.ok) for run in result.commands] == [("false", False)]
+    assert result.installed == ("a.example", "b.example") and result.rolled_back == ()
