@@ -10,7 +10,7 @@ one. Metrics (times are Unix seconds):
 - ``certfleet_agent_head_expired{cluster}`` — 1 while the newest head is past valid_until;
 - ``certfleet_agent_certificate_not_after_timestamp_seconds{order}`` and
   ``certfleet_agent_certificate_installed_timestamp_seconds{order}`` per installed order;
-- ``certfleet_agent_hook_failures_total`` — failed check_command and on_update runs;
+- ``certfleet_agent_hook_failures_total`` — failed check_command, on_update and probe runs;
 - ``certfleet_agent_refused_objects_total{cluster,kind}`` — refusals by object kind
   (head, shard, bundle, order), counted on every poll while a refusal lasts.
 
@@ -152,7 +152,7 @@ def render_metrics(
     if order_text is None:
         order_text = render_order_metrics(state.orders)
     hooks = _Family(
-        "hook_failures_total", "counter", "Failed check_command and on_update command runs."
+        "hook_failures_total", "counter", "Failed check_command, on_update and probe runs."
     )
     hooks.sample(health.hook_failures_total)
     head = "\n".join(line for family in (last_poll, generation, expired, refused)
