@@ -6,9 +6,12 @@
 Exit status: 0 when everything is installed or deferred (a daemon: when stopped by SIGTERM
 or SIGINT), 1 when something was refused or failed (after everything else was installed),
 the agent could not run, or the pid file names a running agent; 2 for a usage or config
-error. ``--check-config`` reads the config file and nothing else (no state directory, no
-network) and names file, line and option for every error. ``--status`` reads the config
-and the state directory, and nothing else (no network, no writes).
+error; 141 (128 + SIGPIPE, what the shell reports for ``cat`` or ``grep`` in the same spot),
+with nothing on stderr, when stdout is a pipe whose reader closed it early
+(``--status --json | head -1``; ``certfleet.pipe``). ``--check-config`` reads the config
+file and nothing else (no state directory, no network) and names file, line and option for
+every error. ``--status`` reads the config and the state directory, and nothing else (no
+network, no writes).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 
 from certfleet.config import AgentConfig, ConfigError, load_agent_config
 from certfleet.errors import CertfleetError
+from certfleet.pipe import run_until_stdout_closes
 from node_agent.agent import Agent
 from node_agent.daemon import Daemon
 from node_agent.pidfile import PidFile
@@ -195,4 +199,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_usage(parser, args)
     if not (args.check_config or args.status):
         configure_logging(args.verbose, args.syslog)
-    return run(args)
+    return run_until_stdout_closes(lambda: run(args))

@@ -19,6 +19,7 @@ import pytest
 from node_agent import cli
 from node_agent.loop import Schedule, run_loop
 from node_agent.result import ClusterOutcome, PollResult
+from tests.plugins.closedpipe import run_into_closed_pipe
 
 if TYPE_CHECKING:
     from tests.plugins.publisher import Publisher
@@ -47,6 +48,20 @@ def write_config(path: Path, store: str, publisher: Publisher, extra: str = "") 
 def file_store(tmp_path: Path, make_publisher: Callable[..., Publisher]) -> Publisher:
     (tmp_path / "store").mkdir()
     return make_publisher(f"file://{tmp_path}/store")
+
+
+# -- stdout closed early ------------------------------------------------------------------
+
+
+def test_status_into_a_closed_pipe_ends_quietly(tmp_path: Path, file_store: Publisher) -> None:
+    """``--status --json | head -1``: exit 141 (128 + SIGPIPE) and nothing on stderr."""
+    config = write_config(tmp_path / "agent.conf", "file:///srv/store", file_store)
+    for mode in (["--status", "--json"], ["--status"], ["--check-config"]):
+        done = run_into_closed_pipe(
+            [sys.executable, "-m", "node_agent", "--config", str(config), *mode]
+        )
+        assert (done.returncode, done.stderr) == (141, ""), mode
+    assert agent_command("--config", str(config), "--status").returncode == 0
 
 
 # -- --check-config -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ import pytest
 from certfleet.bundle import ClusterSecret
 from certfleet.cli import main
 from certfleet.config.sync import load_sync_config
+from tests.plugins.closedpipe import run_into_closed_pipe
 from tests.plugins.sandbox import Sandbox, unique_cluster
 
 STANZA = re.compile(
@@ -392,3 +393,30 @@ def test_python_dash_m_certfleet(sandbox: Sandbox, tmp_path: Path, isolated: Pat
     assert unknown.returncode == 1 and "'nope.example.com'" in unknown.stderr
     helped = run_module("sandbox", "--help", env=env)
     assert helped.returncode == 0 and "TEST DOUBLE" in helped.stdout
+
+
+def test_output_into_a_closed_pipe_ends_quietly(
+    sandbox: Sandbox, tmp_path: Path, isolated: Path
+) -> None:
+    """``certfleet list | head -1`` and the like: exit 141 (128 + SIGPIPE), stderr empty."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTFLEET_")}
+    env["HOME"] = str(isolated)
+    (tmp_path / "store").mkdir()
+    path = tmp_path / "sync.hcl"
+    init = run_module(
+        "init", "--config", str(path), "--store", f"file://{tmp_path}/store",
+        "--api-endpoint", sandbox.url, "--api-key", sandbox.api_key, env=env,
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    added = run_module("clusters", "add", unique_cluster(), "--config", str(path), env=env)
+    assert added.returncode == 0, added.stderr
+    assert run_module("add", "pipe.example.com", "--config", str(path), env=env).returncode == 0
+    for command in (["list"], ["list", "--json"], ["clusters", "list"], ["nodes"]):
+        done = run_into_closed_pipe(
+            [sys.executable, "-m", "certfleet", *command, "--config", str(path)], env=env
+        )
+        assert (done.returncode, done.stderr) == (141, ""), command
+    failed = run_into_closed_pipe(
+        [sys.executable, "-m", "certfleet", "list", "--config", str(tmp_path / "absent")], env=env
+    )
+    assert failed.returncode == 2 and "absent" in failed.stderr  # errors still go to stderr

@@ -3,8 +3,10 @@
 ``main`` is the only place that reads the environment and the standard streams, and the
 only place that configures logging; each subcommand module registers its parsers with
 ``set_defaults(run=FUNC)``, ``FUNC(args, ctx) -> exit code``. Exit codes: 0 success, 1 an
-API or runtime error, 2 a usage, config or input error. Errors are one line on stderr
-that names what is wrong; no traceback (unless -vv), never a secret.
+API or runtime error, 2 a usage, config or input error, 141 (128 + SIGPIPE, as the shell
+reports for ``cat`` or ``grep``) with nothing on stderr when stdout is a pipe whose reader
+closed it early (``certfleet list | head -1``; ``certfleet.pipe``). Errors are one line on
+stderr that names what is wrong; no traceback (unless -vv), never a secret.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from certfleet.cli.context import Context
 from certfleet.cli.errors import CliError
 from certfleet.config.errors import ConfigError
 from certfleet.errors import CertfleetError
+from certfleet.pipe import run_until_stdout_closes
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``certfleet`` command; returns the exit code."""
+    return run_until_stdout_closes(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == [sandbox.COMMAND]:
         return sandbox.delegate(args_list[1:])
@@ -79,6 +86,8 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
     try:
         code: int = args.run(args, ctx)
         return code
+    except BrokenPipeError:
+        raise  # stdout's reader went away: main ends quietly (certfleet.pipe)
     except CliError as err:
         _error(ctx, str(err))
         return err.exit_code
