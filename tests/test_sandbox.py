@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -156,6 +157,23 @@ def test_bad_option_is_a_usage_error() -> None:
     )
     assert run.returncode == 2
     assert "between 0 and 1" in run.stderr
+
+
+def test_a_port_in_use_is_named() -> None:
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [sys.executable, "-m", "certfleet", "sandbox", "--port", str(port)],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+    finally:
+        taken.close()
+    assert run.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in run.stderr
+    assert "Traceback" not in run.stderr and "listening" not in run.stdout
 
 
 def test_auth_bearer_basic_and_wrong_key(sandbox: Sandbox) -> None:

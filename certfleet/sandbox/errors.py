@@ -35,3 +35,13 @@ class DataDirError(SandboxError):
         super().__init__(f"sandbox data {path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class ListenError(SandboxError):
+    """The sandbox cannot listen on its address (the port is taken, or not allowed)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
+        self.host = host
+        self.port = port
+        self.reason = reason

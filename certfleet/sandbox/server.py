@@ -14,11 +14,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from certfleet.sandbox.api import SandboxApi
-from certfleet.sandbox.errors import ApiError
+from certfleet.sandbox.errors import ApiError, ListenError
 from certfleet.sandbox.fault import Fault, FaultPlan
 
 _log = logging.getLogger(__name__)
 
+HOST = "127.0.0.1"
 MAX_BODY = 1 << 20
 BASE_PATH = "/api/v3"
 
@@ -26,7 +27,9 @@ BASE_PATH = "/api/v3"
 class SandboxServer(ThreadingHTTPServer):
     """A threading HTTP server bound to 127.0.0.1 serving :class:`SandboxApi`.
 
-    ``port`` 0 picks a free port (see :attr:`url`). :meth:`stop` ends long polls at once.
+    ``port`` 0 picks a free port (see :attr:`url`); a port it cannot bind raises
+    ``ListenError`` ("cannot listen on 127.0.0.1:8780: address already in use").
+    :meth:`stop` ends long polls at once.
     """
 
     daemon_threads = True
@@ -45,7 +48,11 @@ class SandboxServer(ThreadingHTTPServer):
         self.faults = faults
         self.latency = latency
         self.stopping = threading.Event()
-        super().__init__(("127.0.0.1", port), _Handler)
+        try:
+            super().__init__((HOST, port), _Handler)
+        except OSError as err:
+            reason = err.strerror or str(err)
+            raise ListenError(HOST, port, reason[:1].lower() + reason[1:]) from err
 
     def __repr__(self) -> str:  # never shows the API key
         return f"SandboxServer(url={self.url!r})"
@@ -53,7 +60,7 @@ class SandboxServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         """The APIv3 base URL, e.g. ``http://127.0.0.1:8780/api/v3``."""
-        return f"http://127.0.0.1:{self.server_address[1]}{BASE_PATH}"
+        return f"http://{HOST}:{self.server_address[1]}{BASE_PATH}"
 
     def stop(self) -> None:
         """Stop serving (from another thread than :meth:`serve_forever`'s) and close."""
