@@ -209,6 +209,48 @@ def test_clusters_list(cli: Any, config: Path, cluster: str) -> None:
     assert as_json["publisher"].startswith("ed25519:")
 
 
+@dataclass(frozen=True)
+class Published:
+    """A sync config with a file:// store, one cluster with one order, synced once."""
+
+    config: Path
+    store: str
+    cluster: str
+    order: str
+
+
+@pytest.fixture
+def published(cli: Any, sandbox: Sandbox, tmp_path: Path) -> Published:
+    store = f"file://{tmp_path}/store"
+    (tmp_path / "store").mkdir()
+    path = tmp_path / "sync.hcl"
+    result = cli(
+        "init", "--config", str(path), "--store", store,
+        "--api-endpoint", sandbox.url, "--api-key", sandbox.api_key,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    cluster = unique_cluster()
+    assert cli("clusters", "add", cluster, "--config", str(path)).code == 0
+    order = f"show.{cluster}.example.com"  # order names are global at the provider
+    assert cli("add", "--cluster", cluster, order, "--config", str(path)).code == 0
+    synced = cli("sync", "--once", "--config", str(path))
+    assert synced.code == 0 and "1 certificates published" in synced.out, synced.err
+    return Published(path, store, cluster, order)
+
+
+def test_rekey_refuses_an_order_the_cluster_does_not_have(cli: Any, published: Published) -> None:
+    cfg = ["--config", str(published.config), "--cluster", published.cluster]
+    wrong = cli("rekey", *cfg, published.order, "nosuch")
+    assert wrong.code == 2 and wrong.out == ""
+    assert f"order 'nosuch' is not in cluster '{published.cluster}'" in wrong.err
+    synced = cli("sync", "--once", "--json", "--config", str(published.config)).json()
+    assert synced["keys_generated"] == 0  # nothing was marked, not even the real order
+    right = cli("rekey", *cfg, "--json", published.order)
+    assert right.code == 0 and right.json()["marked"] == [published.order]
+    synced = cli("sync", "--once", "--json", "--config", str(published.config)).json()
+    assert synced["keys_generated"] == 1
+
+
 # -- orders --------------------------------------------------------------------------------
 
 

@@ -9,6 +9,11 @@ run holds is skipped, not an error), 1 when an order or cluster failed; 2 for us
 config errors. With ``--json`` the pass's summary is printed as one JSON object.
 ``--verify-store`` makes the pass list the store and read back every object the heads
 reference, repairing what is missing or corrupted (``certfleet.sync.audit``).
+
+``rekey --cluster C [ORDER...]`` marks every order of the cluster, or the ORDERs given,
+for a new key at the next sync. An ORDER the cluster's sync state does not hold (no key to
+replace: a misspelt name, another cluster's order) is refused with exit 2, naming it, and
+nothing is marked (``mark_rekey``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from certfleet.cli.errors import UsageError
 from certfleet.config.duration import parse_duration
 from certfleet.config.errors import DurationError
 from certfleet.config.sync import SyncConfig, load_sync_config
-from certfleet.sync import RunSummary, mark_rekey, run_sync
+from certfleet.sync import RunSummary, UnknownOrderError, mark_rekey, run_sync
 from certfleet.sync.errors import printable
 
 log = logging.getLogger(__name__)
@@ -64,7 +69,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "sync generates new keys for them, e.g. after a node was compromised.",
     )
     rekey.add_argument("--cluster", required=True, help="the cluster")
-    rekey.add_argument("orders", nargs="*", metavar="ORDER", help="only these orders")
+    rekey.add_argument(
+        "orders",
+        nargs="*",
+        metavar="ORDER",
+        help="only these orders (each one the sync has published; others are refused)",
+    )
     rekey.set_defaults(run=run_rekey_command)
 
 
@@ -169,7 +179,10 @@ def run_rekey_command(args: argparse.Namespace, ctx: Context) -> int:
             f"--cluster {args.cluster!r} is not in {config.source} "
             f"(clusters: {', '.join(config.cluster_names) or 'none'})"
         )
-    marked = mark_rekey(config, args.cluster, args.orders or None)
+    try:
+        marked = mark_rekey(config, args.cluster, args.orders or None)
+    except UnknownOrderError as err:
+        raise UsageError(str(err)) from err
     if args.json:
         ctx.say(json.dumps({"cluster": args.cluster, "marked": list(marked)}))
     else:

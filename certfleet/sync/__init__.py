@@ -15,6 +15,7 @@ from certfleet.sync.errors import (
     StateError,
     SyncError,
     UnknownClusterError,
+    UnknownOrderError,
 )
 from certfleet.sync.provider import (
     IssuedCert,
@@ -39,6 +40,7 @@ __all__ = [
     "StateError",
     "SyncError",
     "UnknownClusterError",
+    "UnknownOrderError",
     "mark_rekey",
     "run_sync",
 ]

@@ -67,3 +67,19 @@ class UnknownClusterError(SyncError):
     def __init__(self, cluster: str) -> None:
         super().__init__(f"cluster {cluster} is not configured in the sync config")
         self.cluster = cluster
+
+
+class UnknownOrderError(SyncError):
+    """``rekey`` was given order names the cluster's sync state does not hold: the sync has
+    no key for them, so there is nothing to replace (a misspelt name, or another cluster's)."""
+
+    def __init__(self, cluster: str, names: tuple[str, ...]) -> None:
+        shown = ", ".join(repr(printable(name)) for name in names)
+        subject = f"order {shown} is" if len(names) == 1 else f"orders {shown} are"
+        super().__init__(
+            f"{subject} not in cluster {cluster!r}: the sync holds no key for "
+            f"{'it' if len(names) == 1 else 'them'} (an order the sync has not published yet "
+            "gets a new key at its first sync anyway); nothing marked"
+        )
+        self.cluster = cluster
+        self.names = names

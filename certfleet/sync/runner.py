@@ -10,7 +10,13 @@ from typing import Callable, Optional
 from certfleet.errors import CertfleetError
 from certfleet.store import Store, open_store
 from certfleet.sync.engine import Checkpoint, Clock, ClusterRun
-from certfleet.sync.errors import LeaseHeldError, StateError, SyncError, UnknownClusterError
+from certfleet.sync.errors import (
+    LeaseHeldError,
+    StateError,
+    SyncError,
+    UnknownClusterError,
+    UnknownOrderError,
+)
 from certfleet.sync.lease import Lease
 from certfleet.sync.provider import IssuedCert, Provider, ProviderOrder
 from certfleet.sync.settings import ClusterPolicy, SyncSettings
@@ -204,8 +210,13 @@ def mark_rekey(
     """Mark ``orders`` (every order of the cluster when None) for a new key at the next sync.
 
     Takes the cluster's lease (waiting up to ``lease_wait`` seconds for a running sync),
-    so it never races the engine. Returns the names marked. Unknown order names are
-    marked too (they take effect if the order appears).
+    so it never races the engine. Returns the names marked.
+
+    A name must be one the cluster's state holds (a published order, or one whose new key
+    awaits its certificate): only those have a key to replace. A mark on any other name
+    would do nothing (an order the sync has not seen yet gets a new key at its first sync
+    anyway), so such names are refused with ``UnknownOrderError`` and nothing is marked:
+    a misspelt name does not pass silently while the intended order keeps its key.
     """
     policy = _policies(config, [cluster])[0]
     store = store if store is not None else open_config_store(config)
@@ -223,14 +234,14 @@ def mark_rekey(
     try:
         states = StateStore(store, cluster, policy.secrets)
         state = states.load()
-        names = (
-            tuple(sorted(set(state.orders) | set(state.pending)))
-            if orders is None
-            else tuple(orders)
-        )
+        known = set(state.orders) | set(state.pending)
+        names = tuple(sorted(known)) if orders is None else tuple(dict.fromkeys(orders))
+        unknown = tuple(name for name in names if name not in known)
+        if unknown:
+            raise UnknownOrderError(cluster, unknown)
         state.rekey.update(names)
         states.save(state)
-    except StateError:
+    except (StateError, UnknownOrderError):
         lease.release()
         raise
     lease.release()
