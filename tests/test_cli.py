@@ -22,7 +22,9 @@ import pytest
 
 from certfleet.bundle import ClusterSecret
 from certfleet.cli import main
+from certfleet.config import parse_agent_config
 from certfleet.config.sync import load_sync_config
+from node_agent.agent import Agent
 from tests.plugins.closedpipe import run_into_closed_pipe
 from tests.plugins.sandbox import Sandbox, unique_cluster
 
@@ -236,6 +238,57 @@ def published(cli: Any, sandbox: Sandbox, tmp_path: Path) -> Published:
     synced = cli("sync", "--once", "--config", str(path))
     assert synced.code == 0 and "1 certificates published" in synced.out, synced.err
     return Published(path, store, cluster, order)
+
+
+def install_with_stanza(published: Published, stanza: str, state_dir: Path) -> Path:
+    """Run one poll of an agent whose cluster block is ``stanza``; the order's leaf."""
+    config = parse_agent_config(
+        f'store = "{published.store}"\nstate_dir = "{state_dir}"\n' + stanza, "agent.conf"
+    )
+    assert [c.name for c in config.clusters] == [published.cluster]
+    result = Agent(config).poll_once()
+    assert result.ok, result.problems
+    leaf = state_dir / "orders" / published.order / "rsa.crt.pem"
+    assert leaf.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    return leaf
+
+
+def test_clusters_show_prints_the_stanza_an_agent_installs_with(
+    cli: Any, published: Published, tmp_path: Path
+) -> None:
+    cfg = ["--config", str(published.config)]
+    shown = cli("clusters", "show", published.cluster, *cfg)
+    assert shown.code == 0, shown.err
+    match = STANZA.fullmatch(shown.out)
+    assert match, shown.out
+    sync_config = load_sync_config(published.config)
+    secret = sync_config.cluster(published.cluster).secrets[0]
+    assert match["secret"] == secret.export() and match["secret"] not in shown.err
+    assert hcl.loads(shown.out)["cluster"][published.cluster]["publisher"] == (
+        sync_config.signing_key.public_key().export()
+    )
+    install_with_stanza(published, shown.out, tmp_path / "node1")
+    as_json = cli("clusters", "show", published.cluster, "--json", *cfg).json()
+    assert as_json["secrets"] == [secret.export()] and as_json["cluster"] == published.cluster
+
+    # during a rotation (new secret listed first in the sync config) the stanza lists both
+    new = ClusterSecret.generate("rotated")
+    text = published.config.read_text()
+    published.config.write_text(
+        text.replace(f'secret = "{secret.export()}"', f'secret = ["{new.export()}", '
+                     f'"{secret.export()}"]')
+    )  # fmt: skip
+    assert cli("sync", "--once", *cfg).code == 0  # re-wraps everything for both secrets
+    rotating = cli("clusters", "show", published.cluster, *cfg)
+    assert rotating.code == 0 and "rotation" in rotating.err
+    entry = hcl.loads(rotating.out)["cluster"][published.cluster]
+    assert entry["secret"] == [new.export(), secret.export()]
+    install_with_stanza(published, rotating.out, tmp_path / "node2")
+
+    unknown = cli("clusters", "show", "nosuch", *cfg)
+    assert unknown.code == 2 and unknown.out == "" and "'nosuch'" in unknown.err
+    assert published.cluster in unknown.err
+    assert cli("clusters", "show", published.cluster).code == 2  # no --config
 
 
 def test_rekey_refuses_an_order_the_cluster_does_not_have(cli: Any, published: Published) -> None:

@@ -1,13 +1,17 @@
-"""``certfleet clusters add | list``: the clusters of the sync config.
+"""``certfleet clusters add | list | show``: the clusters of the sync config.
 
-``clusters add`` prints on stdout only the stanza for the agents' config (so it can be
-redirected into a file); everything else goes to stderr.
+``clusters add`` and ``clusters show`` print on stdout only the stanza for the agents'
+config (so it can be redirected into a file); everything else goes to stderr. ``show``
+prints the stanza of a cluster that already exists, for a server added later: while a
+cluster secret is being rotated the sync config lists several secrets (newest first), and
+the stanza lists them all in the same order, as a node needs them then.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add.set_defaults(run=run_add)
     listing = actions.add_parser("list", help="list the sync config's clusters")
     listing.set_defaults(run=run_list)
+    show = actions.add_parser(
+        "show",
+        help="print an existing cluster's agent config stanza",
+        description="Print on stdout only the cluster stanza for the agents' config of a "
+        "cluster of the sync config (--config): its secrets (all of them, newest first, "
+        "during a rotation) and the publisher key.",
+    )
+    show.add_argument("name", metavar="NAME")
+    show.set_defaults(run=run_show)
 
 
 def run_add(args: argparse.Namespace, ctx: Context) -> int:
@@ -49,7 +62,7 @@ def run_add(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         ctx.say(json.dumps({"cluster": name, "secret": secret.export(), "publisher": publisher}))
     else:
-        ctx.stdout.write(agent_stanza(name, secret.export(), publisher))
+        ctx.stdout.write(agent_stanza(name, [secret.export()], publisher))
     ctx.note(
         f"added cluster {name!r} (secret id {secret.id}) to {path}; "
         "put the stanza above into each of its nodes' certfleet-agent.conf"
@@ -79,11 +92,36 @@ def run_list(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def agent_stanza(name: str, secret: str, publisher: str) -> str:
-    """The ``cluster`` block for a node agent's config."""
+def run_show(args: argparse.Namespace, ctx: Context) -> int:
+    config = load_sync_config(_config_path(args))
+    if args.name not in config.cluster_names:
+        raise UsageError(
+            f"{config.source} has no cluster {args.name!r} "
+            f"(clusters: {', '.join(config.cluster_names) or 'none'})"
+        )
+    secrets = [secret.export() for secret in config.cluster(args.name).secrets]
+    publisher = config.signing_key.public_key().export()
+    if args.json:
+        ctx.say(json.dumps({"cluster": args.name, "secrets": secrets, "publisher": publisher}))
+    else:
+        ctx.stdout.write(agent_stanza(args.name, secrets, publisher))
+    if len(secrets) > 1:
+        ctx.note(
+            f"cluster {args.name!r} has {len(secrets)} secrets (a rotation is under way): "
+            "the stanza lists them all, newest first, as its nodes need them until the old "
+            "one is retired"
+        )
+    return 0
+
+
+def agent_stanza(name: str, secrets: Sequence[str], publisher: str) -> str:
+    """The ``cluster`` block for a node agent's config: one secret as a string, several
+    (during a rotation, newest first) as a list."""
+    quoted = [hcl_string(secret, "secret", secret=True) for secret in secrets]
+    secret = quoted[0] if len(quoted) == 1 else f"[{', '.join(quoted)}]"
     return (
         f'cluster "{name}" {{\n'
-        f"  secret    = {hcl_string(secret, 'secret', secret=True)}\n"
+        f"  secret    = {secret}\n"
         f"  publisher = {hcl_string(publisher, 'publisher')}\n"
         "}\n"
     )
