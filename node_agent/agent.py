@@ -8,8 +8,9 @@ daemon loop:
 2. an order name published by two clusters belongs to the first cluster in the config, the
    other one is refused;
 3. each order whose bundle hash differs from the installed one is fetched, checked and
-   written to a new version directory, unless its ``install_after`` is still ahead
-   (deferred, reconsidered on every poll, even one answered 304);
+   written to a new version directory, unless its ``install_after`` is still ahead or,
+   for a replacement, its ``stagger`` turn or ``update_window`` has not come
+   (``node_agent.schedule``; deferred, reconsidered on every poll, even one answered 304);
 4. the symlinks switch; ``files`` copies are written (and interrupted sets completed);
 5. each distinct ``check_command`` of the switched orders runs; on failure those orders go
    back to their previous version;
@@ -38,10 +39,13 @@ file's per-order lines and the acks are computed again only when something chang
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
+from collections.abc import Sequence
 
+from certfleet.bundle import AckOrder
 from certfleet.config import AgentConfig
 from certfleet.store import Store, open_store
 from node_agent.ack import AckWriter, ack_orders
@@ -52,6 +56,7 @@ from node_agent.metrics import OrderMetrics, render_metrics, write_metrics
 from node_agent.planner import Planner, destinations
 from node_agent.result import PollResult
 from node_agent.rollout import Clock, Rollout
+from node_agent.schedule import INSTALL_AFTER
 from node_agent.source import ClusterSource
 from node_agent.state import AgentState, StateStore, node_id
 from node_agent.tally import Tally
@@ -100,7 +105,7 @@ class Agent:
         }
         # They keep the indexes of full passes, so a poll answered 304 touches only those:
         # the deferred orders (``planner``), the retired ones (``rollout``).
-        self.planner = Planner(config, self.installer, self.sources)
+        self.planner = Planner(config, self.installer, self.sources, self.node_id)
         self.rollout = Rollout(config, self.installer, self.runner, clock)
 
     # -- the poll ------------------------------------------------------------------------
@@ -125,6 +130,7 @@ class Agent:
         revision = self.state.orders.revision
         full, self._full_next = self._full_next or bool(fresh), True  # until this poll ends
         plan = self.planner.plan_all if full else self.planner.plan_due
+        waits = self.planner.deferrals()
         prepared = plan(self.state, now, tally)
         rollout = self.rollout
         switched = rollout.switch(self.state, prepared, tally)
@@ -146,7 +152,12 @@ class Agent:
         self._save()
         result = tally.result(self.state, [trust.name for trust in self.config.clusters])
         log.info("poll done: %s", result.summary())
-        changed = full or self.state.orders.revision != revision or bool(result.commands)
+        changed = (
+            full
+            or self.state.orders.revision != revision
+            or bool(result.commands)
+            or self.planner.deferrals() != waits  # e.g. a missed window: the next one
+        )
         self._report(result, now, changed)
         # An order that failed is retried by a full pass (its head may be applied already).
         self._full_next = any(p.cluster is not None for p in tally.problems[view_problems:])
@@ -193,11 +204,25 @@ class Agent:
                 trust.name,
                 trust.secrets,
                 generation=cluster_state.applied_generation,
-                orders=ack_orders(
-                    self.state, trust.name, result, self.acks.last_orders(trust.name)
+                orders=self._explained(
+                    ack_orders(self.state, trust.name, result, self.acks.last_orders(trust.name))
                 ),
                 now=now,
             )
+
+    def _explained(self, orders: Sequence[AckOrder]) -> list[AckOrder]:
+        """``orders`` with the detail of those deferred by ``stagger`` or ``update_window``
+        saying so (``ack_orders`` knows of ``install_after`` only)."""
+        waits = self.planner.deferrals()
+        explained = []
+        for order in orders:
+            wait = waits.get(order.order_name)
+            if order.state == "deferred" and wait is not None and wait.reason != INSTALL_AFTER:
+                owed = order.detail.partition(";")[2]  # "; on_update ... failed", if any
+                detail = wait.detail() + (f";{owed}" if owed else "")
+                order = dataclasses.replace(order, detail=detail)
+            explained.append(order)
+        return explained
 
     def _report_orphans(self) -> None:
         """Log, once per config, installed orders of clusters no longer in the config."""

@@ -7,8 +7,10 @@ what a poll installs and readies it, without switching anything in:
   other one is refused; so is a name whose directory under ``orders/`` (``*`` written
   ``_``) another order already holds;
 - each order whose bundle hash differs from the installed one is fetched, checked and
-  written to a new version directory (a ``Prepared``), unless its ``install_after`` is
-  still ahead: then it is deferred, and kept in an index that a poll answered 304 looks at;
+  written to a new version directory (a ``Prepared``), unless ``node_agent.schedule``
+  says it waits (its ``install_after``; for a replacement also ``stagger`` and
+  ``update_window``): then it is deferred, and kept in an index that a poll answered 304
+  looks at;
 - a bundle refused for good (by cluster, order and bundle hash) is not downloaded again.
 
 ``plan_all`` is a full pass over every order (it rebuilds the deferred index);
@@ -30,6 +32,7 @@ from node_agent.errors import AgentError, RefusedError
 from node_agent.installer import FileModes, Installer, file_modes
 from node_agent.material import render
 from node_agent.result import FAILED, REFUSED
+from node_agent.schedule import Deferral, deferral
 from node_agent.source import ClusterSource, bundle_object
 from node_agent.state import AgentState
 from node_agent.tally import Tally
@@ -71,12 +74,17 @@ class Planner:
     """Plans the installs of one agent; keeps the deferred index and the refusal cache."""
 
     def __init__(
-        self, config: AgentConfig, installer: Installer, sources: Mapping[str, ClusterSource]
+        self,
+        config: AgentConfig,
+        installer: Installer,
+        sources: Mapping[str, ClusterSource],
+        node_id: str = "",
     ) -> None:
         self.config = config
         self.installer = installer
         self.sources = sources
-        self._deferred: dict[str, tuple[str, int]] = {}  # name -> (cluster, install_after)
+        self.node_id = node_id  # ``stagger`` spreads the nodes by it
+        self._deferred: dict[str, tuple[str, Deferral]] = {}  # name -> (cluster, why)
         # Permanent refusals by (cluster, order, bundle hash): not downloaded again.
         self._refused: dict[tuple[str, str, str], RefusedError] = {}
 
@@ -127,6 +135,10 @@ class Planner:
                     )
         return owners
 
+    def deferrals(self) -> dict[str, Deferral]:
+        """The orders waiting (as of the last poll), by name, with why and until when."""
+        return {name: wait for name, (_, wait) in self._deferred.items()}
+
     # -- fetching and preparing ----------------------------------------------------------
 
     def plan_all(self, state: AgentState, now: int, tally: Tally) -> list[Prepared]:
@@ -142,8 +154,8 @@ class Planner:
     def plan_due(self, state: AgentState, now: int, tally: Tally) -> list[Prepared]:
         """A poll without a new head: only the deferred orders whose time has come."""
         due: dict[str, list[str]] = {}
-        for name, (cluster, install_after) in list(self._deferred.items()):
-            if install_after <= now:
+        for name, (cluster, wait) in list(self._deferred.items()):
+            if wait.until <= now:
                 del self._deferred[name]
                 due.setdefault(cluster, []).append(name)
             else:
@@ -172,10 +184,18 @@ class Planner:
                 if installed.removed_at is not None:
                     state.orders[name] = replace(installed, removed_at=None)  # published again
                 continue
-            if entry.install_after > now:
+            wait = deferral(
+                self.config,
+                node_id=self.node_id,
+                order_name=name,
+                install_after=entry.install_after,
+                serving_not_after=installed.not_after if installed is not None else None,
+                now=now,
+            )
+            if wait is not None:
                 tally.deferred.append(name)
-                self._deferred[name] = (cluster, entry.install_after)
-                log.info("order %r deferred until %d (install_after)", name, entry.install_after)
+                self._deferred[name] = (cluster, wait)
+                log.info("order %r deferred until %d (%s)", name, wait.until, wait.reason)
                 continue
             subject = bundle_object(cluster, name, entry.bundle_hash)
             known = (cluster, name, entry.bundle_hash.hex())

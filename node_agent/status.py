@@ -20,6 +20,7 @@ from typing import Any
 from certfleet.config import AgentConfig
 from node_agent.health import HealthStore
 from node_agent.identity import NODE_ID_FILE
+from node_agent.schedule import deferral
 from node_agent.state import StateStore
 
 
@@ -62,14 +63,25 @@ def build_status(config: AgentConfig, *, now: int) -> dict[str, Any]:
             owed_by_order.setdefault(safe, []).append(
                 {"command": owed.command, "failures": owed.failures, "error": owed.last_error}
             )
-    pending: dict[str, tuple[str, int, str]] = {}  # name -> (cluster, install_after, serial)
+    node = _read_node_id(config.state_dir)
+    pending: dict[str, tuple[str, int, str, str]] = {}  # name -> (cluster, until, serial, why)
     for name in configured:
         for order_name, entry in state.cluster(name).entries().items():
             installed = state.orders.get(order_name)
             if installed is not None and installed.bundle_hash == entry.bundle_hash.hex():
                 continue
-            if entry.install_after > now and order_name not in pending:
-                pending[order_name] = (name, entry.install_after, entry.serial)
+            if order_name in pending:
+                continue
+            wait = deferral(
+                config,
+                node_id=node or "",
+                order_name=order_name,
+                install_after=entry.install_after,
+                serving_not_after=installed.not_after if installed is not None else None,
+                now=now,
+            )
+            if wait is not None:
+                pending[order_name] = (name, wait.until, entry.serial, wait.reason)
     orders = []
     for order_name in sorted(set(state.orders) | set(pending)):
         order = state.orders.get(order_name)
@@ -99,13 +111,14 @@ def build_status(config: AgentConfig, *, now: int) -> dict[str, Any]:
                 "installed_at": (order.installed_at or None) if order else None,
                 "deferred_until": waiting[1] if waiting else None,
                 "deferred_serial": waiting[2] if waiting else None,
+                "deferred_reason": waiting[3] if waiting else None,
                 "removed_upstream_at": order.removed_at if order else None,
                 "on_update": commands,
                 "owed": owed_by_order.get(order.safe_name, []) if order else [],
             }
         )
     return {
-        "node_id": _read_node_id(config.state_dir),
+        "node_id": node,
         "state_dir": config.state_dir,
         "now": now,
         "clusters": clusters,
@@ -140,6 +153,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
         "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
         for row in (header, *rows)
     ]
+
+
+def _deferred(order: dict[str, Any], now: int) -> str:
+    """When a waiting version is due, and why: "2026-... (in 20 min), stagger"."""
+    if not order["deferred_until"]:
+        return "-"
+    return f"{_when(order['deferred_until'], now)}, {order['deferred_reason']}"
 
 
 def _command_result(order: dict[str, Any]) -> str:
@@ -188,7 +208,7 @@ def format_status(status: dict[str, Any]) -> str:
                 o["serial"] or "-",
                 _when(o["not_after"], now),
                 _when(o["installed_at"], now),
-                _when(o["deferred_until"], now),
+                _deferred(o, now),
                 _command_result(o),
                 " ".join(o["names"]),
             ]

@@ -19,6 +19,7 @@ from certfleet.config import (
     load_agent_config,
     parse_agent_config,
 )
+from certfleet.config.window import UpdateWindow
 
 SECRET_1 = ClusterSecret("k1", bytes(range(32))).export()
 SECRET_2 = ClusterSecret("k2", bytes(range(1, 33))).export()
@@ -168,6 +169,9 @@ def test_api_key_notice_never_shows_the_key() -> None:
 VALID_FILES = 'an absolute path, e.g. "/etc/ssl/${ORDER_NAME}.pem"'
 VALID_PROBE = '"HOST:PORT" ("127.0.0.1:443", "[::1]:443"), or a list of them'
 VALID_SNI = "a host name the certificate covers, e.g. www.example.com"
+VALID_WINDOW = '"HH:MM-HH:MM" in UTC, e.g. "03:00-05:00" or "22:00-02:00" (crosses midnight)'
+VALID_DAYS = 'a list of days: "mon", "tue", "wed", "thu", "fri", "sat", "sun"'
+
 BROKEN = [
     (
         'store = "file:///x"\n',
@@ -183,7 +187,8 @@ BROKEN = [
         MINIMAL + 'pol_interval = "5s"',
         'agent.conf:6: option "pol_interval": unknown option; did you mean "poll_interval"? '
         "(valid: api_key, cluster, default, hook_timeout, metrics_file, min_generation, order, "
-        "poll_interval, state_dir, store, store_endpoint)",
+        "poll_interval, stagger, state_dir, store, store_endpoint, update_days, update_window, "
+        "urgent_before)",
     ),
     (
         MINIMAL + 'poll_interval = "0.5s"',
@@ -410,6 +415,61 @@ BROKEN = [
         "['a.example.com']",
     ),
     (
+        MINIMAL + 'stagger = "8d"',
+        'agent.conf:6: option "stagger": \'8d\' is out of range (valid: "90s", "5m", "1h30m", '
+        '"7d" or a number of seconds; at most 7d)',
+    ),
+    (
+        MINIMAL + "stagger = -5",
+        'agent.conf:6: option "stagger": bad duration -5: must be a finite, non-negative '
+        'duration (valid: "90s", "5m", "1h30m", "7d" or a number of seconds; at most 7d)',
+    ),
+    (
+        MINIMAL + 'urgent_before = "1y"',
+        "agent.conf:6: option \"urgent_before\": bad duration '1y': use a number of seconds "
+        'or units d, h, m, s, like "1h30m" (valid: "90s", "5m", "1h30m", "7d" or a number of '
+        "seconds; at most 90d)",
+    ),
+    (
+        MINIMAL + 'update_window = "3am-5am"',
+        "agent.conf:6: option \"update_window\": '3am-5am': is not a window HH:MM-HH:MM "
+        f"(valid: {VALID_WINDOW})",
+    ),
+    (
+        MINIMAL + 'update_window = "03:00-24:00"',
+        "agent.conf:6: option \"update_window\": '03:00-24:00': is not a window HH:MM-HH:MM "
+        f"(valid: {VALID_WINDOW})",
+    ),
+    (
+        MINIMAL + 'update_window = "03:00-03:00"',
+        "agent.conf:6: option \"update_window\": '03:00-03:00': opens and closes at the same "
+        f"time (valid: {VALID_WINDOW})",
+    ),
+    (
+        MINIMAL + 'update_window = "03:00-05:00 CET"',
+        "agent.conf:6: option \"update_window\": '03:00-05:00 CET': is not a window "
+        f"HH:MM-HH:MM (valid: {VALID_WINDOW})",
+    ),
+    (
+        MINIMAL + 'update_days = ["sat", "caturday"]',
+        "agent.conf:6: option \"update_days\": entry 2: 'caturday': is not a day of the week "
+        f"(valid: {VALID_DAYS})",
+    ),
+    (
+        MINIMAL + 'update_days = ["sat", "Saturday"]',
+        f'agent.conf:6: option "update_days": lists sat twice (valid: {VALID_DAYS})',
+    ),
+    (
+        MINIMAL + "update_days = []",
+        f'agent.conf:6: option "update_days": is an empty list (valid: {VALID_DAYS})',
+    ),
+    (
+        MINIMAL + 'default { stagger = "1h" }',
+        'agent.conf:6: option "stagger" in default: unknown option (valid: cert_perm, '
+        "check_command, files, key_group, key_perm, key_user, on_update, p12_password, probe, "
+        "probe_sni, probe_timeout, remove, remove_after)",
+    ),
+    (
         "store = \n",
         "agent.conf: at end of file: syntax error: unexpected end of file (valid: true or "
         'false, a quoted string, a name, "{", "[", a number)',
@@ -462,6 +522,34 @@ def test_probe_settings(
     settings_ = parse_agent_config(MINIMAL + text, "agent.conf").settings_for(order)
     assert tuple(str(address) for address in settings_.probe) == addresses
     assert (settings_.probe_timeout, settings_.probe_sni) == (timeout, sni)
+
+
+SCHEDULES = [
+    ("", 0.0, None, 7 * 86400),
+    ('stagger = "30m"\nurgent_before = "3d"', 1800.0, None, 3 * 86400),
+    ('update_window = "03:00-05:00"', 0.0, UpdateWindow(180, 300), 7 * 86400),
+    ('update_window = "3:30-5:00"', 0.0, UpdateWindow(210, 300), 7 * 86400),
+    ('update_window = " 22:00-02:00 "', 0.0, UpdateWindow(1320, 120), 7 * 86400),
+    (
+        'update_window = "22:00-02:00"\nupdate_days = ["Sunday", "sat"]\nurgent_before = 0',
+        0.0,
+        UpdateWindow(1320, 120, (5, 6)),
+        0.0,
+    ),
+    ('update_days = "mon"', 0.0, UpdateWindow(0, 0, (0,)), 7 * 86400),  # all of Monday
+]
+
+
+@pytest.mark.parametrize(("text", "stagger", "window", "urgent_before"), SCHEDULES)
+def test_cutover_schedule(
+    text: str, stagger: float, window: UpdateWindow | None, urgent_before: float
+) -> None:
+    config = parse_agent_config(MINIMAL + text, "agent.conf")
+    assert (config.stagger, config.update_window, config.urgent_before) == (
+        stagger,
+        window,
+        urgent_before,
+    )
 
 
 def test_repeated_default_blocks_are_one_block() -> None:

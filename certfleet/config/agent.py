@@ -34,6 +34,14 @@ from certfleet.config.hcl import load_hcl, read_config_text
 from certfleet.config.path_template import FILE_TYPES, check_template, expand_files_path
 from certfleet.config.section import Section, shown
 from certfleet.config.url import check_http_url, check_store_url
+from certfleet.config.window import (
+    DAYS,
+    DAYS_FORM,
+    WINDOW_FORM,
+    UpdateWindow,
+    parse_day,
+    parse_window,
+)
 
 STORE_SCHEMES = ("s3", "file", "https", "http")
 REMOVE_POLICIES = ("keep", "delete")
@@ -42,7 +50,8 @@ DAY = 86400.0
 
 _TOP_OPTIONS = (
     "store", "store_endpoint", "state_dir", "poll_interval", "min_generation",
-    "metrics_file", "hook_timeout", "api_key",
+    "metrics_file", "hook_timeout", "api_key", "stagger", "update_window", "update_days",
+    "urgent_before",
 )  # fmt: skip
 _ORDER_OPTIONS = (
     "on_update", "check_command", "key_user", "key_group", "key_perm", "cert_perm",
@@ -54,6 +63,8 @@ _PUBLISHER_FORM = '"ed25519:<base64url of 32 bytes>", or a list of them'
 _CLUSTER_STANZA = 'cluster "NAME" { secret = "...", publisher = "..." } (certfleet clusters add)'
 _PROBE_FORM = '"HOST:PORT" ("127.0.0.1:443", "[::1]:443"), or a list of them'
 _PROBE_TIMEOUT = (1.0, 600.0)
+_MAX_STAGGER = 7 * DAY
+_MAX_URGENT_BEFORE = 90 * DAY
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,11 @@ class AgentConfig:
     min_generation: int = 0
     metrics_file: str | None = None
     hook_timeout: float = 300.0
+    # When a replacement (not a first install, not a removal) may cut over: see
+    # node_agent.schedule. 0 / None: off.
+    stagger: float = 0.0
+    update_window: UpdateWindow | None = None
+    urgent_before: float = 7 * DAY
     defaults: OrderSettings = OrderSettings()
     orders: tuple[OrderOverride, ...] = ()
     notices: tuple[str, ...] = ()
@@ -192,6 +208,9 @@ def parse_agent_config(text: str, source: str) -> AgentConfig:
         min_generation=root.integer("min_generation", 0, minimum=0),
         metrics_file=metrics_file,
         hook_timeout=root.duration("hook_timeout", 300.0, minimum=1.0),
+        stagger=root.duration("stagger", 0.0, maximum=_MAX_STAGGER),
+        update_window=_update_window(root),
+        urgent_before=root.duration("urgent_before", 7 * DAY, maximum=_MAX_URGENT_BEFORE),
         defaults=defaults,
         orders=orders,
         notices=tuple(root.problems.notices),
@@ -206,6 +225,24 @@ def _check_absolute(section: Section, name: str, path: str) -> None:
         section.error(
             name, f"{shown(path)} is not an absolute path", valid="a path starting with /"
         )
+
+
+def _update_window(root: Section) -> UpdateWindow | None:
+    """``update_window`` and ``update_days``; None when neither is set (no window)."""
+    window = UpdateWindow()
+    found = root.parsed("update_window", parse_window, valid=WINDOW_FORM)
+    if found:
+        window = UpdateWindow(*found[0])
+    if root.has("update_days"):
+        days = root.parsed("update_days", parse_day, valid=DAYS_FORM, many=True)
+        repeated = sorted({DAYS[d] for d in days if days.count(d) > 1}, key=DAYS.index)
+        if repeated:
+            root.error("update_days", f"lists {', '.join(repeated)} twice", valid=DAYS_FORM)
+        elif days:
+            window = UpdateWindow(window.start, window.end, tuple(sorted(days)))
+    if not root.has("update_window") and not root.has("update_days"):
+        return None
+    return window
 
 
 def _cluster(label: str, section: Section) -> ClusterTrust:
