@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from certfleet.bundle import Ack, AckOrder, ClusterSecret, FormatError, seal_ack
 from certfleet.store import Store, StoreAccessDenied, StoreError
 from node_agent.result import PollResult
+from node_agent.schedule import Deferral
 from node_agent.state import AgentState
 
 log = logging.getLogger(__name__)
@@ -106,11 +107,14 @@ def ack_orders(
     cluster: str,
     result: PollResult,
     last: Mapping[str, AckOrder] | None = None,
+    deferrals: Mapping[str, Deferral] | None = None,
 ) -> list[AckOrder]:
     """What an ack reports for each order of ``cluster`` after the poll that gave ``result``.
 
     ``last`` (the orders of the last ack, by name) are reused where nothing changed, which
-    spares checking 100,000 order names again after a change of one."""
+    spares checking 100,000 order names again after a change of one. ``deferrals`` (the
+    planner's waits, by name) say why a deferred order waits: ``install_after``, ``stagger``
+    or ``update window``."""
     entries = state.cluster(cluster).entries()
     owed = {safe: owed for owed in state.owed for safe in (*owed.updated, *owed.removed)}
     problems = [p for p in result.problems if p.cluster == cluster]
@@ -129,7 +133,9 @@ def ack_orders(
         elif mine is not None and mine.removed_at is not None:
             order_state, detail = "removed", f"removed upstream at {mine.removed_at}; files kept"
         elif entry is not None and (mine is None or mine.bundle_hash != entry.bundle_hash.hex()):
-            order_state, detail = "deferred", f"install_after {entry.install_after}"
+            wait = deferrals.get(name) if deferrals else None
+            order_state = "deferred"
+            detail = wait.detail() if wait else f"install_after {entry.install_after}"
         elif mine is not None:
             order_state, detail = "installed", ""
         else:

@@ -39,13 +39,10 @@ file's per-order lines and the acks are computed again only when something chang
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
-from collections.abc import Sequence
 
-from certfleet.bundle import AckOrder
 from certfleet.config import AgentConfig
 from certfleet.store import Store, open_store
 from node_agent.ack import AckWriter, ack_orders
@@ -56,7 +53,6 @@ from node_agent.metrics import OrderMetrics, render_metrics, write_metrics
 from node_agent.planner import Planner, destinations
 from node_agent.result import PollResult
 from node_agent.rollout import Clock, Rollout
-from node_agent.schedule import INSTALL_AFTER
 from node_agent.source import ClusterSource
 from node_agent.state import AgentState, StateStore, node_id
 from node_agent.tally import Tally
@@ -204,25 +200,15 @@ class Agent:
                 trust.name,
                 trust.secrets,
                 generation=cluster_state.applied_generation,
-                orders=self._explained(
-                    ack_orders(self.state, trust.name, result, self.acks.last_orders(trust.name))
+                orders=ack_orders(
+                    self.state,
+                    trust.name,
+                    result,
+                    self.acks.last_orders(trust.name),
+                    self.planner.deferrals(),
                 ),
                 now=now,
             )
-
-    def _explained(self, orders: Sequence[AckOrder]) -> list[AckOrder]:
-        """``orders`` with the detail of those deferred by ``stagger`` or ``update_window``
-        saying so (``ack_orders`` knows of ``install_after`` only)."""
-        waits = self.planner.deferrals()
-        explained = []
-        for order in orders:
-            wait = waits.get(order.order_name)
-            if order.state == "deferred" and wait is not None and wait.reason != INSTALL_AFTER:
-                owed = order.detail.partition(";")[2]  # "; on_update ... failed", if any
-                detail = wait.detail() + (f";{owed}" if owed else "")
-                order = dataclasses.replace(order, detail=detail)
-            explained.append(order)
-        return explained
 
     def _report_orphans(self) -> None:
         """Log, once per config, installed orders of clusters no longer in the config."""
