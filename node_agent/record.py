@@ -1,8 +1,9 @@
 """What the agent records: what it accepted from each cluster, installed, and still owes.
 
 No key material: order names, hashes, serials, version names, the shard entries of each
-cluster's last accepted head, and the on_update commands still owed. ``node_agent.state``
-keeps an ``AgentState`` on disk; the classes are re-exported there.
+cluster's last accepted head, the on_update commands still owed, and the versions that
+failed their check_command or probe and are not tried again before a time (``Backoff``).
+``node_agent.state`` keeps an ``AgentState`` on disk; the classes are re-exported there.
 """
 
 from __future__ import annotations
@@ -150,11 +151,29 @@ class OwedCommand:
     last_error: str = ""
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """The version (bundle hash) of an order that failed its check_command or probe and was
+    rolled back: not tried again before ``retry_at`` (Unix seconds). ``attempts`` counts
+    the failed attempts in a row with this bundle; ``error`` is the last failure."""
+
+    cluster: str
+    bundle_hash: str
+    attempts: int
+    retry_at: int
+    error: str
+
+    def detail(self) -> str:
+        """As a problem, an ack and ``--status`` say it: the failure, then when it is retried."""
+        return f"{self.error}; retry at {self.retry_at} (attempt {self.attempts} failed)"
+
+
 @dataclass
 class AgentState:
     clusters: dict[str, ClusterState] = field(default_factory=dict)
     orders: OrderTable = field(default_factory=OrderTable)
     owed: list[OwedCommand] = field(default_factory=list)
+    backoff: dict[str, Backoff] = field(default_factory=dict)  # by order name
 
     def cluster(self, name: str) -> ClusterState:
         return self.clusters.setdefault(name, ClusterState())

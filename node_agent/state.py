@@ -4,7 +4,9 @@
 <state_dir>/state.json                     0600, the index, replaced atomically: each
                                            cluster's accepted head (ETags, generations, the
                                            hash of each shard read), the owed on_update
-                                           commands, and the record file of each order bucket
+                                           commands, the backoffs of versions that failed
+                                           their check_command or probe, and the record
+                                           file of each order bucket
 <state_dir>/state.d/shards/<shard hash>    0600, the entries and tombstones of one shard, named
                                            by the hash of the stored shard (written once)
 <state_dir>/state.d/orders/<digest>        0600, the installed orders of one bucket (order
@@ -44,6 +46,7 @@ from node_agent.errors import StateError
 from node_agent.identity import node_id
 from node_agent.record import (
     AgentState,
+    Backoff,
     ClusterState,
     InstalledOrder,
     OrderTable,
@@ -54,6 +57,8 @@ from node_agent.statecodec import (
     BUCKETS,
     OLD_SCHEMA,
     SCHEMA,
+    backoff_json,
+    backoffs,
     bucket_of,
     cluster_json,
     content_digest,
@@ -77,6 +82,7 @@ __all__ = [
     "RECORDS_DIR",
     "STATE_FILE",
     "AgentState",
+    "Backoff",
     "ClusterState",
     "InstalledOrder",
     "OrderTable",
@@ -173,6 +179,7 @@ class StateStore:
             orders.extend((name, installed_order(order)) for name, order in content.items())
         state.orders = OrderTable(orders)
         state.owed = [OwedCommand(**owed) for owed in raw["owed"]]
+        state.backoff = backoffs(raw)
         shard_files = {r.hash for c in state.clusters.values() for r in c.shards.values()}
         self._track(state, buckets, members, shard_files)
         return state
@@ -239,6 +246,8 @@ class StateStore:
             "orders": {str(bucket): name for bucket, name in sorted(buckets.items())},
             "owed": [vars(owed) for owed in state.owed],
         }
+        if state.backoff:  # absent when empty, as in an index written before backoffs
+            index["backoff"] = backoff_json(state.backoff)
         write_atomic(self.path, dumps(index), _STATE_MODE)
         # The new index is in place: forget the old one and remove what only it named.
         old_orders, old_shards = set(self._buckets.values()), self._shard_files

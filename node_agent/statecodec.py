@@ -17,6 +17,7 @@ from typing import Any
 from certfleet.bundle import ShardEntry, Tombstone
 from node_agent.record import (
     AgentState,
+    Backoff,
     ClusterState,
     InstalledOrder,
     OrderTable,
@@ -88,6 +89,25 @@ def cluster_json(cluster: ClusterState) -> dict[str, Any]:
         "valid_until": cluster.valid_until,
         "shard_count": cluster.shard_count,
         "shards": {str(index): record.hash for index, record in cluster.shards.items()},
+    }
+
+
+def backoff_json(backoffs: dict[str, Backoff]) -> dict[str, Any]:
+    return {name: vars(held) for name, held in sorted(backoffs.items())}
+
+
+def backoffs(raw: dict[str, Any]) -> dict[str, Backoff]:
+    """The backoffs of an index; an index without them (written before they existed) has
+    none."""
+    return {
+        str(name): Backoff(
+            cluster=str(held["cluster"]),
+            bundle_hash=str(held["bundle_hash"]),
+            attempts=int(held["attempts"]),
+            retry_at=int(held["retry_at"]),
+            error=str(held["error"]),
+        )
+        for name, held in raw.get("backoff", {}).items()
     }
 
 
