@@ -3,7 +3,9 @@
 An ack tells the operator (``certfleet`` reads them with the cluster secret) what a node
 applied: its node id, hostname (a label only), the generation of its applied head, each
 order's state (installed, deferred, failed, removed) with its serial, and in ``detail`` why
-an order is deferred or failed or which on_update command is still owed for it.
+an order is deferred or failed (a version backing off after a failed check_command or probe
+is failed until it is tried again: "<the failure>; retry at T (attempt N failed)") or which
+on_update command is still owed for it.
 
 An ack is written only when its content changed since the last one this process wrote
 (the time does not count), and only to a store that takes writes (``s3://``, ``file://``).

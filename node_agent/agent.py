@@ -19,7 +19,12 @@ daemon loop:
    state and are retried on the next poll, also after a restart;
 8. each switched order with a ``probe`` is checked over TLS: does the server now serve the
    new leaf? If not, it goes back to its previous version (with the orders that share its
-   on_update commands), those commands run again, and the next poll tries again.
+   on_update commands) and those commands run again.
+
+An order rolled back by its failed check_command or probe backs off (``node_agent.backoff``):
+its bundle is not fetched nor tried again before a ``retry_at`` that doubles with each failed
+attempt (1 min to 1 h); meanwhile every poll reports it failed. The backoffs are kept in the
+durable state (a restart keeps them); ``clear_backoff`` (a config reload) ends them.
 
 Steps 2 and 3 are ``node_agent.planner``'s, 4 to 8 ``node_agent.rollout``'s; this module
 runs them in that order and reports the poll (health, metrics file, acks).
@@ -41,7 +46,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
+from typing import Callable
 
 from certfleet.config import AgentConfig
 from certfleet.store import Store, open_store
@@ -73,6 +80,7 @@ class Agent:
         store: Store | None = None,
         runner: CommandRunner | None = None,
         clock: Clock = time.time,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
         self.store = store or open_store(config.store, endpoint=config.store_endpoint)
@@ -102,7 +110,16 @@ class Agent:
         # They keep the indexes of full passes, so a poll answered 304 touches only those:
         # the deferred orders (``planner``), the retired ones (``rollout``).
         self.planner = Planner(config, self.installer, self.sources, self.node_id)
-        self.rollout = Rollout(config, self.installer, self.runner, clock)
+        self.rollout = Rollout(config, self.installer, self.runner, clock, rng=rng)
+
+    def clear_backoff(self) -> None:
+        """Forget every backoff (a config reload: the operator may have fixed the cause);
+        saved at the end of the next poll."""
+        if self.state.backoff:
+            log.info("config reloaded: %d order(s) backing off are tried again at once",
+                     len(self.state.backoff))  # fmt: skip
+            self.state.backoff = {}
+            self._dirty = True
 
     # -- the poll ------------------------------------------------------------------------
 
@@ -124,6 +141,7 @@ class Agent:
                 self._dirty = True
         view_problems = len(tally.problems)
         revision = self.state.orders.revision
+        backoff = dict(self.state.backoff)
         full, self._full_next = self._full_next or bool(fresh), True  # until this poll ends
         plan = self.planner.plan_all if full else self.planner.plan_due
         waits = self.planner.deferrals()
@@ -139,6 +157,10 @@ class Agent:
         rollout.check(self.state, switched, tally)
         rollout.run_owed(self.state, tally)
         rollout.probe(self.state, switched, tally)
+        for name in tally.installed:
+            self.state.backoff.pop(name, None)  # the version it backed off from passed
+        if self.state.backoff != backoff:
+            self._dirty = True
         for cluster, (etag, generation) in fresh.items():
             if not tally.has_problem(cluster):
                 cluster_state = self.state.cluster(cluster)

@@ -4,7 +4,9 @@
   0. Every sleep is an ``Event.wait``, so an idle daemon stops at once.
 - SIGHUP: the config file is read again before the next poll, which starts at once. A
   config that does not load (or whose store or state directory cannot be opened) is
-  reported and the running one kept.
+  reported and the running one kept. A reload that loads ends every backoff (the versions
+  that failed their check_command or probe are tried again at once: the operator may have
+  fixed the cause); a restart keeps them.
 - ``ready`` (``--readyfd``) is called once, after the first poll has finished or failed.
 
 Signal handlers only set events. They run in the main thread, which does nothing but wait
@@ -101,6 +103,7 @@ class Daemon:
             return False
         for notice in config.notices:
             log.warning("notice: %s", notice)
+        agent.clear_backoff()
         self.config, self.agent = config, agent
         log.info("config reloaded from %s", self.config_path)
         return True

@@ -11,7 +11,10 @@ what a poll installs and readies it, without switching anything in:
   says it waits (its ``install_after``; for a replacement also ``stagger`` and
   ``update_window``): then it is deferred, and kept in an index that a poll answered 304
   looks at;
-- a bundle refused for good (by cluster, order and bundle hash) is not downloaded again.
+- a bundle refused for good (by cluster, order and bundle hash) is not downloaded again;
+- a bundle whose version failed its check_command or probe is not downloaded again before
+  its ``retry_at`` (``node_agent.backoff``): the order is reported failed, with the failure
+  and the time of the retry, which keeps its cluster's head unapplied.
 
 ``plan_all`` is a full pass over every order (it rebuilds the deferred index);
 ``plan_due`` only takes the deferred orders whose time has come. ``node_agent.rollout``
@@ -27,6 +30,7 @@ from dataclasses import dataclass, replace
 from certfleet.bundle import FormatError, ShardEntry, safe_dir_name
 from certfleet.config import AgentConfig, OrderSettings, UnsafeFilesPathError
 from certfleet.store import StoreError
+from node_agent.backoff import holding
 from node_agent.certificate import check_bundle
 from node_agent.errors import AgentError, RefusedError
 from node_agent.installer import FileModes, Installer, file_modes
@@ -144,6 +148,8 @@ class Planner:
     def plan_all(self, state: AgentState, now: int, tally: Tally) -> list[Prepared]:
         """A full pass: every order of every cluster's view; the deferred index anew."""
         owners = self._owners(state, tally)
+        for name in [n for n in state.backoff if n not in owners]:
+            del state.backoff[name]  # no longer published: nothing to retry
         self._deferred.clear()
         prepared: list[Prepared] = []
         for trust in self.config.clusters:
@@ -183,6 +189,11 @@ class Planner:
             ):
                 if installed.removed_at is not None:
                     state.orders[name] = replace(installed, removed_at=None)  # published again
+                state.backoff.pop(name, None)
+                continue
+            held = holding(state, name, cluster, entry.bundle_hash.hex(), now)
+            if held is not None:  # failed its check_command or probe: not before retry_at
+                tally.problem(FAILED, f"order {name!r}", held.detail(), cluster)
                 continue
             wait = deferral(
                 self.config,

@@ -10,15 +10,21 @@ The steps of a poll after planning (``node_agent.planner``), each on the ``Agent
    state before anything runs;
 4. ``complete_copies``: the ``files`` copies are written (and interrupted sets completed);
 5. ``check``: each distinct ``check_command`` of the switched orders runs; on failure those
-   orders go back to their previous version (and are no longer owed an on_update);
+   orders go back to their previous version (a first install is removed) and are no longer
+   owed an on_update;
 6. ``run_owed``: each distinct ``on_update`` command owed runs once; failures stay owed in
    the durable state and are retried on the next poll, also after a restart;
 7. ``probe``: for each switched order with a ``probe`` whose on_update commands succeeded,
    a TLS handshake with each address must show the leaf just installed
    (``node_agent.probe``); if one does not, that order and the orders switched with it that
    share an on_update command go back to their previous version (a first install is kept),
-   and their on_update commands run again. As after a failed check_command, the problem
-   keeps the cluster's head unapplied, so the next poll tries the switch again.
+   and their on_update commands run again.
+
+An order rolled back by its own failed check_command or probe backs off: that bundle is not
+tried again before a ``retry_at`` that doubles with each failed attempt
+(``node_agent.backoff``); the planner reports it failed meanwhile, which keeps the
+cluster's head unapplied. Orders rolled back only because they share an on_update command
+with a failed probe are tried again at the next poll.
 
 The commands' environment carries ``CERTFLEET_UPDATED_ORDERS`` and
 ``CERTFLEET_REMOVED_ORDERS`` — space-separated *safe* order names, i.e. the directory names
@@ -30,12 +36,14 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from typing import Callable
 
 from certfleet.bundle import safe_dir_name
 from certfleet.config import AgentConfig, OrderSettings, UnsafeFilesPathError
+from node_agent.backoff import hold
 from node_agent.errors import InstallError
 from node_agent.hook import CommandRunner
 from node_agent.installer import Installer, remove_copies, write_copies
@@ -61,12 +69,14 @@ class Rollout:
         runner: CommandRunner,
         clock: Clock,
         prober: Prober = probe,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
         self.installer = installer
         self.runner = runner
         self.clock = clock
         self.prober = prober
+        self.rng = rng  # the jitter of backoffs
         self._retired: dict[str, str] = {}  # removed upstream, files kept: name -> cluster
         self.copies_failed: set[str] = set()  # orders whose ``files`` copies are not written
         # The state changed beyond ``OrderTable.changed`` (owed commands): the agent saves
@@ -143,6 +153,7 @@ class Rollout:
             command = self.config.settings_for(name).check_command
             if command:
                 by_command.setdefault(command, []).append(name)
+        fraction = self.rng() if by_command else 0.5  # one jitter for those failing together
         for command, names in by_command.items():
             safe_names = [state.orders[name].safe_name for name in names]
             env = self._env(state, safe_names, [])
@@ -151,15 +162,34 @@ class Rollout:
             if outcome.ok:
                 continue
             for name in names:
-                cluster = state.orders[name].cluster
+                order = state.orders[name]
                 self._roll_back(state, name, tally)
-                tally.problem(
-                    FAILED,
-                    f"order {name!r}",
-                    f"order {name!r}: check_command {command!r} {outcome.describe()}; "
-                    "rolled back to the previous version",
-                    cluster,
+                done = (
+                    "rolled back to the previous version"
+                    if order.previous is not None
+                    else "removed (a first install: there is no previous version)"
                 )
+                message = f"order {name!r}: check_command {command!r} {outcome.describe()}; {done}"
+                if name in tally.rolled_back:
+                    message = self._hold(state, name, order, message, fraction)
+                tally.problem(FAILED, f"order {name!r}", message, order.cluster)
+
+    def _hold(
+        self, state: AgentState, name: str, order: InstalledOrder, message: str, fraction: float
+    ) -> str:
+        """Back off from ``order``'s version (just rolled back); the problem's message."""
+        held = hold(
+            state,
+            name,
+            cluster=order.cluster,
+            bundle_hash=order.bundle_hash,
+            error=message,
+            now=int(self.clock()),
+            fraction=fraction,
+        )
+        log.warning("order %r: bundle %s not tried again before %d (attempt %d failed)",
+                    name, order.bundle_hash[:16], held.retry_at, held.attempts)  # fmt: skip
+        return held.detail()
 
     def _roll_back(self, state: AgentState, name: str, tally: Tally) -> None:
         """Switch ``name`` back to its previous version (or none), its copies too."""
@@ -325,6 +355,7 @@ class Rollout:
         share an on_update command; run those orders' on_update commands again."""
         shared = {c for name in failed for c in self.config.settings_for(name).on_update}
         culprits = ", ".join(repr(name) for name in failed)
+        fraction = self.rng()
         rolled: list[str] = []
         for name in switched:
             on_update = self.config.settings_for(name).on_update
@@ -343,9 +374,10 @@ class Rollout:
             self._roll_back(state, name, tally)
             if name in tally.rolled_back:
                 rolled.append(name)
-                outcome = "rolled back to the previous version"
-                tally.problem(FAILED, f"order {name!r}", f"order {name!r}: {why}; {outcome}",
-                              order.cluster)  # fmt: skip
+                message = f"order {name!r}: {why}; rolled back to the previous version"
+                if name in failed:  # its own probe failed: back off (not the others)
+                    message = self._hold(state, name, order, message, fraction)
+                tally.problem(FAILED, f"order {name!r}", message, order.cluster)
         if rolled:
             self.owe(state, rolled, [])
             again = {c for name in rolled for c in self.config.settings_for(name).on_update}

@@ -291,7 +291,9 @@ def test_failed_check_command_rolls_back_the_switched_orders(world: World) -> No
     }
     assert len(log.read_text().splitlines()) == 1  # on_update did not run for the rollback
     flag.unlink()
-    result = world.agent(extra).poll_once()
+    held = world.agent(extra).poll_once()  # a restart keeps the backoff (1 min ± 10 %)
+    assert not held.ok and held.commands == () and held.installed == ()
+    result = world.agent(extra, clock=lambda: time.time() + 120).poll_once()
     assert result.ok and result.installed == ("a.example",)
     assert os.readlink(world.order_dir("a.example")) != first_target
 

@@ -307,7 +307,8 @@ def test_a_server_that_keeps_the_old_certificate_is_rolled_back_and_retried(site
         f"order '{WWW}': probe 127.0.0.1:{site.nginx.port} (SNI {WWW}) still serves another "
         f"certificate (serial {site.first.serial}) after "
     )
-    assert problem.message.endswith("; rolled back to the previous version")
+    assert "; rolled back to the previous version; retry at " in problem.message
+    assert problem.message.endswith(" (attempt 1 failed)")
     assert site.crt.read_bytes() == site.first.certificate_pem  # the old files are back
     assert site.served_serial() == int(site.first.serial, 16)
     assert site.ack(agent)[WWW] == ("failed", site.first.serial, problem.message)
@@ -316,13 +317,16 @@ def test_a_server_that_keeps_the_old_certificate_is_rolled_back_and_retried(site
     assert report["orders"][0]["serial"] == site.first.serial
     assert "certfleet_agent_hook_failures_total 1\n" in (site.tmp / "agent.prom").read_text()
 
-    # The head is not applied: the next poll tries the switch again, and fails again.
+    # The head is not applied, but the version backs off: the next poll (within a minute)
+    # reports the failure again without switching, reloading or probing.
     again = agent.poll_once()
-    assert again.rolled_back == (WWW,) and not again.ok
+    assert again.rolled_back == () and again.commands == () and not again.ok
+    assert again.problems[0].message.startswith(problem.message.split("; retry at ")[0])
     assert site.crt.read_bytes() == site.first.certificate_pem
 
-    # With a real reload, the same head goes through.
+    # With a real reload in the config (reloaded: that ends the backoff), the head goes through.
     fixed = site.probing(site.nginx.command("-s", "reload"))
+    fixed.clear_backoff()
     done = fixed.poll_once()
     assert done.ok and done.installed == (WWW,), done.problems
     assert site.crt.read_bytes() == renewed.certificate_pem
@@ -417,6 +421,8 @@ def test_orders_sharing_the_on_update_go_back_together_and_a_failed_reload_is_no
     # A reload that fails is retried on the next poll; the probe waits for one that works.
     failing = Agent(parse_agent_config(text.replace(f"echo $CERTFLEET_UPDATED_ORDERS >> {log}",
                                                     "false"), "agent.conf"))  # fmt: skip
+    assert list(failing.state.backoff) == ["a.example"]  # b was only rolled back with it
+    failing.clear_backoff()  # what a config reload does
     result = failing.poll_once()
     assert [(run.command, run.ok) for run in result.commands] == [("false", False)]
     assert result.installed == ("a.example", "b.example") and result.rolled_back == ()
