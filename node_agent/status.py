@@ -1,10 +1,10 @@
 """``certfleet-agent --status``: what this node holds, read from its state directory only.
 
 No network and no writes: the state (``state.json`` and the records under ``state.d/``:
-installed orders, accepted heads, owed commands), ``health.json`` (polls, refusals, command
-results) and ``node-id``. It reads all of it (O(N) in the orders: about 4 s at 100,000),
-which is fine for a command run by hand. The config supplies
-the state directory, the configured clusters and each order's on_update commands.
+installed orders, accepted heads, owed commands, backoffs), ``health.json`` (polls,
+refusals, command results) and ``node-id``. It reads all of it (O(N) in the orders: about
+4 s at 100,000), which is fine for a command run by hand. The config supplies the state
+directory, the configured clusters and each order's on_update commands.
 
 ``build_status`` returns plain data (what ``--json`` prints); ``format_status`` the
 human-readable tables.
@@ -21,7 +21,7 @@ from certfleet.config import AgentConfig
 from node_agent.health import HealthStore
 from node_agent.identity import NODE_ID_FILE
 from node_agent.schedule import deferral
-from node_agent.state import StateStore
+from node_agent.state import AgentState, Backoff, StateStore
 
 
 def _read_node_id(state_dir: str) -> str | None:
@@ -82,10 +82,14 @@ def build_status(config: AgentConfig, *, now: int) -> dict[str, Any]:
             )
             if wait is not None:
                 pending[order_name] = (name, wait.until, entry.serial, wait.reason)
+    held = backing_off(state, configured)
     orders = []
-    for order_name in sorted(set(state.orders) | set(pending)):
+    for order_name in sorted(set(state.orders) | set(pending) | set(held)):
         order = state.orders.get(order_name)
         waiting = pending.get(order_name)
+        backoff = held.get(order_name)
+        if backoff is not None:
+            waiting = None  # failed, not deferred: backing off
         settings = config.settings_for(order_name)
         commands = []
         for command in settings.on_update:
@@ -99,6 +103,8 @@ def build_status(config: AgentConfig, *, now: int) -> dict[str, Any]:
                 }
             )
         cluster = order.cluster if order else waiting[0] if waiting else ""
+        if not cluster and backoff is not None:
+            cluster = backoff.cluster  # a first install that was removed
         orders.append(
             {
                 "order": order_name,
@@ -113,6 +119,9 @@ def build_status(config: AgentConfig, *, now: int) -> dict[str, Any]:
                 "deferred_serial": waiting[2] if waiting else None,
                 "deferred_reason": waiting[3] if waiting else None,
                 "removed_upstream_at": order.removed_at if order else None,
+                "retry_at": backoff.retry_at if backoff else None,
+                "attempts": backoff.attempts if backoff else None,
+                "failure": backoff.error if backoff else None,
                 "on_update": commands,
                 "owed": owed_by_order.get(order.safe_name, []) if order else [],
             }
@@ -125,6 +134,19 @@ def build_status(config: AgentConfig, *, now: int) -> dict[str, Any]:
         "orders": orders,
         "hook_failures_total": health.hook_failures_total,
     }
+
+
+def backing_off(state: AgentState, configured: Sequence[str]) -> dict[str, Backoff]:
+    """The backoffs that still hold a published version back, by order name: a backoff
+    for a bundle its cluster no longer publishes ends at the next poll."""
+    held = {}
+    for name, backoff in state.backoff.items():
+        if backoff.cluster not in configured:
+            continue
+        entry = state.cluster(backoff.cluster).entries().get(name)
+        if entry is not None and entry.bundle_hash.hex() == backoff.bundle_hash:
+            held[name] = backoff
+    return held
 
 
 def _when(seconds: int | None, now: int) -> str:
@@ -160,6 +182,13 @@ def _deferred(order: dict[str, Any], now: int) -> str:
     if not order["deferred_until"]:
         return "-"
     return f"{_when(order['deferred_until'], now)}, {order['deferred_reason']}"
+
+
+def _retry(order: dict[str, Any], now: int) -> str:
+    """When a version that failed is tried again: "2026-... (in 4 min), attempt 3 failed"."""
+    if order["retry_at"] is None:
+        return "-"
+    return f"{_when(order['retry_at'], now)}, attempt {order['attempts']} failed"
 
 
 def _command_result(order: dict[str, Any]) -> str:
@@ -209,6 +238,7 @@ def format_status(status: dict[str, Any]) -> str:
                 _when(o["not_after"], now),
                 _when(o["installed_at"], now),
                 _deferred(o, now),
+                _retry(o, now),
                 _command_result(o),
                 " ".join(o["names"]),
             ]
@@ -216,11 +246,16 @@ def format_status(status: dict[str, Any]) -> str:
     if order_rows:
         lines += _table(
             ["ORDER", "CLUSTER", "SERIAL", "NOT AFTER", "INSTALLED", "DEFERRED UNTIL",
-             "ON_UPDATE", "NAMES"],
+             "RETRY AT", "ON_UPDATE", "NAMES"],
             order_rows,
         )  # fmt: skip
     else:
         lines.append("no orders installed yet")
+    failures = [o for o in status["orders"] if o["retry_at"] is not None]
+    if failures:
+        lines.append("")
+        lines.append("backing off (a new version failed its check and was rolled back):")
+        lines += [f"  {o['failure']}; retry at {_when(o['retry_at'], now)}" for o in failures]
     lines.append("")
     lines.append(f"failed command runs (check_command, on_update): {status['hook_failures_total']}")
     return "\n".join(lines) + "\n"
