@@ -34,11 +34,15 @@ head_validity  = "3d"
 gc_grace       = "2d"
 lease_duration = "10m"
 issue_wait     = 45
+fleet_check_interval = "30m"
+fleet_stale_after    = "2h"
 cluster "webservers" {{
   secret     = ["{SECRET_2}", "{SECRET_1}"]
   key_type   = "ecdsa"
   renew_days = 30
   reuse_key  = true
+  fleet_check_interval = "0"
+  fleet_stale_after    = "6h"
   order "legacy.example.com" {{
     key_type  = "rsa"
     reuse_key = false
@@ -61,6 +65,7 @@ def test_full_example() -> None:
     assert config.signing_key.export() == SIGNING
     assert (config.skew_margin, config.head_validity, config.gc_grace) == (1800, 259200, 172800)
     assert (config.lease_duration, config.issue_wait) == (600, 45)
+    assert (config.fleet_check_interval, config.fleet_stale_after) == (1800, 7200)
     assert config.cluster_names == ("webservers", "mail")
     web = config.cluster("webservers")
     assert [s.export() for s in web.secrets] == [SECRET_2, SECRET_1]
@@ -70,8 +75,10 @@ def test_full_example() -> None:
     assert web.key_type_for("www.example.com") == "ecdsa"
     assert web.reuse_key_for("legacy.example.com") is False
     assert web.reuse_key_for("www.example.com") is True
+    assert (web.fleet_check_interval, web.fleet_stale_after) == (0, 21600)  # 0: no check
     mail = config.cluster("mail")
     assert (mail.key_type, mail.renew_days, mail.reuse_key, mail.orders) == ("rsa", None, False, ())
+    assert (mail.fleet_check_interval, mail.fleet_stale_after) == (None, None)  # the top's
 
 
 def test_defaults_and_no_cluster() -> None:
@@ -84,6 +91,7 @@ def test_defaults_and_no_cluster() -> None:
     assert config.gc_grace == 7 * 86400
     assert config.lease_duration == 900
     assert config.issue_wait == 60
+    assert (config.fleet_check_interval, config.fleet_stale_after) == (3600, 3600)
     assert config.clusters == ()
     with pytest.raises(UnknownClusterError, match="no cluster 'web' in this config"):
         config.cluster("web")
@@ -126,8 +134,8 @@ BROKEN = [
     (
         MINIMAL + 'stor = "x"',
         'sync.conf:3: option "stor": unknown option; did you mean "store"? (valid: api_endpoint, '
-        "api_key, cluster, gc_grace, head_validity, issue_wait, lease_duration, signing_key, "
-        "skew_margin, store, store_endpoint)",
+        "api_key, cluster, fleet_check_interval, fleet_stale_after, gc_grace, head_validity, "
+        "issue_wait, lease_duration, signing_key, skew_margin, store, store_endpoint)",
     ),
     (
         MINIMAL + 'store = "file:///y"',
@@ -167,6 +175,17 @@ BROKEN = [
         MINIMAL + "lease_duration = true",
         'sync.conf:3: option "lease_duration": bad duration True: expected a duration, not '
         'true/false (valid: "90s", "5m", "1h30m", "7d" or a number of seconds; from 1m to 1d)',
+    ),
+    (
+        MINIMAL + 'fleet_check_interval = "-1h"',
+        "sync.conf:3: option \"fleet_check_interval\": bad duration '-1h': use a number of "
+        'seconds or units d, h, m, s, like "1h30m" (valid: "90s", "5m", "1h30m", "7d" or a '
+        "number of seconds; at most 30d)",
+    ),
+    (
+        MINIMAL + f'cluster "w" {{\n secret = "{SECRET_1}"\n fleet_stale_after = "31d"\n}}',
+        'sync.conf:5: option "fleet_stale_after" in cluster "w": \'31d\' is out of range '
+        '(valid: "90s", "5m", "1h30m", "7d" or a number of seconds; at most 30d)',
     ),
     (
         'store = "file:///x"\nsigning_key = "ed25519:AAAA"',

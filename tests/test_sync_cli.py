@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 
 from certfleet.cli import main
+from certfleet.config import parse_agent_config
 from certfleet.store import open_store
+from node_agent.agent import Agent
+from tests.plugins.faults import agent_config_text
 from tests.plugins.sandbox import Sandbox, unique_cluster
 from tests.plugins.seaweedfs import SeaweedFS
 
@@ -69,6 +72,37 @@ def test_sync_once_settles_and_then_leaves_the_head_unchanged(
     assert keys and not any("example" in key or "wild" in key or "cli." in key for key in keys), (
         keys
     )
+
+
+def test_sync_once_prints_the_fleet_check(
+    config: tuple[Path, str], s3_url: str, seaweedfs: SeaweedFS, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    path, cluster = config
+    text = path.read_text()
+    path.write_text(text.replace("signing_key", 'fleet_check_interval = "1s"\nsigning_key', 1))
+    name = f"fleet.{cluster}.example.com"
+    code, _, err = cli("add", "--cluster", cluster, name, "--config", str(path), capsys=capsys)
+    assert code == 0, err
+    code, out, err = cli("sync", "--once", "--json", "--config", str(path), capsys=capsys)
+    assert code == 0, err
+    first = json.loads(out)
+    assert first["certificates_published"] == 1
+    assert first["fleet"][cluster]["nodes"] == 0 and first["fleet_problem_nodes"] == 0
+    code, stanza, err = cli("clusters", "show", cluster, "--config", str(path), capsys=capsys)
+    assert code == 0, err
+    for node, extra in (("web-1", ""), ("web-2", 'default { on_update = ["exit 3"] }\n')):
+        agent_text = agent_config_text(
+            s3_url, tmp_path / node, stanza, endpoint=seaweedfs.endpoint, extra=extra
+        )
+        Agent(parse_agent_config(agent_text, str(tmp_path / f"{node}.conf"))).poll_once()
+    time.sleep(1.1)  # the interval
+    code, out, err = cli("sync", "--once", "--config", str(path), capsys=capsys)
+    assert code == 0, err  # a failing node is no sync error
+    assert (
+        f"fleet {cluster}: 2 nodes, 2 current, 0 behind, 0 stale, 1 failing, 0 unreadable, "
+        f"0 ahead; 1 with problems (certfleet nodes --cluster {cluster})"
+    ) in out.splitlines()
 
 
 def test_sync_verify_store_repairs_a_deleted_shard(

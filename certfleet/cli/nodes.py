@@ -2,7 +2,7 @@
 
 For each cluster of the sync config (or those named by ``--cluster``) it reads the head,
 verified with the sync's own signing key, and every ``acks/<node-id>``, opened with the
-cluster's secrets (``certfleet.cli.fleet``), and prints one row per node, problems first:
+cluster's secrets (``certfleet.sync.fleet``), and prints one row per node, problems first:
 status, hostname, node id, applied head (``current``, ``behind D``: its head is D older),
 when it reported, its orders by state, and the on_update commands it still owes.
 ``--order ORDER`` lists instead which serial of that order each node has, against the
@@ -26,12 +26,12 @@ from typing import Any
 from certfleet.bundle import FormatError, validate_cluster_name
 from certfleet.cli.context import Context
 from certfleet.cli.errors import CliError, UsageError
-from certfleet.cli.fleet import ClusterReport, NodeReport, ack_key, read_cluster
 from certfleet.config.duration import parse_duration
 from certfleet.config.errors import DurationError
 from certfleet.config.sync import ClusterSyncConfig, SyncConfig, load_sync_config
 from certfleet.store import ObjectNotFound, Store, open_store
 from certfleet.sync.errors import printable
+from certfleet.sync.fleet import ClusterReport, NodeReport, ack_key, read_cluster
 
 DEFAULT_STALE_AFTER = "1h"
 MAX_SHOWN_FAILURES = 5

@@ -6,7 +6,9 @@ is ``stop.wait``, so shutdown is immediate between passes; a pass that fails is 
 and retried with a growing backoff. ``--max-seconds N`` is each pass's time budget. The
 exit code of ``--once`` is 0 when every order went through (a cluster whose lease another
 run holds is skipped, not an error), 1 when an order or cluster failed; 2 for usage and
-config errors. With ``--json`` the pass's summary is printed as one JSON object.
+config errors. With ``--json`` the pass's summary is printed as one JSON object. A pass
+that checked a cluster's fleet (``certfleet.sync.fleetcheck``) prints its figures; nodes
+with problems do not change the exit code (the run summary's ``fleet_problem_nodes``).
 ``--verify-store`` makes the pass list the store and read back every object the heads
 reference, repairing what is missing or corrupted (``certfleet.sync.audit``).
 
@@ -36,6 +38,7 @@ from certfleet.config.errors import DurationError
 from certfleet.config.sync import SyncConfig, load_sync_config
 from certfleet.sync import RunSummary, UnknownOrderError, mark_rekey, run_sync
 from certfleet.sync.errors import printable
+from certfleet.sync.summary import FLEET_FIGURES
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +161,12 @@ def _report(summary: RunSummary, args: argparse.Namespace, ctx: Context) -> None
         f"certificates published, {summary.tombstones} tombstones, generation "
         f"{summary.generation}, {summary.duration:.1f}s"
     )
+    for cluster, figures in sorted(summary.fleet.items()):
+        counts = ", ".join(f"{figures[name]} {name}" for name in FLEET_FIGURES[1:-1])
+        problems = figures["problem_nodes"]
+        hint = f" (certfleet nodes --cluster {cluster})" if problems else ""
+        line = f"fleet {cluster}: {figures['nodes']} nodes, {counts}; {problems} with problems"
+        ctx.say(line + hint)
     if summary.objects_verified or summary.objects_repaired:
         ctx.note(
             f"store: {summary.objects_verified} objects verified, {summary.objects_repaired} "

@@ -37,10 +37,14 @@ KEY_TYPES = ("rsa", "ecdsa")
 STORE_SCHEMES = ("s3", "file")
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 MAX_HEAD_VALIDITY = 7 * DAY
+MAX_FLEET_DURATION = 30 * DAY
 
+# Top level (the default) and per cluster: how often the sync reads the cluster's acks
+# ("0" turns the check off), and when a node behind the head counts as stale.
+_FLEET_OPTIONS = ("fleet_check_interval", "fleet_stale_after")
 _TOP_OPTIONS = (
     "api_key", "api_endpoint", "store", "store_endpoint", "signing_key", "skew_margin",
-    "head_validity", "gc_grace", "lease_duration", "issue_wait",
+    "head_validity", "gc_grace", "lease_duration", "issue_wait", *_FLEET_OPTIONS,
 )  # fmt: skip
 
 
@@ -63,6 +67,9 @@ class ClusterSyncConfig:
     renew_days: int | None = None
     reuse_key: bool = False
     orders: tuple[OrderSyncConfig, ...] = ()
+    # None: as the top level says
+    fleet_check_interval: float | None = None
+    fleet_stale_after: float | None = None
 
     @property
     def newest_secret(self) -> ClusterSecret:
@@ -105,6 +112,8 @@ class SyncConfig:
     gc_grace: float = 7 * DAY
     lease_duration: float = 15 * MINUTE
     issue_wait: float = 60.0
+    fleet_check_interval: float = HOUR
+    fleet_stale_after: float = HOUR
     clusters: tuple[ClusterSyncConfig, ...] = ()
     source: str = ""
 
@@ -161,6 +170,8 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
     gc_grace = root.duration("gc_grace", 7 * DAY, minimum=HOUR)
     lease_duration = root.duration("lease_duration", 15 * MINUTE, minimum=MINUTE, maximum=DAY)
     issue_wait = root.duration("issue_wait", 60.0, maximum=15 * MINUTE)
+    fleet_check_interval = root.duration("fleet_check_interval", HOUR, maximum=MAX_FLEET_DURATION)
+    fleet_stale_after = root.duration("fleet_stale_after", HOUR, maximum=MAX_FLEET_DURATION)
     clusters = tuple(_cluster(label, section) for label, _, section in root.blocks("cluster"))
     root.finish()
     if not signing_keys:  # unreachable after finish(); keeps the types honest
@@ -176,13 +187,15 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
         gc_grace=gc_grace,
         lease_duration=lease_duration,
         issue_wait=issue_wait,
+        fleet_check_interval=fleet_check_interval,
+        fleet_stale_after=fleet_stale_after,
         clusters=clusters,
         source=source,
     )
 
 
 def _cluster(label: str, section: Section) -> ClusterSyncConfig:
-    section.allow(("secret", "key_type", "renew_days", "reuse_key"), ("order",))
+    section.allow(("secret", "key_type", "renew_days", "reuse_key", *_FLEET_OPTIONS), ("order",))
     name = check_label(section, validate_cluster_name, label)
     secrets = cluster_secrets(section)
     orders = tuple(_order(order_label, sub) for order_label, _, sub in section.blocks("order"))
@@ -193,6 +206,12 @@ def _cluster(label: str, section: Section) -> ClusterSyncConfig:
         renew_days=section.optional_integer("renew_days", minimum=1, maximum=365),
         reuse_key=section.boolean("reuse_key", False),
         orders=orders,
+        fleet_check_interval=section.optional_duration(
+            "fleet_check_interval", maximum=MAX_FLEET_DURATION
+        ),
+        fleet_stale_after=section.optional_duration(
+            "fleet_stale_after", maximum=MAX_FLEET_DURATION
+        ),
     )
 
 

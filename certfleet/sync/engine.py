@@ -10,7 +10,9 @@ The order of writes is what makes a crash at any instant safe:
    compare-and-swap on the ETag read at the start, with ``next_generation`` of the higher
    of the head's and the state's generation (a crash between head and state loses none);
 4. the state, recording what the head now references and what stopped being referenced
-   (with the time, for garbage collection after ``gc_grace``) (``publisher``).
+   (with the time, for garbage collection after ``gc_grace``) (``publisher``), and when
+   the nodes' acks were last checked: the fleet check, when due, is the run's last step
+   before the state is saved (``fleetcheck``).
 
 An object written by a run that crashed before recording it is found by the periodic
 sweep and collected like any other unreferenced object. The sweep's listing is made at the
@@ -23,22 +25,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 from certfleet.bundle import (
     Bundle,
-    FormatError,
-    Head,
-    PublicKey,
     open_bundle,
-    peek_head,
-    verify_head,
 )
-from certfleet.store import ObjectNotFound, PreconditionFailed, Store
+from certfleet.store import PreconditionFailed, Store
 from certfleet.sync.audit import Audit
+from certfleet.sync.fleetcheck import FleetCheck
+from certfleet.sync.headseen import HeadSeen, read_head
 from certfleet.sync.issuer import Issuer
-from certfleet.sync.layout import bundle_key, head_key, pending_key
+from certfleet.sync.layout import bundle_key, pending_key
 from certfleet.sync.lease import Lease
 from certfleet.sync.plan import plan_cluster
 from certfleet.sync.provider import Provider, ProviderError, ProviderNotFound, ProviderOrder
@@ -52,42 +50,6 @@ log = logging.getLogger(__name__)
 Checkpoint = Callable[[str], None]
 Clock = Callable[[], float]
 MAX_RESERVE = 5.0
-
-
-@dataclass(frozen=True)
-class HeadSeen:
-    """The head found at the start of a run (``None`` fields when there is none).
-
-    ``signed`` is True when it verifies with the configured signing key for this cluster:
-    a head signed by another key (the publisher key was rotated, or someone else wrote
-    it) or with a broken signature is re-signed by this run.
-    """
-
-    etag: Optional[str]
-    head: Optional[Head]
-    signed: bool = False
-    problem: Optional[str] = None
-
-
-def read_head(store: Store, cluster: str, publisher: PublicKey) -> HeadSeen:
-    """The cluster's stored head and whether it verifies with ``publisher`` (the sync's own
-    key); ``problem`` says why it is unreadable or does not verify. A run reads its head
-    with it, and so does ``certfleet nodes``. Store errors propagate."""
-    try:
-        stored = store.get(head_key(cluster))
-    except ObjectNotFound:
-        return HeadSeen(None, None)
-    if stored is None:  # only possible with if_none_match, which is not given
-        return HeadSeen(None, None)
-    try:
-        head = peek_head(stored.data)
-    except FormatError as err:
-        return HeadSeen(stored.etag, None, problem=str(err))
-    try:
-        verify_head(stored.data, cluster=cluster, publishers=[publisher])
-    except FormatError as err:
-        return HeadSeen(stored.etag, head, signed=False, problem=str(err))
-    return HeadSeen(stored.etag, head, signed=True)
 
 
 class ClusterRun:
@@ -191,6 +153,8 @@ class ClusterRun:
         publisher.rewrap_bundles()
         publisher.publish(seen, self._retired)
         publisher.collect_garbage(seen, stored)
+        if FleetCheck(self, state, now).run_if_due():
+            self.step("fleet-checked")
         self.states.save(state)
         self.step("saved")
 

@@ -52,7 +52,8 @@ from certfleet.sync.layout import (
 from certfleet.sync.state import ClusterState, HeadRecord, OrderRecord, ShardRecord, read_bytes
 
 if TYPE_CHECKING:
-    from certfleet.sync.engine import ClusterRun, HeadSeen
+    from certfleet.sync.engine import ClusterRun
+    from certfleet.sync.headseen import HeadSeen
 
 log = logging.getLogger(__name__)
 

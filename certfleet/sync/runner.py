@@ -158,6 +158,7 @@ def run_sync(
         heads_published=tally.heads_published,
         complete=tally.complete,
         duration=time.monotonic() - started,
+        fleet=dict(tally.fleet),
     )
 
 

@@ -28,6 +28,14 @@ class ClusterPolicy(Protocol):
 
     def reuse_key_for(self, order_name: str) -> bool: ...
 
+    @property
+    def fleet_check_interval(self) -> Optional[float]:
+        """None: the sync-wide setting."""
+
+    @property
+    def fleet_stale_after(self) -> Optional[float]:
+        """None: the sync-wide setting."""
+
 
 class SyncSettings(Protocol):
     """The sync-wide settings."""
@@ -61,6 +69,13 @@ class SyncSettings(Protocol):
 
     @property
     def issue_wait(self) -> float: ...
+
+    @property
+    def fleet_check_interval(self) -> float:
+        """How often each cluster's acks are read; 0: never (``certfleet.sync.fleetcheck``)."""
+
+    @property
+    def fleet_stale_after(self) -> float: ...
 
     @property
     def clusters(self) -> Sequence[ClusterPolicy]: ...

@@ -12,7 +12,9 @@ names cannot contain ``/``). It records:
   was submitted, awaiting their certificate;
 - ``tombstones``, ``rekey`` marks, the ``shards`` last published (plaintext digest and
   object hash per index), the last ``head`` written, ``unreferenced`` objects with the
-  time they stopped being referenced, and when the store was last swept for orphans.
+  time they stopped being referenced, when the store was last swept for orphans, and
+  when the fleet's acks were last checked (``last_fleet_check``, ``fleetcheck``; absent
+  from states written before it existed: 0).
 
 Written only with ``put_if_absent`` / ``put_if_match``; saving state that did not change
 writes nothing.
@@ -93,6 +95,7 @@ class ClusterState:
     head: Optional[HeadRecord] = None
     unreferenced: dict[str, int] = field(default_factory=dict)
     last_sweep: int = 0
+    last_fleet_check: int = 0
 
     @classmethod
     def new(cls) -> ClusterState:
@@ -112,6 +115,7 @@ class ClusterState:
             "head": None if self.head is None else asdict(self.head),
             "unreferenced": self.unreferenced,
             "last_sweep": self.last_sweep,
+            "last_fleet_check": self.last_fleet_check,
         }
         return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
@@ -139,6 +143,7 @@ class ClusterState:
             ),
             unreferenced={k: int(t) for k, t in doc["unreferenced"].items()},
             last_sweep=int(doc["last_sweep"]),
+            last_fleet_check=int(doc.get("last_fleet_check", 0)),
         )
 
 

@@ -8,6 +8,11 @@ from typing import Any
 
 from certfleet.sync.errors import printable
 
+# The figures of one cluster's fleet check, in the order they are printed.
+FLEET_FIGURES = (
+    "nodes", "current", "behind", "stale", "failing", "unreadable", "ahead", "problem_nodes",
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -20,7 +25,9 @@ class RunSummary:
     budget or a lease held elsewhere left work for the next run. ``objects_repaired``
     counts published objects found missing or corrupted (rewritten, or their order marked
     for a new key); ``objects_verified`` counts objects read and hash-checked by a
-    ``verify_store`` run."""
+    ``verify_store`` run. ``fleet`` holds, for each cluster whose nodes' acks this run
+    checked (``certfleet.sync.fleetcheck``), its figures (``FLEET_FIGURES``); an error key
+    ``fleet:<cluster>`` means the check could not list or read the cluster's acks."""
 
     clusters: tuple[str, ...]
     orders_seen: int
@@ -41,6 +48,7 @@ class RunSummary:
     heads_published: int
     complete: bool
     duration: float
+    fleet: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -50,6 +58,14 @@ class RunSummary:
     def generation(self) -> int:
         """The highest generation among the clusters (0 when none has a head)."""
         return max(self.generations.values(), default=0)
+
+    @property
+    def fleet_problem_nodes(self) -> int | None:
+        """Nodes found stale, failing, unreadable or ahead by this run's fleet checks (each
+        node once); None when no cluster was checked in this run."""
+        if not self.fleet:
+            return None
+        return sum(figures["problem_nodes"] for figures in self.fleet.values())
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +89,8 @@ class RunSummary:
             "heads_published": self.heads_published,
             "complete": self.complete,
             "duration": round(self.duration, 3),
+            "fleet": {cluster: dict(figures) for cluster, figures in self.fleet.items()},
+            "fleet_problem_nodes": self.fleet_problem_nodes,
         }
 
 
@@ -93,6 +111,7 @@ class Tally:
     errors: dict[str, str] = field(default_factory=dict)
     generations: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    fleet: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def error(self, subject: str, err: BaseException | str) -> None:
         """Record a failure of ``subject`` (an order name as the provider spelt it, or

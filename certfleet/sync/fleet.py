@@ -1,7 +1,10 @@
 """What a cluster's nodes report: the verified head, its index, and every node's ack.
 
-``read_cluster`` reads one cluster for ``certfleet nodes``: the head (verified with the
-sync's own key, by ``certfleet.sync.engine.read_head``), the head's index shards (for each
+``read_nodes`` reads and assesses every ``acks/<node-id>`` against a published head (one
+LIST, one GET per ack); the sync's fleet check (``certfleet.sync.fleetcheck``) calls it with
+the head it just published and a deadline. ``read_cluster`` reads one cluster for
+``certfleet nodes``: the head (verified with the
+sync's own key, by ``certfleet.sync.headseen.read_head``), the head's index shards (for each
 order's published serial: an ack of a cluster over 1,000 orders lists only exceptions, and
 an order it leaves out is installed with the serial the head of the ack's generation
 publishes), and ``acks/``. Acks are written by nodes and are untrusted: the listing stops
@@ -21,6 +24,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +47,7 @@ from certfleet.bundle import (
 )
 from certfleet.bundle.ack import ORDER_STATES
 from certfleet.store import ObjectNotFound, Store, StoreError
-from certfleet.sync.engine import read_head
+from certfleet.sync.headseen import read_head
 from certfleet.sync.layout import cluster_prefix, shard_key
 from certfleet.sync.state import read_bytes
 
@@ -144,16 +148,7 @@ class ClusterReport:
     truncated: bool = False
 
     def summary(self) -> dict[str, int]:
-        nodes = self.nodes
-        return {
-            "nodes": len(nodes),
-            "current": sum(1 for n in nodes if n.error is None and n.applied == "current"),
-            "behind": sum(1 for n in nodes if n.error is None and n.applied == "behind"),
-            "stale": sum(1 for n in nodes if n.stale),
-            "ahead": sum(1 for n in nodes if n.error is None and n.applied == "ahead"),
-            "failing": sum(1 for n in nodes if n.failing),
-            "unreadable": sum(1 for n in nodes if n.error is not None),
-        }
+        return count_nodes(self.nodes)
 
     @property
     def healthy(self) -> bool:
@@ -164,6 +159,30 @@ class ClusterReport:
             and self.published is not None
             and not any(node.problems for node in self.nodes)
         )
+
+
+@dataclass(frozen=True)
+class NodeReports:
+    """What ``read_nodes`` found: the nodes, problems first; ``truncated`` when the listing
+    held more than ``MAX_ACKS``; ``unread`` counts acks left unread at the deadline."""
+
+    nodes: tuple[NodeReport, ...]
+    truncated: bool = False
+    unread: int = 0
+
+
+def count_nodes(nodes: Sequence[NodeReport]) -> dict[str, int]:
+    """How many nodes are current, behind, stale, ahead, failing, unreadable (a node may
+    be counted under several: stale nodes are also behind, a failing one any of these)."""
+    return {
+        "nodes": len(nodes),
+        "current": sum(1 for n in nodes if n.error is None and n.applied == "current"),
+        "behind": sum(1 for n in nodes if n.error is None and n.applied == "behind"),
+        "stale": sum(1 for n in nodes if n.stale),
+        "ahead": sum(1 for n in nodes if n.error is None and n.applied == "ahead"),
+        "failing": sum(1 for n in nodes if n.failing),
+        "unreadable": sum(1 for n in nodes if n.error is not None),
+    }
 
 
 def read_cluster(
@@ -178,18 +197,43 @@ def read_cluster(
     """Everything ``certfleet nodes`` shows of ``cluster``; store errors become ``error``."""
     try:
         published, problem = _read_published(store, cluster, secrets, publisher, now)
-        keys = list(islice(store.list(acks_prefix(cluster)), MAX_ACKS + 1))
-        with ThreadPoolExecutor(READERS) as pool:
-            read = list(pool.map(lambda key: _read_ack(store, cluster, secrets, key), keys))
+        found = read_nodes(store, cluster, secrets, published, now=now, stale_after=stale_after)
     except StoreError as err:
         return ClusterReport(cluster, error=str(err))
+    return ClusterReport(cluster, published, problem, None, found.nodes, found.truncated)
+
+
+def read_nodes(
+    store: Store,
+    cluster: str,
+    secrets: Sequence[ClusterSecret],
+    published: Published | None,
+    *,
+    now: int,
+    stale_after: float,
+    deadline: float | None = None,
+) -> NodeReports:
+    """Every node's ack (one LIST, then one GET per ack, ``READERS`` at a time), assessed
+    against ``published``. A read not started by ``deadline`` (a ``time.monotonic()``
+    value) is skipped and counted in ``unread``. The listing's store errors propagate; an
+    ack that cannot be read or opened is a ``NodeReport`` with an ``error``."""
+    keys = list(islice(store.list(acks_prefix(cluster)), MAX_ACKS + 1))
+
+    def read(key: str) -> tuple[bool, NodeReport | None]:
+        if deadline is not None and time.monotonic() >= deadline:
+            return False, None
+        return True, _read_ack(store, cluster, secrets, key)
+
+    with ThreadPoolExecutor(READERS) as pool:
+        results = list(pool.map(read, keys[:MAX_ACKS]))
     nodes = [
-        _assess(node, published, now, stale_after) for node in read[:MAX_ACKS] if node is not None
+        _assess(node, published, now, stale_after)
+        for done, node in results
+        if done and node is not None
     ]
     nodes.sort(key=_problems_first)
-    return ClusterReport(
-        cluster, published, problem, None, tuple(nodes), truncated=len(keys) > MAX_ACKS
-    )
+    unread = sum(1 for done, _ in results if not done)
+    return NodeReports(tuple(nodes), len(keys) > MAX_ACKS, unread)
 
 
 def _problems_first(node: NodeReport) -> tuple[int, int, str, str]:
