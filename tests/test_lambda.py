@@ -27,7 +27,10 @@ import requests
 from chalice.test import Client
 
 from certfleet.bundle import ClusterSecret, SigningKey, decode_head
+from certfleet.config import parse_agent_config
 from certfleet.devstack import SecretsManager
+from node_agent.agent import Agent
+from tests.plugins.faults import agent_config_text, cluster_stanza
 from tests.plugins.sandbox import unique_cluster
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,7 +75,9 @@ def invoke(app_module: ModuleType) -> Any:
         return client.lambda_.invoke("sync", event).payload
 
 
-def sync_config(sandbox: Any, s3_url: str, endpoint: str, cluster: str) -> tuple[str, SigningKey]:
+def sync_config(
+    sandbox: Any, s3_url: str, endpoint: str, cluster: str, secret: ClusterSecret | None = None
+) -> tuple[str, SigningKey]:
     signing_key = SigningKey.generate()
     text = f"""
 api_key        = "{sandbox.api_key}"
@@ -81,7 +86,7 @@ store          = "{s3_url}"
 store_endpoint = "{endpoint}"
 signing_key    = "{signing_key.export()}"
 cluster "{cluster}" {{
-  secret   = "{ClusterSecret.generate("k1").export()}"
+  secret   = "{(secret or ClusterSecret.generate("k1")).export()}"
   key_type = "ecdsa"
 }}
 """
@@ -146,6 +151,54 @@ def test_scheduled_run_publishes_the_cluster_from_the_secret_config(
     assert getattr(finished[-1], "error_count", None) == 0
     assert sandbox.api_key not in caplog.text
     assert signing_key.export() not in caplog.text
+
+
+def test_a_run_that_checks_the_fleet_logs_fleet_problem_nodes(
+    seaweedfs: Any,
+    s3_url: str,
+    sandbox: Any,
+    secrets_manager: SecretsManager,
+    cold_start: ModuleType,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """What the template's FleetProblemNodes metric filter reads: a run that checked a
+    cluster's acks logs fleet_problem_nodes on its "sync run finished" line."""
+    cluster = unique_cluster()
+    add_order(sandbox, cluster, f"www.{cluster}.example.com")
+    secret = ClusterSecret.generate("k1")
+    text, signing_key = sync_config(sandbox, s3_url, seaweedfs.endpoint, cluster, secret)
+    secrets_manager.secrets[SECRET_NAME] = text.replace(
+        "signing_key", 'fleet_check_interval = "1s"\nsigning_key', 1
+    )
+    for _ in range(5):  # each invocation has 3 s (see above)
+        payload = invoke(cold_start)
+        if payload["complete"] and payload["certificates_published"] == 0:
+            break
+    stanza = cluster_stanza(cluster, [secret], [signing_key.public_key()])
+    for name, extra in (("web-1", ""), ("web-2", 'default { on_update = ["exit 3"] }\n')):
+        config = agent_config_text(
+            s3_url, tmp_path / name, stanza, endpoint=seaweedfs.endpoint, extra=extra
+        )
+        Agent(parse_agent_config(config, str(tmp_path / f"{name}.conf"))).poll_once()
+    time.sleep(1.1)  # the interval
+    caplog.clear()
+    payload = invoke(cold_start)
+    assert payload["errors"] == {}
+    assert payload["fleet"] == {
+        cluster: {
+            "nodes": 2, "current": 2, "behind": 0, "stale": 0, "failing": 1,
+            "unreadable": 0, "ahead": 0, "problem_nodes": 1,
+        }
+    }  # fmt: skip
+    assert payload["fleet_problem_nodes"] == 1
+    (finished,) = [r for r in caplog.records if r.getMessage() == "sync run finished"]
+    assert getattr(finished, "fleet_problem_nodes", None) == 1
+    assert finished.levelno == logging.WARNING
+    from chalicelib.logformat import JsonFormatter
+
+    line = json.loads(JsonFormatter().format(finished))
+    assert line["fleet_problem_nodes"] == 1 and line["error_count"] == 0
 
 
 def test_an_empty_secret_fails_the_invocation_with_a_hint(

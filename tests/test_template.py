@@ -3,6 +3,7 @@ and the packaged Lambda zip (built by scripts/package.sh, imported in a fresh in
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import subprocess
 import zipfile
@@ -120,6 +121,11 @@ def test_sync_role_reaches_its_prefix_its_secret_and_its_logs_only(
         s for s in policy["PolicyDocument"]["Statement"] if s["Action"] == "s3:ListBucket"
     ]
     assert sub(listing["Condition"]["StringLike"]["s3:prefix"]) == "${StorePrefix}/*"
+    # The fleet check lists <prefix>/v1/clusters/<cluster>/acks/ and reads each ack: the
+    # listing condition and the object grant both cover it.
+    acks = "${StorePrefix}/v1/clusters/web/acks/"
+    assert fnmatch.fnmatchcase(acks, sub(listing["Condition"]["StringLike"]["s3:prefix"]))
+    assert fnmatch.fnmatchcase(BUCKET_ARN + "/" + acks + "node-1", objects)
 
 
 def test_node_policy_is_read_only_on_its_cluster_plus_its_acks(template: dict[str, Any]) -> None:
@@ -187,11 +193,38 @@ def test_function_schedule_secret_and_alarms(template: dict[str, Any]) -> None:
         (a["Namespace"] if isinstance(a["Namespace"], str) else "stack", a["MetricName"])
         for a in alarms
     }
-    assert metrics == {("AWS/Lambda", "Errors"), ("stack", "SyncOrderErrors")}
-    (metric_filter,) = [
-        r["Properties"] for r in resources.values() if r["Type"] == "AWS::Logs::MetricFilter"
-    ]
-    assert metric_filter["FilterPattern"] == "{ $.error_count > 0 }"
+    assert metrics == {
+        ("AWS/Lambda", "Errors"),
+        ("stack", "SyncOrderErrors"),
+        ("stack", "FleetProblemNodes"),
+    }
+    filters = {
+        name: r["Properties"]
+        for name, r in resources.items()
+        if r["Type"] == "AWS::Logs::MetricFilter"
+    }
+    assert set(filters) == {"SyncOrderErrorsFilter", "FleetProblemNodesFilter"}
+    assert filters["SyncOrderErrorsFilter"]["FilterPattern"] == "{ $.error_count > 0 }"
+
+
+def test_fleet_problem_nodes_filter_and_alarm(template: dict[str, Any]) -> None:
+    """The sync log's fleet_problem_nodes (lambda/chalicelib/runner.py) becomes a metric,
+    zero included (a healthy check clears the alarm), and more than zero raises the alarm."""
+    resources = template["Resources"]
+    metric_filter = resources["FleetProblemNodesFilter"]["Properties"]
+    assert metric_filter["LogGroupName"] == {"Ref": "SyncLogGroup"}
+    assert metric_filter["FilterPattern"] == "{ $.fleet_problem_nodes >= 0 }"
+    (transformation,) = metric_filter["MetricTransformations"]
+    assert transformation["MetricValue"] == "$.fleet_problem_nodes"
+    assert transformation["MetricName"] == "FleetProblemNodes"
+    alarm = resources["FleetProblemNodesAlarm"]["Properties"]
+    assert alarm["MetricName"] == transformation["MetricName"]
+    assert alarm["Namespace"] == transformation["MetricNamespace"]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert alarm["Statistic"] == "Maximum"
+    # a check comes once per fleet_check_interval: an hour without one changes nothing
+    assert alarm["TreatMissingData"] == "ignore"
+    assert alarm["AlarmActions"] == resources["SyncOrderErrorsAlarm"]["Properties"]["AlarmActions"]
 
 
 def cfn_lint() -> str:

@@ -79,10 +79,15 @@ class ScheduledSync:
         """Run the sync once within ``remaining_ms`` (less a margin) and return its summary."""
         deadline = time.monotonic() + budget_seconds(remaining_ms)
         summary = run_sync(self.config(), deadline=deadline).as_dict()
-        # One line per run; the template's metric filter counts its error_count.
+        # One line per run; the template's metric filters read its error_count and, from a
+        # run that checked a fleet, its fleet_problem_nodes (absent from other runs).
         errors = len(summary.get("errors", ()))
-        level = logging.WARNING if errors else logging.INFO
-        logger.log(level, "sync run finished", extra={"summary": summary, "error_count": errors})
+        extra: dict[str, Any] = {"summary": summary, "error_count": errors}
+        problems = summary.get("fleet_problem_nodes")
+        if problems is not None:
+            extra["fleet_problem_nodes"] = problems
+        level = logging.WARNING if errors or problems else logging.INFO
+        logger.log(level, "sync run finished", extra=extra)
         return summary
 
     def config(self) -> SyncConfig:
