@@ -1,6 +1,6 @@
 """``make bench``: certfleet's costs per poll, per change, per sync run, per node; one table.
 
-Run: .venv/bin/python bench/run.py [--only idle,propagation,sync,agent,e2e,format]
+Run: .venv/bin/python bench/run.py [--only idle,propagation,sync,agent,e2e,fleet,format]
                                    [--sizes 1000,10000,100000] [--trials 5] [--out PATH]
 
 Writes every figure to ``bench/results/latest.json`` (``--out`` to change; the directory is
@@ -11,14 +11,15 @@ Sections (each one's failure is recorded in the JSON and the others still run):
 
 - ``idle``, ``propagation``: bench/bench_propagation.py (in process);
 - ``e2e``: bench/bench_e2e.py (in process; subprocesses for the sandbox, sync and agent);
+- ``fleet``: bench/bench_fleet.py (in process): the sync's fleet check reading 1,000 acks;
 - ``sync``, ``agent``, ``format``: bench/bench_sync.py, bench/bench_agent.py and
   bench/bench_bundle.py, each run as ``python SCRIPT --json`` (again without ``--json``
   if the script has no such option); the last stdout line that parses as a JSON object is
   taken (bench_sync.py and bench_agent.py print one), else bench_bundle.py's text lines
   are parsed.
 
-SeaweedFS (``weed mini``) is started once, on free loopback ports, for ``idle`` and
-``e2e``, and stopped at the end.
+SeaweedFS (``weed mini``) is started once, on free loopback ports, for ``idle``, ``e2e``
+and ``fleet``, and stopped at the end.
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import bench_e2e  # noqa: E402
+import bench_fleet  # noqa: E402
 import bench_propagation  # noqa: E402
 
 from certfleet.devstack import SeaweedFS, find_weed  # noqa: E402
 
-SECTIONS = ("idle", "propagation", "sync", "agent", "e2e", "format")
+SECTIONS = ("idle", "propagation", "sync", "agent", "e2e", "fleet", "format")
 SCRIPT_TIMEOUT = 420.0
 KB = 1024
 LEASE_WRITES = 2
@@ -199,6 +201,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ))  # fmt: skip
     else:
         rows.append(("end-to-end latency", section_problem(e2e), "<= sync + poll + 2 s", "n/a"))
+    rows.append(fleet_row(results.get("fleet") or {}))
     fmt = results.get("format") or {}
     for label, micros in (fmt.get("microseconds") or {}).items():
         rows.append((f"format: {label}", f"{micros:.1f} us", "", ""))
@@ -235,6 +238,21 @@ def sync_rows(sync: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "",
         ))  # fmt: skip
     return rows or [("sync (bench_sync.py)", "ran, but no known figures", "", "n/a")]
+
+
+def fleet_row(fleet: dict[str, Any]) -> tuple[str, str, str, str]:
+    label = "sync fleet check, 1,000 acks (s3://)"
+    if "median_wall_seconds" not in fleet:
+        return (label, section_problem(fleet), "", "n/a")
+    trial = fleet["trials"][0]
+    return (
+        label,
+        f"median {fleet['median_wall_seconds']:.2f} s, {trial['lists']} list + "
+        f"{trial['reads']} GETs ({trial['requests']} requests), "
+        f"{trial['bytes_in'] / KB:.0f} KB, {trial['cpu_seconds']:.2f} s CPU",
+        "",
+        "",
+    )
 
 
 def agent_rows(agent: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -310,7 +328,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="certfleet-bench-run-"))
     seaweedfs: SeaweedFS | None = None
     try:
-        if {"idle", "e2e"} & set(wanted):
+        if {"idle", "e2e", "fleet"} & set(wanted):
             seaweedfs = SeaweedFS(find_weed(), work / "seaweedfs", bucket="bench")
             seaweedfs.start()
             results["meta"]["seaweedfs"] = seaweedfs.version()
@@ -324,6 +342,7 @@ def main() -> int:
         if seaweedfs is not None:
             calls["idle"] = partial(bench_propagation.idle_poll, seaweedfs)
             calls["e2e"] = partial(bench_e2e.end_to_end, seaweedfs, work, trials=args.trials)
+            calls["fleet"] = partial(bench_fleet.fleet_check, seaweedfs)
         for name in SECTIONS:
             if name in wanted:
                 results[name] = timed(name, calls[name], seconds)
