@@ -113,6 +113,15 @@ def test_current_behind_and_stale_nodes(fleet: Fleet, nodes: Callable[..., Run])
     relaxed = nodes("--stale-after", "3h", "--check", "--json")
     assert relaxed.code == 0
     assert by_host(relaxed.json())["web-2"]["status"] == "behind"
+    # without --stale-after, the cluster's fleet_stale_after in the sync config rules
+    text = fleet.config.read_text()
+    fleet.config.write_text(
+        text.replace('cluster "web" {', 'cluster "web" {\n  fleet_stale_after = "3h"\n')
+    )
+    configured = nodes("--check", "--json")
+    assert configured.code == 0 and configured.json()["clusters"][0]["stale_after"] == 3 * HOUR
+    assert by_host(configured.json())["web-2"]["status"] == "behind"
+    fleet.config.write_text(text)
 
     # which servers still have the old certificate
     order = nodes("--order", "a.example")
@@ -228,9 +237,9 @@ def test_json_document(fleet: Fleet, nodes: Callable[..., Run]) -> None:
     agent = fleet.agent("web-1")
     agent.poll_once()
     document = nodes("--json", "--cluster", "web", "--order", "b.example").json()
-    assert set(document) == {"now", "stale_after", "clusters"}
-    assert document["stale_after"] == 3600
+    assert set(document) == {"now", "clusters"}
     (cluster,) = document["clusters"]
+    assert cluster["stale_after"] == 3600
     assert cluster["head"]["generation"] == fleet.web.generation
     assert cluster["head"]["orders"] == 2
     assert cluster["ok"] is True and cluster["error"] is None and cluster["problem"] is None

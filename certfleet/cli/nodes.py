@@ -33,7 +33,6 @@ from certfleet.store import ObjectNotFound, Store, open_store
 from certfleet.sync.errors import printable
 from certfleet.sync.fleet import ClusterReport, NodeReport, ack_key, read_cluster
 
-DEFAULT_STALE_AFTER = "1h"
 MAX_SHOWN_FAILURES = 5
 
 
@@ -50,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     nodes.add_argument(
         "--stale-after",
-        default=DEFAULT_STALE_AFTER,
         metavar="DURATION",
-        help="a node behind a head out for longer than this is stale (default 1h)",
+        help="a node behind a head out for longer than this is stale (default: the sync "
+        "config's fleet_stale_after, 1h unless set)",
     )
     nodes.add_argument(
         "--check",
@@ -67,10 +66,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    try:
-        stale_after = parse_duration(args.stale_after)
-    except DurationError as err:
-        raise UsageError(f"--stale-after {args.stale_after!r}: {err}") from err
+    stale_after: float | None = None
+    if args.stale_after is not None:
+        try:
+            stale_after = parse_duration(args.stale_after)
+        except DurationError as err:
+            raise UsageError(f"--stale-after {args.stale_after!r}: {err}") from err
     if not args.config:
         raise UsageError("nodes needs --config FILE (the sync config)")
     config = load_sync_config(Path(args.config))
@@ -80,12 +81,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         return _forget(store, args, ctx, clusters)
     now = int(time.time())
     publisher = config.signing_key.public_key()
+    limits = {c.name: _stale_after(stale_after, c, config) for c in clusters}
     reports = [
-        read_cluster(store, c.name, c.secrets, publisher, now=now, stale_after=stale_after)
+        read_cluster(store, c.name, c.secrets, publisher, now=now, stale_after=limits[c.name])
         for c in clusters
     ]
     if args.json:
-        ctx.say(json.dumps(_document(reports, args.order, now, stale_after), indent=2))
+        ctx.say(json.dumps(_document(reports, args.order, now, limits), indent=2))
     elif args.order is not None:
         for report in reports:
             _print_order(report, args.order, ctx)
@@ -305,18 +307,28 @@ def _span(seconds: int) -> str:
     return "".join(parts)
 
 
+def _stale_after(given: float | None, cluster: ClusterSyncConfig, config: SyncConfig) -> float:
+    """``--stale-after`` if given, else the cluster's ``fleet_stale_after``, else the top's."""
+    if given is not None:
+        return given
+    if cluster.fleet_stale_after is not None:
+        return cluster.fleet_stale_after
+    return config.fleet_stale_after
+
+
 # -- --json ------------------------------------------------------------------------------
 
 
 def _document(
-    reports: list[ClusterReport], order: str | None, now: int, stale_after: float
+    reports: list[ClusterReport], order: str | None, now: int, limits: dict[str, float]
 ) -> dict[str, Any]:
     """The ``--json`` document; docs/operations.md lists its fields."""
-    return {
-        "now": now,
-        "stale_after": stale_after,
-        "clusters": [_cluster_json(report, order, now) for report in reports],
-    }
+    clusters = []
+    for report in reports:
+        document = _cluster_json(report, order, now)
+        document["stale_after"] = limits[report.cluster]
+        clusters.append(document)
+    return {"now": now, "clusters": clusters}
 
 
 def _cluster_json(report: ClusterReport, order: str | None, now: int) -> dict[str, Any]:
