@@ -14,11 +14,9 @@ The steps of a poll after planning (``node_agent.planner``), each on the ``Agent
    owed an on_update;
 6. ``run_owed``: each distinct ``on_update`` command owed runs once; failures stay owed in
    the durable state and are retried on the next poll, also after a restart;
-7. ``probe``: for each switched order with a ``probe`` whose on_update commands succeeded,
-   a TLS handshake with each address must show the leaf just installed
-   (``node_agent.probe``); if one does not, that order and the orders switched with it that
-   share an on_update command go back to their previous version (a first install is kept),
-   and their on_update commands run again.
+7. ``probe``: the switched orders with a ``probe`` are checked over TLS; those that fail
+   go back to their previous version with the orders that share their on_update commands,
+   and those commands run again (``node_agent.probestep``).
 
 An order rolled back by its own failed check_command or probe backs off: that bundle is not
 tried again before a ``retry_at`` that doubles with each failed attempt
@@ -35,21 +33,20 @@ the newest head generation among those orders' clusters.
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from typing import Callable
 
 from certfleet.bundle import safe_dir_name
-from certfleet.config import AgentConfig, OrderSettings, UnsafeFilesPathError
+from certfleet.config import AgentConfig, UnsafeFilesPathError
 from node_agent.backoff import hold
 from node_agent.errors import InstallError
 from node_agent.hook import CommandRunner
 from node_agent.installer import Installer, remove_copies, write_copies
-from node_agent.material import file_name
 from node_agent.planner import Prepared, destinations, modes_for
-from node_agent.probe import Prober, leaf_fingerprint, probe, server_name
+from node_agent.probe import Prober, probe
+from node_agent.probestep import ProbeStep
 from node_agent.result import FAILED, REFUSED, CommandRun
 from node_agent.state import AgentState, InstalledOrder, OwedCommand
 from node_agent.tally import Tally
@@ -75,8 +72,8 @@ class Rollout:
         self.installer = installer
         self.runner = runner
         self.clock = clock
-        self.prober = prober
         self.rng = rng  # the jitter of backoffs
+        self.probe_step = ProbeStep(config, installer, self, prober, rng)
         self._retired: dict[str, str] = {}  # removed upstream, files kept: name -> cluster
         self.copies_failed: set[str] = set()  # orders whose ``files`` copies are not written
         # The state changed beyond ``OrderTable.changed`` (owed commands): the agent saves
@@ -163,7 +160,7 @@ class Rollout:
                 continue
             for name in names:
                 order = state.orders[name]
-                self._roll_back(state, name, tally)
+                self.roll_back(state, name, tally)
                 done = (
                     "rolled back to the previous version"
                     if order.previous is not None
@@ -171,10 +168,10 @@ class Rollout:
                 )
                 message = f"order {name!r}: check_command {command!r} {outcome.describe()}; {done}"
                 if name in tally.rolled_back:
-                    message = self._hold(state, name, order, message, fraction)
+                    message = self.back_off(state, name, order, message, fraction)
                 tally.problem(FAILED, f"order {name!r}", message, order.cluster)
 
-    def _hold(
+    def back_off(
         self, state: AgentState, name: str, order: InstalledOrder, message: str, fraction: float
     ) -> str:
         """Back off from ``order``'s version (just rolled back); the problem's message."""
@@ -191,7 +188,7 @@ class Rollout:
                     name, order.bundle_hash[:16], held.retry_at, held.attempts)  # fmt: skip
         return held.detail()
 
-    def _roll_back(self, state: AgentState, name: str, tally: Tally) -> None:
+    def roll_back(self, state: AgentState, name: str, tally: Tally) -> None:
         """Switch ``name`` back to its previous version (or none), its copies too."""
         order = state.orders[name]
         previous = order.previous
@@ -314,74 +311,9 @@ class Rollout:
     # -- the probe after on_update -------------------------------------------------------
 
     def probe(self, state: AgentState, switched: Sequence[str], tally: Tally) -> None:
-        """Probe each switched order that has a ``probe`` and no on_update still owed; roll
-        back those whose server does not serve the new leaf, and the orders switched with
-        them that share an on_update command, and run those commands again."""
-        owed = {safe for command in state.owed for safe in command.updated}
-        failed: dict[str, str] = {}  # order -> what its probe saw
-        for name in switched:
-            order = state.orders.get(name)
-            settings = self.config.settings_for(name)
-            if order is None or name not in tally.installed or order.safe_name in owed:
-                continue  # rolled back by check_command, or its on_update is retried later
-            if not settings.probe:
-                continue
-            seen = self._probe_order(order, settings, tally)
-            if seen:
-                failed[name] = seen
-        if failed:
-            self._undo_probed(state, switched, failed, tally)
-
-    def _probe_order(self, order: InstalledOrder, settings: OrderSettings, tally: Tally) -> str:
-        """Probe every address of one order; "" if all serve its leaf, else what one saw."""
-        try:
-            directory = self.installer.version_path(order.safe_name, order.version)
-            with open(os.path.join(directory, file_name(order.key_type, "crt")), "rb") as f:
-                expected = leaf_fingerprint(f.read())
-        except (InstallError, OSError, ValueError) as err:
-            return f"no probe: cannot read the installed certificate: {err}"
-        name = server_name(order.dns_names, settings.probe_sni)
-        for address in settings.probe:
-            result = self.prober(address, name, expected, settings.probe_timeout)
-            tally.commands.append(CommandRun(f"probe {address}", result.ok, result.describe()))
-            if not result.ok:
-                return f"probe {result.describe()}"
-        return ""
-
-    def _undo_probed(
-        self, state: AgentState, switched: Sequence[str], failed: dict[str, str], tally: Tally
-    ) -> None:
-        """Roll back the orders whose probe ``failed`` and those switched with them that
-        share an on_update command; run those orders' on_update commands again."""
-        shared = {c for name in failed for c in self.config.settings_for(name).on_update}
-        culprits = ", ".join(repr(name) for name in failed)
-        fraction = self.rng()
-        rolled: list[str] = []
-        for name in switched:
-            on_update = self.config.settings_for(name).on_update
-            if name not in tally.installed or (name not in failed and not shared & set(on_update)):
-                continue
-            order = state.orders[name]
-            why = failed.get(name) or (
-                f"shares an on_update command with order {culprits}, whose probe failed"
-            )
-            if order.previous is None:  # nothing to go back to
-                if name in failed:
-                    outcome = "a first install: kept, there is no previous version"
-                    tally.problem(FAILED, f"order {name!r}", f"order {name!r}: {why}; {outcome}",
-                                  order.cluster)  # fmt: skip
-                continue
-            self._roll_back(state, name, tally)
-            if name in tally.rolled_back:
-                rolled.append(name)
-                message = f"order {name!r}: {why}; rolled back to the previous version"
-                if name in failed:  # its own probe failed: back off (not the others)
-                    message = self._hold(state, name, order, message, fraction)
-                tally.problem(FAILED, f"order {name!r}", message, order.cluster)
-        if rolled:
-            self.owe(state, rolled, [])
-            again = {c for name in rolled for c in self.config.settings_for(name).on_update}
-            self.run_owed(state, tally, again)
+        """Probe the switched orders over TLS and undo those that fail
+        (``node_agent.probestep``)."""
+        self.probe_step.run(state, switched, tally)
 
     @staticmethod
     def _env(
