@@ -20,7 +20,8 @@ from typing import Any
 from certfleet.bundle import Ack, AckOrder, ClusterSecret, seal_ack
 from certfleet.devstack import SeaweedFS
 from certfleet.store import S3Store
-from certfleet.sync.fleet import READERS, Published, ack_key, count_nodes, read_nodes
+from certfleet.sync.fleet import READERS, Published, count_nodes, read_nodes
+from certfleet.sync.layout import ack_key
 
 CLUSTER = "bench-fleet"
 NODES = 1000

@@ -26,6 +26,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from certfleet.bundle.layout import cluster_prefix, head_key
 from certfleet.store import ObjectNotFound, Store
 
 KINDS = ("head", "shard", "bundle", "ack")
@@ -48,10 +49,6 @@ class Tampering:
 
     def __str__(self) -> str:
         return f"{self.way} {self.kind} {self.key} ({self.detail})"
-
-
-def cluster_prefix(cluster: str) -> str:
-    return f"v1/clusters/{cluster}/"
 
 
 def kind_of(key: str) -> str:
@@ -146,7 +143,7 @@ class Tamperer:
 
     def replay(self, cluster: str, old_head: bytes) -> Tampering:
         """Write back a head the adversary copied earlier."""
-        key = cluster_prefix(cluster) + "head"
+        key = head_key(cluster)
         self.store.put(key, old_head)
         return Tampering("head", "replay", key, f"an older head of {len(old_head)} bytes")
 

@@ -21,6 +21,7 @@ import socket
 from collections.abc import Mapping, Sequence
 
 from certfleet.bundle import Ack, AckOrder, ClusterSecret, FormatError, seal_ack
+from certfleet.bundle.layout import ack_key
 from certfleet.store import Store, StoreAccessDenied, StoreError
 from node_agent.result import PollResult
 from node_agent.schedule import Deferral
@@ -35,10 +36,6 @@ _MAX_DETAIL = 1000
 # does not list is installed with the serial the head of the ack's generation publishes. At
 # 100,000 orders a full list would make every node write ~6.5 MB per change.
 MAX_LISTED_ORDERS = 1000
-
-
-def ack_key(cluster: str, node_id: str) -> str:
-    return f"v1/clusters/{cluster}/acks/{node_id}"
 
 
 def hostname_label() -> str:

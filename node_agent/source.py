@@ -30,20 +30,9 @@ from certfleet.bundle import (
     open_shard,
     validate_cluster_name,
 )
+from certfleet.bundle.layout import bundle_key, head_key, shard_key
 from certfleet.store import Store, StoredObject
 from node_agent.errors import RefusedError
-
-
-def head_key(cluster: str) -> str:
-    return f"v1/clusters/{validate_cluster_name(cluster)}/head"
-
-
-def shard_key(cluster: str, digest: bytes) -> str:
-    return f"v1/clusters/{cluster}/shards/{digest.hex()}"
-
-
-def bundle_key(cluster: str, digest: bytes) -> str:
-    return f"v1/clusters/{cluster}/bundles/{digest.hex()}"
 
 
 def shard_object(cluster: str, index: int, digest: bytes) -> str:
@@ -86,7 +75,7 @@ class ClusterSource:
 
     def fetch_shard(self, index: int, digest: bytes) -> Shard:
         name = shard_object(self.cluster, index, digest)
-        data = self._fetch(shard_key(self.cluster, digest), digest, name)
+        data = self._fetch(shard_key(self.cluster, digest.hex()), digest, name)
         try:
             return open_shard(data, cluster=self.cluster, index=index, secrets=self._secrets)
         except FormatError as err:
@@ -94,7 +83,7 @@ class ClusterSource:
 
     def fetch_bundle(self, order_name: str, digest: bytes) -> Bundle:
         name = bundle_object(self.cluster, order_name, digest)
-        data = self._fetch(bundle_key(self.cluster, digest), digest, name)
+        data = self._fetch(bundle_key(self.cluster, digest.hex()), digest, name)
         try:
             return open_bundle(
                 data, cluster=self.cluster, order_name=order_name, secrets=self._secrets

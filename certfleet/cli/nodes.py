@@ -30,7 +30,8 @@ from certfleet.config.errors import DurationError
 from certfleet.config.sync import ClusterSyncConfig, SyncConfig, load_sync_config
 from certfleet.store import ObjectNotFound, Store, open_store
 from certfleet.sync.errors import printable
-from certfleet.sync.fleet import ClusterReport, ack_key, read_cluster
+from certfleet.sync.fleet import ClusterReport, read_cluster
+from certfleet.sync.layout import ack_key
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

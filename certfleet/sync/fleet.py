@@ -48,7 +48,7 @@ from certfleet.bundle import (
 from certfleet.bundle.ack import ORDER_STATES
 from certfleet.store import ObjectNotFound, Store, StoreError
 from certfleet.sync.headseen import read_head
-from certfleet.sync.layout import cluster_prefix, shard_key
+from certfleet.sync.layout import acks_prefix, shard_key
 from certfleet.sync.state import read_bytes
 
 MAX_ACKS = 100_000
@@ -57,14 +57,6 @@ READERS = 8
 PROBLEMS = ("unreadable", "failing", "stale", "ahead")
 # How node_agent/ack.py words an owed on_update in an order's detail: "on_update 'CMD' why".
 _OWED = re.compile(r"(?:^|; )on_update ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
-
-
-def acks_prefix(cluster: str) -> str:
-    return cluster_prefix(cluster) + "acks/"
-
-
-def ack_key(cluster: str, node_id: str) -> str:
-    return acks_prefix(cluster) + validate_node_id(node_id)
 
 
 @dataclass(frozen=True)

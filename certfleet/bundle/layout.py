@@ -1,0 +1,57 @@
+"""Where format v1 puts each published object in the store (docs/format.md, DESIGN.md
+"Store layout"): the one place the sync, the agent, ``certfleet nodes`` and the tamper tool
+take object keys from.
+
+Keys hold only cluster names, fixed words, hex hashes and node ids: never an order or DNS
+name (the store is untrusted, and object keys are visible to anyone who can list it).
+"""
+
+from __future__ import annotations
+
+import re
+
+from certfleet.bundle.ack import validate_node_id
+from certfleet.bundle.names import validate_cluster_name
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def hex_digest(digest: str) -> str:
+    """``digest`` if it is 64 lowercase hex digits (a SHA-256 in a key); ValueError otherwise."""
+    if not _HEX.fullmatch(digest):
+        raise ValueError("object hashes in keys must be 64 lowercase hex digits")
+    return digest
+
+
+def cluster_prefix(cluster: str) -> str:
+    return f"v1/clusters/{validate_cluster_name(cluster)}/"
+
+
+def head_key(cluster: str) -> str:
+    return cluster_prefix(cluster) + "head"
+
+
+def shards_prefix(cluster: str) -> str:
+    return cluster_prefix(cluster) + "shards/"
+
+
+def bundles_prefix(cluster: str) -> str:
+    return cluster_prefix(cluster) + "bundles/"
+
+
+def acks_prefix(cluster: str) -> str:
+    return cluster_prefix(cluster) + "acks/"
+
+
+def shard_key(cluster: str, digest: str) -> str:
+    """The key of the shard whose sealed bytes hash to ``digest`` (64 hex digits)."""
+    return shards_prefix(cluster) + hex_digest(digest)
+
+
+def bundle_key(cluster: str, digest: str) -> str:
+    """The key of the bundle whose sealed bytes hash to ``digest`` (64 hex digits)."""
+    return bundles_prefix(cluster) + hex_digest(digest)
+
+
+def ack_key(cluster: str, node_id: str) -> str:
+    return acks_prefix(cluster) + validate_node_id(node_id)
