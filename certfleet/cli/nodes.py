@@ -31,6 +31,7 @@ from certfleet.config.sync import ClusterSyncConfig, SyncConfig, load_sync_confi
 from certfleet.store import ObjectNotFound, Store, open_store
 from certfleet.sync.errors import printable
 from certfleet.sync.fleet import ClusterReport, read_cluster
+from certfleet.sync.fleetcheck import stale_after as fleet_stale_after
 from certfleet.sync.layout import ack_key
 
 
@@ -79,7 +80,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         return _forget(store, args, ctx, clusters)
     now = int(time.time())
     publisher = config.signing_key.public_key()
-    limits = {c.name: _stale_after(stale_after, c, config) for c in clusters}
+    limits = {
+        c.name: fleet_stale_after(c, config) if stale_after is None else stale_after
+        for c in clusters
+    }
     reports = [
         read_cluster(store, c.name, c.secrets, publisher, now=now, stale_after=limits[c.name])
         for c in clusters
@@ -111,15 +115,6 @@ def _clusters(config: SyncConfig, names: list[str]) -> list[ClusterSyncConfig]:
             )
     wanted = set(names)
     return [c for c in config.clusters if not wanted or c.name in wanted]
-
-
-def _stale_after(given: float | None, cluster: ClusterSyncConfig, config: SyncConfig) -> float:
-    """``--stale-after`` if given, else the cluster's ``fleet_stale_after``, else the top's."""
-    if given is not None:
-        return given
-    if cluster.fleet_stale_after is not None:
-        return cluster.fleet_stale_after
-    return config.fleet_stale_after
 
 
 def _passes(report: ClusterReport, order: str | None) -> bool:

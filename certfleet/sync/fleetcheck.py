@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from certfleet.store import StoreError
 from certfleet.sync.errors import printable
 from certfleet.sync.fleet import NodeReport, Published, count_nodes, read_nodes
+from certfleet.sync.settings import ClusterPolicy, SyncSettings
 from certfleet.sync.state import ClusterState
 
 if TYPE_CHECKING:
@@ -42,6 +43,13 @@ log = logging.getLogger(__name__)
 
 MIN_SECONDS = 1.0
 BUDGET_SHARE = 0.5
+
+
+def stale_after(policy: ClusterPolicy, settings: SyncSettings) -> float:
+    """The cluster's ``fleet_stale_after``, else the sync-wide one."""
+    if policy.fleet_stale_after is None:
+        return settings.fleet_stale_after
+    return policy.fleet_stale_after
 
 
 class FleetCheck:
@@ -58,11 +66,7 @@ class FleetCheck:
             if policy.fleet_check_interval is None
             else policy.fleet_check_interval
         )
-        self.stale_after = (
-            settings.fleet_stale_after
-            if policy.fleet_stale_after is None
-            else policy.fleet_stale_after
-        )
+        self.stale_after = stale_after(policy, settings)
 
     def due(self) -> bool:
         """The check is on, the cluster has a head, and the last check is an interval old."""
