@@ -33,7 +33,7 @@ Rng = Callable[[int], bytes]
 
 MAGIC = b"CFSE"
 VERSION = 1
-KINDS = ("shard", "bundle", "ack", "pending")
+KINDS = ("shard", "bundle", "ack", "pending", "registry", "acme")
 WRAP_INFO = b"certfleet/v1/wrap"
 MAX_WRAPS = 16
 _KEY = 32

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from certfleet.bundle.errors import MalformedError
@@ -33,6 +35,9 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 _KEY_BYTES = 32
 _PRIVATE_PREFIX = "ed25519-private:"
 _PUBLIC_PREFIX = "ed25519:"
+# Sync-private secrets: HKDF-SHA256 of the signing key's seed, info = prefix + purpose.
+SYNC_SECRET_INFO = b"certfleet/v1/sync-private/"
+SYNC_PURPOSES = ("state", "registry")
 
 
 def b64url_encode(data: bytes) -> str:
@@ -167,6 +172,21 @@ class SigningKey:
 
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(data)
+
+    def sync_secret(self, purpose: str) -> ClusterSecret:
+        """The sync-only secret for one purpose, derived from the seed; no node holds it.
+
+        ``state`` seals the sync's own objects (lease, state, pending keys, ACME state);
+        ``registry`` seals the order registry, so that a process serving the order API can
+        hold that one derived secret without the signing key. The secret id is
+        ``sync-<purpose>``; the bytes are HKDF-SHA256(seed, salt = none,
+        info = ``certfleet/v1/sync-private/<purpose>``).
+        """
+        if purpose not in SYNC_PURPOSES:
+            raise ValueError(f"unknown sync secret purpose {purpose!r}")
+        info = SYNC_SECRET_INFO + purpose.encode("ascii")
+        derived = HKDF(algorithm=SHA256(), length=_KEY_BYTES, salt=None, info=info)
+        return ClusterSecret(f"sync-{purpose}", derived.derive(self._seed))
 
     def __repr__(self) -> str:
         return f"SigningKey(public={self.public_key().export()!r}, seed=<redacted>)"
