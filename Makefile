@@ -67,7 +67,14 @@ down: venv
 package: venv
 	scripts/package.sh
 
-bench: venv
+# The AWS CLI (awscli from PyPI) for the bench's do-it-yourself baseline (bench/bench_peer.py),
+# in its own venv: it pins its own botocore.
+.venv-bench/.installed:
+	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install -q --disable-pip-version-check awscli
+	@touch $@
+
+bench: venv .venv-bench/.installed
 	$(BIN)/python bench/run.py
 
 clean:

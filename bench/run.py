@@ -1,7 +1,8 @@
 """``make bench``: certfleet's costs per poll, per change, per sync run, per node; one table.
 
-Run: .venv/bin/python bench/run.py [--only idle,propagation,sync,agent,e2e,fleet,format]
-                                   [--sizes 1000,10000,100000] [--trials 5] [--out PATH]
+Run: .venv/bin/python bench/run.py [--only idle,propagation,sync,agent,e2e,fleet,peer,format]
+                                   [--sizes 1000,10000,100000] [--peer-sizes 1000,10000]
+                                   [--trials 5] [--out PATH]
 
 Writes every figure to ``bench/results/latest.json`` (``--out`` to change; the directory is
 git-ignored) and prints a table of the headline figures against the targets of issue 10.
@@ -12,14 +13,16 @@ Sections (each one's failure is recorded in the JSON and the others still run):
 - ``idle``, ``propagation``: bench/bench_propagation.py (in process);
 - ``e2e``: bench/bench_e2e.py (in process; subprocesses for the sandbox, sync and agent);
 - ``fleet``: bench/bench_fleet.py (in process): the sync's fleet check reading 1,000 acks;
+- ``peer``: bench/bench_peer.py (in process; subprocesses for ``aws s3 sync`` and
+  ``certfleet-agent --once``): the do-it-yourself baseline beside certfleet, as ratios;
 - ``sync``, ``agent``, ``format``: bench/bench_sync.py, bench/bench_agent.py and
   bench/bench_bundle.py, each run as ``python SCRIPT --json`` (again without ``--json``
   if the script has no such option); the last stdout line that parses as a JSON object is
   taken (bench_sync.py and bench_agent.py print one), else bench_bundle.py's text lines
   are parsed.
 
-SeaweedFS (``weed mini``) is started once, on free loopback ports, for ``idle``, ``e2e``
-and ``fleet``, and stopped at the end.
+SeaweedFS (``weed mini``) is started once, on free loopback ports, for ``idle``, ``e2e``,
+``fleet`` and ``peer``, and stopped at the end.
 """
 
 from __future__ import annotations
@@ -45,11 +48,12 @@ sys.path.insert(0, str(BENCH))
 
 import bench_e2e  # noqa: E402
 import bench_fleet  # noqa: E402
+import bench_peer  # noqa: E402
 import bench_propagation  # noqa: E402
 
 from certfleet.devstack import SeaweedFS, find_weed  # noqa: E402
 
-SECTIONS = ("idle", "propagation", "sync", "agent", "e2e", "fleet", "format")
+SECTIONS = ("idle", "propagation", "sync", "agent", "e2e", "fleet", "peer", "format")
 SCRIPT_TIMEOUT = 420.0
 KB = 1024
 LEASE_WRITES = 2
@@ -202,6 +206,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     else:
         rows.append(("end-to-end latency", section_problem(e2e), "<= sync + poll + 2 s", "n/a"))
     rows.append(fleet_row(results.get("fleet") or {}))
+    rows.extend(peer_rows(results.get("peer") or {}))
     fmt = results.get("format") or {}
     for label, micros in (fmt.get("microseconds") or {}).items():
         rows.append((f"format: {label}", f"{micros:.1f} us", "", ""))
@@ -253,6 +258,27 @@ def fleet_row(fleet: dict[str, Any]) -> tuple[str, str, str, str]:
         "",
         "",
     )
+
+
+def peer_rows(peer: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """certfleet against ``aws s3 sync`` of a PEM tree: cron run against cron run."""
+    if peer.get("status") != "ok":
+        return [("baseline: aws s3 sync", section_problem(peer), "", "n/a")]
+    rows = []
+    for row in peer.get("sizes") or []:
+        ratio = row["ratio_aws_over_certfleet"]
+        for poll, label in (("idle_poll", "idle"), ("change_poll", "one change")):
+            ours, theirs = row["certfleet"][poll], row["aws_s3_sync"][poll]
+            rows.append((
+                f"{label} at {row['orders']:,} orders: certfleet --once / aws s3 sync",
+                f"{ours['requests']} / {theirs['requests']} req, "
+                f"{ours['wire_bytes'] / KB:.1f} / {theirs['wire_bytes'] / KB:.1f} KB, "
+                f"{ours['cpu_ms']:.0f} / {theirs['cpu_ms']:.0f} ms CPU",
+                f"aws/certfleet: x{ratio[poll + '_requests']} req, "
+                f"x{ratio[poll + '_wire_bytes']} bytes, x{ratio[poll + '_cpu_ms']} CPU",
+                "",
+            ))  # fmt: skip
+    return rows
 
 
 def agent_rows(agent: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -308,6 +334,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="certfleet benchmarks (issue 10)")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--sizes", default="1000,10000,100000", help="N for propagation")
+    parser.add_argument("--peer-sizes", default="1000,10000", help="N for the aws s3 sync baseline")
     parser.add_argument("--trials", type=int, default=5, help="end-to-end trials")
     parser.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
     args = parser.parse_args()
@@ -316,6 +343,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
     sizes = tuple(int(n) for n in args.sizes.split(","))
+    peer_sizes = tuple(int(n) for n in args.peer_sizes.split(","))
     started = time.monotonic()
     results: dict[str, Any] = {
         "meta": {
@@ -328,7 +356,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="certfleet-bench-run-"))
     seaweedfs: SeaweedFS | None = None
     try:
-        if {"idle", "e2e", "fleet"} & set(wanted):
+        if {"idle", "e2e", "fleet", "peer"} & set(wanted):
             seaweedfs = SeaweedFS(find_weed(), work / "seaweedfs", bucket="bench")
             seaweedfs.start()
             results["meta"]["seaweedfs"] = seaweedfs.version()
@@ -343,6 +371,7 @@ def main() -> int:
             calls["idle"] = partial(bench_propagation.idle_poll, seaweedfs)
             calls["e2e"] = partial(bench_e2e.end_to_end, seaweedfs, work, trials=args.trials)
             calls["fleet"] = partial(bench_fleet.fleet_check, seaweedfs)
+            calls["peer"] = partial(bench_peer.peer_baseline, seaweedfs, peer_sizes)
         for name in SECTIONS:
             if name in wanted:
                 results[name] = timed(name, calls[name], seconds)
