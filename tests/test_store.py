@@ -261,6 +261,28 @@ def test_list_all_pages(writable: Backend) -> None:
     assert store.stats.lists == 5
 
 
+def test_list_etags_gives_each_key_with_an_etag_that_changes_with_the_content(
+    writable: Backend,
+) -> None:
+    store = writable.writer
+    keys = [f"v1/clusters/web/acks/node{i}" for i in range(PAGE_SIZE + 2)]
+    for key in keys:
+        store.put(key, key.encode())
+    store.put("v1/clusters/web/head", b"h")
+    requests_before = store.stats.requests
+    first = dict(store.list_etags("v1/clusters/web/acks/"))
+    assert sorted(first) == sorted(keys)
+    if isinstance(store, S3Store):  # 9 keys in pages of 7: two round trips, no GET
+        assert store.stats.requests - requests_before == 2
+    assert len(set(first.values())) == len(keys) and all(first.values())
+    store.put(keys[0], b"changed")
+    second = dict(store.list_etags("v1/clusters/web/acks/"))
+    assert second[keys[0]] != first[keys[0]]
+    assert {k: v for k, v in second.items() if k != keys[0]} == {
+        k: v for k, v in first.items() if k != keys[0]
+    }
+
+
 def test_delete_is_idempotent(writable: Backend) -> None:
     store = writable.writer
     store.put(KEY, b"x")
@@ -366,6 +388,7 @@ def test_https_store_refuses_writes_and_lists(web_root: tuple[Path, str]) -> Non
         lambda: store.put_if_match(KEY, b"x", "e"),
         lambda: store.delete(KEY),
         lambda: store.list("v1/"),
+        lambda: store.list_etags("v1/"),
     ):
         with pytest.raises(ReadOnlyStore) as caught:
             attempt()

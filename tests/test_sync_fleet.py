@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from certfleet.config import parse_agent_config
-from certfleet.store import Store
+from certfleet.store import Store, StoredObject
 from certfleet.sync import RunSummary
 from node_agent.agent import Agent
 from tests.plugins.faults import agent_config_text, cluster_stanza
@@ -27,15 +27,26 @@ FAILING_HOOK = 'default { on_update = ["echo reload failed >&2; exit 3"] }\n'
 
 
 class ListingSpy:
-    """The world's store, recording every prefix listed (the fleet check lists acks/)."""
+    """The world's store, recording every prefix listed (the fleet check lists acks/) and
+    every ack read."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.listed: list[str] = []
+        self.acks_read: list[str] = []
 
     def list(self, prefix: str) -> Iterator[str]:
         self.listed.append(prefix)
         return self.inner.list(prefix)
+
+    def list_etags(self, prefix: str) -> Iterator[tuple[str, str]]:
+        self.listed.append(prefix)
+        return self.inner.list_etags(prefix)
+
+    def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
+        if "/acks/" in key:
+            self.acks_read.append(key.rsplit("/", 1)[1])
+        return self.inner.get(key, if_none_match=if_none_match)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -214,3 +225,59 @@ def test_s3_store(sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS, tmp_path:
     world.store.put(key, stored.data[:40] + bytes(8) + stored.data[48:])
     world.offset = 2 * HOUR
     assert figures(world.sync()) == fleet_of(2, current=1, unreadable=1, problem_nodes=1)
+
+
+def test_a_second_check_reads_only_the_acks_that_changed(
+    spied: tuple[World, ListingSpy], tmp_path: Path
+) -> None:
+    world, spy = spied
+    world.add(world.host("a"))
+    assert world.sync().certificates_published == 1
+    nodes = [agent(world, tmp_path, f"web-{n}") for n in range(4)]
+    assert all(node.poll_once().ok for node in nodes)
+    world.offset = HOUR
+    assert figures(world.sync()) == fleet_of(4, current=4)
+    assert sorted(spy.acks_read) == sorted(node.node_id for node in nodes)
+    cache = f"v1/sync/fleet/{world.cluster}"
+    assert world.store.get(cache) is not None
+
+    # a new head; one node applies it and writes a new ack, the others do not
+    world.add(world.host("b"))
+    assert world.sync().certificates_published == 1  # within the interval: no check
+    assert nodes[0].poll_once().ok
+    spy.acks_read.clear()
+    world.offset = 3 * HOUR
+    third = world.sync()
+    assert figures(third) == fleet_of(4, current=1, behind=3, stale=3, problem_nodes=3)
+    assert spy.acks_read == [nodes[0].node_id]
+
+    # nothing changed: no ack read, the cache not written again
+    before = world.store.get(cache)
+    spy.acks_read.clear()
+    world.offset = 5 * HOUR
+    assert figures(world.sync()) == fleet_of(4, current=1, behind=3, stale=3, problem_nodes=3)
+    assert spy.acks_read == []
+    after = world.store.get(cache)
+    assert before is not None and after is not None and after.etag == before.etag
+
+    # an unusable cache is an empty one: every ack read again, nothing fails
+    world.store.put(cache, b"garbage")
+    world.offset = 7 * HOUR
+    assert figures(world.sync()) == fleet_of(4, current=1, behind=3, stale=3, problem_nodes=3)
+    assert len(spy.acks_read) == 4
+
+
+def test_a_failing_node_read_from_the_cache_still_fails(
+    spied: tuple[World, ListingSpy], tmp_path: Path
+) -> None:
+    world, spy = spied
+    world.add(world.host("a"))
+    assert world.sync().certificates_published == 1
+    broken = agent(world, tmp_path, "web-broken", extra=FAILING_HOOK)
+    assert not broken.poll_once().ok
+    world.offset = HOUR
+    assert figures(world.sync()) == fleet_of(1, current=1, failing=1, problem_nodes=1)
+    spy.acks_read.clear()
+    world.offset = 3 * HOUR
+    assert figures(world.sync()) == fleet_of(1, current=1, failing=1, problem_nodes=1)
+    assert spy.acks_read == []

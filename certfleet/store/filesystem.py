@@ -93,6 +93,17 @@ class FileStore:
             raise self._os_error(err, "list", prefix) from err
         return iter(sorted(keys))
 
+    def list_etags(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """As ``list``, each key with the ETag ``get`` gives (the file is read to hash it)."""
+        for key in self.list(prefix):
+            try:
+                data = self._path(key).read_bytes()
+            except FileNotFoundError:
+                continue  # removed since the listing
+            except OSError as err:
+                raise self._os_error(err, "list", prefix) from err
+            yield key, content_etag(data)
+
     # -- writes ------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes) -> str:

@@ -136,6 +136,11 @@ class S3Store:
     def list(self, prefix: str) -> Iterator[str]:
         check_prefix(prefix, url=self.url)
         self.stats.count("lists", requests=0)
+        return (key for key, _ in self._pages(prefix))
+
+    def list_etags(self, prefix: str) -> Iterator[tuple[str, str]]:
+        check_prefix(prefix, url=self.url)
+        self.stats.count("lists", requests=0)
         return self._pages(prefix)
 
     def delete(self, key: str) -> None:
@@ -179,8 +184,8 @@ class S3Store:
             raise self._translate(err, key) from err
         return answer["ETag"]
 
-    def _pages(self, prefix: str) -> Iterator[str]:
-        """Every key starting with ``prefix``, relative to the store root, page by page."""
+    def _pages(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Every (key, ETag) starting with ``prefix``, keys relative to the store root."""
         root = self._root()
         pages = self._client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=root + prefix, PaginationConfig={"PageSize": self.page_size}
@@ -189,7 +194,7 @@ class S3Store:
             for page in pages:
                 self.stats.count("")
                 for entry in page.get("Contents", []):
-                    yield entry["Key"][len(root) :]
+                    yield entry["Key"][len(root) :], entry.get("ETag", "")
         except self._errors as err:
             raise self._translate(err, prefix or None) from err
 

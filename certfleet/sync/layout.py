@@ -30,6 +30,10 @@ def state_key(cluster: str) -> str:
     return f"v1/sync/state/{validate_cluster_name(cluster)}"
 
 
+def fleet_cache_key(cluster: str) -> str:
+    return f"v1/sync/fleet/{validate_cluster_name(cluster)}"
+
+
 def pending_prefix(cluster: str) -> str:
     return f"v1/sync/pending/{validate_cluster_name(cluster)}/"
 
@@ -39,6 +43,7 @@ def pending_key(cluster: str, digest: str) -> str:
 
 
 __all__ = [
-    "ack_key", "acks_prefix", "bundle_key", "bundles_prefix", "cluster_prefix", "head_key",
-    "lease_key", "pending_key", "pending_prefix", "shard_key", "shards_prefix", "state_key",
+    "ack_key", "acks_prefix", "bundle_key", "bundles_prefix", "cluster_prefix",
+    "fleet_cache_key", "head_key", "lease_key", "pending_key", "pending_prefix", "shard_key",
+    "shards_prefix", "state_key",
 ]  # fmt: skip
