@@ -56,14 +56,14 @@ class ClusterState:
     def _indexed(
         self, cache: tuple[object, dict[str, ShardEntry], dict[str, Tombstone]] | None
     ) -> tuple[object, dict[str, ShardEntry], dict[str, Tombstone]]:
-        """The indexes of ``shards``: patched from those of the shards before when few
+        """The indexes of ``shards``: those of the shards before, patched in place, when few
         shards changed (a new head of one renewal changes one), else built anew."""
         shards = self.shards
         old = cache[0] if cache is not None else None
         if cache is not None and isinstance(old, dict):
             moved = [i for i in set(old).union(shards) if _hash(old.get(i)) != _hash(shards.get(i))]
             if len(moved) <= len(shards) // 4:
-                entries, stones = dict(cache[1]), dict(cache[2])
+                entries, stones = cache[1], cache[2]
                 for index in moved:
                     before = old.get(index)
                     if before is not None:
@@ -82,7 +82,8 @@ class ClusterState:
         return shards, entries, stones
 
     def entries(self) -> dict[str, ShardEntry]:
-        """Every entry of the accepted head by order name (do not modify: it is cached)."""
+        """Every entry of the accepted head by order name (do not modify: it is cached, and
+        patched in place when ``shards`` is replaced: do not keep it across a new head)."""
         return self._indexes()[0]
 
     def tombstones(self) -> dict[str, Tombstone]:
