@@ -206,6 +206,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     else:
         rows.append(("end-to-end latency", section_problem(e2e), "<= sync + poll + 2 s", "n/a"))
     rows.append(fleet_row(results.get("fleet") or {}))
+    rows.append(fleet_changed_row(results.get("fleet") or {}))
     rows.extend(peer_rows(results.get("peer") or {}))
     fmt = results.get("format") or {}
     for label, micros in (fmt.get("microseconds") or {}).items():
@@ -279,6 +280,23 @@ def peer_rows(peer: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "",
             ))  # fmt: skip
     return rows
+
+
+def fleet_changed_row(fleet: dict[str, Any]) -> tuple[str, str, str, str]:
+    changed = fleet.get("changed") or {}
+    label = "sync fleet check, 10,000 acks, 1 % changed"
+    if "second_check" not in changed:
+        return (label, section_problem(changed or fleet), "", "n/a")
+    first, second = changed["first_check"], changed["second_check"]
+    estimate = changed["estimated_100000_nodes_seconds"]
+    return (
+        label,
+        f"{second['wall_seconds']:.2f} s, {second['requests']} requests ({second['acks_read']} "
+        f"acks read), {second['cpu_seconds']:.2f} s CPU; first check {first['wall_seconds']:.1f} s"
+        f", {first['requests']} requests; 100,000 nodes ~{estimate:.0f} s",
+        f"100,000 nodes within {changed['check_budget_seconds_of_a_300_s_run']:.0f} s",
+        verdict(changed["estimated_100000_nodes_fits"]),
+    )
 
 
 def agent_rows(agent: dict[str, Any]) -> list[tuple[str, str, str, str]]:
