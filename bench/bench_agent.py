@@ -473,6 +473,11 @@ def run(order_counts: list[int], state_sizes: list[int]) -> dict[str, Any]:
             "+ boto3 S3 client": import_rss(
                 env, "import node_agent.cli, boto3; boto3.client('s3', region_name='us-east-1')"
             ),
+            "+ botocore S3 client (what S3Store makes)": import_rss(
+                env,
+                "import node_agent.cli, botocore.session; botocore.session.get_session()"
+                ".create_client('s3', region_name='us-east-1')",
+            ),
         }
         results["install_seconds"] = {}
         results["install_seconds_s3"] = {}

@@ -303,13 +303,14 @@ def agent_rows(agent: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if agent.get("status") != "ok":
         return [("agent (bench_agent.py)", section_problem(agent), "", "n/a")]
     rows = []
+    limits = {"https": 40, "s3": 64}
     for store, megabytes in (agent.get("idle_rss_mb") or {}).items():
-        ok = megabytes <= 40 if store == "https" else None
+        limit = limits.get(store)
         rows.append((
             f"agent idle RSS, {store}:// store",
             f"{megabytes:.1f} MB",
-            "<= 40 MB" if store == "https" else "",
-            verdict(ok) if store == "https" else "",
+            f"<= {limit} MB" if limit else "",
+            verdict(megabytes <= limit) if limit else "",
         ))  # fmt: skip
     for orders, seconds in (agent.get("install_seconds") or {}).items():
         rows.append((f"agent install, {orders} orders", f"{seconds:.2f} s", "", ""))

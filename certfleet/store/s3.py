@@ -1,9 +1,11 @@
 """A store in an S3 bucket (``s3://bucket/prefix``), on AWS or any S3-compatible server.
 
-boto3 is imported when a store is opened, never when this module is: an agent reading a
-file or https store does not pay for it. Credentials come from the standard AWS chain
-(environment, shared files, instance or task role). With an explicit endpoint
-(``store_endpoint``, e.g. SeaweedFS or MinIO) requests use path-style addressing.
+botocore is imported when a store is opened, never when this module is: an agent reading
+a file or https store does not pay for it. The client is botocore's own (boto3 adds nothing
+a GET, PUT, LIST or DELETE uses, and importing it costs an agent ~3 MB of memory).
+Credentials come from the standard AWS chain (environment, shared files, instance or task
+role). With an explicit endpoint (``store_endpoint``, e.g. SeaweedFS or MinIO) requests use
+path-style addressing.
 Conditional writes use ``If-None-Match: *`` and ``If-Match: <etag>`` on PutObject; run
 ``check_conditional_writes`` once against servers that may ignore them.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from certfleet import __version__
 from certfleet.store.contract import StoredObject, StoreStats, check_key, check_prefix
@@ -68,7 +70,7 @@ class S3Store:
         max_attempts: int = 4,
         page_size: int = 1000,
     ) -> None:
-        import boto3
+        import botocore.session
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -95,12 +97,15 @@ class S3Store:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        session = boto3.session.Session()
-        self._client: S3Client = session.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=session.region_name or "us-east-1",
-            config=config,
+        session = botocore.session.get_session()
+        self._client: S3Client = cast(
+            "S3Client",
+            session.create_client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=session.get_config_variable("region") or "us-east-1",
+                config=config,
+            ),
         )
 
     def __repr__(self) -> str:
