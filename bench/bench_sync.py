@@ -1,7 +1,7 @@
 """Sync engine figures: no-change runs over N orders, new-order throughput, budgeted runs.
 
 Run: .venv/bin/python bench/bench_sync.py [--sizes 1000,10000] [--new 100]
-                                          [--resume 2000] [--budget 10] [--json]
+                                          [--resume 1000] [--budget 10] [--json]
 
 Starts its own SeaweedFS (``weed mini``) and sandbox on 127.0.0.1. For each size N, a
 cluster of N orders is bulk-created straight in the sandbox's data directory and
@@ -18,7 +18,7 @@ through the two largest sizes (``no_change_estimate_100000``), because the first
 publication of 100,000 orders alone takes about half an hour here. Every figure of a
 no-change run is linear in N (one listing, one state, one comparison per order).
 
-``--resume N`` (default 2,000) new orders are then published by runs of ``--budget`` seconds
+``--resume N`` (default 1,000) new orders are then published by runs of ``--budget`` seconds
 each (the deadline ``certfleet sync --max-seconds`` sets), until a run publishes nothing;
 then a run with ``verify_store`` reads back every object the head references. Reported: runs,
 orders per run, whether every order was published once and the store verified, and the runs
@@ -159,7 +159,7 @@ def main() -> None:
         "--sizes", type=sizes_option, default=(1_000, 10_000), help="default 1000,10000"
     )
     parser.add_argument("--new", type=int, default=100, help="new orders per key type")
-    parser.add_argument("--resume", type=int, default=2000, help="orders of the budgeted runs")
+    parser.add_argument("--resume", type=int, default=1000, help="orders of the budgeted runs")
     parser.add_argument("--budget", type=float, default=10.0, help="seconds per budgeted run")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()

@@ -54,7 +54,7 @@ import bench_propagation  # noqa: E402
 from certfleet.devstack import SeaweedFS, find_weed  # noqa: E402
 
 SECTIONS = ("idle", "propagation", "sync", "agent", "e2e", "fleet", "peer", "format")
-SCRIPT_TIMEOUT = 420.0
+SCRIPT_TIMEOUT = 600.0
 KB = 1024
 LEASE_WRITES = 2
 
@@ -235,6 +235,25 @@ def sync_rows(sync: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"peak memory {peak_memory(run)}",
             "10,000: < 20 s, lease writes only" if run.get("orders") == 10_000 else "",
             verdict(ok) if run.get("orders") == 10_000 else "",
+        ))  # fmt: skip
+    guess = sync.get("no_change_estimate_100000")
+    if guess:
+        rows.append((
+            "no-change sync, 100,000 orders (estimate)",
+            f"~{guess['wall_seconds']:.1f} s, peak memory ~{guess['peak_memory_mb']:.0f} MB "
+            f"({guess['method']})",
+            "<= 10 s, <= 256 MB",
+            verdict(guess["wall_seconds"] <= 10 and guess["peak_memory_mb"] <= 256),
+        ))  # fmt: skip
+    resume = sync.get("resume")
+    if resume:
+        rows.append((
+            f"{resume['orders']:,} new orders, {resume['budget_seconds']:g} s runs",
+            f"{resume['runs']} runs, {resume['orders_per_run']:.0f} orders/run, every order "
+            f"once: {resume['published_once_each']}, store verified: {resume['verify_store_ok']}"
+            f"; 100,000 at 300 s: ~{resume['estimated_runs_for_100000_at_300_s']} runs",
+            "resumes, each order once",
+            verdict(resume["published_once_each"] and resume["verify_store_ok"]),
         ))  # fmt: skip
     for key_type, run in (sync.get("new_orders") or {}).items():
         rows.append((
