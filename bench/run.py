@@ -5,7 +5,8 @@ Run: .venv/bin/python bench/run.py [--only idle,propagation,sync,agent,e2e,fleet
                                    [--trials 5] [--out PATH]
 
 Writes every figure to ``bench/results/latest.json`` (``--out`` to change; the directory is
-git-ignored) and prints a table of the headline figures against the targets of issue 10.
+git-ignored), the growth charts of bench/plot.py beside it (``latest.svg``), and prints a
+table of the headline figures against their targets.
 docs/performance.md explains each figure, the setup and the targets.
 
 Sections (each one's failure is recorded in the JSON and the others still run):
@@ -50,6 +51,7 @@ import bench_e2e  # noqa: E402
 import bench_fleet  # noqa: E402
 import bench_peer  # noqa: E402
 import bench_propagation  # noqa: E402
+import plot  # noqa: E402
 
 from certfleet.devstack import SeaweedFS, find_weed  # noqa: E402
 
@@ -435,8 +437,10 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".svg").write_text(plot.svg(results))
     print_table(table_rows(results))
-    print(f"\nwall time {results['meta']['wall_seconds']} s; every figure in {out}")
+    print(f"\nwall time {results['meta']['wall_seconds']} s; every figure in {out}, "
+          f"how they grow with N in {out.with_suffix('.svg')}")  # fmt: skip
     return 0
 
 
