@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
+from certfleet.bundle import Ack, AckOrder, ClusterSecret
 from certfleet.config import parse_agent_config
-from certfleet.store import Store, StoredObject
+from certfleet.store import FileStore, Store, StoredObject
 from certfleet.sync import RunSummary
+from certfleet.sync.fleet import known_ack
+from certfleet.sync.fleetcache import AckCache, decode_known, encode_known
 from node_agent.agent import Agent
 from tests.plugins.faults import agent_config_text, cluster_stanza
 from tests.plugins.sandbox import Sandbox
@@ -281,3 +284,23 @@ def test_a_failing_node_read_from_the_cache_still_fails(
     world.offset = 3 * HOUR
     assert figures(world.sync()) == fleet_of(1, current=1, failing=1, problem_nodes=1)
     assert spy.acks_read == []
+
+
+def test_the_fleet_cache_keeps_what_the_check_needs_and_opens_only_with_the_secret(
+    tmp_path: Path,
+) -> None:
+    store = FileStore(tmp_path)
+    secret, other = ClusterSecret.generate("k1"), ClusterSecret.generate("k2")
+    failed = AckOrder("a.example.com", "failed", "0a", "check_command 'x' exited 1")
+    ack = Ack("node1", "web-1", 5_000, 6, (AckOrder("b.example.com", "installed", "0b", ""),
+                                            failed))  # fmt: skip
+    known = {"node1": known_ack('"etag1"', ack)}
+    assert known["node1"].ack.orders == (failed,)  # the installed order is not kept
+    assert decode_known(encode_known(known)) == known
+    cache = AckCache(store, "web", [secret])
+    assert cache.load() == {} and cache.save(known)
+    assert not cache.save(known)  # unchanged: not written again
+    assert AckCache(store, "web", [secret]).load() == known
+    assert AckCache(store, "web", [other]).load() == {}  # another secret: an empty cache
+    stored = store.get("v1/sync/fleet/web")
+    assert stored is not None and b"web-1" not in stored.data  # sealed
