@@ -56,7 +56,7 @@ import plot  # noqa: E402
 from certfleet.devstack import SeaweedFS, find_weed  # noqa: E402
 
 SECTIONS = ("idle", "propagation", "sync", "agent", "e2e", "fleet", "peer", "format")
-SCRIPT_TIMEOUT = 600.0
+SCRIPT_TIMEOUT = 900.0
 KB = 1024
 LEASE_WRITES = 2
 
