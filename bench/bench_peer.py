@@ -80,7 +80,6 @@ class Cost:
     wire_down: int
     cpu_seconds: float
     wall_seconds: float
-    max_rss_mb: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         figures: dict[str, Any] = {
@@ -92,24 +91,23 @@ class Cost:
             "cpu_ms": round(self.cpu_seconds * 1000, 1),
             "wall_ms": round(self.wall_seconds * 1000, 1),
         }
-        if self.max_rss_mb is not None:
-            figures["max_rss_mb"] = round(self.max_rss_mb, 1)
         return figures
 
 
-def _through(proxy: CountingProxy, action: Callable[[], tuple[float, float | None]]) -> Cost:
-    """Run ``action`` (which returns its CPU seconds and peak RSS) and count the proxy."""
+def _through(proxy: CountingProxy, action: Callable[[], float]) -> Cost:
+    """Run ``action`` (which returns its CPU seconds) and count the proxy."""
     before, (up, down) = proxy.wire.request_counts(), proxy.wire.snapshot()
     started = time.perf_counter()
-    cpu, rss = action()
+    cpu = action()
     wall = time.perf_counter() - started
     time.sleep(0.05)  # the proxy's threads forward the last bytes after the client has them
     after, (up2, down2) = proxy.wire.request_counts(), proxy.wire.snapshot()
-    return Cost(dict(after - before), up2 - up, down2 - down, cpu, wall, rss)
+    return Cost(dict(after - before), up2 - up, down2 - down, cpu, wall)
 
 
-def run_process(command: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
-    """Run ``command`` to its end; (user + system CPU seconds, peak RSS MB) of that process.
+def run_process(command: Sequence[str], env: dict[str, str]) -> float:
+    """Run ``command`` to its end; the user + system CPU seconds of that process (its peak
+    RSS is not reported: ``ru_maxrss`` counts the forked copy of this process before exec).
 
     Raises RuntimeError with the tail of its output when it exits non-zero."""
     with tempfile.TemporaryFile() as output:
@@ -127,7 +125,7 @@ def run_process(command: Sequence[str], env: dict[str, str]) -> tuple[float, flo
             output.seek(0)
             tail = output.read()[-1500:].decode("utf-8", "replace")
             raise RuntimeError(f"{command[0]} exited {process.returncode}: {tail}")
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return float(usage.ru_utime + usage.ru_stime)
 
 
 # -- the peer: a PEM tree and aws s3 sync ----------------------------------------------------
@@ -183,7 +181,7 @@ class PemTree:
     def _url(self) -> str:
         return f"s3://{self.seaweedfs.bucket}/{self.prefix}/live/"
 
-    def _aws(self, *arguments: str) -> tuple[float, float]:
+    def _aws(self, *arguments: str) -> float:
         return run_process([self.aws, *arguments, "--only-show-errors"], self.env)
 
     @staticmethod
@@ -252,7 +250,7 @@ def certfleet_side(
     env.pop("AWS_ENDPOINT_URL_S3", None)
     command = [sys.executable, "-m", "node_agent", "--once", "--config", str(config_path)]
 
-    def once() -> tuple[float, float]:
+    def once() -> float:
         return run_process(command, env)
 
     first = _through(proxy, once)
@@ -263,12 +261,12 @@ def certfleet_side(
     agent = Agent(parse_agent_config(config_text, str(config_path)))
     agent.poll_once()  # its first poll is a full pass
 
-    def poll() -> tuple[float, None]:
+    def poll() -> float:
         started = time.thread_time()
         result = agent.poll_once()
         if not result.ok:
             raise RuntimeError(f"certfleet poll failed: {result.problems[:3]}")
-        return time.thread_time() - started, None
+        return time.thread_time() - started
 
     daemon_idle = _through(proxy, poll)
     publication.renew(changed)
