@@ -17,7 +17,6 @@ from certfleet.bundle import open_shard, peek_head
 from certfleet.store import FileStore
 from certfleet.sync import mark_rekey
 from certfleet.sync.layout import bundle_key, head_key, pending_key, shard_key
-from certfleet.sync.state import StateStore
 from tests.plugins.faults import installed_orders
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
@@ -32,8 +31,8 @@ def world(sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS) -> World:
 
 def force_sweep(world: World) -> None:
     """Make the periodic sweep due at the next run (as if gc_grace had passed)."""
-    states = StateStore(world.store, world.cluster, world.secrets)
-    state = states.load()
+    states = world.states()
+    state = states.load(now_ms=int(world.now() * 1000))
     state.last_sweep = 0
     assert states.save(state)
 
@@ -114,7 +113,7 @@ def test_verify_store_finds_corruption_that_the_sweep_cannot_see(
     assert summary.errors == {} and summary.objects_repaired == 2
     assert summary.objects_verified == shards + 2  # each referenced object, read once
     assert summary.keys_generated == 1 and summary.heads_published == 1
-    garbage = StateStore(world.store, world.cluster, world.secrets).load().unreferenced
+    garbage = world.state().unreferenced
     assert corrupt_bundle in garbage and corrupt_shard in garbage, "collected after gc_grace"
     agent_installs_everything(world, seaweedfs, tmp_path / "agent")
     clean = world.sync(verify_store=True)
@@ -131,15 +130,14 @@ def test_lost_pending_key_and_bundle_of_one_order_give_one_new_key(
     mark_rekey(world.config(), world.cluster, [name], store=world.store)
     world.settings["issue_wait"] = 0.0
     assert world.sync().keys_generated == 1  # the rekey's certificate is still pending
-    states = StateStore(world.store, world.cluster, world.secrets)
-    lost = states.load().pending[name].object
+    lost = world.state().pending[name].object
     world.store.delete(pending_key(world.cluster, lost))
     world.store.delete(bundle_key(world.cluster, world.published().entries[name].bundle_hash.hex()))
     force_sweep(world)
     summary = world.sync()
     assert summary.errors == {} and summary.objects_repaired == 2
     assert summary.keys_generated == 1, "one new key, stored before its CSR"
-    replaced = states.load().pending[name].object
+    replaced = world.state().pending[name].object
     assert replaced != lost and world.store.get(pending_key(world.cluster, replaced))
     world.settings["issue_wait"] = 5.0
     assert world.sync().certificates_published == 1

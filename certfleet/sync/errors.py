@@ -52,6 +52,11 @@ class StateError(SyncError):
         self.reason = reason
 
 
+# Failures that end a cluster's run even inside a per-order ``except``: the lease is gone,
+# or the state (or head) was changed by another writer.
+RUN_FATAL: tuple[type[SyncError], ...] = (LeaseLostError, StateError)
+
+
 class CertificateRejected(SyncError):
     """An issued certificate failed verification; it is never published."""
 
