@@ -172,6 +172,8 @@ class Publisher:
         for key in retired:
             state.unreferenced.setdefault(key, self.now)
         retired.clear()
+        if changed or stale:
+            run.step("head")  # once the state records all the head references
 
     def _write_head(self, seen: HeadSeen, hashes: tuple[bytes, ...]) -> None:
         state, run = self.state, self.run
@@ -204,7 +206,6 @@ class Publisher:
         run.tally.generations[self.cluster] = head.generation
         run.tally.heads_published += 1
         self.published = True
-        run.step("head")
 
     # -- garbage ------------------------------------------------------------------------
 
