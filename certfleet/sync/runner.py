@@ -119,20 +119,19 @@ def run_sync(
         if deadline is not None and time.monotonic() >= deadline:
             tally.complete = False
             break
-        run = ClusterRun(
-            cluster=policy.name,
-            policy=policy,
-            settings=config,
-            store=store,
-            provider=counted,
-            clock=clock or time.time,
-            deadline=deadline,
-            tally=tally,
-            checkpoint=checkpoint or _no_checkpoint,
-            verify_store=verify_store,
-        )
         try:
-            run.run()
+            ClusterRun(
+                cluster=policy.name,
+                policy=policy,
+                settings=config,
+                store=store,
+                provider=counted,
+                clock=clock or time.time,
+                deadline=deadline,
+                tally=tally,
+                checkpoint=checkpoint or _no_checkpoint,
+                verify_store=verify_store,
+            ).run()
         except LeaseHeldError as err:
             log.info("%s", err)
             tally.complete = False
