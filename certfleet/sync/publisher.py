@@ -41,7 +41,7 @@ from certfleet.bundle import (
 from certfleet.bundle.head import MAX_VALIDITY_SECONDS
 from certfleet.errors import CertfleetError
 from certfleet.store import PreconditionFailed
-from certfleet.sync.errors import StateError
+from certfleet.sync.errors import ConcurrentWriteError, StateError
 from certfleet.sync.layout import (
     bundle_key,
     head_key,
@@ -201,7 +201,7 @@ class Publisher:
             else:
                 run.store.put_if_match(head_key(self.cluster), data, seen.etag)
         except PreconditionFailed as err:
-            raise StateError(self.cluster, "head was changed by another writer") from err
+            raise ConcurrentWriteError(self.cluster, "head was changed by another writer") from err
         state.head = HeadRecord(head.generation, head.issued_at, head.valid_until, head.secret_ids)
         run.tally.generations[self.cluster] = head.generation
         run.tally.heads_published += 1

@@ -34,7 +34,7 @@ from typing import Any, Optional
 
 from certfleet.bundle import ClusterSecret, FormatError, generation_too_far, open_sealed
 from certfleet.store import ObjectNotFound, PreconditionFailed, Store
-from certfleet.sync.errors import StateError
+from certfleet.sync.errors import ConcurrentWriteError, StateError
 from certfleet.sync.layout import state_key
 from certfleet.sync.sealing import CURRENT, SyncKeys
 
@@ -205,7 +205,9 @@ class StateStore:
             )
             state = ClusterState.decode(plain)
         except FormatError as err:
-            raise StateError(cluster, f"cannot be opened with this sync's key: {err}") from err
+            raise StateError(
+                cluster, f"cannot be opened with this sync's key: {err.reason}"
+            ) from err
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
             raise StateError(cluster, "is not valid JSON of this version") from err
         if state.head is not None and generation_too_far(state.head.generation, now_ms):
@@ -228,7 +230,7 @@ class StateStore:
             else:
                 self._etag = self._store.put_if_match(self._key, data, self._etag)
         except PreconditionFailed as err:
-            raise StateError(self._cluster, "was changed by another writer") from err
+            raise ConcurrentWriteError(self._cluster, "was changed by another writer") from err
         self._saved = plain
         self.sealing = CURRENT
         return True
