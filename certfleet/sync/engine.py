@@ -14,6 +14,12 @@ The order of writes is what makes a crash at any instant safe:
    the nodes' acks were last checked: the fleet check, when due, is the run's last step
    before the state is saved (``fleetcheck``).
 
+The state is sealed with the sync-only secret (``certfleet.sync.sealing``); one sealed the
+old way is vouched for and rewritten first (``certfleet.sync.migration``). A failure of any
+type after the state is loaded is contained: one order's is that order's error; anything
+else ends the cluster's run after the state is saved with what it already records (each
+record follows the write it describes), so the next run does not redo or republish it.
+
 An object written by a run that crashed before recording it is found by the periodic
 sweep and collected like any other unreferenced object. The sweep's listing is made at the
 start of the run, so the same run also repairs referenced objects that went missing
