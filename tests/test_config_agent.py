@@ -186,9 +186,9 @@ BROKEN = [
     (
         MINIMAL + 'pol_interval = "5s"',
         'agent.conf:6: option "pol_interval": unknown option; did you mean "poll_interval"? '
-        "(valid: api_key, cluster, default, hook_timeout, metrics_file, min_generation, order, "
-        "poll_interval, stagger, state_dir, store, store_endpoint, update_days, update_window, "
-        "urgent_before)",
+        "(valid: api_endpoint, api_key, cluster, default, hook_timeout, metrics_file, "
+        "min_generation, order, poll_interval, stagger, state_dir, store, store_endpoint, "
+        "update_days, update_window, urgent_before)",
     ),
     (
         MINIMAL + 'poll_interval = "0.5s"',
@@ -229,8 +229,9 @@ BROKEN = [
     ),
     (
         MINIMAL.replace(f'  publisher = "{PUBLISHER}"\n', ""),
-        'agent.conf:2: option "publisher" in cluster "web": is required '
-        '(valid: "ed25519:<base64url of 32 bytes>", or a list of them)',
+        'agent.conf:2: option "publisher" in cluster "web": is required: the sync\'s public '
+        "key, which `certfleet clusters show web --config SYNC_CONFIG` prints in this "
+        'cluster\'s stanza (valid: "ed25519:<base64url of 32 bytes>", or a list of them)',
     ),
     (
         MINIMAL.replace(SECRET_1, "k1:" + "Q" * 44),
