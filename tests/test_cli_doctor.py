@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -65,6 +66,23 @@ def test_the_sandbox_answers_every_call_as_modeled_and_nothing_changes(
     assert empty.code == 0
     skipped = {c["call"]: c["detail"] for c in empty.json()["calls"] if c["outcome"] == "skipped"}
     assert "no order to read" in skipped["GET /orders/{name}"]
+
+
+def test_with_a_sync_config_its_key_endpoint_and_first_cluster_are_checked(
+    certfleet_cli: Cli, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    config = str(tmp_path / "sync.hcl")
+    made = certfleet_cli(
+        "init", "--config", config, "--store", f"file://{tmp_path}/store",
+        "--api-endpoint", sandbox.url, "--api-key", sandbox.api_key,
+    )  # fmt: skip
+    assert made.code == 0, made.err
+    cluster = unique_cluster("cfg")
+    assert certfleet_cli("clusters", "add", cluster, "--config", config).code == 0
+    report = certfleet_cli("doctor", "--api", "--config", config, "--json")
+    assert report.code == 0, report.out + report.err
+    assert report.json()["cluster"] == cluster and report.json()["endpoint"] == sandbox.url
+    assert sandbox.api_key not in report.out + report.err
 
 
 class Otherwise(BaseHTTPRequestHandler):
