@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from certfleet.bundle import open_shard, peek_head
+from certfleet.bundle import content_hash_hex, open_shard, peek_head, seal_bundle
 from certfleet.store import FileStore
 from certfleet.sync import mark_rekey
 from certfleet.sync.layout import bundle_key, head_key, pending_key, shard_key
@@ -179,3 +179,30 @@ def test_a_store_that_ignores_conditional_writes_is_refused_before_publishing(
         assert "ignores If-None-Match/If-Match" in message
         assert summary.provider_calls == 0 and summary.heads_published == 0
         assert list(world.store.list("")) == [], "nothing published, probe removed"
+
+
+def test_verify_store_replaces_a_bundle_that_agents_refuse(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A bundle published by a version that kept a provider's chain as it came (intermediate
+    and root in one PEM entry, which every agent refuses) gets a new key and certificate."""
+    world = make_world(sandbox, (tmp_path / "store").as_uri(), "")
+    name = world.add(world.host("chain"))
+    assert world.sync().errors == {}
+    good = world.published().bundles[name]
+    bad = replace(good, chain_pem=(good.chain_pem[0] + sandbox.root_pem,))
+    sealed = seal_bundle(bad, cluster=world.cluster, secrets=world.secrets)
+    world.store.put(bundle_key(world.cluster, content_hash_hex(sealed)), sealed)
+    states = world.states()
+    state = states.load(now_ms=int(world.now() * 1000))
+    state.orders[name] = replace(state.orders[name], bundle=content_hash_hex(sealed))
+    assert states.save(state)
+    assert world.sync().heads_published == 1  # what such a version had published
+    assert world.published().bundles[name].chain_pem == bad.chain_pem
+    assert world.sync().keys_generated == 0, "a plain run does not read bundles"
+    summary = world.sync(verify_store=True)
+    assert summary.errors == {} and summary.keys_generated == 1
+    fixed = world.published().bundles[name]
+    assert fixed.chain_pem == good.chain_pem and fixed.private_key_pem != good.private_key_pem
+    result = fresh_agent_poll(world, tmp_path / "agent", "", [world.signing_key.public_key()])
+    assert result.ok, [problem.message for problem in result.problems]

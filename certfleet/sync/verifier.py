@@ -148,3 +148,22 @@ def verify_issued(
         leaf.public_bytes(Encoding.PEM),
         tuple(cert.public_bytes(Encoding.PEM) for cert in chain),
     )
+
+
+def published_problem(certificate_pem: bytes, chain_pem: Sequence[bytes]) -> str | None:
+    """Why agents would refuse a bundle's certificates as published (by a version that did
+    not normalise chains or check the leaf's profile), or None: the leaf and each chain
+    entry must be one certificate, the leaf a server certificate, each link in order."""
+    try:
+        entries = [x509.load_pem_x509_certificates(pem) for pem in (certificate_pem, *chain_pem)]
+    except ValueError:
+        return "a certificate is not PEM"
+    if any(len(entry) != 1 for entry in entries):
+        return "an entry holds several certificates"
+    issued = [entry[0] for entry in entries]
+    problem = leaf_problem(issued[0])
+    if problem is not None:
+        return problem
+    if not all(_issued_by(child, parent) for child, parent in zip(issued, issued[1:])):
+        return "the chain is out of order"
+    return None
