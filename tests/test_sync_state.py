@@ -249,3 +249,22 @@ def test_a_fresh_state_decodes_what_it_encodes() -> None:
     assert ClusterState.decode(state.encode()).encode() == state.encode()
     keys = SyncKeys(SigningKey.generate().sync_secret("state"))
     assert "redacted" in repr(keys) and keys.current.export() not in repr(keys)
+
+
+def test_a_new_signing_key_with_previous_signing_key_keeps_the_pending_keys(
+    make_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    world = make_world(make_sandbox(issue_delay=2), (tmp_path / "store").as_uri(), "")
+    world.settings["issue_wait"] = 0.0
+    name = world.add(world.host("rotating"))
+    assert world.sync().keys_generated == 1  # its certificate is still pending
+    waiting = world.state().pending[name].pubkey_hash
+    world.settings["previous_signing_key"] = world.signing_key
+    world.signing_key = SigningKey.generate()
+    world.settings["issue_wait"] = 5.0
+    summary = world.sync()
+    assert summary.errors == {} and summary.keys_generated == 0
+    del world.settings["previous_signing_key"]
+    record = world.state().orders[name]  # opened with the new key's sync secret only
+    assert record.pubkey_hash == waiting, "the key stored before the rotation was certified"
+    assert world.sync().errors == {}
