@@ -216,3 +216,19 @@ def test_a_lease_written_with_another_sync_key_is_not_honoured(store: Store) -> 
     mine = lease(store, clock)
     mine.acquire()
     assert mine.held and stored(store)["owner"] == mine.owner
+
+
+def test_a_live_lease_of_the_previous_signing_key_is_honoured_while_it_is_configured(
+    store: Store,
+) -> None:
+    clock = Clock()
+    old = SigningKey.generate().sync_secret("state")
+    Lease(store, CLUSTER, duration=DURATION, clock=clock, secret=old).acquire()
+    rotated = Lease(
+        store, CLUSTER, duration=DURATION, clock=clock, secret=SYNC_SECRET, previous=[old]
+    )
+    with pytest.raises(LeaseHeldError):  # a sync still running with the old key holds it
+        rotated.acquire()
+    clock.now += DURATION + 1
+    rotated.acquire()
+    assert rotated.held and stored(store)["owner"] == rotated.owner

@@ -91,7 +91,12 @@ class ClusterRun:
         self.secrets = tuple(policy.secrets)
         self.keys = SyncKeys.of(settings, self.secrets)
         self.lease = Lease(
-            store, cluster, duration=settings.lease_duration, clock=clock, secret=self.keys.current
+            store,
+            cluster,
+            duration=settings.lease_duration,
+            clock=clock,
+            secret=self.keys.current,
+            previous=self.keys.previous,
         )
         self.states = StateStore(store, cluster, self.keys)
         left = float("inf") if deadline is None else deadline - time.monotonic()

@@ -23,7 +23,8 @@ under a key derived from the sync-only secret (``SigningKey.sync_secret("state")
 no node holds. It is parsed only when it is at most ``MAX_LEASE_BYTES`` (so no nesting can
 exhaust the parser). A lease that is too big, not JSON of this shape, or whose MAC does not
 verify (forged, or written by a sync with another signing key, or by a version before
-leases were authenticated) is treated as **broken**: like an expired one, it is taken
+leases were authenticated; one MACed with ``previous_signing_key``'s secret is honoured)
+is treated as **broken**: like an expired one, it is taken
 over by a put conditioned on its ETag, with a warning. Treating it as held would let one
 forged write keep the sync out for ever; whoever can write the store can delete the lease
 anyway, and the conditional writes of the state and head still keep two runs apart.
@@ -36,6 +37,7 @@ import hmac
 import json
 import logging
 import os
+from collections.abc import Sequence
 from typing import Callable
 
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -105,10 +107,12 @@ class Lease:
         duration: float,
         clock: Clock,
         secret: ClusterSecret,
+        previous: Sequence[ClusterSecret] = (),
     ) -> None:
         self._store = store
         self._cluster = cluster
         self._mac_key = mac_key(secret)
+        self._previous_keys = tuple(mac_key(old) for old in previous)
         self._key = lease_key(cluster)
         self._duration = duration
         self._clock = clock
@@ -130,7 +134,10 @@ class Lease:
 
     def _expiry(self, data: bytes) -> float:
         """The stored lease's expiry; 0 (taken over at once) when it is broken."""
-        expires_at = lease_expiry(self._mac_key, self._cluster, data)
+        for key in (self._mac_key, *self._previous_keys):
+            expires_at = lease_expiry(key, self._cluster, data)
+            if expires_at is not None:
+                break
         if expires_at is None:
             log.warning("cluster %s: the lease object is broken or forged; taking it over",
                         self._cluster)  # fmt: skip

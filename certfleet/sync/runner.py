@@ -229,7 +229,14 @@ def mark_rekey(
     store = store if store is not None else open_config_store(config)
     clock = clock or time.time
     keys = SyncKeys.of(config, policy.secrets)
-    lease = Lease(store, cluster, duration=config.lease_duration, clock=clock, secret=keys.current)
+    lease = Lease(
+        store,
+        cluster,
+        duration=config.lease_duration,
+        clock=clock,
+        secret=keys.current,
+        previous=keys.previous,
+    )
     give_up = time.monotonic() + lease_wait
     while True:
         try:
