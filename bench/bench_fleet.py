@@ -26,17 +26,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from certfleet.bundle import Ack, AckOrder, ClusterSecret, seal_ack
+from certfleet.bundle import Ack, AckOrder, ClusterSecret, SigningKey, seal_ack
 from certfleet.devstack import SeaweedFS
 from certfleet.store import S3Store
 from certfleet.sync.fleet import READERS, Published, count_nodes, read_nodes
 from certfleet.sync.fleetcache import AckCache
 from certfleet.sync.layout import ack_key
+from certfleet.sync.sealing import SyncKeys
 
 CLUSTER = "bench-fleet"
 NODES = 1000
 ORDERS_PER_ACK = 10
 TRIALS = 5
+SYNC_SECRET = SigningKey.generate().sync_secret("state")  # what seals the fleet cache
 CHANGED_NODES = 10_000
 CHANGED_SHARE = 0.01
 # A 300 s run: the check gets at most half of what is left beyond the 5 s reserve.
@@ -75,7 +77,7 @@ def _check(seaweedfs: SeaweedFS, secret: ClusterSecret, published: Published, no
            nodes: int) -> dict[str, Any]:  # fmt: skip
     """One fleet check as the sync does it, timed part by part, from a fresh store handle."""
     store = S3Store(seaweedfs.bucket, "bench-fleet-changed", endpoint=seaweedfs.endpoint)
-    cache = AckCache(store, CLUSTER, [secret])
+    cache = AckCache(store, CLUSTER, SyncKeys(SYNC_SECRET))
     started, cpu = time.perf_counter(), time.process_time()
     known = cache.load()
     loaded = time.perf_counter()

@@ -13,12 +13,21 @@ from typing import Any
 
 import pytest
 
-from certfleet.bundle import Ack, AckOrder, ClusterSecret
+from certfleet.bundle import (
+    Ack,
+    AckOrder,
+    ClusterSecret,
+    FormatError,
+    SigningKey,
+    open_sealed,
+    seal,
+)
 from certfleet.config import parse_agent_config
 from certfleet.store import FileStore, Store, StoredObject
 from certfleet.sync import RunSummary
 from certfleet.sync.fleet import known_ack
 from certfleet.sync.fleetcache import AckCache, decode_known, encode_known
+from certfleet.sync.sealing import SyncKeys
 from node_agent.agent import Agent
 from tests.plugins.faults import agent_config_text, cluster_stanza
 from tests.plugins.sandbox import Sandbox
@@ -286,21 +295,30 @@ def test_a_failing_node_read_from_the_cache_still_fails(
     assert spy.acks_read == []
 
 
-def test_the_fleet_cache_keeps_what_the_check_needs_and_opens_only_with_the_secret(
+def test_the_fleet_cache_keeps_what_the_check_needs_sealed_for_the_sync_only(
     tmp_path: Path,
 ) -> None:
     store = FileStore(tmp_path)
-    secret, other = ClusterSecret.generate("k1"), ClusterSecret.generate("k2")
+    node_secret = ClusterSecret.generate("k1")  # what every node holds
+    keys = SyncKeys(SigningKey.generate().sync_secret("state"), legacy=(node_secret,))
     failed = AckOrder("a.example.com", "failed", "0a", "check_command 'x' exited 1")
     ack = Ack("node1", "web-1", 5_000, 6, (AckOrder("b.example.com", "installed", "0b", ""),
                                             failed))  # fmt: skip
     known = {"node1": known_ack('"etag1"', ack)}
     assert known["node1"].ack.orders == (failed,)  # the installed order is not kept
     assert decode_known(encode_known(known)) == known
-    cache = AckCache(store, "web", [secret])
+    cache = AckCache(store, "web", keys)
     assert cache.load() == {} and cache.save(known)
     assert not cache.save(known)  # unchanged: not written again
-    assert AckCache(store, "web", [secret]).load() == known
-    assert AckCache(store, "web", [other]).load() == {}  # another secret: an empty cache
+    assert AckCache(store, "web", keys).load() == known
+    other = SyncKeys(SigningKey.generate().sync_secret("state"))
+    assert AckCache(store, "web", other).load() == {}  # another signing key: an empty cache
     stored = store.get("v1/sync/fleet/web")
     assert stored is not None and b"web-1" not in stored.data  # sealed
+    with pytest.raises(FormatError):  # not for the nodes' secret
+        open_sealed("pending", "web", "/fleet", stored.data, [node_secret])
+    # one a node sealed with the cluster secret (to hide itself) is not believed
+    store.put(
+        "v1/sync/fleet/web", seal("pending", "web", "/fleet", encode_known(known), [node_secret])
+    )
+    assert AckCache(store, "web", keys).load() == {}

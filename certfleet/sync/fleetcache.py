@@ -3,26 +3,29 @@
 So that a check reads only the acks that changed since the last one: for each node whose
 ack opened, the ETag the listing gave it and what the check needs to assess the node again
 (``certfleet.sync.fleet.KnownAck``: hostname, generation, report time, and the orders that
-failed or owe an on_update). One object per cluster, JSON sealed with the envelope for the
-cluster's secrets (kind ``pending`` under the reserved identity ``/fleet``, which no order
-name can take), as the sync state is: hostnames and order names are the fleet's business.
+failed or owe an on_update). One object per cluster, JSON sealed as the sync state is
+(``certfleet.sync.sealing``: for the sync-only secret, kind ``pending`` under the reserved
+identity ``/fleet``, which no order name can take): no node can read it, nor forge it to
+hide a problem node.
 
 Written unconditionally (the run holds the cluster's lease) and only when it changed. It is
-a cache: a missing one, or one that does not open (a secret rotated away, a bad write), is
-an empty one and costs one full read of the acks; it is never an error.
+a cache: a missing one, or one that does not open with the current sync secret (a signing
+key replaced, a bad write), is an empty one and costs one full read of the acks; it is
+never an error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from certfleet.bundle import Ack, AckOrder, ClusterSecret, FormatError, open_sealed, seal
+from certfleet.bundle import Ack, AckOrder, FormatError, open_sealed
 from certfleet.store import ObjectNotFound, Store
 from certfleet.sync.fleet import KnownAck
 from certfleet.sync.layout import fleet_cache_key
+from certfleet.sync.sealing import SyncKeys
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +66,10 @@ def decode_known(data: bytes) -> dict[str, KnownAck]:
 class AckCache:
     """Loads and saves one cluster's ``KnownAck``s."""
 
-    def __init__(self, store: Store, cluster: str, secrets: Sequence[ClusterSecret]) -> None:
+    def __init__(self, store: Store, cluster: str, keys: SyncKeys) -> None:
         self._store = store
         self._cluster = cluster
-        self._secrets = tuple(secrets)
+        self._keys = keys
         self._key = fleet_cache_key(cluster)
         self._saved: bytes | None = None
 
@@ -81,7 +84,12 @@ class AckCache:
         if stored is None:  # only possible with if_none_match, which is not given
             return {}
         try:
-            plain = open_sealed(KIND, self._cluster, IDENTITY, stored.data, self._secrets)
+            plain, _ = self._keys.open(
+                stored.data,
+                lambda secrets: open_sealed(KIND, self._cluster, IDENTITY, stored.data, secrets),
+                name=self._key,
+                accept_old=False,
+            )
             known = decode_known(plain)
         except (FormatError, ValueError, KeyError, TypeError) as err:
             log.warning("cluster %s: the fleet check's cache is unusable (%s); every ack "
@@ -95,6 +103,6 @@ class AckCache:
         plain = encode_known(known)
         if plain == self._saved:
             return False
-        self._store.put(self._key, seal(KIND, self._cluster, IDENTITY, plain, self._secrets))
+        self._store.put(self._key, self._keys.seal(KIND, self._cluster, IDENTITY, plain))
         self._saved = plain
         return True

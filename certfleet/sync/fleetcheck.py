@@ -94,7 +94,7 @@ class FleetCheck:
         assert head is not None  # due() checked it
         published = Published(head.generation, head.issued_at, head.valid_until, None)
         secrets = self.run.secrets
-        cache = AckCache(self.run.store, self.cluster, secrets)
+        cache = AckCache(self.run.store, self.cluster, self.run.keys)
         try:
             found = read_nodes(
                 self.run.store,
