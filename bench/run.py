@@ -167,8 +167,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         smallest = smallest or change["bytes_in"]
         target, ok = "", None
         if row["orders"] == 100_000:
-            target = "< 100 KB, growing << N"
-            ok = wire < 100 * KB and change["bytes_in"] < 10 * smallest
+            target = "< 100 KB, growing << N; CPU <= 50 ms"
+            ok = wire < 100 * KB and change["bytes_in"] < 10 * smallest and change["cpu_ms"] <= 50
         rows.append((
             f"change among {row['orders']:,} orders",
             f"{change['requests']} req, {change['bytes_in'] / KB:.1f} KB"
