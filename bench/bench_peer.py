@@ -82,7 +82,7 @@ class Cost:
     wall_seconds: float
 
     def as_dict(self) -> dict[str, Any]:
-        figures: dict[str, Any] = {
+        return {
             "requests": sum(self.requests.values()),
             "requests_by_kind": dict(sorted(self.requests.items())),
             "wire_bytes": self.wire_up + self.wire_down,
@@ -91,7 +91,6 @@ class Cost:
             "cpu_ms": round(self.cpu_seconds * 1000, 1),
             "wall_ms": round(self.wall_seconds * 1000, 1),
         }
-        return figures
 
 
 def _through(proxy: CountingProxy, action: Callable[[], float]) -> Cost:
