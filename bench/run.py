@@ -248,7 +248,9 @@ def sync_rows(sync: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             verdict(guess["wall_seconds"] <= 10 and guess["peak_memory_mb"] <= 256),
         ))  # fmt: skip
     resume = sync.get("resume")
-    if resume:
+    if resume and "error" in resume:
+        rows.append(("new orders in budgeted runs", section_problem(resume), "", "n/a"))
+    elif resume:
         rows.append((
             f"{resume['orders']:,} new orders, {resume['budget_seconds']:g} s runs",
             f"{resume['runs']} runs, {resume['orders_per_run']:.0f} orders/run, every order "
