@@ -92,7 +92,7 @@ def estimate(rows: list[dict[str, Any]], orders: int) -> dict[str, Any] | None:
         return None
     found: dict[str, Any] = {"orders": orders, "method": "linear, from the two largest sizes"}
     for key in ("wall_seconds", "peak_memory_mb", "store_reads", "store_writes"):
-        slope = (large[key] - small[key]) / span
+        slope = max(0.0, (large[key] - small[key]) / span)  # noise may make it negative
         found[key] = round(large[key] + slope * (orders - large["orders"]), 1)
     return found
 
