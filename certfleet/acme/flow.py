@@ -1,0 +1,202 @@
+"""Driving one ACME order: create it, answer its challenges, finalize, download.
+
+``OrderFlow`` works on an ``OrderState`` (``certfleet.acme.state``) that the caller saves:
+each step that the CA remembers (a new order, an answered challenge, a finalization) is
+recorded there, so a later run resumes from the order URL instead of starting again, and a
+crash after finalize downloads the certificate instead of ordering another.
+
+Challenges: an identifier approved ``http`` is answered by HTTP-01, which is stateless
+here: the frontends answer ``token.thumbprint`` on their own, so nothing is published per
+challenge; ``dns`` (always for wildcards) by DNS-01 through a ``DnsChallengeWriter``,
+cleaned up once the CA has decided, also after a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Callable, Optional, Protocol
+
+from acme import challenges, messages
+
+from certfleet.acme.client import AcmeClient
+from certfleet.acme.errors import AcmeError, AcmeOrderInvalid, Problem
+from certfleet.acme.state import OrderState
+
+log = logging.getLogger(__name__)
+
+POLL_FIRST = 0.5
+POLL_MAX = 5.0
+DNS_SERVED_TIMEOUT = 120.0
+INVALID = "urn:ietf:params:acme:error:unauthorized"
+
+
+class DnsChallengeWriter(Protocol):
+    """One batch of DNS-01 TXT values (``certfleet.acme.dns.DnsChallenges``)."""
+
+    def add(self, identifier: str, value: str) -> None: ...
+
+    def wait_until_served(self, timeout: float) -> None: ...
+
+    def cleanup(self) -> None: ...
+
+
+def dns01_value(key_authorization: str) -> str:
+    """The TXT value of DNS-01: base64url(SHA-256(key authorization)), unpadded."""
+    digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+class OrderFlow:
+    """Steps of one ACME order for one order name."""
+
+    def __init__(
+        self,
+        client: AcmeClient,
+        record: OrderState,
+        *,
+        approvals: Mapping[str, str],
+        dns: Optional[Callable[[], DnsChallengeWriter]],
+        save: Callable[[], None],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.record = record
+        self.approvals = approvals
+        self.dns_factory = dns
+        self.save = save
+        self.sleep = sleep
+        self._dns: DnsChallengeWriter | None = None
+
+    def start(
+        self,
+        names: Sequence[str],
+        csr_pem: bytes,
+        pubkey_hash: str,
+        *,
+        profile: str | None,
+        replaces: str | None,
+    ) -> None:
+        """Create the order (its URL saved at once), then answer its challenges."""
+        try:
+            url, order = self.client.new_order(names, profile=profile, replaces=replaces)
+        except AcmeError as err:
+            code = err.problem.code if err.problem is not None else ""
+            if replaces is None or code not in ("alreadyReplaced", "conflict", "malformed"):
+                raise
+            log.info("new order replacing %s refused (%s): ordering without it", replaces, code)
+            url, order = self.client.new_order(names, profile=profile, replaces=None)
+        record = self.record
+        record.url, record.pubkey_hash = url, pubkey_hash
+        record.csr_pem = csr_pem.decode("ascii")
+        record.status = _status(order)
+        self.save()
+        self.answer(order)
+
+    def answer(self, order: messages.Order) -> None:
+        """Answer the pending challenge of each pending authorization."""
+        dns_answers: list[messages.ChallengeBody] = []
+        for url in order.authorizations:
+            authz = self.client.authorization(url)
+            if authz.status != messages.STATUS_PENDING:
+                continue
+            name = str(authz.identifier.value)
+            if authz.wildcard:
+                name = "*." + name
+            approval = self.approvals.get(name, "dns" if name.startswith("*.") else "http")
+            wanted = challenges.DNS01 if approval == "dns" else challenges.HTTP01
+            body = next((c for c in authz.challenges if isinstance(c.chall, wanted)), None)
+            if body is None:
+                raise AcmeError("challenge", f"the CA offers no {wanted.typ} challenge for {name}")
+            if body.status != messages.STATUS_PENDING:
+                continue  # answered already, being validated
+            if approval == "dns":
+                writer = self._dns_writer()
+                writer.add(name, dns01_value(body.chall.key_authorization(self.client.jwk)))
+                dns_answers.append(body)
+            else:
+                self.client.answer(body)
+        if dns_answers:
+            assert self._dns is not None
+            self._dns.wait_until_served(DNS_SERVED_TIMEOUT)
+            for body in dns_answers:
+                self.client.answer(body)
+
+    def _dns_writer(self) -> DnsChallengeWriter:
+        if self.dns_factory is None:
+            raise AcmeError("challenge", "DNS-01 needs a dns block in the sync config")
+        if self._dns is None:
+            self._dns = self.dns_factory()
+        return self._dns
+
+    def cleanup(self) -> None:
+        """Remove the DNS values this flow added (never raises)."""
+        if self._dns is not None:
+            self._dns.cleanup()
+            self._dns = None
+
+    def finish(self, until: float, csr_pem: bytes) -> Optional[bytes]:
+        """Drive the order until it is valid (returns the PEM chain) or ``until`` (a
+        ``time.monotonic()`` value) passes (returns None: resume next run).
+        Raises ``AcmeOrderInvalid`` when the CA gave up on it."""
+        assert self.record.url is not None
+        delay = POLL_FIRST
+        answered = False
+        while True:
+            order = self.client.order(self.record.url)
+            status = _status(order)
+            if status != self.record.status:
+                self.record.status = status
+                self.save()
+            if status == "valid" and order.certificate:
+                self.cleanup()
+                return self.client.download(str(order.certificate))
+            if status == "invalid":
+                self.cleanup()
+                raise AcmeOrderInvalid(
+                    "order", "the CA marked the order invalid", problem=self._problem(order)
+                )
+            if status == "ready":
+                self.cleanup()
+                order = self.client.finalize(order, csr_pem)
+                self.record.status = _status(order)
+                self.save()
+                continue
+            if status == "pending" and not answered:
+                self.answer(order)  # a resumed order, or one whose answer was lost
+                answered = True
+            if time.monotonic() + delay > until:
+                return None
+            self.sleep(delay)
+            delay = min(POLL_MAX, delay * 2)
+
+    def _problem(self, order: messages.Order) -> Problem:
+        """The order's problem, with each failed authorization's as a subproblem."""
+        subproblems: list[Problem] = []
+        for url in order.authorizations:
+            try:
+                authz = self.client.authorization(url)
+            except AcmeError:
+                continue
+            for body in authz.challenges:
+                if body.error is not None:
+                    sub = Problem.from_json(body.error.to_partial_json())
+                    name = ("*." if authz.wildcard else "") + str(authz.identifier.value)
+                    subproblems.append(
+                        Problem(sub.type, sub.detail, sub.status, name, sub.subproblems)
+                    )
+        if order.error is not None:
+            top = Problem.from_json(order.error.to_partial_json())
+            return Problem(
+                top.type, top.detail, top.status, None, top.subproblems or tuple(subproblems)
+            )
+        detail = "authorization failed" if subproblems else "the order became invalid"
+        return Problem(INVALID, detail, None, None, tuple(subproblems))
+
+
+def _status(order: messages.Order) -> str:
+    """The order's status name ("pending", "ready", "processing", "valid", "invalid")."""
+    return str(order.status.name) if order.status is not None else ""
