@@ -132,7 +132,11 @@ def public_jwk(key: AccountPrivateKey) -> dict[str, str]:
 
 def thumbprint(key: AccountPrivateKey) -> str:
     """RFC 7638 thumbprint (SHA-256, base64url without padding) of the key's public half."""
-    members = public_jwk(key)
+    return jwk_thumbprint(public_jwk(key))
+
+
+def jwk_thumbprint(members: dict[str, str]) -> str:
+    """RFC 7638 thumbprint of a public JWK's required members."""
     canonical = json.dumps(members, sort_keys=True, separators=(",", ":")).encode("ascii")
     return b64url(hashlib.sha256(canonical).digest())
 
