@@ -159,6 +159,8 @@ class OrderFlow:
                 raise AcmeOrderInvalid(
                     "order", "the CA marked the order invalid", problem=self._problem(order)
                 )
+            if time.monotonic() >= until:
+                return None  # out of budget: the order resumes from its URL next run
             if status == "ready":
                 self.cleanup()
                 order = self.client.finalize(order, csr_pem)
