@@ -15,7 +15,7 @@ import datetime
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar
 
@@ -189,9 +189,9 @@ class AcmeClient:
 
     @property
     def profiles(self) -> tuple[str, ...]:
-        meta = self.client.directory.to_partial_json().get("meta") or {}
-        profiles = meta.get("profiles") if isinstance(meta, dict) else None
-        return tuple(profiles) if isinstance(profiles, dict) else ()
+        meta = getattr(self.client.directory, "meta", None)
+        profiles = getattr(meta, "profiles", None)
+        return tuple(profiles) if isinstance(profiles, Mapping) else ()
 
     def _post_as_get(self, url: str, **kwargs: Any) -> requests.Response:
         return self.client._post_as_get(url, **kwargs)

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.plugins.binaries import require_binary
+from tests.plugins.binaries import missing, require_binary
 
 
 def free_port() -> int:
@@ -115,6 +115,7 @@ class Pebble:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.env: dict[str, str] = {}
         self.validity: int | None = None
+        self.extra_config: dict[str, object] = {}
 
     @property
     def directory_url(self) -> str:
@@ -147,6 +148,7 @@ class Pebble:
         }
         if self.validity is not None:
             config["certificateValidityPeriod"] = self.validity
+        config.update(self.extra_config)
         (self.dir / "pebble.json").write_text(json.dumps({"pebble": config}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
         env.update({"PEBBLE_VA_NOSLEEP": "1", **self.env})
@@ -239,6 +241,21 @@ class Http01Nginx:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def pebble_new(tmp_path: Path) -> Iterator[Pebble]:
+    """The newer pebble (ARI, profiles) from the directory named by ``CERTFLEET_PEBBLE_NEW``
+    (built by the vendored source's build-pebble.sh); not started yet."""
+    where = os.environ.get("CERTFLEET_PEBBLE_NEW", "")
+    binary = Path(where) / "pebble" if where else None
+    if binary is None or not binary.is_file():
+        missing("the newer pebble (ARI, profiles): set CERTFLEET_PEBBLE_NEW to its directory")
+        raise AssertionError("unreachable")
+    # the distribution's challtestsrv serves DNS (the newer one has other flags)
+    server = Pebble(str(binary), require_binary("pebble-challtestsrv"), tmp_path / "pebble-new")
+    yield server
+    server.stop()
 
 
 @pytest.fixture
