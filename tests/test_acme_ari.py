@@ -14,15 +14,15 @@ import pytest
 
 pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Python >= 3.10)")
 
-from certfleet.acme.accountkey import (
+from certfleet.acme.client import AcmeClient
+from certfleet.acme.state import AcmeStateStore
+from certfleet.bundle import ClusterSecret, SigningKey
+from certfleet.config.accountkey import (
     account_key_text,
     generate_account_key,
     load_account_key,
     thumbprint,
 )
-from certfleet.acme.client import AcmeClient
-from certfleet.acme.state import AcmeStateStore
-from certfleet.bundle import ClusterSecret, SigningKey
 from certfleet.config.sync import parse_sync_config
 from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
@@ -78,27 +78,27 @@ class RecordingClient(AcmeClient):
 
 
 def test_a_short_lived_profile_certificate_is_renewed_in_the_ari_window_with_replaces(
-    pebble_new: Pebble, tmp_path: Path
+    pebble_ari: Pebble, tmp_path: Path
 ) -> None:
-    pebble_new.extra_config = {
+    pebble_ari.extra_config = {
         "profiles": {
             "default": {"description": "90 days", "validityPeriod": 7776000},
             "shortlived": {"description": "6 days", "validityPeriod": SIX_DAYS},
         }
     }
-    pebble_new.start()
+    pebble_ari.start()
     key = generate_account_key()
     snippet = SNIPPET.replace("THUMBPRINT", thumbprint(key))
-    nginx = Http01Nginx(require_binary("nginx"), tmp_path / "n", pebble_new.http_port, snippet)
+    nginx = Http01Nginx(require_binary("nginx"), tmp_path / "n", pebble_ari.http_port, snippet)
     try:
         text = f'''
 provider = "acme"
 store = "file://{tmp_path}/store"
 signing_key = "{SigningKey.generate().export()}"
 acme {{
-  directory = "{pebble_new.directory_url}"
+  directory = "{pebble_ari.directory_url}"
   account_key = "{account_key_text(key)}"
-  ca_bundle = "{pebble_new.ca_bundle}"
+  ca_bundle = "{pebble_ari.ca_bundle}"
   profile = "shortlived"
 }}
 cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
@@ -106,10 +106,10 @@ cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
         config = parse_sync_config(text, "sync.hcl")
         store = open_store(config.store)
         registry = OneOrder("short.example.test")
-        now = {"t": time.time()}
+        ahead = {"s": 0.0}  # the runs' clock: real time, moved forward for the renewal
 
         def clock() -> float:
-            return now["t"]
+            return time.time() + ahead["s"]
 
         def provider() -> AcmeProvider:
             acme = config.acme
@@ -150,7 +150,7 @@ cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
         assert quiet.client.request_count == 0
 
         # past the suggested time: renewed, naming the old certificate
-        now["t"] = ari.renew_at + 60
+        ahead["s"] = ari.renew_at + 60 - time.time()
         renewing = provider()
         summary = run_sync(config, store=store, provider=renewing, clock=clock)
         assert summary.errors == {} and summary.certificates_published == 1

@@ -14,14 +14,14 @@ import pytest
 
 pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Python >= 3.10)")
 
-from certfleet.acme.accountkey import (
+from certfleet.acme.client import AcmeClient
+from certfleet.acme.state import AcmeStateStore
+from certfleet.bundle import ClusterSecret, SigningKey, open_bundle, verify_head
+from certfleet.config.accountkey import (
     account_key_text,
     generate_account_key,
     thumbprint,
 )
-from certfleet.acme.client import AcmeClient
-from certfleet.acme.state import AcmeStateStore
-from certfleet.bundle import ClusterSecret, SigningKey, open_bundle, verify_head
 from certfleet.config.sync import parse_sync_config
 from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
@@ -125,7 +125,7 @@ cluster "web" {{
 
 def _provider(config, store, registry) -> AcmeProvider:  # type: ignore[no-untyped-def]
     acme = config.acme
-    from certfleet.acme.accountkey import load_account_key
+    from certfleet.config.accountkey import load_account_key
 
     client = AcmeClient(
         acme.directory, load_account_key(acme.account_key), ca_bundle=acme.ca_bundle

@@ -14,15 +14,15 @@ import pytest
 
 pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Python >= 3.10)")
 
-from certfleet.acme.accountkey import (
+from certfleet.acme.client import AcmeClient
+from certfleet.acme.state import AcmeState, AcmeStateStore
+from certfleet.bundle import ClusterSecret, SigningKey
+from certfleet.config.accountkey import (
     account_key_text,
     generate_account_key,
     load_account_key,
     thumbprint,
 )
-from certfleet.acme.client import AcmeClient
-from certfleet.acme.state import AcmeState, AcmeStateStore
-from certfleet.bundle import ClusterSecret, SigningKey
 from certfleet.config.sync import SyncConfig, parse_sync_config
 from certfleet.store import Store, open_store
 from certfleet.sync.acme_provider import AcmeProvider

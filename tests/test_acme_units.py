@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from certfleet.acme.accountkey import (
+from certfleet.acme.errors import Problem
+from certfleet.acme.retry import backoff, parse_retry_after, retry_at
+from certfleet.acme.state import AcmeState, AcmeStateError, AcmeStateStore, acme_state_key
+from certfleet.bundle import ClusterSecret, SigningKey, seal
+from certfleet.cli import main
+from certfleet.config.accountkey import (
     AccountKeyError,
     account_key_text,
     generate_account_key,
@@ -19,11 +24,6 @@ from certfleet.acme.accountkey import (
     load_account_key,
     thumbprint,
 )
-from certfleet.acme.errors import Problem
-from certfleet.acme.retry import backoff, parse_retry_after, retry_at
-from certfleet.acme.state import AcmeState, AcmeStateError, AcmeStateStore, acme_state_key
-from certfleet.bundle import ClusterSecret, SigningKey, seal
-from certfleet.cli import main
 from certfleet.config.errors import ConfigErrors
 from certfleet.config.sync import load_sync_config, parse_sync_config
 from certfleet.store import open_store

@@ -27,9 +27,9 @@ from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from certfleet.acme.accountkey import AccountPrivateKey
 from certfleet.acme.errors import AcmeError, Problem
 from certfleet.acme.retry import BAD_NONCE_TRIES, parse_retry_after
+from certfleet.config.accountkey import AccountPrivateKey
 
 log = logging.getLogger(__name__)
 

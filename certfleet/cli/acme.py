@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from certfleet.acme.accountkey import load_account_key, thumbprint
 from certfleet.cli.context import Context
 from certfleet.cli.errors import UsageError
+from certfleet.config.accountkey import load_account_key, thumbprint
 from certfleet.config.sync import load_sync_config
 
 

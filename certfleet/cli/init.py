@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from certfleet.acme.accountkey import account_key_text, generate_account_key
 from certfleet.bundle import SigningKey
 from certfleet.cli.context import Context
 from certfleet.cli.errors import UsageError
 from certfleet.cli.syncfile import MODE, render_acme_config, render_sync_config, write_private
+from certfleet.config.accountkey import account_key_text, generate_account_key
 from certfleet.config.sync import STORE_SCHEMES, parse_sync_config
 
 

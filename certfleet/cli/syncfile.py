@@ -69,7 +69,7 @@ def render_acme_config(
 ) -> str:
     """The text of a new ACME-mode sync config, without clusters.
 
-    ``account_key`` is the one-line PEM of ``certfleet.acme.accountkey`` (base64 and
+    ``account_key`` is the one-line PEM of ``certfleet.config.accountkey`` (base64 and
     ``\\n`` only), written as is.
     """
     if not re.fullmatch(r"[-A-Za-z0-9+/= \\n]+", account_key):

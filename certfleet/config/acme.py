@@ -12,7 +12,7 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
-from certfleet.acme.accountkey import AccountKeyError, load_account_key
+from certfleet.config.accountkey import AccountKeyError, load_account_key
 from certfleet.config.address import parse_host_port
 from certfleet.config.section import Section
 from certfleet.config.url import check_http_url

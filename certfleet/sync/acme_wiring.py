@@ -22,10 +22,10 @@ def open_acme_provider(config: SyncSettings, cluster: str, store: Store) -> Any:
     if acme is None:
         raise SyncError(f'cluster {cluster} uses provider "acme" but the config has no acme block')
     try:
-        from certfleet.acme.accountkey import load_account_key
         from certfleet.acme.client import AcmeClient
         from certfleet.acme.flow import DnsChallengeWriter
         from certfleet.acme.state import AcmeStateStore
+        from certfleet.config.accountkey import load_account_key
         from certfleet.sync.acme_provider import AcmeProvider
     except ImportError as err:
         raise SyncError(

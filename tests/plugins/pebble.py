@@ -244,7 +244,7 @@ class Http01Nginx:
 
 
 @pytest.fixture
-def pebble_new(tmp_path: Path) -> Iterator[Pebble]:
+def pebble_ari(tmp_path: Path) -> Iterator[Pebble]:
     """The newer pebble (ARI, profiles) from the directory named by ``CERTFLEET_PEBBLE_NEW``
     (built by the vendored source's build-pebble.sh); not started yet."""
     where = os.environ.get("CERTFLEET_PEBBLE_NEW", "")
@@ -253,7 +253,7 @@ def pebble_new(tmp_path: Path) -> Iterator[Pebble]:
         missing("the newer pebble (ARI, profiles): set CERTFLEET_PEBBLE_NEW to its directory")
         raise AssertionError("unreachable")
     # the distribution's challtestsrv serves DNS (the newer one has other flags)
-    server = Pebble(str(binary), require_binary("pebble-challtestsrv"), tmp_path / "pebble-new")
+    server = Pebble(str(binary), require_binary("pebble-challtestsrv"), tmp_path / "pebble-ari")
     yield server
     server.stop()
 

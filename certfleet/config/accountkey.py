@@ -1,4 +1,5 @@
-"""The ACME account key in its config text form, and its RFC 7638 thumbprint.
+"""The ACME account key in its config text form, and its RFC 7638 thumbprint (pure: no
+ACME library, so the CLI and the config loader use it on any Python).
 
 ``certfleet init --provider acme`` makes an EC P-256 key (ES256) and writes it as PKCS#8
 PEM on one line, its line breaks written ``\\n`` (HCL strings hold no raw newline). The
