@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -230,3 +230,21 @@ def test_a_failed_validation_is_reported_with_the_problem_and_waits(
         assert later.client.request_count == 0
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_hundred_orders_are_issued_in_one_run(lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pebble, key = lab
+    config = _config(tmp_path, pebble, account_key_text(key))
+    config = replace(config, issue_wait=600.0)
+    store = open_store(config.store)
+    names = [f"n{i:03d}.example.test" for i in range(100)]
+    registry = FakeRegistry(*(Order(n, "web", (Ident(n, "http"),)) for n in names))
+    provider = _provider(config, store, registry)
+    started = time.monotonic()
+    summary = run_sync(config, store=store, provider=provider)
+    took = time.monotonic() - started
+    print(f"100 orders against pebble in one run: {took:.1f} s ({took / 100:.2f} s per order), "
+          f"{provider.client.request_count} CA requests")  # fmt: skip
+    assert summary.errors == {}, summary.errors
+    assert summary.certificates_published == 100
