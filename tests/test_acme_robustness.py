@@ -259,3 +259,32 @@ def test_an_order_cut_by_the_time_budget_resumes_from_its_url(lab: Lab) -> None:
     summary = run_sync(lab.config, store=lab.store, provider=second)
     assert summary.certificates_published == 1
     assert second.client.new_orders == []  # type: ignore[attr-defined]
+
+
+def test_a_rate_limited_poll_keeps_the_order_and_resumes_it_after_the_wait(lab: Lab) -> None:
+    hits = {"n": 0}
+
+    def limit_first_poll(method: str, path: str, payload: bytes) -> Any:
+        if method == "POST" and path.startswith("/my-order/") and not payload and hits["n"] == 0:
+            hits["n"] += 1
+            return problem(429, "rateLimited", "polling too fast", "2")
+        return None
+
+    lab.rules.append(limit_first_poll)
+    registry = FakeRegistry("poll.example.test")
+    first = lab.provider(registry)
+    summary = run_sync(lab.config, store=lab.store, provider=first)
+    assert hits["n"] == 1 and "polling too fast" in summary.errors["poll.example.test"]
+    kept = lab.states().load().orders["poll.example.test"]
+    assert kept.url and kept.retry_at > time.time()
+
+    early = lab.provider(registry)
+    summary = run_sync(lab.config, store=lab.store, provider=early)
+    assert "waiting until" in summary.errors["poll.example.test"]
+    assert early.client.request_count == 0
+
+    time.sleep(max(0.0, kept.retry_at - time.time()) + 0.2)
+    later = lab.provider(registry)
+    summary = run_sync(lab.config, store=lab.store, provider=later)
+    assert summary.errors == {} and summary.certificates_published == 1
+    assert later.client.new_orders == []  # type: ignore[attr-defined]

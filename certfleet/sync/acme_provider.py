@@ -119,6 +119,7 @@ class AcmeProvider:
         self._state: AcmeState | None = None
         self._approvals: dict[str, dict[str, str]] = {}
         self._flows: dict[str, OrderFlow] = {}
+        self._account_ready = False
 
     # -- the registry ------------------------------------------------------------------
 
@@ -129,19 +130,12 @@ class AcmeProvider:
 
     def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
         try:
-            return [self._provider_order(order) for order in self._registry.list(cluster)]
+            listed = [self._provider_order(order) for order in self._registry.list(cluster)]
         except Exception as err:
             if isinstance(err, self._not_found):
                 return []
             raise ProviderError("list orders", f"cluster {cluster}", str(err)) from err
-
-    def get_order(self, name: str) -> ProviderOrder:
-        try:
-            return self._provider_order(self._registry.get(name))
-        except Exception as err:
-            if isinstance(err, self._not_found):
-                raise ProviderNotFound("get order", f"order {name}") from err
-            raise ProviderError("get order", f"order {name}", str(err)) from err
+        return listed
 
     # -- state -------------------------------------------------------------------------
 
@@ -155,7 +149,11 @@ class AcmeProvider:
         self._states.save(self.state)
 
     def _account(self) -> None:
-        """Register the account at first use (terms agreed, EAB when configured)."""
+        """Register the account at first use (terms agreed, EAB when configured); later
+        calls in this run do nothing."""
+        if self._account_ready:
+            return
+        self._account_ready = True
         state, client = self.state, self.client
         thumb = _thumbprint(client)
         if state.account_url and state.account_thumbprint == thumb:
@@ -179,8 +177,11 @@ class AcmeProvider:
         record.problem = err.problem.as_json() if err.problem is not None else {
             "type": "about:blank", "detail": err.reason,
         }  # fmt: skip
-        if not (code == "rateLimited" or status == 503 or err.transient) or operation == "order":
-            record.forget_order()
+        if not (code == "rateLimited" or status == 503 or err.transient):
+            record.forget_order()  # dead: the next attempt makes a new order
+        if code == "accountDoesNotExist":
+            self.state.account_url = None  # registered again at the next attempt
+            self._account_ready = False
         self._save()
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.retry_at))
         return ProviderError(operation, f"order {name}", f"next attempt after {when}: {err.reason}")
@@ -239,11 +240,13 @@ class AcmeProvider:
             if waiting is not None:
                 raise waiting
             raise ProviderNotFound("fetch certificate", f"order {order_name}")
+        waiting = self._waiting(order_name, record, "fetch certificate")
+        if waiting is not None:
+            raise waiting  # a rate limit or an outage: the order is kept, and waits
         flow = self._flow(order_name, record)
         until = time.monotonic() + max(0.0, wait)
         try:
-            if self.client.request_count == 0 or self.state.account_url is None:
-                self._account()
+            self._account()
             chain = flow.finish(until, record.csr_pem.encode("ascii"))
         except AcmeError as err:
             flow.cleanup()
