@@ -196,6 +196,13 @@ def test_an_order_is_issued_by_pebble_published_and_verifies_against_its_root(
     print(f"no-change sync: {again.client.request_count} CA requests, "
           f"{quiet.store_requests} store requests")  # fmt: skip
 
+    # an order gone from the registry is tombstoned, still without a CA request
+    registry.orders.clear()
+    gone = _provider(config, store, registry)
+    summary = run_sync(config, store=store, provider=gone)
+    assert summary.tombstones == 1 and summary.errors == {}
+    assert gone.client.request_count == 0
+
 
 def test_a_failed_validation_is_reported_with_the_problem_and_waits(
     pebble: Pebble, tmp_path: Path

@@ -34,6 +34,7 @@ from certfleet.acme.flow import DnsChallengeWriter, OrderFlow
 from certfleet.acme.retry import retry_at
 from certfleet.acme.state import AcmeState, AcmeStateStore, OrderState
 from certfleet.config.acme import AcmeConfig
+from certfleet.errors import CertfleetError
 from certfleet.sync.provider import IssuedCert, ProviderError, ProviderNotFound, ProviderOrder
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class AcmeProvider:
         self.cluster = cluster
         self._registry = registry
         self._not_found = not_found
+        self._failures: tuple[type[Exception], ...] = (CertfleetError, *not_found)
         self.client = client
         self._config = config
         self._states = states
@@ -130,12 +132,17 @@ class AcmeProvider:
 
     def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
         try:
-            listed = [self._provider_order(order) for order in self._registry.list(cluster)]
-        except Exception as err:
-            if isinstance(err, self._not_found):
-                return []
+            return [self._provider_order(order) for order in self._registry.list(cluster)]
+        except self._failures as err:
             raise ProviderError("list orders", f"cluster {cluster}", str(err)) from err
-        return listed
+
+    def get_order(self, name: str) -> ProviderOrder:
+        try:
+            return self._provider_order(self._registry.get(name))
+        except self._not_found as err:
+            raise ProviderNotFound("get order", f"order {name}") from err
+        except CertfleetError as err:
+            raise ProviderError("get order", f"order {name}", str(err)) from err
 
     # -- state -------------------------------------------------------------------------
 
@@ -153,15 +160,16 @@ class AcmeProvider:
         calls in this run do nothing."""
         if self._account_ready:
             return
-        self._account_ready = True
         state, client = self.state, self.client
         thumb = _thumbprint(client)
         if state.account_url and state.account_thumbprint == thumb:
             client.use_account(state.account_url)
+            self._account_ready = True
             return
         config = self._config
         state.account_url = client.register(config.email, config.eab_kid, config.eab_hmac_key)
         state.account_thumbprint = thumb
+        self._account_ready = True
         self._save()
         log.info("cluster %s: ACME account %s", self.cluster, state.account_url)
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from certfleet.store import Store
 from certfleet.sync.errors import SyncError
+from certfleet.sync.provider import Provider
 from certfleet.sync.settings import SyncSettings
 
 
-def open_acme_provider(config: SyncSettings, cluster: str, store: Store) -> Any:
+def open_acme_provider(config: SyncSettings, cluster: str, store: Store) -> Provider:
     """The ``AcmeProvider`` of ``cluster``: registry and ACME state in ``store``."""
     acme = getattr(config, "acme", None)
     if acme is None:
