@@ -101,7 +101,9 @@ def lab(pebble: Pebble, tmp_path: Path):  # type: ignore[no-untyped-def]
     server.stop()
 
 
-def _config(tmp_path: Path, pebble: Pebble, key_text: str) -> object:
+def _config(
+    tmp_path: Path, pebble: Pebble, key_text: str, eab: tuple[str, str] | None = None
+) -> object:
     signing = SigningKey.generate()
     secret = ClusterSecret.generate("k1")
     text = f'''
@@ -114,6 +116,7 @@ acme {{
   email = "ops@example.test"
   account_key = "{key_text}"
   ca_bundle = "{pebble.ca_bundle}"
+  {f'eab_kid = "{eab[0]}"  eab_hmac_key = "{eab[1]}"' if eab else ""}
 }}
 cluster "web" {{
   secret = "{secret.export()}"
@@ -255,3 +258,32 @@ def test_a_hundred_orders_are_issued_in_one_run(lab, tmp_path: Path) -> None:  #
           f"{provider.client.request_count} CA requests")  # fmt: skip
     assert summary.errors == {}, summary.errors
     assert summary.certificates_published == 100
+
+
+def test_a_ca_requiring_eab_registers_the_account_with_the_binding(
+    pebble: Pebble, tmp_path: Path
+) -> None:
+    hmac_key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+    pebble.extra_config = {
+        "externalAccountBindingRequired": True,
+        "externalAccountMACKeys": {"kid-1": hmac_key},
+    }
+    pebble.start()
+    key = generate_account_key()
+    snippet = docs_nginx_snippet().replace("THUMBPRINT", thumbprint(key))
+    server = Http01Nginx(require_binary("nginx"), tmp_path / "nginx", pebble.http_port, snippet)
+    try:
+        registry = FakeRegistry(
+            Order("eab.example.test", "web", (Ident("eab.example.test", "http"),))
+        )
+        plain = _config(tmp_path / "plain", pebble, account_key_text(key))
+        store = open_store(plain.store)
+        summary = run_sync(plain, store=store, provider=_provider(plain, store, registry))
+        assert "externalAccountRequired" in summary.errors["eab.example.test"]
+
+        bound = _config(tmp_path / "bound", pebble, account_key_text(key), eab=("kid-1", hmac_key))
+        store = open_store(bound.store)
+        summary = run_sync(bound, store=store, provider=_provider(bound, store, registry))
+        assert summary.errors == {} and summary.certificates_published == 1
+    finally:
+        server.stop()
