@@ -18,6 +18,7 @@ import datetime
 import ipaddress
 import json
 import os
+import random
 import socket
 import ssl
 import subprocess
@@ -33,13 +34,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from certfleet.devstack import pick_ports
 from tests.plugins.binaries import missing, require_binary
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports below 45000 (as every test server here uses)."""
+    return pick_ports(count, random.Random())
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -108,9 +113,9 @@ class Pebble:
         self.challtestsrv = challtestsrv
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self.port, self.mgmt_port, self.http_port, self.dns_port, self.chall_mgmt = (
-            free_port() for _ in range(5)
-        )
+        ports = free_ports(6)
+        self.port, self.mgmt_port, self.http_port, self.dns_port, self.chall_mgmt = ports[:5]
+        self.tls_port = ports[5]
         self.ca_bundle, self._cert, self._key = write_tls_pair(directory)
         self.processes: list[subprocess.Popen[bytes]] = []
         self.env: dict[str, str] = {}
@@ -142,7 +147,7 @@ class Pebble:
             "certificate": str(self._cert),
             "privateKey": str(self._key),
             "httpPort": self.http_port,
-            "tlsPort": free_port(),
+            "tlsPort": self.tls_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": False,
         }
