@@ -76,7 +76,10 @@ def _reason(
     if record.key_type != key_type:
         return "key_type"
     if renew_at is not None:
-        if now >= renew_at:
+        # the CA's suggestion, but never later than the last tenth of the lifetime (a
+        # window past the expiry would let the certificate lapse)
+        lifetime = max(0, record.not_after - record.not_before)
+        if now >= min(renew_at, record.not_after - lifetime // 10):
             return "renewal"
     elif renewal_due(record.not_before, record.not_after, now, renew_days):
         return "renewal"
