@@ -258,7 +258,7 @@ class AcmeProvider:
             chain = flow.finish(until, record.csr_pem.encode("ascii"))
         except AcmeError as err:
             flow.cleanup()
-            raise self._fail(order_name, record, err, "order") from err
+            raise self._fail(order_name, record, err, "ACME order") from err
         if chain is None:
             return None
         try:
