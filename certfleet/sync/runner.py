@@ -154,7 +154,8 @@ def run_sync(
             log.error("cluster %s: %s", policy.name, err)
             tally.error(f"cluster:{policy.name}", err)
         finally:
-            _close(counted.inner)
+            if provider is None:
+                _close(counted.inner)  # only what this run opened; a caller's stays open
     after = store.stats.as_dict()
     return RunSummary(
         clusters=tuple(policy.name for policy in policies),
