@@ -4,6 +4,7 @@ verified against pebble's root; a sync with nothing to do makes no CA request.""
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import time
@@ -261,7 +262,7 @@ def test_a_hundred_orders_are_issued_in_one_run(lab, tmp_path: Path) -> None:  #
 
 
 def test_a_ca_requiring_eab_registers_the_account_with_the_binding(
-    pebble: Pebble, tmp_path: Path
+    pebble: Pebble, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     hmac_key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
     pebble.extra_config = {
@@ -283,7 +284,15 @@ def test_a_ca_requiring_eab_registers_the_account_with_the_binding(
 
         bound = _config(tmp_path / "bound", pebble, account_key_text(key), eab=("kid-1", hmac_key))
         store = open_store(bound.store)
+        caplog.set_level(logging.DEBUG)
         summary = run_sync(bound, store=store, provider=_provider(bound, store, registry))
         assert summary.errors == {} and summary.certificates_published == 1
+        # nothing secret reaches a log line, even at DEBUG (the acme library's too)
+        logged = caplog.text
+        assert "JWS payload" in logged or "Sending POST" in logged  # DEBUG was on
+        body = account_key_text(key).split("\\n")[1]
+        for secret in (hmac_key, body, bound.signing_key.export().split(":")[1]):
+            assert secret not in logged
+        assert hmac_key not in repr(bound.acme) and body not in repr(bound.acme)
     finally:
         server.stop()
