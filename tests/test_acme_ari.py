@@ -27,9 +27,8 @@ from certfleet.config.sync import parse_sync_config
 from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
-from certfleet.sync.state import StateStore
 from tests.plugins.binaries import require_binary
-from tests.plugins.pebble import Http01Nginx, Pebble
+from tests.plugins.pebble import Http01Nginx, Pebble, published
 
 SNIPPET = """location ~ "^/\\.well-known/acme-challenge/([-_a-zA-Z0-9]+)$" {
     default_type text/plain;
@@ -129,11 +128,7 @@ cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
         assert summary.errors == {} and summary.certificates_published == 1
         assert first.client.orders[0]["profile"] == "shortlived"  # type: ignore[attr-defined]
         assert first.client.orders[0]["replaces"] is None  # type: ignore[attr-defined]
-        record = (
-            StateStore(store, "web", config.cluster("web").secrets)
-            .load()
-            .orders["short.example.test"]
-        )
+        record = published(config, store)["short.example.test"]
         assert SIX_DAYS - 3600 <= record.not_after - record.not_before <= SIX_DAYS + 3600
 
         # the first quiet run asks the CA for the window; the next asks nothing

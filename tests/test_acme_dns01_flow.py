@@ -28,9 +28,8 @@ from certfleet.config.sync import parse_sync_config
 from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
-from certfleet.sync.state import StateStore
 from tests.plugins.binaries import require_binary
-from tests.plugins.pebble import Http01Nginx, Pebble
+from tests.plugins.pebble import Http01Nginx, Pebble, published
 
 SNIPPET = """location ~ "^/\\.well-known/acme-challenge/([-_a-zA-Z0-9]+)$" {
     default_type text/plain;
@@ -145,7 +144,7 @@ cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
         summary = run_sync(config, store=store, provider=provider)
         assert summary.errors == {}, summary.errors
         assert summary.certificates_published == 1
-        record = StateStore(store, "web", config.cluster("web").secrets).load().orders["mixed.test"]
+        record = published(config, store)["mixed.test"]
         assert record.dns_names == ("*.mixed.test", "mixed.test", "www.mixed.test")
         added = sorted(name for op, name in ChalltestsrvTxt.log if op == "add")
         assert added == ["*.mixed.test", "mixed.test"]  # www.mixed.test went by HTTP-01

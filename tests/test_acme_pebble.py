@@ -27,9 +27,8 @@ from certfleet.config.sync import parse_sync_config
 from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
-from certfleet.sync.state import StateStore
 from tests.plugins.binaries import require_binary
-from tests.plugins.pebble import Http01Nginx, Pebble
+from tests.plugins.pebble import Http01Nginx, Pebble, published
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "acme.md"
 NAMES = ("app.example.test", "www.example.test")
@@ -168,8 +167,7 @@ def test_an_order_is_issued_by_pebble_published_and_verifies_against_its_root(
         publishers=[config.signing_key.public_key()],
     )
     assert head.generation > 0
-    state = StateStore(store, "web", cluster.secrets).load()
-    record = state.orders["app.example.test"]
+    record = published(config, store)["app.example.test"]
     bundle = open_bundle(
         store.get(f"v1/clusters/web/bundles/{record.bundle}").data,
         cluster="web", order_name="app.example.test", secrets=cluster.secrets,

@@ -201,3 +201,23 @@ dns "bind" {{ }}
     assert 'option "account_key" in acme' in message and "AAAA" not in message
     assert 'option "eab_hmac_key"' in message
     assert "unknown DNS provider 'bind'" in message
+
+
+def test_an_acme_state_sealed_before_a_signing_key_rotation_is_opened_and_resealed(
+    tmp_path: Path,
+) -> None:
+    old, new = SigningKey.generate(), SigningKey.generate()
+    store = open_store(f"file://{tmp_path}/store")
+    before = AcmeStateStore(store, "web", old.sync_secret("state"), time.time)
+    state = before.load()
+    state.account_url = "https://ca.example/acct/1"
+    before.save(state)
+    rotated = AcmeStateStore(
+        store, "web", new.sync_secret("state"), time.time, previous=(old.sync_secret("state"),)
+    )
+    loaded = rotated.load()
+    assert loaded.account_url == "https://ca.example/acct/1"
+    assert rotated.save(loaded) is True  # written again, sealed with the new key
+    assert AcmeStateStore(store, "web", new.sync_secret("state"), time.time).load().account_url
+    with pytest.raises(AcmeStateError):
+        AcmeStateStore(store, "web", old.sync_secret("state"), time.time).load()

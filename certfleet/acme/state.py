@@ -14,6 +14,9 @@ cannot open. JSON, canonical, holding:
 - per order name, the published certificate's ARI id (RFC 9773 ``certID``), the renewal
   time the CA suggested and when to ask again.
 
+An object sealed with the secret of the config's ``previous_signing_key`` (a publisher key
+rotation) is opened too, and written back sealed with the current one at the next save.
+
 ``generation`` is the Unix time in milliseconds of the write (rising); a state whose
 generation is more than a day ahead of the clock is refused. Every write is conditional
 (``put_if_absent`` / ``put_if_match``); saving an unchanged state writes nothing.
@@ -22,6 +25,7 @@ generation is more than a day ahead of the clock is refused. Every write is cond
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
@@ -112,10 +116,12 @@ class AcmeStateStore:
         cluster: str,
         secret: ClusterSecret,
         clock: Callable[[], float],
+        previous: Sequence[ClusterSecret] = (),
     ) -> None:
         self._store = store
         self._cluster = cluster
         self._secret = secret
+        self._previous = tuple(previous)
         self._clock = clock
         self._key = acme_state_key(cluster)
         self._etag: str | None = None
@@ -130,8 +136,16 @@ class AcmeStateStore:
             return AcmeState()
         if stored is None:  # only with if_none_match, which is not given
             raise ObjectNotFound(self._key, url=self._store.url)
+        resealed = False
         try:
-            plain = open_sealed(KIND, self._cluster, IDENTITY, stored.data, (self._secret,))
+            try:
+                plain = open_sealed(KIND, self._cluster, IDENTITY, stored.data, (self._secret,))
+            except FormatError:
+                if not self._previous:
+                    raise
+                # sealed before a signing key rotation: opened once, saved with the new key
+                plain = open_sealed(KIND, self._cluster, IDENTITY, stored.data, self._previous)
+                resealed = True
             state = AcmeState.decode(plain)
         except FormatError as err:
             raise AcmeStateError(self._cluster, f"cannot be opened: {err}") from err
@@ -139,11 +153,12 @@ class AcmeStateStore:
             raise AcmeStateError(self._cluster, "is not valid JSON of this version") from err
         if state.generation > int(self._clock() * 1000) + FUTURE_SLACK_MS:
             raise AcmeStateError(self._cluster, "has a generation more than a day ahead")
-        self._etag, self._saved = stored.etag, state.encode()
+        self._etag, self._saved = stored.etag, None if resealed else state.encode()
         return state
 
     def save(self, state: AcmeState) -> bool:
-        """Write the state if it changed; True if a write happened."""
+        """Write the state if it changed (or was sealed with the previous key); True if a
+        write happened."""
         if state.encode() == self._saved:
             return False
         state.generation = max(state.generation + 1, int(self._clock() * 1000))

@@ -43,7 +43,14 @@ def open_acme_provider(config: SyncSettings, cluster: str, store: Store) -> Prov
     client = AcmeClient(
         acme.directory, load_account_key(acme.account_key), ca_bundle=acme.ca_bundle
     )
-    states = AcmeStateStore(store, cluster, signing_key.sync_secret("state"), time.time)
+    previous = getattr(config, "previous_signing_key", None)
+    states = AcmeStateStore(
+        store,
+        cluster,
+        signing_key.sync_secret("state"),
+        time.time,
+        previous=() if previous is None else (previous.sync_secret("state"),),
+    )
     blocks = tuple(getattr(config, "dns", ()))
     resolvers = tuple(getattr(config, "dns_resolvers", ()))
     dns: Optional[Callable[[], DnsChallengeWriter]] = None

@@ -26,7 +26,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 from cryptography import x509
@@ -372,3 +372,12 @@ def problem(
         {"type": f"urn:ietf:params:acme:error:{code}", "detail": detail, "status": status}
     ).encode()
     return status, headers, body
+
+
+def published(config: Any, store: Any, cluster: str = "web") -> dict[str, Any]:
+    """The sync state's published orders of ``cluster`` (name -> ``OrderRecord``)."""
+    from certfleet.sync.sealing import SyncKeys
+    from certfleet.sync.state import StateStore
+
+    keys = SyncKeys.of(config, config.cluster(cluster).secrets)
+    return dict(StateStore(store, cluster, keys).load(now_ms=int(time.time() * 1000)).orders)
