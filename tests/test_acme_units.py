@@ -12,7 +12,13 @@ import pytest
 
 from certfleet.acme.errors import Problem
 from certfleet.acme.retry import backoff, parse_retry_after, retry_at
-from certfleet.acme.state import AcmeState, AcmeStateError, AcmeStateStore, acme_state_key
+from certfleet.acme.state import (
+    AcmeState,
+    AcmeStateConflict,
+    AcmeStateError,
+    AcmeStateStore,
+    acme_state_key,
+)
 from certfleet.bundle import ClusterSecret, SigningKey, seal
 from certfleet.cli import main
 from certfleet.config.accountkey import (
@@ -147,7 +153,7 @@ def test_a_concurrent_writer_of_the_acme_state_is_detected(tmp_path: Path) -> No
     a.account_url = "https://ca.example/acct/a"
     b.account_url = "https://ca.example/acct/b"
     first.save(a)
-    with pytest.raises(AcmeStateError, match="another writer"):
+    with pytest.raises(AcmeStateConflict, match="another writer"):
         second.save(b)
 
 

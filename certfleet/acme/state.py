@@ -52,6 +52,10 @@ class AcmeStateError(CertfleetError):
         super().__init__(f"ACME state of cluster {cluster} {problem}")
 
 
+class AcmeStateConflict(AcmeStateError):
+    """A conditional write of the ACME state lost: another writer changed it."""
+
+
 @dataclass
 class OrderState:
     """One order name's ACME progress and renewal information (times: Unix seconds)."""
@@ -170,6 +174,6 @@ class AcmeStateStore:
             else:
                 self._etag = self._store.put_if_match(self._key, data, self._etag)
         except PreconditionFailed as err:
-            raise AcmeStateError(self._cluster, "was changed by another writer") from err
+            raise AcmeStateConflict(self._cluster, "was changed by another writer") from err
         self._saved = plain
         return True

@@ -32,9 +32,10 @@ from certfleet.acme.client import AcmeClient, cert_id
 from certfleet.acme.errors import AcmeError
 from certfleet.acme.flow import DnsChallengeWriter, OrderFlow
 from certfleet.acme.retry import retry_at
-from certfleet.acme.state import AcmeState, AcmeStateStore, OrderState
+from certfleet.acme.state import AcmeState, AcmeStateConflict, AcmeStateStore, OrderState
 from certfleet.config.acme import AcmeConfig
 from certfleet.errors import CertfleetError
+from certfleet.sync.errors import ConcurrentWriteError
 from certfleet.sync.provider import IssuedCert, ProviderError, ProviderNotFound, ProviderOrder
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,12 @@ class AcmeProvider:
         return self._state
 
     def _save(self) -> None:
-        self._states.save(self.state)
+        try:
+            self._states.save(self.state)
+        except AcmeStateConflict as err:  # another sync: this cluster's run ends here
+            raise ConcurrentWriteError(
+                self.cluster, "(ACME) was changed by another writer"
+            ) from err
 
     def _account(self) -> None:
         """Register the account at first use (terms agreed, EAB when configured); later
