@@ -30,13 +30,7 @@ from certfleet.config.accountkey import (  # noqa: E402
 )
 from certfleet.config.sync import SyncConfig, parse_sync_config  # noqa: E402
 from certfleet.store import Store, open_store  # noqa: E402
-from tests.plugins.pebble import Http01Nginx, Pebble  # noqa: E402
-
-SNIPPET = """location ~ "^/\\.well-known/acme-challenge/([-_a-zA-Z0-9]+)$" {
-    default_type text/plain;
-    return 200 "$1.THUMBPRINT";
-}
-"""
+from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -98,7 +92,7 @@ def issuance(orders: int, work: Path) -> dict[str, object]:
     pebble = Pebble(pebble_bin, chall, work / "pebble")
     pebble.start()
     key = generate_account_key()
-    snippet = SNIPPET.replace("THUMBPRINT", thumbprint(key))
+    snippet = docs_nginx_snippet(thumbprint(key))
     nginx = Http01Nginx(nginx_bin, work / "nginx", pebble.http_port, snippet)
     try:
         text = f'''

@@ -28,13 +28,8 @@ from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
 from tests.plugins.binaries import require_binary
-from tests.plugins.pebble import Http01Nginx, Pebble, published
+from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet, published
 
-SNIPPET = """location ~ "^/\\.well-known/acme-challenge/([-_a-zA-Z0-9]+)$" {
-    default_type text/plain;
-    return 200 "$1.THUMBPRINT";
-}
-"""
 SIX_DAYS = 518400
 
 
@@ -87,7 +82,7 @@ def test_a_short_lived_profile_certificate_is_renewed_in_the_ari_window_with_rep
     }
     pebble_ari.start()
     key = generate_account_key()
-    snippet = SNIPPET.replace("THUMBPRINT", thumbprint(key))
+    snippet = docs_nginx_snippet(thumbprint(key))
     nginx = Http01Nginx(require_binary("nginx"), tmp_path / "n", pebble_ari.http_port, snippet)
     try:
         text = f'''

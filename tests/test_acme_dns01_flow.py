@@ -29,13 +29,7 @@ from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
 from tests.plugins.binaries import require_binary
-from tests.plugins.pebble import Http01Nginx, Pebble, published
-
-SNIPPET = """location ~ "^/\\.well-known/acme-challenge/([-_a-zA-Z0-9]+)$" {
-    default_type text/plain;
-    return 200 "$1.THUMBPRINT";
-}
-"""
+from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet, published
 
 
 @dataclass(frozen=True)
@@ -105,7 +99,7 @@ def test_a_wildcard_and_its_apex_by_dns01_and_a_name_by_http01_in_one_order(
 ) -> None:
     pebble.start()
     key = generate_account_key()
-    snippet = SNIPPET.replace("THUMBPRINT", thumbprint(key))
+    snippet = docs_nginx_snippet(thumbprint(key))
     nginx = Http01Nginx(require_binary("nginx"), tmp_path / "n", pebble.http_port, snippet)
     try:
         text = f'''

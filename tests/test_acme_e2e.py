@@ -18,7 +18,7 @@ from certfleet.config.accountkey import load_account_key, thumbprint  # noqa: E4
 from certfleet.config.sync import load_sync_config  # noqa: E402
 from certfleet.store import open_store  # noqa: E402
 from tests.plugins.binaries import require_binary  # noqa: E402
-from tests.plugins.pebble import Http01Nginx, Pebble  # noqa: E402
+from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet  # noqa: E402
 
 NAMES = ("shop.example.test", "www.shop.example.test")
 
@@ -47,8 +47,7 @@ def test_init_sync_and_agent_install_a_certificate_from_pebble(
     assert config.acme is not None
     assert thumb == thumbprint(load_account_key(config.acme.account_key))
 
-    snippet = (Path(__file__).resolve().parent.parent / "docs" / "acme.md").read_text()
-    snippet = snippet.split("```nginx\n", 1)[1].split("```", 1)[0].replace("THUMBPRINT", thumb)
+    snippet = docs_nginx_snippet(thumb)
     nginx = Http01Nginx(require_binary("nginx"), tmp_path / "nginx", pebble.http_port, snippet)
     try:
         orders = registry.OrderRegistry(

@@ -5,7 +5,6 @@ verified against pebble's root; a sync with nothing to do makes no CA request.""
 from __future__ import annotations
 
 import logging
-import re
 import subprocess
 import time
 from dataclasses import dataclass, replace
@@ -28,18 +27,9 @@ from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
 from tests.plugins.binaries import require_binary
-from tests.plugins.pebble import Http01Nginx, Pebble, published
+from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet, published
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "acme.md"
 NAMES = ("app.example.test", "www.example.test")
-
-
-def docs_nginx_snippet() -> str:
-    """The nginx HTTP-01 snippet exactly as docs/acme.md gives it."""
-    text = DOCS.read_text()
-    match = re.search(r"<!-- http01-nginx:[^>]*-->\n```nginx\n(.*?)```", text, re.S)
-    assert match is not None, "docs/acme.md lost its nginx HTTP-01 snippet"
-    return match.group(1)
 
 
 @dataclass(frozen=True)
@@ -75,7 +65,7 @@ class FakeRegistry:
 
 
 def test_the_docs_nginx_snippet_answers_token_dot_thumbprint(tmp_path: Path) -> None:
-    snippet = docs_nginx_snippet().replace("THUMBPRINT", "abc_DEF-1")
+    snippet = docs_nginx_snippet("abc_DEF-1")
     server = Http01Nginx(require_binary("nginx"), tmp_path / "n", _port(), snippet)
     try:
         assert server.get("/.well-known/acme-challenge/tok-EN_1") == (200, "tok-EN_1.abc_DEF-1")
@@ -95,7 +85,7 @@ def _port() -> int:
 def lab(pebble: Pebble, tmp_path: Path):  # type: ignore[no-untyped-def]
     pebble.start()
     key = generate_account_key()
-    snippet = docs_nginx_snippet().replace("THUMBPRINT", thumbprint(key))
+    snippet = docs_nginx_snippet(thumbprint(key))
     server = Http01Nginx(require_binary("nginx"), tmp_path / "nginx", pebble.http_port, snippet)
     yield pebble, key
     server.stop()
@@ -212,7 +202,7 @@ def test_a_failed_validation_is_reported_with_the_problem_and_waits(
     pebble.start()
     key = generate_account_key()
     # nginx answers with another account's thumbprint: validation fails for real
-    snippet = docs_nginx_snippet().replace("THUMBPRINT", thumbprint(generate_account_key()))
+    snippet = docs_nginx_snippet(thumbprint(generate_account_key()))
     server = Http01Nginx(require_binary("nginx"), tmp_path / "nginx", pebble.http_port, snippet)
     try:
         config = _config(tmp_path, pebble, account_key_text(key))
@@ -269,7 +259,7 @@ def test_a_ca_requiring_eab_registers_the_account_with_the_binding(
     }
     pebble.start()
     key = generate_account_key()
-    snippet = docs_nginx_snippet().replace("THUMBPRINT", thumbprint(key))
+    snippet = docs_nginx_snippet(thumbprint(key))
     server = Http01Nginx(require_binary("nginx"), tmp_path / "nginx", pebble.http_port, snippet)
     try:
         registry = FakeRegistry(

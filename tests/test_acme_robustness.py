@@ -28,13 +28,7 @@ from certfleet.store import Store, open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
 from tests.plugins.binaries import require_binary
-from tests.plugins.pebble import FaultProxy, Http01Nginx, Pebble, problem
-
-SNIPPET = """location ~ "^/\\.well-known/acme-challenge/([-_a-zA-Z0-9]+)$" {
-    default_type text/plain;
-    return 200 "$1.THUMBPRINT";
-}
-"""
+from tests.plugins.pebble import FaultProxy, Http01Nginx, Pebble, docs_nginx_snippet, problem
 
 
 @dataclass(frozen=True)
@@ -112,7 +106,7 @@ Rule = Any
 def lab(pebble: Pebble, tmp_path: Path):  # type: ignore[no-untyped-def]
     pebble.start()
     key = generate_account_key()
-    snippet = SNIPPET.replace("THUMBPRINT", thumbprint(key))
+    snippet = docs_nginx_snippet(thumbprint(key))
     nginx = Http01Nginx(require_binary("nginx"), tmp_path / "nginx", pebble.http_port, snippet)
     rules: list[Rule] = []
 

@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import socket
 import ssl
 import subprocess
@@ -192,6 +193,17 @@ class Pebble:
                     process.kill()
                     process.wait(timeout=10)
         self.processes.clear()
+
+
+DOCS_ACME = Path(__file__).resolve().parents[2] / "docs" / "acme.md"
+
+
+def docs_nginx_snippet(thumbprint: str = "THUMBPRINT") -> str:
+    """The nginx HTTP-01 snippet exactly as docs/acme.md gives it, for ``thumbprint``."""
+    text = DOCS_ACME.read_text()
+    match = re.search(r"<!-- http01-nginx:[^>]*-->\n```nginx\n(.*?)```", text, re.S)
+    assert match is not None, "docs/acme.md lost its nginx HTTP-01 snippet"
+    return match.group(1).replace("THUMBPRINT", thumbprint)
 
 
 def http01_nginx_config(prefix: Path, port: int, snippet: str) -> str:
