@@ -227,6 +227,19 @@ def test_a_failed_validation_is_reported_with_the_problem_and_waits(
         summary = run_sync(config, store=store, provider=later)
         assert "waiting until" in summary.errors["bad.example.test"]
         assert later.client.request_count == 0
+
+        # new names make a new order at once: the backoff was for the old ones
+        registry.orders["bad.example.test"] = Order(
+            "bad.example.test",
+            "web",
+            (Ident("bad.example.test", "http"), Ident("b2.example.test", "http")),
+        )
+        changed = _provider(config, store, registry)
+        summary = run_sync(config, store=store, provider=changed)
+        assert "next attempt after" in summary.errors["bad.example.test"]
+        assert changed.client.request_count > 0
+        record = state.load().orders["bad.example.test"]
+        assert record.attempts == 1 and record.names == ["b2.example.test", "bad.example.test"]
     finally:
         server.stop()
 

@@ -67,6 +67,7 @@ class OrderState:
     problem: Optional[dict[str, Any]] = None
     attempts: int = 0
     retry_at: float = 0.0
+    names: Optional[list[str]] = None  # the DNS names of the last order made (or tried)
     cert_id: Optional[str] = None
     renew_at: Optional[int] = None
     ari_next_check: int = 0

@@ -224,13 +224,19 @@ class AcmeProvider:
 
     def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
         pubkey = csr_pubkey_hash(csr_pem)
+        names = csr_names(csr_pem)
         record = self.state.order(order_name)
         if record.pubkey_hash == pubkey and record.url:
             return pubkey
+        limited = (record.problem or {}).get("type", "").endswith(":rateLimited")
+        if record.names is not None and tuple(record.names) != names and not limited:
+            # the order's names changed since it failed: a new order, not a retry
+            record.attempts, record.retry_at, record.problem = 0, 0.0, None
         waiting = self._waiting(order_name, record, "submit CSR")
         if waiting is not None:
             raise waiting
         record.forget_order()
+        record.names = list(names)
         try:
             self._account()
             profile = self._config.profile
@@ -239,7 +245,7 @@ class AcmeProvider:
                 profile = None
             replaces = record.cert_id if record.cert_id and self.client.has_ari else None
             self._flow(order_name, record).start(
-                csr_names(csr_pem), csr_pem, pubkey, profile=profile, replaces=replaces
+                names, csr_pem, pubkey, profile=profile, replaces=replaces
             )
         except AcmeError as err:
             raise self._fail(order_name, record, err, "submit CSR") from err
