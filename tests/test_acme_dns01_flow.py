@@ -1,7 +1,8 @@
 """DNS-01 through the provider's seam, against a real pebble: a wildcard and its apex share
 one ``_acme-challenge`` name (both values kept), mixed with an HTTP-01 name in the same
 order; the values are written by a small writer into pebble-challtestsrv (pebble's DNS
-server), so pebble validates them for real; cleanup happens after the CA decided."""
+server), so pebble validates them for real. One writer serves the whole run: one wait for
+the values of every order, and the values removed when the run ends."""
 
 from __future__ import annotations
 
@@ -49,17 +50,17 @@ class NotFound(Exception):
     pass
 
 
-class OneOrder:
-    def __init__(self, order: Order) -> None:
-        self.order = order
+class Orders:
+    def __init__(self, *orders: Order) -> None:
+        self.orders = {order.name: order for order in orders}
 
     def list(self, cluster: str) -> list[Order]:
-        return [self.order]
+        return list(self.orders.values())
 
     def get(self, name: str) -> Order:
-        if name != self.order.name:
+        if name not in self.orders:
             raise NotFound(name)
-        return self.order
+        return self.orders[name]
 
 
 class ChalltestsrvTxt:
@@ -94,7 +95,7 @@ class ChalltestsrvTxt:
         self.log.append(("cleanup", ""))
 
 
-def test_a_wildcard_and_its_apex_by_dns01_and_a_name_by_http01_in_one_order(
+def test_wildcards_and_apexes_by_dns01_with_one_wait_and_http01_beside_them(
     pebble: Pebble, tmp_path: Path
 ) -> None:
     pebble.start()
@@ -124,11 +125,12 @@ cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
                 Ident("www.mixed.test", "http"),
             ),
         )
+        other = Order("other.test", "web", (Ident("*.other.test", "dns"),))
         acme = config.acme
         assert acme is not None
         ChalltestsrvTxt.log = []
         provider = AcmeProvider(
-            cluster="web", registry=OneOrder(order), not_found=(NotFound,),
+            cluster="web", registry=Orders(order, other), not_found=(NotFound,),
             client=AcmeClient(acme.directory, load_account_key(acme.account_key),
                               ca_bundle=acme.ca_bundle),
             config=acme,
@@ -137,12 +139,14 @@ cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
         )  # fmt: skip
         summary = run_sync(config, store=store, provider=provider)
         assert summary.errors == {}, summary.errors
-        assert summary.certificates_published == 1
+        assert summary.certificates_published == 2
         record = published(config, store)["mixed.test"]
         assert record.dns_names == ("*.mixed.test", "mixed.test", "www.mixed.test")
-        added = sorted(name for op, name in ChalltestsrvTxt.log if op == "add")
-        assert added == ["*.mixed.test", "mixed.test"]  # www.mixed.test went by HTTP-01
-        assert ChalltestsrvTxt.log.index(("wait", "")) > 0
+        # one writer for the run, one wait for all its values; removed when the run ends
+        adds = sorted(name for op, name in ChalltestsrvTxt.log if op == "add")
+        assert adds == ["*.mixed.test", "*.other.test", "mixed.test"]  # www: HTTP-01
+        assert ChalltestsrvTxt.log[3:] == [("wait", "")]
+        provider.close()
         assert ChalltestsrvTxt.log[-1] == ("cleanup", "")
     finally:
         nginx.stop()

@@ -7,8 +7,12 @@ crash after finalize downloads the certificate instead of ordering another.
 
 Challenges: an identifier approved ``http`` is answered by HTTP-01, which is stateless
 here: the frontends answer ``token.thumbprint`` on their own, so nothing is published per
-challenge; ``dns`` (always for wildcards) by DNS-01 through a ``DnsChallengeWriter``,
-cleaned up once the CA has decided, also after a failure.
+challenge; ``dns`` (always for wildcards) by DNS-01 through a ``DnsChallengeWriter``
+that the caller owns: ``answer`` adds the TXT values and returns the DNS-01 challenges,
+which the caller answers (``answer_dns``) once the values are served. The sync shares one
+writer among all the orders of a run, so one wait (a Route 53 change going INSYNC takes
+about a minute) covers them all, and removes the values at the end of the run, also after
+failures.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from acme import challenges, messages
 from certfleet.acme.client import AcmeClient
 from certfleet.acme.errors import AcmeError, AcmeOrderInvalid, Problem
 from certfleet.acme.state import OrderState
+from certfleet.errors import CertfleetError
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +71,9 @@ class OrderFlow:
         self.client = client
         self.record = record
         self.approvals = approvals
-        self.dns_factory = dns
+        self.dns = dns
         self.save = save
         self.sleep = sleep
-        self._dns: DnsChallengeWriter | None = None
 
     def start(
         self,
@@ -79,8 +83,9 @@ class OrderFlow:
         *,
         profile: str | None,
         replaces: str | None,
-    ) -> None:
-        """Create the order (its URL saved at once), then answer its challenges."""
+    ) -> list[messages.ChallengeBody]:
+        """Create the order (its URL saved at once), then answer its challenges; returns
+        the DNS-01 challenges to answer once their values are served."""
         try:
             url, order = self.client.new_order(names, profile=profile, replaces=replaces)
         except AcmeError as err:
@@ -94,10 +99,11 @@ class OrderFlow:
         record.csr_pem = csr_pem.decode("ascii")
         record.status = _status(order)
         self.save()
-        self.answer(order)
+        return self.answer(order)
 
-    def answer(self, order: messages.Order) -> None:
-        """Answer the pending challenge of each pending authorization."""
+    def answer(self, order: messages.Order) -> list[messages.ChallengeBody]:
+        """Answer the HTTP-01 challenge of each pending authorization at once; add the
+        DNS-01 values and return those challenges, to answer once the values are served."""
         dns_answers: list[messages.ChallengeBody] = []
         for url in order.authorizations:
             authz = self.client.authorization(url)
@@ -114,29 +120,30 @@ class OrderFlow:
             if body.status != messages.STATUS_PENDING:
                 continue  # answered already, being validated
             if approval == "dns":
-                writer = self._dns_writer()
-                writer.add(name, dns01_value(body.chall.key_authorization(self.client.jwk)))
+                if self.dns is None:
+                    raise AcmeError("challenge", "DNS-01 needs a dns block in the sync config")
+                value = dns01_value(body.chall.key_authorization(self.client.jwk))
+                try:
+                    self.dns().add(name, value)
+                except CertfleetError as err:  # DnsError: names the record and the block
+                    raise AcmeError("DNS-01 record", str(err)) from err
                 dns_answers.append(body)
             else:
                 self.client.answer(body)
-        if dns_answers:
-            assert self._dns is not None
-            self._dns.wait_until_served(DNS_SERVED_TIMEOUT)
-            for body in dns_answers:
-                self.client.answer(body)
+        return dns_answers
 
-    def _dns_writer(self) -> DnsChallengeWriter:
-        if self.dns_factory is None:
-            raise AcmeError("challenge", "DNS-01 needs a dns block in the sync config")
-        if self._dns is None:
-            self._dns = self.dns_factory()
-        return self._dns
+    def answer_dns(self, bodies: Sequence[messages.ChallengeBody]) -> None:
+        """Answer DNS-01 challenges whose values are served now."""
+        for body in bodies:
+            self.client.answer(body)
 
-    def cleanup(self) -> None:
-        """Remove the DNS values this flow added (never raises)."""
-        if self._dns is not None:
-            self._dns.cleanup()
-            self._dns = None
+    def wait_served(self) -> None:
+        """Wait until the writer's values are served (``AcmeError`` if they are not)."""
+        assert self.dns is not None
+        try:
+            self.dns().wait_until_served(DNS_SERVED_TIMEOUT)
+        except CertfleetError as err:
+            raise AcmeError("DNS-01 record", str(err)) from err
 
     def finish(self, until: float, csr_pem: bytes) -> Optional[bytes]:
         """Drive the order until it is valid (returns the PEM chain) or ``until`` (a
@@ -152,23 +159,24 @@ class OrderFlow:
                 self.record.status = status
                 self.save()
             if status == "valid" and order.certificate:
-                self.cleanup()
                 return self.client.download(str(order.certificate))
             if status == "invalid":
-                self.cleanup()
                 raise AcmeOrderInvalid(
                     "order", "the CA marked the order invalid", problem=self._problem(order)
                 )
             if time.monotonic() >= until:
                 return None  # out of budget: the order resumes from its URL next run
             if status == "ready":
-                self.cleanup()
                 order = self.client.finalize(order, csr_pem)
                 self.record.status = _status(order)
                 self.save()
                 continue
             if status == "pending" and not answered:
-                self.answer(order)  # a resumed order, or one whose answer was lost
+                # a resumed order, or one whose answer was lost: answer it again now
+                pending_dns = self.answer(order)
+                if pending_dns:
+                    self.wait_served()
+                    self.answer_dns(pending_dns)
                 answered = True
             if time.monotonic() + delay > until:
                 return None

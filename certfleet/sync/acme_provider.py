@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Callable, Optional, Protocol
 
+from acme.messages import ChallengeBody
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -123,6 +124,8 @@ class AcmeProvider:
         self._approvals: dict[str, dict[str, str]] = {}
         self._flows: dict[str, OrderFlow] = {}
         self._account_ready = False
+        self._writer: DnsChallengeWriter | None = None
+        self._deferred: list[tuple[str, OrderFlow, list[ChallengeBody]]] = []
 
     # -- the registry ------------------------------------------------------------------
 
@@ -216,11 +219,36 @@ class AcmeProvider:
                 self.client,
                 record,
                 approvals=self._approvals.get(name, {}),
-                dns=self._dns,
+                dns=None if self._dns is None else self._dns_writer,
                 save=self._save,
                 sleep=self._sleep,
             )
         return flow
+
+    def _dns_writer(self) -> DnsChallengeWriter:
+        """The run's one DNS-01 writer (made at first use; cleaned up by ``close``)."""
+        if self._writer is None:
+            assert self._dns is not None
+            self._writer = self._dns()
+        return self._writer
+
+    def _answer_deferred(self) -> None:
+        """Wait once until every DNS-01 value added so far is served, then answer those
+        challenges; an order whose answer fails is recorded as failed, the others go on."""
+        if not self._deferred:
+            return
+        deferred, self._deferred = self._deferred, []
+        try:
+            deferred[0][1].wait_served()
+        except AcmeError as err:
+            for name, flow, _ in deferred:
+                self._fail(name, flow.record, err, "DNS-01")
+            return
+        for name, flow, bodies in deferred:
+            try:
+                flow.answer_dns(bodies)
+            except AcmeError as err:
+                self._fail(name, flow.record, err, "DNS-01")
 
     def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
         pubkey = csr_pubkey_hash(csr_pem)
@@ -244,9 +272,10 @@ class AcmeProvider:
                 log.info("the CA does not list profile %s: ordering without it", profile)
                 profile = None
             replaces = record.cert_id if record.cert_id and self.client.has_ari else None
-            self._flow(order_name, record).start(
-                names, csr_pem, pubkey, profile=profile, replaces=replaces
-            )
+            flow = self._flow(order_name, record)
+            pending_dns = flow.start(names, csr_pem, pubkey, profile=profile, replaces=replaces)
+            if pending_dns:
+                self._deferred.append((order_name, flow, pending_dns))
         except AcmeError as err:
             raise self._fail(order_name, record, err, "submit CSR") from err
         return pubkey
@@ -254,6 +283,7 @@ class AcmeProvider:
     def fetch_certificate(
         self, order_name: str, pubkey_hash: str, *, wait: float
     ) -> Optional[IssuedCert]:
+        self._answer_deferred()  # the DNS-01 orders submitted by this run, in one wait
         record = self.state.order(order_name)
         if record.pubkey_hash != pubkey_hash or not record.url or not record.csr_pem:
             waiting = self._waiting(order_name, record, "fetch certificate")
@@ -269,7 +299,6 @@ class AcmeProvider:
             self._account()
             chain = flow.finish(until, record.csr_pem.encode("ascii"))
         except AcmeError as err:
-            flow.cleanup()
             raise self._fail(order_name, record, err, "ACME order") from err
         if chain is None:
             return None
@@ -337,8 +366,10 @@ class AcmeProvider:
         return times
 
     def close(self) -> None:
-        for flow in self._flows.values():
-            flow.cleanup()
+        """End of the run: remove every DNS-01 value this run added, close connections."""
+        if self._writer is not None:
+            self._writer.cleanup()
+            self._writer = None
         self.client.close()
 
 
