@@ -264,6 +264,12 @@ class AcmeClient:
             lambda: messages.Authorization.from_json(self._post_as_get(url).json()),
         )
 
+    def challenge(self, url: str) -> messages.ChallengeBody:
+        return self._call(
+            "challenge poll",
+            lambda: messages.ChallengeBody.from_json(self._post_as_get(url).json()),
+        )
+
     def answer(self, challenge: messages.ChallengeBody) -> None:
         """Tell the CA the challenge is ready to be validated."""
         self._call(

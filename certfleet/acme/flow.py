@@ -74,6 +74,7 @@ class OrderFlow:
         self.dns = dns
         self.save = save
         self.sleep = sleep
+        self.answered = False  # this process answered the order's challenges already
 
     def start(
         self,
@@ -99,6 +100,7 @@ class OrderFlow:
         record.csr_pem = csr_pem.decode("ascii")
         record.status = _status(order)
         self.save()
+        self.answered = True
         return self.answer(order)
 
     def answer(self, order: messages.Order) -> list[messages.ChallengeBody]:
@@ -129,13 +131,26 @@ class OrderFlow:
                     raise AcmeError("DNS-01 record", str(err)) from err
                 dns_answers.append(body)
             else:
-                self.client.answer(body)
+                self._answer(body)
         return dns_answers
 
     def answer_dns(self, bodies: Sequence[messages.ChallengeBody]) -> None:
         """Answer DNS-01 challenges whose values are served now."""
         for body in bodies:
+            self._answer(body)
+
+    def _answer(self, body: messages.ChallengeBody) -> None:
+        """Answer one challenge; one the CA has validated meanwhile is not an error (a CA
+        may keep a challenge "pending" while it validates, and refuses a second answer)."""
+        try:
             self.client.answer(body)
+        except AcmeError:
+            try:
+                status = self.client.challenge(body.uri).status
+            except AcmeError:
+                status = None
+            if status not in (messages.STATUS_VALID, messages.STATUS_PROCESSING):
+                raise
 
     def wait_served(self) -> None:
         """Wait until the writer's values are served (``AcmeError`` if they are not)."""
@@ -151,7 +166,6 @@ class OrderFlow:
         Raises ``AcmeOrderInvalid`` when the CA gave up on it."""
         assert self.record.url is not None
         delay = POLL_FIRST
-        answered = False
         while True:
             order = self.client.order(self.record.url)
             status = _status(order)
@@ -171,13 +185,13 @@ class OrderFlow:
                 self.record.status = _status(order)
                 self.save()
                 continue
-            if status == "pending" and not answered:
+            if status == "pending" and not self.answered:
                 # a resumed order, or one whose answer was lost: answer it again now
                 pending_dns = self.answer(order)
                 if pending_dns:
                     self.wait_served()
                     self.answer_dns(pending_dns)
-                answered = True
+                self.answered = True
             if time.monotonic() + delay > until:
                 return None
             self.sleep(delay)
