@@ -3,6 +3,7 @@ config, and init's output (no CA involved)."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from certfleet.acme.certs import cert_id, split_chain
 from certfleet.acme.errors import Problem
 from certfleet.acme.retry import backoff, parse_retry_after, retry_at
 from certfleet.acme.state import (
@@ -227,3 +229,54 @@ def test_an_acme_state_sealed_before_a_signing_key_rotation_is_opened_and_reseal
     assert AcmeStateStore(store, "web", new.sync_secret("state"), time.time).load().account_url
     with pytest.raises(AcmeStateError):
         AcmeStateStore(store, "web", old.sync_secret("state"), time.time).load()
+
+
+def _leaf(serial: int, names: list[str]) -> bytes:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    issuer_key = ec.generate_private_key(ec.SECP256R1())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test issuer")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=6))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+        )
+        .sign(issuer_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize("serial", [1, 0x7F, 0x80, 0xFF00, (1 << 159) - 1, 0x87654321DEADBEEF])
+def test_the_ari_certificate_id_matches_rfc_9773_and_certbot(serial: int) -> None:
+    leaf = _leaf(serial, ["a.example"])
+    identifier = cert_id(leaf)
+    aki, _, encoded_serial = identifier.partition(".")
+    raw = base64.urlsafe_b64decode(encoded_serial + "=" * (-len(encoded_serial) % 4))
+    assert int.from_bytes(raw, "big", signed=True) == serial  # a positive DER INTEGER
+    assert raw[0] < 0x80 and len(aki) == 27  # SHA-1 key identifier, 20 bytes
+    certbot = pytest.importorskip("acme.client", reason="certbot's acme needs Python >= 3.10")
+    from cryptography import x509
+
+    ours = certbot._renewal_info_path_component(x509.load_pem_x509_certificate(leaf))
+    assert identifier == ours
+
+
+def test_a_chain_is_split_into_leaf_and_intermediates() -> None:
+    first, second = _leaf(5, ["a.example"]), _leaf(6, ["b.example"])
+    assert split_chain(first + second) == (first, (second,))
+    with pytest.raises(ValueError):
+        split_chain(b"")

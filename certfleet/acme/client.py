@@ -10,10 +10,8 @@ nothing to do must make no request at all: the directory is fetched on first use
 
 from __future__ import annotations
 
-import base64
 import datetime
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -75,21 +73,6 @@ class _Network(acme_client.ClientNetwork):
                     raise
                 log.debug("badNonce (attempt %d), retrying", attempt)
         raise AssertionError("unreachable")
-
-
-def cert_id(certificate_pem: bytes) -> str:
-    """RFC 9773 certificate identifier: base64url(AKI keyIdentifier) "." base64url(serial)."""
-    cert = x509.load_pem_x509_certificate(certificate_pem)
-    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    if aki.key_identifier is None:
-        raise ValueError("the certificate's AKI has no key identifier")
-    serial = cert.serial_number
-    raw = serial.to_bytes(math.ceil((serial.bit_length() + 1) / 8), "big", signed=True)
-
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-    return f"{b64(aki.key_identifier)}.{b64(raw)}"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from certfleet.errors import CertfleetError
 
 log = logging.getLogger(__name__)
 
+Challenge = messages.ChallengeBody
 POLL_FIRST = 0.5
 POLL_MAX = 5.0
 DNS_SERVED_TIMEOUT = 120.0

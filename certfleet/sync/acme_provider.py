@@ -19,19 +19,17 @@ It adapts ``certfleet.acme`` to the engine's ``Provider`` seam, for one cluster:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Callable, Optional, Protocol
 
-from acme.messages import ChallengeBody
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from certfleet.acme.client import AcmeClient, cert_id
+from certfleet.acme.certs import cert_id, csr_names, csr_pubkey_hash, split_chain
+from certfleet.acme.client import AcmeClient
 from certfleet.acme.errors import AcmeError
-from certfleet.acme.flow import DnsChallengeWriter, OrderFlow
+from certfleet.acme.flow import Challenge, DnsChallengeWriter, OrderFlow
 from certfleet.acme.retry import retry_at
 from certfleet.acme.state import AcmeState, AcmeStateConflict, AcmeStateStore, OrderState
 from certfleet.config.acme import AcmeConfig
@@ -71,29 +69,6 @@ class OrderSource(Protocol):
     def get(self, name: str) -> RegisteredOrder: ...
 
 
-def csr_names(csr_pem: bytes) -> tuple[str, ...]:
-    """The DNS names of a CSR's subjectAltName, in order."""
-    csr = x509.load_pem_x509_csr(csr_pem)
-    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return tuple(san.get_values_for_type(x509.DNSName))
-
-
-def csr_pubkey_hash(csr_pem: bytes) -> str:
-    """Lowercase hex SHA-256 of the CSR's SubjectPublicKeyInfo (DER)."""
-    csr = x509.load_pem_x509_csr(csr_pem)
-    der = csr.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
-
-
-def split_chain(pem: bytes) -> tuple[bytes, tuple[bytes, ...]]:
-    """Leaf and intermediates of a PEM chain as the CA sent it (leaf first)."""
-    certs = x509.load_pem_x509_certificates(pem)
-    if not certs:
-        raise ValueError("the CA sent no certificate")
-    parts = tuple(cert.public_bytes(Encoding.PEM) for cert in certs)
-    return parts[0], parts[1:]
-
-
 class AcmeProvider:
     """The ``Provider`` of one cluster in ACME mode (see the module docstring)."""
 
@@ -125,7 +100,7 @@ class AcmeProvider:
         self._flows: dict[str, OrderFlow] = {}
         self._account_ready = False
         self._writer: DnsChallengeWriter | None = None
-        self._deferred: list[tuple[str, OrderFlow, list[ChallengeBody]]] = []
+        self._deferred: list[tuple[str, OrderFlow, list[Challenge]]] = []
 
     # -- the registry ------------------------------------------------------------------
 
