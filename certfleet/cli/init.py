@@ -1,4 +1,5 @@
-"""``certfleet init``: write a new sync config with a new publisher signing key."""
+"""``certfleet init``: write a new sync config with a new publisher signing key (and, with
+``--provider acme``, a new ACME account key)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
         "init",
         help="write a new sync config (mode 0600) with a new signing key",
-        description="Write the sync config named by --config: API key and endpoint, store, "
-        "and a new Ed25519 publisher signing key. An existing file is kept unless --force.",
+        description="Write the sync config named by --config: API key and endpoint (or, with "
+        "--provider acme, the ACME directory, e-mail and a new EC P-256 account key), store, "
+        "and a new Ed25519 publisher signing key; no network. An existing file is kept "
+        "unless --force.",
     )
     parser.add_argument(
         "--store", required=True, metavar="URL", help="s3://BUCKET/PREFIX or file:///PATH"
