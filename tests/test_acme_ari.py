@@ -147,5 +147,18 @@ cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
         assert renewing.client.orders[0]["replaces"] == ari.cert_id  # type: ignore[attr-defined]
         renewed = acme_state.load().orders["short.example.test"]
         assert renewed.cert_id and renewed.cert_id != ari.cert_id
+
+        # a replaces the CA refuses (that certificate was replaced already: 409) falls back
+        # to a plain order instead of failing
+        stale = acme_state.load()
+        stale.orders["short.example.test"].cert_id = ari.cert_id
+        stale.orders["short.example.test"].renew_at = int(clock()) - 1  # due now
+        stale.orders["short.example.test"].ari_next_check = int(clock()) + 86400
+        acme_state.save(stale)
+        rekeyed = provider()
+        summary = run_sync(config, store=store, provider=rekeyed, clock=clock)
+        assert summary.errors == {} and summary.certificates_published == 1
+        sent = [order["replaces"] for order in rekeyed.client.orders]  # type: ignore[attr-defined]
+        assert sent == [ari.cert_id, None]
     finally:
         nginx.stop()
