@@ -14,14 +14,15 @@ from certfleet.errors import CertfleetError
 
 ACME_ERROR_PREFIX = "urn:ietf:params:acme:error:"
 _MAX_TEXT = 300
+_SUB_TEXT = 80
 
 
-def _text(value: object) -> str:
+def _text(value: object, limit: int = _MAX_TEXT) -> str:
     """Untrusted text made printable: repr-escaped past ASCII printables, cut."""
     text = str(value)
     if not all(" " <= char <= "~" for char in text):
         text = repr(text)[1:-1]
-    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,16 @@ class Problem:
         )
 
     def summary(self) -> str:
-        """One line: code, detail and each subproblem's identifier and detail."""
-        text = f"{_text(self.code)}: {_text(self.detail)}" if self.detail else _text(self.code)
+        """One line: code, detail and each subproblem's identifier and detail (details cut
+        shorter when there are subproblems, so that every identifier fits a run summary's
+        message; the whole document stays in the ACME state)."""
+        limit = _SUB_TEXT if self.subproblems else _MAX_TEXT
+        text = _text(self.code)
+        if self.detail:
+            text += f": {_text(self.detail, limit)}"
         for sub in self.subproblems:
             who = f"{_text(sub.identifier)}: " if sub.identifier else ""
-            text += f"; {who}{_text(sub.code)}: {_text(sub.detail)}"
+            text += f"; {who}{_text(sub.code)}: {_text(sub.detail, _SUB_TEXT)}"
         return text
 
     def as_json(self) -> dict[str, Any]:
