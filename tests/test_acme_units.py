@@ -280,3 +280,39 @@ def test_a_chain_is_split_into_leaf_and_intermediates() -> None:
     assert split_chain(first + second) == (first, (second,))
     with pytest.raises(ValueError):
         split_chain(b"")
+
+
+@pytest.mark.parametrize("form", ["one line", "quoted, several lines", "heredoc", "jwk"])
+def test_the_account_key_may_be_written_as_pem_in_any_hcl_form_or_as_a_jwk(form: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = generate_account_key()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    numbers = key.private_numbers()
+    jwk = json.dumps(
+        {
+            "kty": "EC", "crv": "P-256",
+            "x": base64.urlsafe_b64encode(numbers.public_numbers.x.to_bytes(32, "big")).decode(),
+            "y": base64.urlsafe_b64encode(numbers.public_numbers.y.to_bytes(32, "big")).decode(),
+            "d": base64.urlsafe_b64encode(numbers.private_value.to_bytes(32, "big")).decode(),
+        }
+    ).replace('"', '\\\\"')  # fmt: skip
+    value = {
+        "one line": f'"{account_key_text(key)}"',
+        "quoted, several lines": f'"{pem}"',
+        "heredoc": f"<<EOT\n{pem}EOT",
+        "jwk": f'"{jwk}"',
+    }[form]
+    text = f"""store = "file:///tmp/x"
+signing_key = "{SigningKey.generate().export()}"
+provider = "acme"
+acme {{
+  directory = "https://ca.example/dir"
+  account_key = {value}
+}}
+"""
+    config = parse_sync_config(text, "sync.hcl")
+    assert config.acme is not None
+    assert thumbprint(load_account_key(config.acme.account_key)) == thumbprint(key)

@@ -58,7 +58,8 @@ def load_account_key(text: str) -> AccountPrivateKey:
         raise AccountKeyError("is empty")
     stripped = text.strip()
     if stripped.startswith("{"):
-        key = _from_jwk(stripped)
+        # an HCL string keeps its escapes: a JWK written "{\"kty\": ...}" arrives so
+        key = _from_jwk(stripped.replace('\\"', '"'))
     elif stripped.startswith("-----BEGIN"):
         pem = stripped.replace("\\n", "\n").encode("ascii", "replace")
         try:
