@@ -71,13 +71,15 @@ class ProbeStep:
                 continue  # rolled back by check_command, or its on_update is retried later
             if not settings.probe:
                 continue
-            seen = self._probe_order(order, settings, tally)
+            seen = self._probe_order(name, order, settings, tally)
             if seen:
                 failed[name] = seen
         if failed:
             self._undo_probed(state, switched, failed, tally)
 
-    def _probe_order(self, order: InstalledOrder, settings: OrderSettings, tally: Tally) -> str:
+    def _probe_order(
+        self, name: str, order: InstalledOrder, settings: OrderSettings, tally: Tally
+    ) -> str:
         """Probe every address of one order; "" if all serve its leaf, else what one saw."""
         try:
             directory = self.installer.version_path(order.safe_name, order.version)
@@ -85,9 +87,9 @@ class ProbeStep:
                 expected = leaf_fingerprint(f.read())
         except (InstallError, OSError, ValueError) as err:
             return f"no probe: cannot read the installed certificate: {err}"
-        name = server_name(order.dns_names, settings.probe_sni)
+        sni = server_name(name, order.dns_names, settings.probe_sni)
         for address in settings.probe:
-            result = self.prober(address, name, expected, settings.probe_timeout)
+            result = self.prober(address, sni, expected, settings.probe_timeout)
             tally.commands.append(CommandRun(f"probe {address}", result.ok, result.describe()))
             if not result.ok:
                 return f"probe {result.describe()}"
