@@ -21,6 +21,7 @@ class Tally:
         self.removed: list[str] = []
         self.retired: list[str] = []
         self.rolled_back: list[str] = []
+        self.not_served: list[str] = []
         self.commands: list[CommandRun] = []
         self.problems: list[Problem] = []
         self.expired_heads: list[str] = []
@@ -49,6 +50,7 @@ class Tally:
             removed=tuple(self.removed),
             retired=tuple(self.retired),
             rolled_back=tuple(self.rolled_back),
+            not_served=tuple(self.not_served),
             commands=tuple(self.commands),
             problems=tuple(self.problems),
             expired_heads=tuple(self.expired_heads),

@@ -403,9 +403,11 @@ def test_the_probe_sends_the_order_name_to_nginx_with_two_vhosts(
     assert nginx.served(root).serial_number == int(renewed.serial, 16)
 
 
-def test_a_first_install_that_fails_the_probe_is_kept(
-    tmp_path: Path, make_publisher: Callable[..., Publisher]
+def test_a_first_install_not_served_yet_is_kept_and_not_counted_as_a_failure(
+    tmp_path: Path, make_publisher: Callable[..., Publisher], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A probe set in ``default`` meets a new order whose server block does not exist yet:
+    nothing to fall back to, so "not served yet", never a failed run or a problem."""
     port = closed_port()
     (tmp_path / "store").mkdir()
     pub = make_publisher(f"file://{tmp_path}/store")
@@ -413,18 +415,26 @@ def test_a_first_install_that_fails_the_probe_is_kept(
     pub.publish()
     text = (
         f'store = "{pub.store.url}"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'metrics_file = "{tmp_path / "agent.prom"}"\n'
         + pub.cluster_stanza()
         + f'default {{\n  probe = "127.0.0.1:{port}"\n  probe_timeout = "1s"\n}}\n'
     )
-    result = Agent(parse_agent_config(text, "agent.conf")).poll_once()
-    assert result.installed == (WWW,) and result.rolled_back == () and not result.ok
-    message = result.problems[0].message
-    assert message.startswith(
-        f"order '{WWW}': probe 127.0.0.1:{port} (SNI {WWW}): connection refused ("
-    )
-    assert message.endswith("; a first install: kept, there is no previous version")
+    agent = Agent(parse_agent_config(text, "agent.conf"))
+    with caplog.at_level("INFO", logger="node_agent.probestep"):
+        result = agent.poll_once()
+    assert result.ok and result.problems == ()
+    assert result.installed == (WWW,) and result.rolled_back == ()
+    assert result.not_served == (WWW,) and "1 not served yet" in result.summary()
+    assert [run for run in result.commands if not run.ok] == []
+    assert f"order '{WWW}': not served yet: probe 127.0.0.1:{port} (SNI {WWW})" in caplog.text
     crt = tmp_path / "state" / "orders" / WWW / "ecdsa.crt.pem"
     assert crt.read_bytes() == issued.certificate_pem
+    report = build_status(agent.config, now=int(time.time()))
+    assert report["hook_failures_total"] == 0
+    assert "certfleet_agent_hook_failures_total 0\n" in (tmp_path / "agent.prom").read_text()
+    path = tmp_path / "store" / ack_key("web", agent.node_id)
+    ack = open_ack(path.read_bytes(), cluster="web", node_id=agent.node_id, secrets=pub.secrets)
+    assert [(o.order_name, o.state) for o in ack.orders] == [(WWW, "installed")]
 
 
 def test_orders_sharing_the_on_update_go_back_together_and_a_failed_reload_is_not_probed(
@@ -445,8 +455,8 @@ def test_orders_sharing_the_on_update_go_back_together_and_a_failed_reload_is_no
     agent = Agent(parse_agent_config(text, "agent.conf"))
     first = agent.poll_once()
     assert first.installed == ("a.example", "b.example", "c.example")
-    assert [problem.subject for problem in first.problems] == ["order 'a.example'"]  # kept
-    assert not agent.poll_once().problems  # the first install's probe failure is not retried
+    assert first.ok and first.not_served == ("a.example",)  # kept, not a failure
+    assert not agent.poll_once().problems  # the first install's probe is not retried
     log.write_text("")
     new = {name: pub.issue(name) for name in old}
     pub.publish()
