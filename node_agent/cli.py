@@ -151,6 +151,10 @@ def ready_notifier(fd: int) -> None:
 def run_daemon(config_path: str, config: AgentConfig, readyfd: int | None) -> int:
     ready = None if readyfd is None else (lambda: ready_notifier(readyfd))
     daemon = Daemon(config_path, config, ready=ready)
+    if not daemon.prove_start():
+        print(f"certfleet-agent: {config_path}: a cluster secret opens nothing in the store "
+              "(see the errors above); not started", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     daemon.install_signal_handlers()
     return EXIT_OK if daemon.run() else EXIT_PROBLEMS
 
