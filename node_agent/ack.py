@@ -20,7 +20,7 @@ import logging
 import socket
 from collections.abc import Mapping, Sequence
 
-from certfleet.bundle import Ack, AckOrder, ClusterSecret, FormatError, seal_ack
+from certfleet.bundle import Ack, AckOrder, ClusterSecret, FormatError, iso_utc, seal_ack
 from certfleet.bundle.layout import ack_key
 from certfleet.store import Store, StoreAccessDenied, StoreError
 from node_agent.result import PollResult
@@ -130,7 +130,10 @@ def ack_orders(
         if failed:
             order_state, detail = "failed", failed[0]
         elif mine is not None and mine.removed_at is not None:
-            order_state, detail = "removed", f"removed upstream at {mine.removed_at}; files kept"
+            order_state, detail = (
+                "removed",
+                f"removed upstream at {iso_utc(mine.removed_at)}; files kept",
+            )
         elif entry is not None and (mine is None or mine.bundle_hash != entry.bundle_hash.hex()):
             wait = deferrals.get(name) if deferrals else None
             order_state = "deferred"

@@ -41,6 +41,7 @@ from certfleet.bundle import (
     NoUsableSecretError,
     PublicKey,
     ShardEntry,
+    ack_label,
     open_ack,
     open_shard,
     validate_node_id,
@@ -79,6 +80,8 @@ class NodeReport:
     ack: Optional[Ack] = None
     error: Optional[str] = None
     error_kind: Optional[str] = None
+    # An unreadable ack's clear hostname label (unauthenticated), "" when there is none.
+    label: str = ""
     applied: str = "unknown"  # current, behind, ahead, unknown
     behind_seconds: int = 0
     stale: bool = False
@@ -88,7 +91,8 @@ class NodeReport:
 
     @property
     def hostname(self) -> str:
-        return self.ack.hostname if self.ack is not None else ""
+        """The hostname sealed in the ack; for an unreadable ack, its clear label."""
+        return self.ack.hostname if self.ack is not None else self.label
 
     @property
     def failing(self) -> bool:
@@ -287,16 +291,17 @@ def _read_ack(
         return NodeReport(
             node_id, error=f"{len(data)} bytes, over {MAX_ACK_BYTES}", error_kind="too-large"
         )
+    label = ack_label(data) or ""
     try:
         return NodeReport(
             node_id, open_ack(data, cluster=cluster, node_id=node_id, secrets=secrets)
         )
     except NoUsableSecretError as err:
-        return NodeReport(node_id, error=err.reason, error_kind="secret")
+        return NodeReport(node_id, error=err.reason, error_kind="secret", label=label)
     except IntegrityError as err:
-        return NodeReport(node_id, error=err.reason, error_kind="integrity")
+        return NodeReport(node_id, error=err.reason, error_kind="integrity", label=label)
     except FormatError as err:
-        return NodeReport(node_id, error=err.reason, error_kind="malformed")
+        return NodeReport(node_id, error=err.reason, error_kind="malformed", label=label)
 
 
 def _assess(
