@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from certfleet import __version__
 from certfleet.config import AgentConfig, ConfigError, load_agent_config
 from certfleet.errors import CertfleetError
 from certfleet.pipe import run_until_stdout_closes
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", default=DEFAULT_CONFIG, metavar="FILE", help=f"default {DEFAULT_CONFIG}"
     )
+    parser.add_argument("--version", action="version", version=f"certfleet-agent {__version__}")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="run one poll and exit")
     mode.add_argument(

@@ -149,7 +149,7 @@ def test_node_policy_is_read_only_on_its_cluster_plus_its_acks(template: dict[st
     # The stand-alone template for further clusters grants exactly the same.
     other = load(NODE_POLICY_TEMPLATE)["Resources"]["NodePolicy"]["Properties"]["PolicyDocument"]
     assert other == document
-    # Cluster names reach ARNs only through the DESIGN.md name pattern.
+    # Cluster names reach ARNs only through the cluster name pattern (docs/format.md).
     pattern = template["Parameters"]["NodeClusterName"]["AllowedPattern"]
     assert pattern == "^([a-z0-9][a-z0-9-]{0,39})?$"
 

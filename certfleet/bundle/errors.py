@@ -94,7 +94,8 @@ class ExpiredHeadError(FormatError):
 
 
 class UnsafeNameError(FormatError):
-    """A cluster, order or DNS name breaks the naming rules (DESIGN.md "Names")."""
+    """A cluster, order or DNS name breaks the naming rules (docs/format.md, "Text forms and
+    names")."""
 
     def __init__(self, object_name: str, reason: str, name: object = None) -> None:
         self.name = name

@@ -1,6 +1,6 @@
 """Key material in its text forms: cluster secrets, the publisher's signing and public keys.
 
-Text forms (DESIGN.md "Trust model"), base64url written without padding, read with or
+Text forms (docs/format.md "Text forms and names"), base64url written without padding, read with or
 without it:
 
 - cluster secret ``"<id>:<base64url of 32 random bytes>"``, id ``[A-Za-z0-9_-]{1,32}``;
