@@ -16,8 +16,8 @@ single-file ``ReadWritePaths=-/run/nginx.pid`` fails the same steps.
 
 from __future__ import annotations
 
+import random
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from certfleet import devstack
 from tests.plugins.binaries import missing, require_binary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,9 +91,7 @@ def test_systemd_analyze_rates_the_unit_at_most_3() -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return devstack.pick_ports(1, random.Random(), twins=False)[0]
 
 
 class Host:

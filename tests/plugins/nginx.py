@@ -8,6 +8,7 @@ see is read with ``openssl s_client`` (:meth:`Nginx.served`), verified against a
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from certfleet import devstack
 from tests.plugins.binaries import require_binary
 
 SERVER_NAME = "www.example.com"
@@ -25,9 +27,8 @@ _PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below 45000, out of the ephemeral range (``devstack.pick_ports``)."""
+    return devstack.pick_ports(1, random.Random(), twins=False)[0]
 
 
 class Nginx:
