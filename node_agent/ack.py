@@ -137,7 +137,7 @@ def ack_orders(
         elif entry is not None and (mine is None or mine.bundle_hash != entry.bundle_hash.hex()):
             wait = deferrals.get(name) if deferrals else None
             order_state = "deferred"
-            detail = wait.detail() if wait else f"install_after {entry.install_after}"
+            detail = wait.detail() if wait else f"install_after {iso_utc(entry.install_after)}"
         elif mine is not None:
             order_state, detail = "installed", ""
         else:

@@ -139,10 +139,13 @@ class FleetCheck:
                         len(nodes))  # fmt: skip
         for node in problems:
             kind = f" ({node.error_kind})" if node.error_kind else ""
+            host = printable(node.hostname, 64) or "-"
+            if node.ack is None and node.label:
+                host += " (unverified)"  # an unreadable ack's clear label
             log.warning(
                 "cluster %s: node %s, id %s: %s%s",
                 self.cluster,
-                printable(node.hostname, 64) or "-",
+                host,
                 printable(node.node_id, 64),
                 node.status,
                 kind,
