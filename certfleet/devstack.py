@@ -83,9 +83,13 @@ def find_weed() -> str:
     return found
 
 
-def port_is_free(port: int) -> bool:
-    """Whether ``port`` on 127.0.0.1 can be bound right now."""
+def port_is_free(port: int, *, reuse: bool = False) -> bool:
+    """Whether ``port`` on 127.0.0.1 can be bound right now. With ``reuse``, as a server
+    that sets SO_REUSEADDR binds it (weed and the sandbox do): connections of a stopped
+    server still in TIME_WAIT do not count, a listener does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if reuse:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((LOOPBACK, port))
         except OSError:
@@ -146,7 +150,7 @@ def ports_free(ports: Sequence[int], *, twins: bool, wait: float = 0.0) -> bool:
     deadline = time.monotonic() + wait
     wanted = [q for p in ports for q in ((p, p + GRPC_OFFSET) if twins else (p,))]
     while True:
-        if all(port_is_free(port) for port in wanted):
+        if all(port_is_free(port, reuse=True) for port in wanted):
             return True
         if time.monotonic() >= deadline:
             return False

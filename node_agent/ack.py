@@ -20,7 +20,15 @@ import logging
 import socket
 from collections.abc import Mapping, Sequence
 
-from certfleet.bundle import Ack, AckOrder, ClusterSecret, FormatError, iso_utc, seal_ack
+from certfleet.bundle import (
+    Ack,
+    AckOrder,
+    ClusterSecret,
+    FormatError,
+    PublicKey,
+    iso_utc,
+    seal_ack,
+)
 from certfleet.bundle.layout import ack_key
 from certfleet.store import Store, StoreAccessDenied, StoreError
 from node_agent.result import PollResult
@@ -65,6 +73,7 @@ class AckWriter:
         cluster: str,
         secrets: Sequence[ClusterSecret],
         *,
+        publishers: Sequence[PublicKey] = (),
         generation: int,
         orders: Sequence[AckOrder],
         now: int,
@@ -78,7 +87,7 @@ class AckWriter:
             return False
         try:
             ack = Ack(self.node_id, self.hostname, generation, now, tuple(orders))
-            data = seal_ack(ack, cluster=cluster, secrets=secrets)
+            data = seal_ack(ack, cluster=cluster, secrets=secrets, publishers=publishers[:4])
         except FormatError as err:
             log.warning("ack for cluster %s not written: %s", cluster, err)
             self.unsent.add(cluster)

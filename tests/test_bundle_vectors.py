@@ -229,10 +229,6 @@ def _fields(*values: bytes) -> bytes:
 
 
 def _spec_open(data: bytes, kind: str, cluster: str, identity: str, secret: bytes) -> bytes:
-    if kind == "ack":  # the clear label first: "CFAL", version 1, text hostname
-        assert data[:5] == b"CFAL\x01"
-        (label_len,) = struct.unpack(">I", data[5:9])
-        data = data[9 + label_len :]
     assert data[:4] == b"CFSE" and data[4] == 1
     nonce, pos = data[5:17], 17
     (n_wraps,) = struct.unpack(">I", data[pos : pos + 4])
@@ -273,30 +269,6 @@ def test_spec_reading_opens_the_sealed_vectors(kind: str, secret_name: str) -> N
         bytes.fromhex(expected["sealed_hex"]), kind, "web", expected["identity"], secret
     )
     assert plaintext.hex() == expected["plaintext_hex"]
-
-
-def test_the_ack_vector_carries_its_hostname_in_clear() -> None:
-    sealed = bytes.fromhex(VECTORS["expected"]["ack"]["sealed_hex"])
-    assert fmt.ack_label(sealed) == _ack().hostname
-
-
-def test_an_ack_written_before_the_label_is_still_read() -> None:
-    """Acks of agents before the label: the sealed ack alone."""
-    sealed = bytes.fromhex(VECTORS["expected"]["ack"]["sealed_hex"])
-    old = sealed[sealed.index(b"CFSE") :]
-    assert fmt.ack_label(old) is None
-    assert fmt.open_ack(old, cluster="web", node_id="n-3f9c2a", secrets=_secrets(["k1"])) == (
-        _ack()
-    )
-
-
-def test_an_ack_whose_clear_label_was_changed_is_refused() -> None:
-    sealed = bytes.fromhex(VECTORS["expected"]["ack"]["sealed_hex"])
-    sealed_part = sealed[sealed.index(b"CFSE") :]
-    forged = b"CFAL\x01" + struct.pack(">I", 5) + b"other" + sealed_part
-    assert fmt.ack_label(forged) == "other"
-    with pytest.raises(fmt.MalformedError, match="clear hostname label differs"):
-        fmt.open_ack(forged, cluster="web", node_id="n-3f9c2a", secrets=_secrets(["k1"]))
 
 
 def test_spec_reading_verifies_the_head() -> None:

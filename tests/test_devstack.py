@@ -59,10 +59,12 @@ def squatter() -> Iterator[list[socket.socket]]:
 
 
 def occupy(port: int, sockets: list[socket.socket]) -> None:
+    """Listen on ``port`` (over the stopped server's connections still in TIME_WAIT)."""
     sock = socket.socket()
+    sockets.append(sock)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((devstack.LOOPBACK, port))
     sock.listen(1)
-    sockets.append(sock)
 
 
 def test_a_seaweedfs_restart_whose_grpc_twin_was_taken_picks_new_ports(

@@ -3,13 +3,12 @@
 The identity bound into the associated data is the node id, so one node's ack cannot be
 passed off as another's. Times are Unix seconds.
 
-An ack object is a clear *label* (magic ``CFAL``, version, the node's hostname) followed by
-the sealed ack, so a reader that cannot open the ack (a wrong or retired secret, a damaged
-object) can still say which host wrote it. The label is not authenticated by itself (whoever
-can write ``acks/`` can change it); when the ack opens, the label must equal the hostname
-sealed inside, else the ack is refused. Objects written before the label existed are the
-sealed ack alone (they start with the envelope's ``CFSE``) and are still read.
-docs/format.md "Ack" is the byte-level description.
+An ack object may start with a *hostname label*: the node's hostname encrypted for the
+publisher (``certfleet.bundle.acklabel``), so that ``certfleet nodes`` can name the host of
+an ack it cannot open (a wrong or retired secret) while the store still sees ciphertext
+only. The sealed ack follows. Objects without a label (agents before it) start with the
+envelope's ``CFSE`` and are read the same. docs/format.md "Ack" is the byte-level
+description.
 """
 
 from __future__ import annotations
@@ -19,16 +18,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from certfleet.bundle.acklabel import open_label, seal_label, split_label
 from certfleet.bundle.codec import Reader, Writer
 from certfleet.bundle.envelope import Rng, object_name, open_sealed, seal
 from certfleet.bundle.errors import MalformedError
-from certfleet.bundle.keys import ClusterSecret
+from certfleet.bundle.keys import ClusterSecret, PublicKey, SigningKey
 from certfleet.bundle.names import validate_order_name
 from certfleet.bundle.shard import check_time, validate_serial
 
 KIND = "ack"
-LABEL_MAGIC = b"CFAL"
-LABEL_VERSION = 1
 ORDER_STATES = ("installed", "deferred", "failed", "removed")
 _NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_TEXT = 1024
@@ -112,42 +110,41 @@ def decode_ack(payload: bytes, name: str = "ack") -> Ack:
 
 
 def seal_ack(
-    ack: Ack, *, cluster: str, secrets: Sequence[ClusterSecret], rng: Rng = os.urandom
+    ack: Ack,
+    *,
+    cluster: str,
+    secrets: Sequence[ClusterSecret],
+    publishers: Sequence[PublicKey] = (),
+    rng: Rng = os.urandom,
 ) -> bytes:
-    """The ack object: the clear hostname label, then the sealed ack."""
-    label = Writer().raw(LABEL_MAGIC).u8(LABEL_VERSION).text(ack.hostname).getvalue()
-    return label + seal(KIND, cluster, ack.node_id, encode_ack(ack), secrets, rng=rng)
+    """The ack object: with ``publishers``, the hostname label encrypted for them
+    (``certfleet.bundle.acklabel``), then the sealed ack; without, the sealed ack alone."""
+    sealed = seal(KIND, cluster, ack.node_id, encode_ack(ack), secrets, rng=rng)
+    if not publishers:
+        return sealed
+    label = seal_label(
+        ack.hostname, cluster=cluster, node_id=ack.node_id, publishers=publishers, rng=rng
+    )
+    return label + sealed
 
 
-def split_ack(data: bytes, name: str = "ack") -> tuple[str | None, bytes]:
-    """(the clear hostname label, or None for an object written without one; the sealed
-    ack). The label is unauthenticated: display it escaped, and only as a hint."""
-    if not data.startswith(LABEL_MAGIC):
-        return None, data
-    reader = Reader(data, name)
-    reader.raw(len(LABEL_MAGIC))
-    if reader.u8() != LABEL_VERSION:
-        raise MalformedError(name, f"unknown ack label version (this reader: {LABEL_VERSION})")
-    hostname = reader.text(MAX_TEXT)
-    return hostname, data[reader.position :]
-
-
-def ack_label(data: bytes) -> str | None:
-    """The clear hostname of an ack object without opening it; None when there is none or
-    it is malformed. Unauthenticated."""
+def ack_label(data: bytes, *, cluster: str, node_id: str, signing_key: SigningKey) -> str | None:
+    """The hostname label of an ack object, opened with the sync's signing key, without
+    opening the ack; None when there is none for that key or it is malformed.
+    Unauthenticated: a hint to display escaped."""
     try:
-        return split_ack(data)[0]
+        entries, _ = split_label(data, object_name(KIND, cluster, node_id))
     except MalformedError:
         return None
+    return open_label(entries, cluster=cluster, node_id=node_id, signing_key=signing_key)
 
 
 def open_ack(data: bytes, *, cluster: str, node_id: str, secrets: Sequence[ClusterSecret]) -> Ack:
+    """The ack of an ack object (its hostname label, if any, is skipped)."""
     validate_node_id(node_id)
     name = object_name(KIND, cluster, node_id)
-    label, sealed = split_ack(data, name)
+    _, sealed = split_label(data, name)
     ack = decode_ack(open_sealed(KIND, cluster, node_id, sealed, secrets), name)
     if ack.node_id != node_id:
         raise MalformedError(name, "holds another node's ack")
-    if label is not None and label != ack.hostname:
-        raise MalformedError(name, "its clear hostname label differs from the sealed hostname")
     return ack

@@ -1,8 +1,8 @@
 """How ``certfleet nodes`` (``certfleet.cli.nodes``) shows what it read.
 
 Per cluster, a line for its head, then one row per node, problems first: status, hostname
-(for an ack that cannot be opened, the clear label the agent writes in front of it, marked
-``(unverified)``), node id, applied head (``current``, ``behind D``: its head is D older;
+(for an ack that cannot be opened, the hostname label in front of it, opened with the signing
+key, marked ``(unverified)``), node id, applied head (``current``, ``behind D``: its head is D older;
 ``never applied`` for a node that has not applied any head yet), when it reported,
 its orders by state, and the on_update commands it still owes; below, the first failed
 orders of each node with the agent's detail. With ``--order ORDER``, which serial of that
@@ -117,7 +117,7 @@ def _node_row(node: NodeReport, now: int) -> tuple[str, ...]:
 
 
 def _host(node: NodeReport) -> str:
-    """The node's hostname, escaped: the sealed one, else the unverified clear label."""
+    """The node's hostname, escaped: the sealed one, else the unverified label."""
     if node.ack is not None:
         return printable(node.ack.hostname, 64) or "-"
     return f"{printable(node.label, 64)} (unverified)" if node.label else "-"
@@ -244,7 +244,7 @@ def _node_json(node: NodeReport, now: int) -> dict[str, Any]:
     return {
         "node_id": node.node_id,
         "hostname": ack.hostname if ack else None,
-        "hostname_label": node.label or None,  # an unreadable ack's clear label: unverified
+        "hostname_label": node.label or None,  # an unreadable ack's label: unverified
         "status": node.status,
         "problems": list(node.problems),
         "applied": node.applied,
