@@ -225,3 +225,19 @@ def test_a_single_file_bind_of_the_pid_file_breaks_nginx_check_after_a_restart(
         assert check.returncode != 0 and "Read-only file system" in check.stderr
     finally:
         sandbox.close()
+
+
+def test_systemd_analyze_verify_finds_nothing_but_the_missing_binary(tmp_path: Path) -> None:
+    analyze = require_binary("systemd-analyze")
+    unit = tmp_path / "certfleet-agent.service"
+    unit.write_text(UNIT.read_text())
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", str(unit)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    complaints = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if line and "/opt/certfleet/bin/certfleet-agent is not executable" not in line
+    ]
+    assert complaints == [], complaints
