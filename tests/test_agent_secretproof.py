@@ -5,18 +5,20 @@ with a mistyped secret.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from certfleet.bundle import ClusterSecret
 from certfleet.config import parse_agent_config
 from node_agent.secretproof import SecretProof, prove_secrets
-from tests.test_agent_daemon import AGENT, Daemon, status, wait_for, write_config
 
 if TYPE_CHECKING:
     from tests.plugins.publisher import Publisher
@@ -87,7 +89,60 @@ def test_a_cluster_with_nothing_published_is_not_proven_either_way(
     assert proof.notices[0].startswith("cluster 'web': secrets not proven: cannot read its head")
 
 
-# -- the daemon ------------------------------------------------------------------------------
+# -- the daemon, as a real process --------------------------------------------------------------
+
+AGENT = [sys.executable, "-m", "node_agent"]
+
+
+def write_config(tmp: Path, pub: Publisher, stanza_text: str) -> Path:
+    path = tmp / "agent.conf"
+    path.write_text(
+        f'store = "{pub.store.url}"\nstate_dir = "{tmp / "state"}"\npoll_interval = "1h"\n'
+        + stanza_text
+    )
+    return path
+
+
+def status(config: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [*AGENT, "--config", str(config), "--status", "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+class Daemon:
+    """``certfleet-agent --config FILE`` in the background, its stderr in a file."""
+
+    def __init__(self, config: Path) -> None:
+        self.log = config.parent / "agent.log"
+        with self.log.open("wb") as err:
+            self.process = subprocess.Popen(
+                [*AGENT, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=err
+            )
+
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=20)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 @pytest.fixture
@@ -99,9 +154,7 @@ def daemons() -> Iterator[list[Daemon]]:
 
 
 def test_the_daemon_does_not_start_with_a_mistyped_secret(tmp_path: Path, pub: Publisher) -> None:
-    config = write_config(tmp_path, pub)
-    config.write_text(config.read_text().replace(pub.cluster_stanza(), ""))
-    config.write_text(config.read_text() + stanza(pub, ClusterSecret.generate("k1")))
+    config = write_config(tmp_path, pub, stanza(pub, ClusterSecret.generate("k1")))
     done = subprocess.run(
         [*AGENT, "--config", str(config)], capture_output=True, text=True, timeout=60, check=False
     )
@@ -114,11 +167,13 @@ def test_the_daemon_does_not_start_with_a_mistyped_secret(tmp_path: Path, pub: P
 def test_a_reload_with_a_mistyped_secret_is_refused_and_the_running_config_kept(
     tmp_path: Path, pub: Publisher, daemons: list[Daemon]
 ) -> None:
-    config = write_config(tmp_path, pub)
+    config = write_config(tmp_path, pub, pub.cluster_stanza())
     good = config.read_text()
     daemon = Daemon(config)
     daemons.append(daemon)
-    daemon.wait_ready()
+    installed = tmp_path / "state" / "orders" / "a.example"
+    wait_for(installed.exists, what="the first poll")
+    wait_for(lambda: "poll done" in daemon.stderr(), what="the first poll's end")
     assert status(config)["config_error"] is None
     config.write_text(good.replace(pub.cluster_stanza(), stanza(pub, ClusterSecret.generate("k1"))))
     daemon.signal(signal.SIGHUP)
