@@ -48,7 +48,7 @@ class Tally:
         for (kind, cluster, reason), count in self._grouped.items():
             if count > 1:
                 where = f" in cluster {cluster}" if cluster else ""
-                log.log(_level(kind), "%s: %d more objects%s, the same way: %s",
+                log.log(_level(kind), "%s: %d more%s, the same way: %s",
                         kind, count - 1, where, reason)  # fmt: skip
 
     def has_problem(self, cluster: str) -> bool:
