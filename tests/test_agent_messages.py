@@ -41,8 +41,7 @@ def test_refusals_for_one_retired_secret_are_one_line_and_a_count(
     assert len(refusals) == 2, refusals
     assert refusals[0].startswith("refused: shard ") and "this reader holds k1" in refusals[0]
     assert refusals[1] == (
-        "refused: 15 more in cluster web, the same way: "
-        + shards[0].message.split(": ", 1)[1]
+        "refused: 15 more in cluster web, the same way: " + shards[0].message.split(": ", 1)[1]
     )
 
 

@@ -1,14 +1,14 @@
 """How ``certfleet nodes`` (``certfleet.cli.nodes``) shows what it read.
 
 Per cluster, a line for its head, then one row per node, problems first: status, hostname
-(for an ack that cannot be opened, the hostname label in front of it, opened with the signing
-key, marked ``(unverified)``), node id, applied head (``current``, ``behind D``: its head is D older;
-``never applied`` for a node that has not applied any head yet), when it reported,
-its orders by state, and the on_update commands it still owes; below, the first failed
-orders of each node with the agent's detail. With ``--order ORDER``, which serial of that
-order each node has, against the serial the head publishes. With ``--json``, one document
-(``json_document``; docs/operations.md lists its fields). Hostnames, order names and details
-come from nodes and are printed escaped.
+(for an ack that cannot be opened, the hostname label in front of it, opened with the
+signing key, marked ``(unverified)``), node id, applied head (``current``, ``behind D``: its
+head is D older; ``never applied`` for a node that has not applied any head yet), when it
+reported, its orders by state, and the on_update commands it still owes; below, the first
+failed orders of each node with the agent's detail. With ``--order ORDER``, which serial of
+that order each node has, against the serial the head publishes. With ``--json``, one
+document (``json_document``; docs/operations.md lists its fields). Hostnames, order names
+and details come from nodes and are printed escaped (control and bidirectional characters).
 """
 
 from __future__ import annotations
