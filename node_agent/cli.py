@@ -32,6 +32,7 @@ from certfleet.pipe import run_until_stdout_closes
 from node_agent.agent import Agent
 from node_agent.daemon import Daemon
 from node_agent.pidfile import PidFile
+from node_agent.secretproof import prove_secrets
 from node_agent.status import build_status, format_status
 
 log = logging.getLogger("node_agent")
@@ -124,7 +125,15 @@ def load_config(path: str) -> AgentConfig | None:
 
 
 def run_once(config: AgentConfig) -> int:
-    result = Agent(config).poll_once()
+    agent = Agent(config)
+    proof = prove_secrets(config, agent.store)
+    for notice in proof.notices:
+        print(f"certfleet-agent: notice: {notice}", file=sys.stderr)
+    if not proof.ok:
+        for error in proof.errors:
+            print(f"certfleet-agent: config error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    result = agent.poll_once()
     for problem in result.problems:
         print(f"certfleet-agent: {problem.kind}: {problem.message}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_PROBLEMS

@@ -191,3 +191,18 @@ def test_a_reload_with_a_mistyped_secret_is_refused_and_the_running_config_kept(
     wait_for(lambda: "config reloaded from" in daemon.stderr(), what="the good reload")
     wait_for(lambda: status(config)["config_error"] is None, what="the error cleared")
     assert daemon.stop() == 0
+
+
+def test_once_with_a_mistyped_secret_is_a_config_error_even_when_the_head_is_applied(
+    tmp_path: Path, pub: Publisher
+) -> None:
+    """An applied head is answered 304: the poll alone would open nothing and say nothing."""
+    good = write_config(tmp_path, pub, pub.cluster_stanza())
+    once = [*AGENT, "--once", "--config", str(good)]
+    assert subprocess.run(once, capture_output=True, timeout=60, check=False).returncode == 0
+    good.write_text(
+        good.read_text().replace(pub.cluster_stanza(), stanza(pub, ClusterSecret.generate("k1")))
+    )
+    done = subprocess.run(once, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "certfleet-agent: config error: cluster 'web': secret 'k1' does not open" in done.stderr
