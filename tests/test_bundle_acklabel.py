@@ -10,7 +10,15 @@ import struct
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from certfleet.bundle import Ack, AckOrder, ClusterSecret, SigningKey, open_ack, seal_ack
+from certfleet.bundle import (
+    Ack,
+    AckOrder,
+    ClusterSecret,
+    MalformedError,
+    SigningKey,
+    open_ack,
+    seal_ack,
+)
 from certfleet.bundle.ack import ack_label
 from certfleet.bundle.acklabel import x25519_public
 
@@ -63,3 +71,13 @@ def test_a_damaged_label_gives_no_hostname_and_a_damaged_count_no_ack() -> None:
     assert open_ack(damaged, cluster="web", node_id=ACK.node_id, secrets=[SECRET]) == ACK
     too_many = b"CFAL\x01" + struct.pack(">I", 5) + bytes(data[9:])
     assert ack_label(too_many, cluster="web", node_id=ACK.node_id, signing_key=sync) is None
+    with pytest.raises(MalformedError, match="exceeds its limit of 4"):
+        open_ack(too_many, cluster="web", node_id=ACK.node_id, secrets=[SECRET])
+
+
+def test_a_label_that_does_not_parse_makes_the_object_malformed() -> None:
+    sync = SigningKey.generate()
+    data = seal_ack(ACK, cluster="web", secrets=[SECRET], publishers=[sync.public_key()])
+    unknown_version = data[:4] + b"\x02" + data[5:]
+    with pytest.raises(MalformedError, match="unknown hostname label version"):
+        open_ack(unknown_version, cluster="web", node_id=ACK.node_id, secrets=[SECRET])
