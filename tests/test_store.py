@@ -565,3 +565,19 @@ def test_seaweedfs_outage_and_recovery(seaweedfs: SeaweedFS, s3_url: str) -> Non
         seaweedfs.start()
     assert store.get(KEY) == StoredObject(b"survives restarts", etag)
     assert os.environ["AWS_ENDPOINT_URL_S3"] == seaweedfs.endpoint
+
+
+def test_the_s3_client_loads_the_cut_model_of_the_four_operations_it_calls() -> None:
+    store = S3Store("certfleet-model-check", "p", endpoint="http://127.0.0.1:9")
+    model = store._client.meta.service_model
+    assert sorted(model.operation_names) == [
+        "DeleteObject", "GetObject", "ListObjectsV2", "PutObject",
+    ]  # fmt: skip
+    import botocore.session
+
+    full = botocore.session.get_session().get_service_model("s3")
+    assert dict(model.metadata) == dict(full.metadata)  # protocol, signing, API version
+    for name in model.operation_names:  # the same wire shape as botocore's
+        ours, theirs = model.operation_model(name), full.operation_model(name)
+        assert ours.http == theirs.http
+        assert sorted(ours.input_shape.members) == sorted(theirs.input_shape.members)

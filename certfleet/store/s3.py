@@ -2,7 +2,8 @@
 
 botocore is imported when a store is opened, never when this module is: an agent reading
 a file or https store does not pay for it. The client is botocore's own (boto3 adds nothing
-a GET, PUT, LIST or DELETE uses, and importing it costs an agent ~3 MB of memory).
+a GET, PUT, LIST or DELETE uses, and importing it costs an agent ~3 MB of memory), and its
+S3 model is the one under ``s3model/``: botocore's, cut to the four operations called here.
 Credentials come from the standard AWS chain (environment, shared files, instance or task
 role). With an explicit endpoint (``store_endpoint``, e.g. SeaweedFS or MinIO) requests use
 path-style addressing.
@@ -13,6 +14,7 @@ Conditional writes use ``If-None-Match: *`` and ``If-Match: <etag>`` on PutObjec
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, cast
@@ -31,6 +33,11 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
+
+# botocore's S3 model, cut to the operations this store calls (scripts/trim_s3_model.py): the
+# whole one, parsed, costs an agent ~3.4 MB of memory. botocore loads a model from the first
+# directory of its search path that holds the API version it asks for.
+_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "s3model")
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -98,6 +105,8 @@ class S3Store:
             response_checksum_validation="when_required",
         )
         session = botocore.session.get_session()
+        if os.path.isdir(_MODEL_DIR):  # the S3 model cut to what this store calls
+            session.get_component("data_loader").search_paths.insert(0, _MODEL_DIR)
         self._client: S3Client = cast(
             "S3Client",
             session.create_client(
