@@ -176,7 +176,7 @@ def test_a_tampered_ack_is_unreadable_and_the_others_shown(
     victim.poll_once()
     other.poll_once()
     key = f"v1/clusters/web/acks/{victim.node_id}"
-    data = bytearray(fleet.web.store.get(key).data)  # type: ignore[union-attr]
+    data = bytearray(fleet.web.store.get(key, max_bytes=1 << 24).data)  # type: ignore[union-attr]
     data[-1] ^= 1
     fleet.web.store.put(key, bytes(data))
     fleet.web.store.put("v1/clusters/web/acks/garbage", b"\x1b[31m not an ack")

@@ -134,7 +134,7 @@ def test_current_stale_failing_and_tampered_nodes_once_per_interval(
 
     # a tampered ack is unreadable; the run goes on and the others are counted
     key = f"v1/clusters/{world.cluster}/acks/{good.node_id}"
-    stored = world.store.get(key)
+    stored = world.store.get(key, max_bytes=1 << 24)
     assert stored is not None
     world.store.put(key, stored.data[:-1] + bytes([stored.data[-1] ^ 1]))
     world.store.put(f"v1/clusters/{world.cluster}/acks/bad.id", b"\x1b[31m not an ack")
@@ -207,7 +207,7 @@ def test_s3_store(sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS, tmp_path:
     assert good.poll_once().ok
     assert not broken.poll_once().ok
     key = f"v1/clusters/{world.cluster}/acks/{broken.node_id}"
-    stored = world.store.get(key)
+    stored = world.store.get(key, max_bytes=1 << 24)
     assert stored is not None
     world.offset = HOUR
     assert figures(world.sync()) == fleet_of(2, current=2, failing=1, problem_nodes=1)

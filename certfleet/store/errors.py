@@ -45,6 +45,22 @@ class ObjectNotFound(StoreError):
         super().__init__(f"no object {_where(url, key)}", url=url, key=key)
 
 
+class ObjectTooLarge(StoreError):
+    """An object over the size cap its reader gave (``get(max_bytes=)``): refused before it
+    is buffered, from its announced size (Content-Length, stat) or while it streams in."""
+
+    def __init__(self, key: str, *, url: str, max_bytes: int, size: int | None = None) -> None:
+        found = f"{size} bytes" if size is not None else "more bytes than that"
+        super().__init__(
+            f"object {_where(url, key)} refused: {found}, over the cap of {max_bytes} bytes "
+            "for an object of its kind",
+            url=url,
+            key=key,
+        )
+        self.max_bytes = max_bytes
+        self.size = size
+
+
 class PreconditionFailed(StoreError):
     """A conditional write lost: the object exists (put_if_absent) or changed (put_if_match)."""
 

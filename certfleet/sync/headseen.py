@@ -11,7 +11,7 @@ from typing import Optional
 
 from certfleet.bundle import FormatError, Head, PublicKey, peek_head, verify_head
 from certfleet.store import ObjectNotFound, Store
-from certfleet.sync.layout import head_key
+from certfleet.sync.layout import HEAD_MAX_BYTES, head_key
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def read_head(store: Store, cluster: str, publisher: PublicKey) -> HeadSeen:
     key); ``problem`` says why it is unreadable or does not verify. A run reads its head
     with it, and so does ``certfleet nodes``. Store errors propagate."""
     try:
-        stored = store.get(head_key(cluster))
+        stored = store.get(head_key(cluster), max_bytes=HEAD_MAX_BYTES)
     except ObjectNotFound:
         return HeadSeen(None, None)
     if stored is None:  # only possible with if_none_match, which is not given

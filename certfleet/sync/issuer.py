@@ -34,7 +34,7 @@ from certfleet.sync.keypair import (
     private_key_pem,
     pubkey_hash,
 )
-from certfleet.sync.layout import bundle_key, pending_key
+from certfleet.sync.layout import PENDING_MAX_BYTES, bundle_key, pending_key
 from certfleet.sync.plan import IMMEDIATE_REASONS, Issue
 from certfleet.sync.provider import ProviderError, ProviderNotFound
 from certfleet.sync.renewal import install_after
@@ -134,7 +134,11 @@ class Issuer:
         key = self._keys.get(name)
         if key is None:
             run = self.run
-            data = read_bytes(run.store, pending_key(self.cluster, pending.object))
+            data = read_bytes(
+                run.store,
+                pending_key(self.cluster, pending.object),
+                max_bytes=PENDING_MAX_BYTES,
+            )
             opened = open_pending(data, cluster=self.cluster, order_name=name, secrets=run.secrets)
             if opened.pubkey_hash != pending.pubkey_hash:
                 raise StateError(self.cluster, f"pending key of {name} does not match its record")

@@ -30,7 +30,7 @@ from typing import Callable
 
 from certfleet.store import ObjectNotFound, PreconditionFailed, Store, check_conditional_writes
 from certfleet.sync.errors import LeaseHeldError, LeaseLostError
-from certfleet.sync.layout import lease_key
+from certfleet.sync.layout import LEASE_MAX_BYTES, lease_key
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Lease:
         now = self._clock()
         data = _encode(self._owner, now + self._duration)
         try:
-            current = self._store.get(self._key)
+            current = self._store.get(self._key, max_bytes=LEASE_MAX_BYTES)
         except ObjectNotFound:
             current = None
         try:

@@ -44,6 +44,7 @@ from certfleet.errors import CertfleetError
 from certfleet.store import PreconditionFailed
 from certfleet.sync.errors import StateError
 from certfleet.sync.layout import (
+    PENDING_MAX_BYTES,
     bundle_key,
     head_key,
     pending_key,
@@ -114,7 +115,7 @@ class Publisher:
             old = pending_key(self.cluster, record.object)
             try:
                 pending = open_pending(
-                    read_bytes(run.store, old),
+                    read_bytes(run.store, old, max_bytes=PENDING_MAX_BYTES),
                     cluster=self.cluster,
                     order_name=name,
                     secrets=run.secrets,
