@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from typing import Callable
 
@@ -69,6 +70,11 @@ __all__ = ["Agent", "destinations"]  # destinations: still imported from here
 
 log = logging.getLogger(__name__)
 
+# The total deadline of one store request (a head, a shard, a bundle, an ack), every retry
+# included, plus one second per MiB moved: a poll of a hung store gives up on a cluster's
+# head after this long instead of waiting on a server that trickles bytes.
+STORE_TIMEOUT = 30.0
+
 
 class Agent:
     """The node agent of one config and one state directory."""
@@ -81,9 +87,14 @@ class Agent:
         runner: CommandRunner | None = None,
         clock: Clock = time.time,
         rng: Callable[[], float] = random.random,
+        stop: threading.Event | None = None,
     ) -> None:
         self.config = config
-        self.store = store or open_store(config.store, endpoint=config.store_endpoint)
+        # ``stop`` (the daemon's stop request) also cancels a store request in flight, so a
+        # hung or trickling store cannot hold SIGTERM for longer than a fraction of a second.
+        self.store = store or open_store(
+            config.store, endpoint=config.store_endpoint, timeout=STORE_TIMEOUT, cancel=stop
+        )
         self.runner: CommandRunner = runner or ShellRunner()
         self.clock = clock
         self.installer = Installer(config.state_dir)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 
 from certfleet.config import AgentConfig, ConfigError, load_agent_config
-from certfleet.errors import CertfleetError
+from certfleet.errors import CertfleetError, printable
 from certfleet.pipe import run_until_stdout_closes
 from node_agent.agent import Agent
 from node_agent.daemon import Daemon
@@ -41,6 +41,7 @@ SYSLOG_IDENT = "certfleet-agent"
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
+_MAX_LOG_MESSAGE = 16 * 1024
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class EscapingFormatter(logging.Formatter):
+    """Escapes every log message (``printable``): a message may quote a store server, an
+    object or a command's output, and one log line must stay one line, without terminal
+    escapes or bidi overrides. Tracebacks (the agent's own code) are kept as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message, _MAX_LOG_MESSAGE)
+        return super().formatMessage(record)
+
+
 def configure_logging(verbose: bool, use_syslog: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     handler: logging.Handler | None = None
@@ -97,10 +108,10 @@ def configure_logging(verbose: bool, use_syslog: bool = False) -> None:
             fallback = f"cannot log to syslog at {SYSLOG_SOCKET} ({err}); logging to stderr"
         else:
             handler.ident = f"{SYSLOG_IDENT}[{os.getpid()}]: "
-            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            handler.setFormatter(EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     if not verbose:
         for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
@@ -124,7 +135,7 @@ def load_config(path: str) -> AgentConfig | None:
 def run_once(config: AgentConfig) -> int:
     result = Agent(config).poll_once()
     for problem in result.problems:
-        print(f"certfleet-agent: {problem.kind}: {problem.message}", file=sys.stderr)
+        print(f"certfleet-agent: {problem.kind}: {printable(problem.message)}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_PROBLEMS
 
 

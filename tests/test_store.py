@@ -29,6 +29,7 @@ from certfleet.store import (
     HttpsStore,
     InvalidKey,
     ObjectNotFound,
+    ObjectTooLarge,
     PreconditionFailed,
     ReadOnlyStore,
     S3Store,
@@ -152,6 +153,22 @@ def test_round_trip(backend: Backend) -> None:
     backend.writer.put(KEY, b"second")
     again = backend.reader.get(KEY, max_bytes=1 << 24)
     assert again is not None and again.data == b"second" and again.etag != got.etag
+
+
+def test_an_object_over_the_readers_cap_is_refused_before_it_is_buffered(
+    backend: Backend,
+) -> None:
+    """A 2 MiB object read with a 64 KiB cap (a head): ObjectTooLarge naming the key and
+    the cap, and next to nothing counted as received."""
+    backend.writer.put(KEY, b"h" * (2 * 1024 * 1024))
+    before = backend.reader.stats.bytes_in
+    with pytest.raises(ObjectTooLarge) as caught:
+        backend.reader.get(KEY, max_bytes=64 * 1024)
+    assert KEY in str(caught.value) and "65536" in str(caught.value)
+    assert caught.value.max_bytes == 64 * 1024 and caught.value.key == KEY
+    assert backend.reader.stats.bytes_in - before <= 64 * 1024
+    exact = backend.reader.get(KEY, max_bytes=2 * 1024 * 1024)  # at the cap: accepted
+    assert exact is not None and len(exact.data) == 2 * 1024 * 1024
 
 
 def test_binary_and_empty_objects(backend: Backend) -> None:

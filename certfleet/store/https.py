@@ -228,12 +228,17 @@ class HttpsStore:
         A watchdog shuts the socket down if the deadline passes (or the caller is
         cancelled) before the answer is complete."""
         connection.timeout = max(0.001, min(self.timeout, limits.deadline.remaining()))
+        response: http.client.HTTPResponse | None = None
         try:
-            with watch(limits.deadline, lambda: _shut_down(connection)):
+            with watch(limits.deadline, lambda: _shut_down(connection, response)):
                 connection.request("GET", target, headers=headers)
                 response = connection.getresponse()
                 data = self._body(response, key, limits)
+            # A socket shut down by the watchdog can look like an answer that ended early.
+            limits.deadline.check()
         except BaseException:
+            if response is not None:
+                response.close()  # it owns the socket when the server said "close"
             connection.close()
             raise
         if response.will_close or not response.isclosed():  # not reusable
@@ -338,9 +343,16 @@ def _retry_after(value: str | None) -> float | None:
     return float(value.strip())
 
 
-def _shut_down(connection: http.client.HTTPConnection) -> None:
+def _shut_down(
+    connection: http.client.HTTPConnection, response: http.client.HTTPResponse | None
+) -> None:
     """Make a blocked read on ``connection`` return at once (called by the watchdog)."""
     sock = connection.sock
+    if sock is None and response is not None:
+        # After an answer with "Connection: close" the response alone holds the socket,
+        # through its buffered reader over a ``socket.SocketIO``.
+        raw = getattr(response.fp, "raw", None)
+        sock = getattr(raw, "_sock", None)
     if sock is not None:
         try:
             sock.shutdown(socket.SHUT_RDWR)
