@@ -95,7 +95,7 @@ class Agent:
         self.store = store or open_store(
             config.store, endpoint=config.store_endpoint, timeout=STORE_TIMEOUT, cancel=stop
         )
-        self.runner: CommandRunner = runner or ShellRunner()
+        self.runner: CommandRunner = runner or ShellRunner(passed=config.hook_env)
         self.clock = clock
         self.installer = Installer(config.state_dir)
         self.installer.remove_temp_links()

@@ -240,6 +240,36 @@ def test_on_update_runs_once_per_poll_with_the_changed_orders(world: World) -> N
     assert len(other.read_text().splitlines()) == 1
 
 
+def test_commands_get_a_clean_environment_and_what_hook_env_names(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's store credentials never reach a hook; hook_env passes what it names."""
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY") or "not-a-real-secret-value"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("CERTFLEET_TEST_HIDDEN", "hidden-value")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    dump = world.tmp / "env.txt"
+    script = world.tmp / "env.sh"
+    script.write_text(f'env > "{dump}"\n')
+    extra = (
+        'hook_env = ["HTTPS_PROXY", "NOT_SET_ANYWHERE"]\n'
+        f'default {{\n  check_command = "/bin/sh {script}"\n'
+        f'  on_update = ["/bin/sh {script}"]\n}}\n'
+    )
+    world.pub.issue("a.example")
+    world.pub.publish()
+    assert world.agent(extra).poll_once().ok
+    env = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    assert secret not in dump.read_text()
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "CERTFLEET_TEST_HIDDEN" not in env
+    assert env["HTTPS_PROXY"] == "http://proxy.example:3128"
+    assert env["CERTFLEET_UPDATED_ORDERS"] == "a.example" and env["PATH"]
+    assert set(env) - {"PWD", "SHLVL", "_", "OLDPWD"} <= {
+        "PATH", "LANG", "LC_ALL", "HTTPS_PROXY",
+        "CERTFLEET_UPDATED_ORDERS", "CERTFLEET_REMOVED_ORDERS", "CERTFLEET_GENERATION",
+    }  # fmt: skip
+
+
 def test_failed_on_update_is_retried_after_a_restart(world: World) -> None:
     log = world.tmp / "hook.log"
     flag = world.tmp / "broken"

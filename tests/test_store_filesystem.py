@@ -26,7 +26,7 @@ def bounded(call: Callable[[], object], seconds: float = 5.0) -> BaseException |
     def run() -> None:
         try:
             call()
-        except BaseException as err:  # noqa: BLE001 - handed to the test
+        except BaseException as err:
             caught.append(err)
 
     thread = threading.Thread(target=run, daemon=True)
