@@ -229,7 +229,7 @@ class Agent:
             if not changed and trust.name not in self.acks.unsent:
                 continue  # the same as the last one
             cluster_state = self.state.cluster(trust.name)
-            self.acks.report(
+            written = self.acks.report(
                 trust.name,
                 trust.secrets,
                 generation=cluster_state.applied_generation,
@@ -241,7 +241,10 @@ class Agent:
                     self.planner.deferrals(),
                 ),
                 now=now,
+                state=cluster_state,
             )
+            self._dirty = self._dirty or written
+        self._save()  # the digests of the acks just written (nothing when none was)
 
     def _report_orphans(self) -> None:
         """Log, once per config, installed orders of clusters no longer in the config."""

@@ -186,9 +186,9 @@ BROKEN = [
     (
         MINIMAL + 'pol_interval = "5s"',
         'agent.conf:6: option "pol_interval": unknown option; did you mean "poll_interval"? '
-        "(valid: api_key, cluster, default, hook_env, hook_timeout, metrics_file, min_generation, order, "
-        "poll_interval, stagger, state_dir, store, store_endpoint, update_days, update_window, "
-        "urgent_before)",
+        "(valid: api_key, cluster, default, hook_env, hook_timeout, metrics_file, min_generation, "
+        "order, poll_interval, stagger, state_dir, store, store_endpoint, update_days, "
+        "update_window, urgent_before)",
     ),
     (
         MINIMAL + 'poll_interval = "0.5s"',
