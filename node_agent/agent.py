@@ -178,7 +178,6 @@ class Agent:
                 cluster_state.applied_etag = etag
                 cluster_state.applied_generation = generation
                 self._dirty = True
-        self._save()
         result = tally.result(self.state, [trust.name for trust in self.config.clusters])
         log.info("poll done: %s", result.summary())
         changed = (
@@ -188,6 +187,7 @@ class Agent:
             or self.planner.deferrals() != waits  # e.g. a missed window: the next one
         )
         self._report(result, now, changed)
+        self._save()  # once, with the digests of the acks just written
         # An order that failed is retried by a full pass (its head may be applied already).
         self._full_next = any(p.cluster is not None for p in tally.problems[view_problems:])
         self._recheck_copies = False
@@ -244,7 +244,6 @@ class Agent:
                 state=cluster_state,
             )
             self._dirty = self._dirty or written
-        self._save()  # the digests of the acks just written (nothing when none was)
 
     def _report_orphans(self) -> None:
         """Log, once per config, installed orders of clusters no longer in the config."""

@@ -211,6 +211,28 @@ def test_interrupted_copies_are_completed_at_next_start(world: World) -> None:
     ).read_bytes()
 
 
+def test_an_oversized_head_is_refused_before_it_is_read(world: World) -> None:
+    """A store writer puts a 2 MiB head: refused from its size (the head cap is 64 KiB),
+    next to nothing downloaded, the installed files untouched; the real head then applies."""
+    world.pub.issue("a.example")
+    world.pub.publish()
+    agent = world.agent()
+    assert agent.poll_once().ok
+    before = snapshot(world.state_dir / "orders")
+    head_key = f"v1/clusters/{world.pub.cluster}/head"
+    real = world.pub.store.get(head_key, max_bytes=1 << 24)
+    assert real is not None
+    world.pub.store.put(head_key, b"\x00" * (2 * 1024 * 1024))
+    received = agent.store.stats.bytes_in
+    result = agent.poll_once()
+    assert not result.ok
+    assert any("over the cap of 65536 bytes" in p.message for p in result.problems)
+    assert agent.store.stats.bytes_in - received < 65536
+    assert snapshot(world.state_dir / "orders") == before
+    world.pub.store.put(head_key, real.data)
+    assert agent.poll_once().ok
+
+
 # -- on_update, check_command -------------------------------------------------------------
 
 

@@ -314,3 +314,22 @@ def test_an_idle_once_run_is_one_conditional_get_and_no_ack(
     proxy.requests.clear()
     assert agent_command("--config", str(config), "--once").returncode == 0
     assert sum(method == "PUT" for method, _ in proxy.seen()) == 1
+
+
+def test_what_a_store_server_says_is_escaped_in_logs_and_status(
+    tmp_path: Path, file_store: Publisher, trickle: Trickle
+) -> None:
+    """A status line with a terminal escape, a newline-free line break and a bidi override:
+    neither the --once log nor --status shows them raw."""
+    trickle.answer = "HTTP/1.1 2\x1b[31m00 OK\u202eevil\rforged: line\r\n\r\n".encode()
+    config = write_config(tmp_path / "agent.conf", f"{trickle.url}/fleet", file_store)
+    done = agent_command("--config", str(config), "--once")
+    assert done.returncode == 1
+    assert "\\x1b" in done.stderr, done.stderr  # shown escaped...
+    for raw in ("\x1b", "\u202e", "\r", "\xe2\x80\xae"):
+        assert raw not in done.stderr  # ...never raw
+    assert all(line.startswith(("20", "certfleet-agent:")) for line in done.stderr.splitlines())
+    status = agent_command("--config", str(config), "--status")
+    assert status.returncode == 0, status.stderr
+    assert "\\x1b" in status.stdout
+    assert "\x1b" not in status.stdout and "\r" not in status.stdout

@@ -16,6 +16,7 @@ import pytest
 from certfleet.config import parse_agent_config
 from certfleet.store import Store
 from certfleet.sync import RunSummary
+from certfleet.sync.fleet import MAX_ACK_BYTES
 from node_agent.agent import Agent
 from tests.plugins.faults import agent_config_text, cluster_stanza
 from tests.plugins.sandbox import Sandbox
@@ -214,3 +215,12 @@ def test_s3_store(sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS, tmp_path:
     world.store.put(key, stored.data[:40] + bytes(8) + stored.data[48:])
     world.offset = 2 * HOUR
     assert figures(world.sync()) == fleet_of(2, current=1, unreadable=1, problem_nodes=1)
+    # a node writes an ack over the cap (a 1 GB one made every run fail): refused from its
+    # size before it is read, reported for that node, and the run goes on
+    world.store.put(key, b"\0" * (MAX_ACK_BYTES + 1))
+    received = world.store.stats.bytes_in
+    world.offset = 3 * HOUR
+    oversized = world.sync()
+    assert oversized.ok and oversized.errors == {}
+    assert figures(oversized) == fleet_of(2, current=1, unreadable=1, problem_nodes=1)
+    assert world.store.stats.bytes_in - received < MAX_ACK_BYTES

@@ -4,8 +4,9 @@ Fixture ``trickle``: a ``Trickle`` listening on 127.0.0.1 (a free port). For eac
 connection it reads the request, sends ``HTTP/1.1 200 OK`` and then one header byte every
 ``interval`` seconds (0.2 s), never finishing the headers, so a client's per-read socket
 timeout never trips: only a total deadline ends the request. ``requests`` counts the
-requests received, ``first_request`` is set at the first. Stopped (every connection
-closed) when the test ends.
+requests received, ``first_request`` is set at the first. Set ``answer`` to bytes and the
+server sends those instead, at once, and closes (e.g. a status line with terminal escapes).
+Stopped (every connection closed) when the test ends.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Trickle:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         self.requests = 0
+        self.answer: bytes | None = None
         self.first_request = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -58,6 +60,9 @@ class Trickle:
                 with self._lock:
                     self.requests += 1
                 self.first_request.set()
+                if self.answer is not None:
+                    connection.sendall(self.answer)
+                    return
                 connection.sendall(b"HTTP/1.1 200 OK\r\n")
                 while not self._stop.is_set():
                     connection.sendall(b"X")  # a header name that never ends
