@@ -38,7 +38,7 @@ from certfleet.bundle.layout import (
     head_key,
     shard_key,
 )
-from certfleet.store import Store, StoredObject
+from certfleet.store import ObjectTooLarge, Store, StoredObject
 from node_agent.errors import RefusedError
 
 
@@ -99,7 +99,14 @@ class ClusterSource:
             raise RefusedError(name, err.reason) from err
 
     def _fetch(self, key: str, digest: bytes, name: str, max_bytes: int) -> bytes:
-        stored = self.store.get(key, max_bytes=max_bytes)
+        try:
+            stored = self.store.get(key, max_bytes=max_bytes)
+        except ObjectTooLarge as err:  # it cannot hash to what the head or shard names
+            raise RefusedError(
+                name,
+                f"integrity check failed: over the cap of {err.max_bytes} bytes",
+                permanent=False,  # the store may be repaired under the same key
+            ) from err
         if stored is None:  # only possible with if_none_match, which is not sent here
             raise RefusedError(
                 name, "the store answered 'not modified' to a plain GET", permanent=False

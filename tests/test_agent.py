@@ -225,7 +225,7 @@ def test_an_oversized_head_is_refused_before_it_is_read(world: World) -> None:
     world.pub.store.put(head_key, b"\x00" * (2 * 1024 * 1024))
     received = agent.store.stats.bytes_in
     result = agent.poll_once()
-    assert not result.ok
+    assert not result.ok and result.clusters[0].head == "refused"  # not "unreachable"
     assert any("over the cap of 65536 bytes" in p.message for p in result.problems)
     assert agent.store.stats.bytes_in - received < 65536
     assert snapshot(world.state_dir / "orders") == before
