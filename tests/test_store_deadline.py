@@ -10,8 +10,8 @@ import time
 
 import pytest
 
+from certfleet.deadline import Deadline, DeadlineExceeded, run_within
 from certfleet.store import HttpsStore, S3Store, StoreUnavailable
-from certfleet.store.deadline import Deadline, DeadlineExceeded, run_within
 from tests.plugins.trickle import Trickle
 
 KEY = "v1/clusters/web/head"

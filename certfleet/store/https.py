@@ -21,7 +21,7 @@ in every idle agent. Behaviour:
 - 429 and 5xx answers and network errors are retried (``max_attempts`` in all, a short
   exponential backoff, ``Retry-After`` honoured up to 10 s), then raise ``StoreUnavailable``.
 - ``timeout`` is the total deadline of one ``get``, every attempt and sleep included (plus
-  one second per MiB received, ``certfleet.store.deadline``): a watchdog shuts the socket
+  one second per MiB received, ``certfleet.deadline``): a watchdog shuts the socket
   down when it passes, so a server that trickles bytes cannot hold a caller. Connecting
   and each read also time out on their own. A ``cancel`` event (the agent's stop request)
   ends a GET in flight the same way.
@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from certfleet.deadline import Deadline, DeadlineExceeded, watch
 from certfleet.store.contract import StoredObject, StoreStats, check_key
-from certfleet.store.deadline import Deadline, DeadlineExceeded, watch
 from certfleet.store.errors import (
     ObjectNotFound,
     ObjectTooLarge,

@@ -12,7 +12,7 @@ refused (``ObjectTooLarge``) and its connection dropped before the body is read,
 body is read in chunks that stop at the cap whatever the server announced. botocore's
 connect and read timeouts bound each socket operation; ``timeout`` is also the total
 deadline of each call (every retry included, plus one second per MiB moved,
-``certfleet.store.deadline``), enforced by running the call in a worker thread, and a
+``certfleet.deadline``), enforced by running the call in a worker thread, and a
 ``cancel`` event (the agent's stop request) ends the wait at once.
 """
 
@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from certfleet import __version__
+from certfleet.deadline import Deadline, DeadlineExceeded, run_within
 from certfleet.store.contract import StoredObject, StoreStats, check_key, check_prefix
-from certfleet.store.deadline import Deadline, DeadlineExceeded, run_within
 from certfleet.store.errors import (
     ObjectNotFound,
     ObjectTooLarge,

@@ -1,4 +1,4 @@
-"""A total time limit for one network operation of a store, and the two ways to enforce it.
+"""A total time limit for one network operation, and the two ways to enforce it.
 
 A socket timeout bounds each read, not the operation: a server that trickles one byte every
 few seconds never trips it. A ``Deadline`` bounds the whole operation (connecting, every
@@ -11,8 +11,12 @@ at once.
   connection's socket down, so the blocked read returns) when the deadline passes or the
   cancel event is set. The https store uses it around each request.
 - ``run_within(deadline, call)``: runs ``call`` in a daemon thread and stops waiting for
-  it when the deadline passes; the s3 store uses it, as botocore keeps its sockets to itself.
-  The abandoned call ends on its own (its read timeout); it may not write anything back.
+  it when the deadline passes; the s3 store and the APIv3 transport use it, as botocore and
+  requests keep their sockets to themselves. The abandoned call ends on its own (its read
+  timeout); nothing it returns is used.
+
+A leaf of the library (it imports no project code): the stores and the provider client
+both use it.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ T = TypeVar("T")
 
 
 class DeadlineExceeded(Exception):
-    """Internal: the operation ran out of time or was cancelled; stores turn it into
-    ``StoreUnavailable`` with ``reason``."""
+    """The operation ran out of time or was cancelled; callers turn it into their own
+    transient error (``StoreUnavailable``, ``ApiUnavailable``) with ``reason``."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -110,7 +114,7 @@ def watch(deadline: Deadline, abort: Callable[[], None]) -> Iterator[None]:
         if not deadline.wait_for(done):
             abort()
 
-    watchdog = threading.Thread(target=guard, name="certfleet-store-deadline", daemon=True)
+    watchdog = threading.Thread(target=guard, name="certfleet-deadline", daemon=True)
     watchdog.start()
     try:
         yield
@@ -139,7 +143,7 @@ def run_within(deadline: Deadline, call: Callable[[], T]) -> T:
         finally:
             outcome.done.set()
 
-    worker = threading.Thread(target=work, name="certfleet-store-call", daemon=True)
+    worker = threading.Thread(target=work, name="certfleet-call", daemon=True)
     worker.start()
     if not deadline.wait_for(outcome.done):
         raise DeadlineExceeded(deadline.reason())
