@@ -102,7 +102,9 @@ class Daemon:
             config = load_agent_config(self.config_path)
             agent = self.make_agent(config)
         except ConfigError as err:
-            log.error("config reload failed, keeping the running config:\n%s", err)
+            log.error("config reload failed, keeping the running config:")
+            for line in str(err).splitlines():  # one log line each (messages are escaped)
+                log.error("  %s", line)
             return False
         except CertfleetError as err:
             log.error("config reload failed, keeping the running config: %s", err)
