@@ -51,9 +51,20 @@ class ObjectNotFound(StoreError):
 
 class ObjectTooLarge(StoreError):
     """An object over the size cap its reader gave (``get(max_bytes=)``): refused before it
-    is buffered, from its announced size (Content-Length, stat) or while it streams in."""
+    is buffered, from its announced size (Content-Length, stat) or while it streams in.
+    ``etag`` is the object's ETag when the store told it (S3, a web server) or could compute
+    it without buffering (a file store): enough to replace a broken object by
+    ``put_if_match`` without reading it."""
 
-    def __init__(self, key: str, *, url: str, max_bytes: int, size: int | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        *,
+        url: str,
+        max_bytes: int,
+        size: int | None = None,
+        etag: str | None = None,
+    ) -> None:
         found = f"{size} bytes" if size is not None else "more bytes than that"
         super().__init__(
             f"object {_where(url, key)} refused: {found}, over the cap of {max_bytes} bytes "
@@ -63,6 +74,7 @@ class ObjectTooLarge(StoreError):
         )
         self.max_bytes = max_bytes
         self.size = size
+        self.etag = etag
 
 
 class PreconditionFailed(StoreError):

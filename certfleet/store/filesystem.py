@@ -96,7 +96,8 @@ class FileStore:
         try:
             size = os.fstat(fd).st_size
             if size > max_bytes:
-                raise ObjectTooLarge(key, url=self.url, max_bytes=max_bytes, size=size)
+                etag = _hash_from_start(fd)
+                raise ObjectTooLarge(key, url=self.url, max_bytes=max_bytes, size=size, etag=etag)
             chunks: list[bytes] = []
             received = 0
             while True:
@@ -215,13 +216,8 @@ class FileStore:
             return None
         except OSError as err:
             raise self._os_error(err, "read", key) from err
-        digest = hashlib.sha256()
         try:
-            while True:
-                chunk = os.read(fd, _CHUNK)
-                if not chunk:
-                    return digest.hexdigest()
-                digest.update(chunk)
+            return _hash_from_start(fd)
         except OSError as err:
             raise self._os_error(err, "read", key) from err
         finally:
@@ -286,6 +282,17 @@ class FileStore:
         return StoreError(
             f"{operation} of {key!r} in {self.url} failed: {err}", url=self.url, key=key
         )
+
+
+def _hash_from_start(fd: int) -> str:
+    """The ETag of an open file, hashed as it streams (never buffered whole)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    digest = hashlib.sha256()
+    while True:
+        chunk = os.read(fd, _CHUNK)
+        if not chunk:
+            return digest.hexdigest()
+        digest.update(chunk)
 
 
 def _raise_unless_gone(err: OSError) -> None:

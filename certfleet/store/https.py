@@ -264,7 +264,8 @@ class HttpsStore:
         cap = limits.max_bytes
         length = response.getheader("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > cap:
-            raise ObjectTooLarge(key, url=self.url, max_bytes=cap, size=int(length))
+            etag = response.getheader("ETag")
+            raise ObjectTooLarge(key, url=self.url, max_bytes=cap, size=int(length), etag=etag)
         chunks: list[bytes] = []
         received = 0
         while True:

@@ -140,7 +140,9 @@ class S3Store:
             try:
                 size = answer.get("ContentLength")
                 if isinstance(size, int) and size > max_bytes:
-                    raise ObjectTooLarge(key, url=self.url, max_bytes=max_bytes, size=size)
+                    raise ObjectTooLarge(
+                        key, url=self.url, max_bytes=max_bytes, size=size, etag=answer["ETag"]
+                    )
                 data = _read_capped(body, key, self.url, max_bytes, deadline)
             finally:
                 body.close()  # unread bytes: the connection is dropped, not drained

@@ -44,7 +44,14 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from certfleet.bundle import ClusterSecret
-from certfleet.store import ObjectNotFound, PreconditionFailed, Store, check_conditional_writes
+from certfleet.store import (
+    ObjectNotFound,
+    ObjectTooLarge,
+    PreconditionFailed,
+    Store,
+    StoredObject,
+    check_conditional_writes,
+)
 from certfleet.sync.errors import LeaseHeldError, LeaseLostError
 from certfleet.sync.layout import LEASE_MAX_BYTES, lease_key
 
@@ -152,6 +159,10 @@ class Lease:
             current = self._store.get(self._key, max_bytes=LEASE_MAX_BYTES)
         except ObjectNotFound:
             current = None
+        except ObjectTooLarge as err:  # broken: taken over unread, by its ETag
+            if err.etag is None:
+                raise
+            current = StoredObject(b"", err.etag)
         try:
             if current is None:
                 check_conditional_writes(self._store)
