@@ -84,7 +84,7 @@ def run_loop(
                 failures = 0
         took = clock() - started
         if took > SLOW_POLL:
-            log.warning("slow poll: it took %.1f s (a slow or unresponsive store?)", took)
+            log.warning("slow poll: it took %.1f s (store requests, commands, probes)", took)
         if after_poll is not None:
             after_poll()
         if max_polls is not None and polls >= max_polls:
