@@ -123,6 +123,17 @@ class Agent:
         self.planner = Planner(config, self.installer, self.sources, self.node_id)
         self.rollout = Rollout(config, self.installer, self.runner, clock, rng=rng)
 
+    def proven(self, cluster: str) -> str | None:
+        """The digest of the secrets last proven for ``cluster`` (``node_agent.secretproof``)."""
+        known = self.state.clusters.get(cluster)
+        return known.proven if known is not None else None
+
+    def remember_proven(self, cluster: str, digest: str) -> None:
+        """Record that the secrets whose digest is ``digest`` open ``cluster``'s head; saved
+        at the end of the next poll."""
+        self.state.cluster(cluster).proven = digest
+        self._dirty = True
+
     def clear_backoff(self) -> None:
         """Forget every backoff (a config reload: the operator may have fixed the cause);
         saved at the end of the next poll."""
@@ -232,6 +243,7 @@ class Agent:
             written = self.acks.report(
                 trust.name,
                 trust.secrets,
+                publishers=trust.publishers,
                 generation=cluster_state.applied_generation,
                 orders=ack_orders(
                     self.state,

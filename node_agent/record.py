@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, MutableMapping, ValuesView
 from dataclasses import dataclass, field
 
-from certfleet.bundle import ShardEntry, Tombstone
+from certfleet.bundle import ShardEntry, Tombstone, iso_utc
 
 
 @dataclass
@@ -33,7 +33,9 @@ class ClusterState:
     replaced as a whole when a new head is read (``entries()`` is cached until then).
     ``ack_digest`` is the digest of the last ack this node wrote for the cluster
     (``node_agent.ack``): kept on disk, so a new process (``--once`` from cron) does not
-    write the same ack again.
+    write the same ack again. ``proven`` is the digest of the secrets and publishers last
+    proven against the store (``node_agent.secretproof.trust_digest``): ``--once`` proves
+    them again only when the config changed them.
     """
 
     applied_etag: str | None = None
@@ -42,6 +44,7 @@ class ClusterState:
     valid_until: int = 0
     shard_count: int = 0
     ack_digest: str | None = None
+    proven: str | None = None
     shards: dict[int, ShardRecord] = field(default_factory=dict)
     _cache: tuple[object, dict[str, ShardEntry], dict[str, Tombstone]] | None = field(
         default=None, init=False, repr=False, compare=False
@@ -169,7 +172,7 @@ class Backoff:
 
     def detail(self) -> str:
         """As a problem, an ack and ``--status`` say it: the failure, then when it is retried."""
-        return f"{self.error}; retry at {self.retry_at} (attempt {self.attempts} failed)"
+        return f"{self.error}; retry at {iso_utc(self.retry_at)} (attempt {self.attempts} failed)"
 
 
 @dataclass

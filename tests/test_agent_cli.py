@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import certfleet
 from node_agent import cli
 from node_agent.loop import Schedule, run_loop
 from node_agent.result import ClusterOutcome, PollResult
@@ -246,8 +247,13 @@ def test_once_against_a_trickling_store_ends_at_the_deadline(
     tmp_path: Path, file_store: Publisher, trickle: Trickle
 ) -> None:
     """A server that sends one byte every 0.2 s for ever: --once gives up on the head after
-    the store deadline (30 s) and exits 1, instead of hanging."""
-    config = write_config(tmp_path / "agent.conf", f"{trickle.url}/fleet", file_store)
+    the store deadline (30 s) and exits 1, instead of hanging. (The secrets were proven by
+    an earlier run against the real store, as for a cron job whose store then hung.)"""
+    file_store.issue("a.example")
+    file_store.publish()
+    config = write_config(tmp_path / "agent.conf", file_store.store.url, file_store)
+    assert agent_command("--config", str(config), "--once").returncode == 0
+    write_config(tmp_path / "agent.conf", f"{trickle.url}/fleet", file_store)
     started = time.monotonic()
     done = agent_command("--config", str(config), "--once")
     took = time.monotonic() - started
@@ -333,3 +339,12 @@ def test_what_a_store_server_says_is_escaped_in_logs_and_status(
     assert status.returncode == 0, status.stderr
     assert "\\x1b" in status.stdout
     assert "\x1b" not in status.stdout and "\r" not in status.stdout
+
+
+def test_version_prints_the_package_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "node_agent", "--version"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"certfleet-agent {certfleet.__version__}\n"
