@@ -64,7 +64,9 @@ up: venv
 down: venv
 	$(BIN)/python scripts/stack.py down
 
-package: venv
+# Packages under Python 3.12 (the Lambda's runtime) from its own venv, .venv-package, which
+# scripts/package.sh makes from a python3.12 on PATH or under ~/.pyenv/versions/3.12*.
+package:
 	scripts/package.sh
 
 bench: venv
