@@ -34,6 +34,7 @@ lint: venv .venv-lint/.installed
 	$(BIN)/ruff format --check certfleet node_agent tests lambda bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	cd lambda && ../$(BIN)/lint-imports --no-cache
 	.venv-lint/bin/cfn-lint template.yaml infra/sam/node-policy.yaml
 
 test-py311: venv
