@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.plugins.trickle",
     "tests.plugins.wire",
     "tests.plugins.cli",
+    "tests.plugins.pebble",
 ]
