@@ -135,7 +135,8 @@ BROKEN = [
         MINIMAL + 'stor = "x"',
         'sync.conf:3: option "stor": unknown option; did you mean "store"? (valid: api_endpoint, '
         "api_key, cluster, fleet_check_interval, fleet_stale_after, gc_grace, head_validity, "
-        "issue_wait, lease_duration, signing_key, skew_margin, store, store_endpoint)",
+        "issue_wait, lease_duration, order_api_key, signing_key, skew_margin, store, "
+        "store_endpoint)",
     ),
     (
         MINIMAL + 'store = "file:///y"',

@@ -30,6 +30,7 @@ from certfleet.config.cluster import check_label, cluster_secrets
 from certfleet.config.errors import ConfigError, ConfigErrors, UnknownClusterError
 from certfleet.config.hcl import load_hcl, read_config_text
 from certfleet.config.section import Section
+from certfleet.config.serve import API_KEY_BLOCK, ApiKeyEntry, api_key_entries
 from certfleet.config.url import check_http_url, check_store_url
 
 DEFAULT_API_ENDPOINT = "https://sslmate.com/api/v3"
@@ -116,6 +117,7 @@ class SyncConfig:
     fleet_stale_after: float = HOUR
     clusters: tuple[ClusterSyncConfig, ...] = ()
     source: str = ""
+    api_keys: tuple[ApiKeyEntry, ...] = ()  # the order API's keys (order_api_key blocks)
 
     def cluster(self, name: str) -> ClusterSyncConfig:
         """The cluster called ``name``; UnknownClusterError if the config has none."""
@@ -137,7 +139,7 @@ def load_sync_config(path: str | Path) -> SyncConfig:
 def parse_sync_config(text: str, source: str) -> SyncConfig:
     """Check the sync config ``text`` (read from ``source``); no disk, no network."""
     root = load_hcl(text, source)
-    root.allow(_TOP_OPTIONS, ("cluster",))
+    root.allow(_TOP_OPTIONS, ("cluster", API_KEY_BLOCK))
     api_key = root.optional_string("api_key", secret=True)
     if api_key is not None and not api_key.strip():
         root.error(
@@ -173,6 +175,7 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
     fleet_check_interval = root.duration("fleet_check_interval", HOUR, maximum=MAX_FLEET_DURATION)
     fleet_stale_after = root.duration("fleet_stale_after", HOUR, maximum=MAX_FLEET_DURATION)
     clusters = tuple(_cluster(label, section) for label, _, section in root.blocks("cluster"))
+    api_keys = api_key_entries(root)
     root.finish()
     if not signing_keys:  # unreachable after finish(); keeps the types honest
         raise ConfigErrors([ConfigError(source, None, "signing_key", "is required")])
@@ -191,6 +194,7 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
         fleet_stale_after=fleet_stale_after,
         clusters=clusters,
         source=source,
+        api_keys=api_keys,
     )
 
 

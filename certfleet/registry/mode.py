@@ -1,0 +1,35 @@
+"""Which clusters of a sync config keep their orders in the registry (ACME mode).
+
+A cluster is in ACME mode when its own ``provider`` says ``"acme"``, or it says nothing
+and the top-level ``provider`` does (the default is ``"sslmate"``: orders at the APIv3).
+"""
+
+from __future__ import annotations
+
+from certfleet.bundle import ClusterSecret
+from certfleet.config.sync import SyncConfig
+
+ACME = "acme"
+
+
+def acme_clusters(config: SyncConfig) -> tuple[str, ...]:
+    """The names of ``config``'s clusters whose orders live in the registry."""
+    top = getattr(config, "provider", None) or "sslmate"
+    return tuple(
+        cluster.name
+        for cluster in config.clusters
+        if (getattr(cluster, "provider", None) or top) == ACME
+    )
+
+
+def in_acme_mode(config: SyncConfig) -> bool:
+    """True when the CLI manages ``config``'s orders in the registry rather than the APIv3:
+    the top-level provider is ACME, or every cluster is in ACME mode."""
+    top = getattr(config, "provider", None) or "sslmate"
+    names = acme_clusters(config)
+    return top == ACME or (bool(names) and len(names) == len(config.clusters))
+
+
+def registry_secret(config: SyncConfig) -> ClusterSecret:
+    """The secret that seals the registry, derived from the sync config's signing key."""
+    return config.signing_key.sync_secret("registry")
