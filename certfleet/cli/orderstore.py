@@ -1,0 +1,161 @@
+"""Where ``certfleet add | edit | list | show | rm`` keep orders: the APIv3, or the registry.
+
+With a sync config in ACME mode (``certfleet.registry.mode``) the orders live in the
+order registry in the store; otherwise at the APIv3 (SSLMate, or the sandbox). Both are
+used through :class:`OrderBackend` and answer with ``certfleet.apiv3.Order``, so the
+commands print the same thing and exit with the same codes either way: an existing name
+is an error (exit 1), an unknown order is :class:`OrderNotFound` (exit 1), an unknown
+cluster a usage error (exit 2).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Protocol
+
+from certfleet.apiv3 import ApiClient, Identifier, NotFound, Order, RetryPolicy, Unauthorized
+from certfleet.cli.errors import CliError, OrderNotFound, UsageError
+from certfleet.cli.settings import ApiSettings
+from certfleet.config.sync import SyncConfig
+from certfleet.orders import Identifier as OrderIdentifier
+from certfleet.registry import OrderRegistry, RegistryNotFound, RegistryOrder, UnknownCluster
+from certfleet.registry.mode import acme_clusters, registry_secret
+from certfleet.store import open_store
+
+CLI_RETRY = RetryPolicy(max_attempts=5, max_seconds=30.0, base_delay=0.5, max_delay=8.0)
+REGISTERED = "registered"
+
+
+class OrderBackend(Protocol):
+    """The order calls the commands make."""
+
+    def create(
+        self, identifiers: Sequence[Identifier], cluster: str | None, name: str
+    ) -> Order: ...
+
+    def get(self, name: str) -> Order: ...
+
+    def update(self, name: str, identifiers: Sequence[Identifier]) -> Order: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def orders(self, cluster: str | None) -> list[Order]: ...
+
+
+class ApiBackend:
+    """Orders at the APIv3."""
+
+    def __init__(self, client: ApiClient, settings: ApiSettings) -> None:
+        self._client = client
+        self._settings = settings
+
+    def create(self, identifiers: Sequence[Identifier], cluster: str | None, name: str) -> Order:
+        return self._client.create_order(identifiers, cluster=cluster, name=name)
+
+    def get(self, name: str) -> Order:
+        with self._known(name):
+            return self._client.get_order(name)
+
+    def update(self, name: str, identifiers: Sequence[Identifier]) -> Order:
+        with self._known(name):
+            return self._client.update_order(name, identifiers)
+
+    def delete(self, name: str) -> None:
+        with self._known(name):
+            self._client.delete_order(name)
+
+    def orders(self, cluster: str | None) -> list[Order]:
+        return list(self._client.iter_orders(cluster))
+
+    @contextmanager
+    def _known(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except NotFound as err:
+            raise OrderNotFound(name, self._settings.endpoint) from err
+
+
+class RegistryBackend:
+    """Orders in the order registry (ACME mode)."""
+
+    def __init__(self, registry: OrderRegistry, where: str) -> None:
+        self._registry = registry
+        self._where = where
+
+    def create(self, identifiers: Sequence[Identifier], cluster: str | None, name: str) -> Order:
+        if cluster is None:
+            raise UsageError("add needs --cluster C: the cluster whose nodes will serve the order")
+        with self._known(name):
+            return registry_order(self._registry.create(cluster, _plain(identifiers), name))
+
+    def get(self, name: str) -> Order:
+        with self._known(name):
+            return registry_order(self._registry.get(name))
+
+    def update(self, name: str, identifiers: Sequence[Identifier]) -> Order:
+        with self._known(name):
+            return registry_order(self._registry.set_identifiers(name, _plain(identifiers)))
+
+    def delete(self, name: str) -> None:
+        with self._known(name):
+            self._registry.delete(name)
+
+    def orders(self, cluster: str | None) -> list[Order]:
+        with self._known(""):
+            clusters = self._registry.clusters if cluster is None else (cluster,)
+            found = [registry_order(o) for c in clusters for o in self._registry.list(c)]
+        return sorted(found, key=lambda order: order.name)
+
+    @contextmanager
+    def _known(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except RegistryNotFound as err:
+            raise OrderNotFound(name, self._where) from err
+        except UnknownCluster as err:
+            raise UsageError(str(err)) from err
+
+
+def registry_backend(config: SyncConfig) -> RegistryBackend:
+    """The registry of ``config``'s ACME-mode clusters."""
+    store = open_store(config.store, endpoint=config.store_endpoint)
+    registry = OrderRegistry(store, registry_secret(config), acme_clusters(config))
+    return RegistryBackend(registry, f"the order registry in {store.url}")
+
+
+@contextmanager
+def api_backend(settings: ApiSettings) -> Iterator[ApiBackend]:
+    try:
+        client = ApiClient(settings.endpoint, settings.api_key, retry=CLI_RETRY)
+    except ValueError as err:
+        raise UsageError(
+            f"API endpoint {settings.endpoint!r} (from {settings.source}): {err}"
+        ) from err
+    try:
+        yield ApiBackend(client, settings)
+    except Unauthorized as err:
+        raise CliError(f"{err} (the API key from {settings.source} was refused)") from err
+    finally:
+        client.close()
+
+
+def registry_order(order: RegistryOrder) -> Order:
+    """A registry order as the APIv3 client's ``Order`` (state ``registered``)."""
+    return Order(
+        name=order.name,
+        cluster=order.cluster,
+        identifiers=tuple(Identifier(i.value, i.approval) for i in order.identifiers),
+        state=REGISTERED,
+        created_at=_time(order.created_at),
+        updated_at=_time(order.updated_at),
+    )
+
+
+def _plain(identifiers: Sequence[Identifier]) -> list[OrderIdentifier]:
+    return [OrderIdentifier(i.value, i.approval) for i in identifiers]
+
+
+def _time(seconds: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
