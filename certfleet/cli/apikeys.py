@@ -139,7 +139,10 @@ def run_rm(args: argparse.Namespace, ctx: Context) -> int:
 
 def run_http_config(args: argparse.Namespace, ctx: Context) -> int:
     path = _config_path(args)
-    ctx.say(http_config_text(_settings(read_config_text(path), path)).rstrip("\n"))
+    config = _settings(read_config_text(path), path)
+    ctx.say(http_config_text(config).rstrip("\n"))
+    if not config.clusters:
+        ctx.note(f"note: no cluster of {path} is in ACME mode: that order API serves no orders")
     return 0
 
 

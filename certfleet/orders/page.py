@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
@@ -17,6 +18,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
 _T = TypeVar("_T")
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{2,1400}")
 
 
 def encode_cursor(name: str) -> str:
@@ -24,12 +26,16 @@ def encode_cursor(name: str) -> str:
 
 
 def decode_cursor(cursor: str) -> str:
+    """The name a cursor stands for; 400 ``invalid_cursor`` for anything else."""
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not _CURSOR.fullmatch(cursor):
+            raise ValueError("not base64url")
+        name = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, ValueError) as err:
         raise OrderRequestError(
             400, "invalid_cursor", "after is not a cursor this API returned"
         ) from err
+    return name
 
 
 def page_limit(query: Mapping[str, Sequence[str]]) -> int:

@@ -81,7 +81,10 @@ def http_config_text(config: ServeConfig) -> str:
     lines.append(f'registry_secret = "{config.registry_secret.export()}"')
     if config.acme_thumbprint:
         lines.append(f'acme_thumbprint = "{config.acme_thumbprint}"')
-    lines.append("clusters        = [" + ", ".join(f'"{c}"' for c in config.clusters) + "]")
+    if config.clusters:
+        lines.append("clusters        = [" + ", ".join(f'"{c}"' for c in config.clusters) + "]")
+    else:
+        lines.append("# clusters = [...]: no cluster is in ACME mode, so no orders are served")
     text = "\n".join(lines) + "\n"
     for entry in config.api_keys:
         text += "\n" + api_key_block(entry.name, entry.id, entry.sha256, entry.clusters)
