@@ -1,4 +1,5 @@
-"""Shared pytest wiring: each plugin module below owns one kind of real local server."""
+"""Shared pytest wiring: each plugin module below owns one kind of real local server (and
+``cli``, the admin CLI run in a home directory of its own)."""
 
 from __future__ import annotations
 
@@ -8,4 +9,5 @@ pytest_plugins = [
     "tests.plugins.publisher",
     "tests.plugins.faults",
     "tests.plugins.nginx",
+    "tests.plugins.cli",
 ]
