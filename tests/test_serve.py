@@ -417,7 +417,7 @@ def test_cli_orders_in_acme_mode_use_the_registry_the_api_serves(
     init(config, f"file://{setup.store}")
     assert cli("clusters", "add", "webservers", "--config", str(config))[0] == 0
     # Until the ACME config lands, ACME mode is switched on here for every cluster.
-    monkeypatch.setattr("certfleet.cli.orders.in_acme_mode", lambda _config: True)
+    monkeypatch.setattr("certfleet.cli.orders.acme_clusters", lambda c: c.cluster_names)
     monkeypatch.setattr("certfleet.cli.orderstore.acme_clusters", lambda c: c.cluster_names)
     monkeypatch.setattr("certfleet.serve.settings.acme_clusters", lambda c: c.cluster_names)
     code, out, _ = cli("add", "example.com", "*.example.com", "--config", str(config))

@@ -20,10 +20,15 @@ from certfleet.bundle import validate_cluster_name, validate_dns_name, validate_
 from certfleet.cli.context import Context
 from certfleet.cli.display import order_details, order_table
 from certfleet.cli.errors import UsageError
-from certfleet.cli.orderstore import OrderBackend, api_backend, registry_backend
+from certfleet.cli.orderstore import (
+    MixedBackend,
+    OrderBackend,
+    api_backend,
+    registry_backend,
+)
 from certfleet.cli.settings import resolve_api
 from certfleet.config.sync import load_sync_config
-from certfleet.registry.mode import in_acme_mode
+from certfleet.registry.mode import acme_clusters
 
 APPROVALS = ("http", "dns")
 
@@ -193,14 +198,19 @@ def _default_cluster(config_path: str | None) -> str:
 @contextmanager
 def _backend(args: argparse.Namespace, ctx: Context) -> Iterator[OrderBackend]:
     """The registry when ``--config`` is a sync config in ACME mode, else the APIv3."""
+    acme: tuple[str, ...] = ()
     if args.config is not None:
         config = load_sync_config(args.config)
-        if in_acme_mode(config):
+        acme = acme_clusters(config)
+        if acme and len(acme) == len(config.clusters):
             yield registry_backend(config)
             return
     settings = resolve_api(args.config, ctx.environ, ctx.home)
     with api_backend(settings) as backend:
-        yield backend
+        if acme:
+            yield MixedBackend(registry_backend(config), backend, acme)
+        else:
+            yield backend
 
 
 def _print_order(order: Order, args: argparse.Namespace, ctx: Context) -> None:

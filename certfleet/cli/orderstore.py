@@ -118,6 +118,43 @@ class RegistryBackend:
             raise UsageError(str(err)) from err
 
 
+class MixedBackend:
+    """Some clusters in ACME mode, others at the APIv3: each order where its cluster is.
+
+    A name is looked up in the registry first, then at the APIv3.
+    """
+
+    def __init__(self, registry: RegistryBackend, api: ApiBackend, acme: Sequence[str]) -> None:
+        self._registry = registry
+        self._api = api
+        self._acme = tuple(acme)
+
+    def create(self, identifiers: Sequence[Identifier], cluster: str | None, name: str) -> Order:
+        backend = self._registry if cluster in self._acme else self._api
+        return backend.create(identifiers, cluster, name)
+
+    def get(self, name: str) -> Order:
+        return self._owner(name)[1]
+
+    def update(self, name: str, identifiers: Sequence[Identifier]) -> Order:
+        return self._owner(name)[0].update(name, identifiers)
+
+    def delete(self, name: str) -> None:
+        self._owner(name)[0].delete(name)
+
+    def orders(self, cluster: str | None) -> list[Order]:
+        if cluster is not None:
+            return (self._registry if cluster in self._acme else self._api).orders(cluster)
+        found = self._registry.orders(None) + self._api.orders(None)
+        return sorted(found, key=lambda order: order.name)
+
+    def _owner(self, name: str) -> tuple[OrderBackend, Order]:
+        try:
+            return self._registry, self._registry.get(name)
+        except OrderNotFound:
+            return self._api, self._api.get(name)
+
+
 def registry_backend(config: SyncConfig) -> RegistryBackend:
     """The registry of ``config``'s ACME-mode clusters."""
     store = open_store(config.store, endpoint=config.store_endpoint)

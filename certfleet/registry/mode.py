@@ -2,6 +2,8 @@
 
 A cluster is in ACME mode when its own ``provider`` says ``"acme"``, or it says nothing
 and the top-level ``provider`` does (the default is ``"sslmate"``: orders at the APIv3).
+The CLI keeps the orders of a config whose clusters are all in ACME mode in the registry,
+and in a mixed config each order where its cluster is (``certfleet.cli.orderstore``).
 """
 
 from __future__ import annotations
@@ -20,14 +22,6 @@ def acme_clusters(config: SyncConfig) -> tuple[str, ...]:
         for cluster in config.clusters
         if (getattr(cluster, "provider", None) or top) == ACME
     )
-
-
-def in_acme_mode(config: SyncConfig) -> bool:
-    """True when the CLI manages ``config``'s orders in the registry rather than the APIv3:
-    the top-level provider is ACME, or every cluster is in ACME mode."""
-    top = getattr(config, "provider", None) or "sslmate"
-    names = acme_clusters(config)
-    return top == ACME or (bool(names) and len(names) == len(config.clusters))
 
 
 def registry_secret(config: SyncConfig) -> ClusterSecret:

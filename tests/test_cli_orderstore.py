@@ -1,0 +1,64 @@
+"""certfleet add/list/show/edit/rm with a sync config that mixes ACME-mode clusters (orders in
+the registry) and APIv3 clusters (orders at the sandbox, over real HTTP): each order goes
+where its cluster is, and the commands read both."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from certfleet.cli import main
+from certfleet.config.sync import load_sync_config
+from certfleet.registry import OrderRegistry
+from certfleet.store import open_store
+from tests.plugins.sandbox import Sandbox, unique_cluster
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        code = main(list(argv))
+    finally:
+        sys.stdout, sys.stderr = saved
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_a_mixed_config_keeps_each_order_where_its_cluster_is(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acme, legacy = unique_cluster("acme"), unique_cluster("legacy")
+    config = tmp_path / "sync.conf"
+    store = tmp_path / "store"
+    store.mkdir()
+    argv = ["--store", f"file://{store}", "--api-endpoint", sandbox.url]
+    assert cli("init", "--config", str(config), *argv, "--api-key", sandbox.api_key)[0] == 0
+    for cluster in (acme, legacy):
+        assert cli("clusters", "add", cluster, "--config", str(config))[0] == 0
+    # The cluster `acme` is in ACME mode (as `provider = "acme"` in its block makes it).
+    monkeypatch.setattr("certfleet.cli.orders.acme_clusters", lambda _c: (acme,))
+    monkeypatch.setattr("certfleet.cli.orderstore.acme_clusters", lambda _c: (acme,))
+    a_name, l_name = f"www.{acme}.example", f"www.{legacy}.example"
+    assert cli("add", "--cluster", acme, a_name, "--config", str(config))[0] == 0
+    assert cli("add", "--cluster", legacy, l_name, "--config", str(config))[0] == 0
+    secret = load_sync_config(config).signing_key.sync_secret("registry")
+    registry = OrderRegistry(open_store(f"file://{store}"), secret, [acme])
+    assert [o.name for o in registry.list(acme)] == [a_name]
+    code, out, _ = cli("list", "--config", str(config), "--json")
+    names = {o["name"]: o["state"] for o in json.loads(out)}
+    assert names[a_name] == "registered" and names[l_name] == "awaiting_csr"
+    code, out, _ = cli("show", l_name, "--config", str(config), "--json")
+    assert code == 0 and json.loads(out)["cluster"] == legacy
+    edited = cli("edit", "--add-dnsname", f"api.{acme}.example", a_name, "--config", str(config))
+    assert edited[0] == 0
+    assert registry.get(a_name).dns_names == (a_name, f"api.{acme}.example")
+    assert cli("rm", a_name, "--config", str(config))[0] == 0
+    assert cli("rm", l_name, "--config", str(config))[0] == 0
+    code, _, err = cli("show", l_name, "--config", str(config))
+    assert code == 1 and "no order named" in err
+    assert registry.list(acme) == ()
