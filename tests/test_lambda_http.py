@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from chalice.app import CloudWatchEvent
 from chalice.test import Client
 
 from certfleet.bundle import SigningKey
@@ -85,6 +86,15 @@ def test_the_function_url_serves_the_order_api_and_the_challenge(
         monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", stand_in.endpoint)
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         monkeypatch.setenv("CERTFLEET_HTTP_CONFIG_SECRET", SECRET_NAME)
+        monkeypatch.setenv("CERTFLEET_SYNC_FUNCTION", "certfleet-Sync")
+        lambda_calls: list[dict[str, Any]] = []
+
+        class FakeLambda:
+            def invoke(self, **kwargs: Any) -> dict[str, Any]:
+                lambda_calls.append(kwargs)
+                return {"StatusCode": 202}
+
+        monkeypatch.setattr(app_module.http_function, "_lambda_factory", FakeLambda)
         with Client(app_module.app, project_dir=str(LAMBDA_DIR), stage_name="prod") as client:
 
             def call(**kwargs: Any) -> dict[str, Any]:
@@ -110,7 +120,38 @@ def test_the_function_url_serves_the_order_api_and_the_challenge(
             assert challenge["body"] == f"{token}.{THUMBPRINT}"
             huge = call(method="POST", path="/api/v3/orders", key=made.key, body="x" * 200_000)
             assert huge["statusCode"] == 413
+            patch = '{"dns_names": ["example.com"]}'
+            patched = call(
+                method="PATCH", path="/api/v3/orders/example.com", key=made.key, body=patch
+            )
+            assert patched["statusCode"] == 200
+        # The first change started the sync at once; the second, within 30 s, did not.
+        (started,) = lambda_calls
+        assert (started["FunctionName"], started["InvocationType"]) == ("certfleet-Sync", "Event")
+        scheduled = CloudWatchEvent(json.loads(started["Payload"]), None)
+        assert scheduled.detail_type == "Scheduled Event"
         assert len(stand_in.calls) == 1  # the config is read once per cold start
     store = open_store(s3_url, endpoint=seaweedfs.endpoint)
     (order,) = OrderRegistry(store, secret, ["webservers"]).list("webservers")
-    assert order.dns_names == ("example.com", "www.example.com")
+    assert order.dns_names == ("example.com",)
+
+
+def test_the_sync_trigger_is_debounced_and_never_fails_the_call(app_module: ModuleType) -> None:
+    from chalicelib.synctrigger import SyncTrigger  # lambda/ is on sys.path (app_module)
+
+    now = [0.0]
+    calls: list[str] = []
+
+    class Flaky:
+        def invoke(self, **kwargs: Any) -> None:
+            calls.append(kwargs["FunctionName"])
+            if len(calls) == 2:
+                raise RuntimeError("throttled")
+
+    trigger = SyncTrigger("sync", Flaky, interval=30.0, clock=lambda: now[0])
+    assert [trigger.changed(), trigger.changed()] == [True, False]
+    now[0] = 31.0
+    assert trigger.changed() is False  # invoked, failed, logged
+    now[0] = 62.0
+    assert trigger.changed() is True
+    assert calls == ["sync", "sync", "sync"]

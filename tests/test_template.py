@@ -140,6 +140,7 @@ def test_http_function_reaches_the_registry_its_secret_and_its_logs_only(
     variables = function["Environment"]["Variables"]
     assert variables["CERTFLEET_HTTP_CONFIG_SECRET"] == {"Ref": "HttpConfigSecret"}
     assert variables["CERTFLEET_CONFIG_SECRET"] == ""
+    assert variables["CERTFLEET_SYNC_FUNCTION"] == {"Ref": "Sync"}
     assert function["ReservedConcurrentExecutions"] <= 100
     (policy,) = resources["HttpRole"]["Properties"]["Policies"]
     grants = {
@@ -154,6 +155,7 @@ def test_http_function_reaches_the_registry_its_secret_and_its_logs_only(
         ("s3:PutObject", registry),
         ("s3:ListBucket", BUCKET_ARN),
         ("secretsmanager:GetSecretValue", str({"Ref": "HttpConfigSecret"})),
+        ("lambda:InvokeFunction", str({"Fn::GetAtt": ["Sync", "Arn"]})),
         ("logs:CreateLogStream", "${HttpLogGroup.Arn}"),
         ("logs:PutLogEvents", "${HttpLogGroup.Arn}"),
     }

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote
@@ -114,11 +114,22 @@ class HttpApi:
         keys: Sequence[ApiKeyEntry],
         thumbprint: str | None,
         limiter: RateLimiter | None = None,
+        on_change: Callable[[], object] | None = None,
     ) -> None:
         self._registry = registry
         self._keys = KeyRing(keys)
         self._thumbprint = thumbprint
         self._limiter = RateLimiter() if limiter is None else limiter
+        self._on_change = on_change
+
+    def set_on_change(self, on_change: Callable[[], object] | None) -> None:
+        """Call ``on_change`` after every order created, changed or removed (e.g. to start
+        the sync at once); its failures are its own business."""
+        self._on_change = on_change
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     def handle(self, request: Request) -> Response:
         """The response to ``request``; never raises."""
@@ -174,6 +185,7 @@ class HttpApi:
                 with _registry_errors():
                     registry.delete(name)
                 _log.info("order API: key %s removed order %r", key.name, name[:253])
+                self._changed()
                 return Response(204)
         raise _refuse(405, "method_not_allowed", f"{request.method} is not allowed here")
 
@@ -185,6 +197,7 @@ class HttpApi:
         with _registry_errors():
             order = registry.create(wanted.cluster, wanted.identifiers, wanted.name)
         _log.info("order API: key %s created order %r", key.name, order.name)
+        self._changed()
         return self._answer(201, order)
 
     def _list(
@@ -217,6 +230,7 @@ class HttpApi:
         with _registry_errors():
             order = registry.set_identifiers(name, change.identifiers_for(current.identifiers))
         _log.info("order API: key %s changed order %r", key.name, name)
+        self._changed()
         return self._answer(200, order)
 
     # -- checks -------------------------------------------------------------------------

@@ -5,7 +5,9 @@ config is the order API's own (``certfleet http-config`` prints it: the store, t
 registry secret, the ACME thumbprint, the clusters and the API key hashes; never the
 signing key nor a cluster secret), in a Secrets Manager secret whose name or ARN is in
 ``CERTFLEET_HTTP_CONFIG_SECRET``. It is read once per cold start, like the sync's.
-Requests are answered by ``certfleet.serve`` (the same code as ``certfleet serve``).
+Requests are answered by ``certfleet.serve`` (the same code as ``certfleet serve``); with
+``CERTFLEET_SYNC_FUNCTION`` set, an order change starts the sync at once
+(``chalicelib.synctrigger``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
+import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from certfleet.serve import HttpApi, build_api, parse_settings
 from certfleet.serve.event import handle_event
 from chalicelib.runner import ConfigSecretError, _secrets_manager_client
+from chalicelib.synctrigger import SYNC_FUNCTION_ENV, SyncTrigger
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -29,6 +34,13 @@ logger = logging.getLogger(__name__)
 HTTP_CONFIG_SECRET_ENV = "CERTFLEET_HTTP_CONFIG_SECRET"  # noqa: S105 (the name of a variable)
 
 
+def _lambda_client() -> Any:
+    retries: Any = {"max_attempts": 2, "mode": "standard"}
+    return boto3.session.Session().client(
+        "lambda", config=Config(connect_timeout=3, read_timeout=5, retries=retries)
+    )
+
+
 class HttpFunction:
     """The HTTP function's logic; one instance per Lambda execution environment."""
 
@@ -36,9 +48,11 @@ class HttpFunction:
         self,
         environ: Mapping[str, str] | None = None,
         client_factory: Callable[[], SecretsManagerClient] = _secrets_manager_client,
+        lambda_factory: Callable[[], Any] = _lambda_client,
     ) -> None:
         self._environ = environ
         self._client_factory = client_factory
+        self._lambda_factory = lambda_factory
         self._api: HttpApi | None = None
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,7 +67,11 @@ class HttpFunction:
             if not secret_id:
                 raise ConfigSecretError("", f"{HTTP_CONFIG_SECRET_ENV} is not set")
             text = self._read_secret(secret_id)
-            self._api = build_api(parse_settings(text, f"secretsmanager:{secret_id}"))
+            api = build_api(parse_settings(text, f"secretsmanager:{secret_id}"))
+            sync_function = environ.get(SYNC_FUNCTION_ENV, "")
+            if sync_function:
+                api.set_on_change(SyncTrigger(sync_function, self._lambda_factory).changed)
+            self._api = api
             logger.info("order API config loaded", extra={"secret": secret_id})
         return self._api
 
