@@ -27,6 +27,7 @@ from certfleet.serve import HttpApi, Request, build_api
 from certfleet.serve.ratelimit import RateLimiter
 from certfleet.serve.thumbprint import thumbprint
 from tests.plugins.binaries import require_binary
+from tests.plugins.nginx import Nginx
 
 HELP_PAGE_CURL = (
     "curl -X POST -u KEY: -H 'Content-Type: application/json' -d "
@@ -467,3 +468,51 @@ def test_serve_refuses_a_port_in_use(setup: Setup, served: Served) -> None:
     port = served.url.rsplit(":", 1)[1]
     code, _, err = cli("serve", "--config", str(setup.config), "--port", port)
     assert code == 1 and f"cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_nginx_proxying_the_challenge_path_to_certfleet_serve(
+    setup: Setup, served: Served, nginx: Nginx
+) -> None:
+    """The frontends' snippet of docs/deploy-aws.md with certfleet serve as the upstream."""
+    (nginx.prefix / "tmp").mkdir(parents=True)
+    temp = "".join(
+        f"  {kind}_temp_path {nginx.prefix}/tmp/{kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (nginx.prefix / "nginx.conf").write_text(
+        f"""
+worker_processes 1;
+daemon off;
+pid {nginx.prefix}/nginx.pid;
+error_log {nginx.prefix}/error.log;
+events {{ worker_connections 32; }}
+http {{
+  access_log off;
+{temp}
+  server {{
+    listen 127.0.0.1:{nginx.port};
+    server_name _;
+    location ^~ /.well-known/acme-challenge/ {{
+        proxy_pass {served.url};
+    }}
+    location / {{
+        return 301 https://$host$request_uri;
+    }}
+  }}
+}}
+"""
+    )
+    nginx.start()
+    token = "9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
+    answer = requests.get(
+        f"http://127.0.0.1:{nginx.port}/.well-known/acme-challenge/{token}",
+        headers={"Host": "www.example.com"},
+        timeout=10,
+        allow_redirects=False,
+    )
+    assert answer.status_code == 200
+    assert answer.text == f"{token}.{setup.thumbprint}"
+    other = requests.get(
+        f"http://127.0.0.1:{nginx.port}/index.html", timeout=10, allow_redirects=False
+    )
+    assert other.status_code == 301
