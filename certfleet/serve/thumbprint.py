@@ -2,8 +2,9 @@
 
 The key authorization of token T is ``T.<thumbprint>``: base64url (unpadded) of the
 SHA-256 of the public JWK's required members, sorted, without whitespace. The account
-key may be given as PEM (PKCS#8 or traditional) or as a JWK in JSON; only its public
-half is used, and the key never appears in an error.
+key may be given as PEM (PKCS#8 or traditional; also on one line with its line breaks
+written ``\n``) or as a JWK in JSON; only its public half is used, and the key never
+appears in an error.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def public_jwk(account_key: str) -> dict[str, str]:
         if kty not in members or not all(isinstance(jwk.get(m), str) for m in members[kty]):
             raise ValueError("the account key JWK lacks its public members")
         return {m: jwk[m] for m in members[kty]}
+    if "\\n" in text:  # one-line PEM, its line breaks written \n (as init writes it)
+        text = text.replace("\\n", "\n")
     try:
         key = load_pem_private_key(text.encode("ascii"), password=None)
     except (ValueError, TypeError, UnicodeEncodeError):
