@@ -155,3 +155,15 @@ def test_the_sync_trigger_is_debounced_and_never_fails_the_call(app_module: Modu
     now[0] = 62.0
     assert trigger.changed() is True
     assert calls == ["sync", "sync", "sync"]
+
+
+def test_without_its_config_the_function_answers_500_and_says_why_in_the_log(
+    app_module: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    from chalicelib.httpapi import HttpFunction  # lambda/ is on sys.path (app_module)
+
+    function = HttpFunction(environ={})
+    result = function.handle(event(method="GET", path="/api/v3/orders", key="k_x"))
+    assert result["statusCode"] == 500
+    assert json.loads(result["body"])["code"] == "internal_error"
+    assert "CERTFLEET_HTTP_CONFIG_SECRET is not set" in caplog.text

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -516,3 +517,30 @@ http {{
         f"http://127.0.0.1:{nginx.port}/index.html", timeout=10, allow_redirects=False
     )
     assert other.status_code == 301
+
+
+def test_sighup_reloads_the_keys_and_keeps_serving_on_a_broken_config(
+    setup: Setup, served: Served
+) -> None:
+    code, new_key, _ = cli("api-keys", "add", "late", "--config", str(setup.config))
+    assert code == 0
+    assert (
+        requests.get(orders(served), headers=auth(new_key.strip()), timeout=10).status_code == 401
+    )
+    served.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while (
+        requests.get(orders(served), headers=auth(new_key.strip()), timeout=10).status_code != 200
+    ):
+        assert time.monotonic() < deadline, served.stderr
+        time.sleep(0.1)
+    good = setup.config.read_text()
+    setup.config.write_text(good + "\nbogus = 1\n")
+    served.process.send_signal(signal.SIGHUP)
+    while not any("config not reloaded" in line for line in served.stderr):
+        assert time.monotonic() < deadline + 10, served.stderr
+        time.sleep(0.1)
+    assert any('option "bogus"' in line for line in served.stderr)
+    assert (
+        requests.get(orders(served), headers=auth(new_key.strip()), timeout=10).status_code == 200
+    )

@@ -21,8 +21,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from certfleet.serve import HttpApi, build_api, parse_settings
-from certfleet.serve.event import handle_event
+from certfleet.errors import CertfleetError
+from certfleet.serve import HttpApi, Response, build_api, parse_settings
+from certfleet.serve.event import handle_event, response_to_result
 from chalicelib.runner import ConfigSecretError, _secrets_manager_client
 from chalicelib.synctrigger import SYNC_FUNCTION_ENV, SyncTrigger
 
@@ -56,8 +57,15 @@ class HttpFunction:
         self._api: HttpApi | None = None
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """The Function URL result for one event."""
-        return handle_event(self.api(), event)
+        """The Function URL result for one event; 500 while the config cannot be loaded."""
+        try:
+            api = self.api()
+        except CertfleetError as err:
+            logger.error("order API config: %s", err)
+            return response_to_result(
+                Response.error(500, "internal_error", "the order API is not configured")
+            )
+        return handle_event(api, event)
 
     def api(self) -> HttpApi:
         """The routes, built from the config secret on the first call only."""
