@@ -71,6 +71,12 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "certfleet"
     timeout = READ_TIMEOUT
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes: without this, Nagle's algorithm and
+        # the client's delayed ACK add about 40 ms to every answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def do_GET(self) -> None:
         self._handle()
 
