@@ -115,10 +115,16 @@ class OrderRegistry:
     def create(
         self, cluster: str, identifiers: Sequence[Identifier], name: str | None = None
     ) -> RegistryOrder:
-        """A new order (name: the first DNS name unless given); :class:`OrderExists`."""
+        """A new order (name: the first DNS name unless given); :class:`OrderExists`.
+
+        Names and approvals are checked as the order API checks them: a name that breaks
+        the rules raises ``certfleet.bundle.UnsafeNameError``, a wildcard with ``http``
+        approval ``certfleet.orders.OrderRequestError``, an empty or over-long list or a
+        repeated name ``ValueError``; nothing is written then.
+        """
         cluster = self._known(cluster)
         checked = _identifiers(identifiers)
-        order_name = _order_name(checked[0].value if name is None else name)
+        order_name = validate_order_name(checked[0].value if name is None else name)
         for other in self._clusters:
             if other != cluster and any(o.name == order_name for o in self._read(other)[0]):
                 raise OrderExists(order_name)
@@ -141,9 +147,7 @@ class OrderRegistry:
             current = _find(orders, name)
             if current.identifiers == checked:
                 return None, current
-            updated = RegistryOrder(
-                name, cluster, checked, current.created_at, max(int(self._clock()), 0)
-            )
+            updated = RegistryOrder(name, cluster, checked, current.created_at, int(self._clock()))
             return [updated if o.name == name else o for o in orders], updated
 
         return self._update(cluster, change)
@@ -219,10 +223,6 @@ def _find(orders: Sequence[RegistryOrder], name: str) -> RegistryOrder:
     raise RegistryNotFound(name)
 
 
-def _order_name(name: str) -> str:
-    return validate_order_name(name)
-
-
 def _identifiers(identifiers: Sequence[Identifier]) -> tuple[Identifier, ...]:
     """Checked identifiers: 1 to the cap, valid lowercase names, allowed approvals, unique."""
     if not identifiers:
@@ -263,7 +263,7 @@ def _decode(plain: bytes, cluster: str) -> tuple[RegistryOrder, ...]:
             raise TypeError("created_at / updated_at are not integers")
         orders.append(
             RegistryOrder(
-                name=_order_name(raw["name"]),
+                name=validate_order_name(raw["name"]),
                 cluster=cluster,
                 identifiers=_identifiers(
                     [Identifier(str(i["value"]), str(i["approval"])) for i in idents]
