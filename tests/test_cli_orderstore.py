@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from certfleet.bundle import SigningKey
 from certfleet.cli import main
 from certfleet.config.sync import load_sync_config
 from certfleet.registry import OrderRegistry
@@ -62,3 +63,29 @@ def test_a_mixed_config_keeps_each_order_where_its_cluster_is(
     code, _, err = cli("show", l_name, "--config", str(config))
     assert code == 1 and "no order named" in err
     assert registry.list(acme) == ()
+
+
+def test_registry_reseal_after_the_signing_key_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = tmp_path / "old.conf"
+    store = tmp_path / "store"
+    store.mkdir()
+    argv = ["--store", f"file://{store}", "--api-endpoint", "https://127.0.0.1:9/api/v3"]
+    assert cli("init", "--config", str(old), *argv, "--api-key", "unused")[0] == 0
+    assert cli("clusters", "add", "web", "--config", str(old))[0] == 0
+    monkeypatch.setattr("certfleet.cli.orders.acme_clusters", lambda c: c.cluster_names)
+    monkeypatch.setattr("certfleet.cli.orderstore.acme_clusters", lambda c: c.cluster_names)
+    monkeypatch.setattr("certfleet.cli.registry.acme_clusters", lambda c: c.cluster_names)
+    assert cli("add", "shop.example", "--config", str(old))[0] == 0
+    new = tmp_path / "new.conf"
+    text = old.read_text()
+    old_key = load_sync_config(old).signing_key.export()
+    new.write_text(text.replace(old_key, SigningKey.generate().export()))
+    new.chmod(0o600)
+    code, _, err = cli("show", "shop.example", "--config", str(new))
+    assert code == 1 and "cannot be opened" in err
+    code, out, _ = cli("registry", "reseal", "--previous-config", str(old), "--config", str(new))
+    assert (code, out.strip()) == (0, "web: 1 orders sealed for the current signing key")
+    code, out, _ = cli("show", "shop.example", "--config", str(new))
+    assert code == 0 and "shop.example (http)" in out

@@ -166,3 +166,19 @@ def test_a_forged_or_foreign_registry_is_refused_never_read_as_empty(store: Stor
     )
     with pytest.raises(RegistryError, match="malformed"):
         registry(store).list("web")
+
+
+def test_after_a_signing_key_rotation_reseal_makes_the_registry_open_again(
+    store: Store,
+) -> None:
+    registry(store).create("web", [HTTP, WWW])
+    new_secret = SigningKey.generate().sync_secret("registry")
+    rotated = OrderRegistry(store, new_secret, ("web", "mail"))
+    with pytest.raises(RegistryError, match="cannot be opened"):
+        rotated.list("web")
+    assert rotated.reseal("web", SECRET) == 1
+    assert rotated.reseal("mail", SECRET) == 0  # no object yet: nothing to do
+    assert rotated.get("example.com").dns_names == ("example.com", "www.example.com")
+    assert rotated.reseal("web", SECRET) == 1  # already resealed: left as it is
+    with pytest.raises(RegistryError):
+        registry(store).list("web")  # the old secret opens it no more

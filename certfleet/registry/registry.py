@@ -162,6 +162,30 @@ class OrderRegistry:
 
         self._update(cluster, remove)
 
+    def reseal(self, cluster: str, previous: ClusterSecret) -> int:
+        """Seal ``cluster``'s registry, written under ``previous`` (the secret derived from
+        the signing key before a rotation), with this registry's secret; how many orders.
+
+        An object that already opens with the current secret is left as it is.
+        """
+        key = registry_key(self._known(cluster))
+        try:
+            return len(self._read(cluster)[0])
+        except RegistryError:
+            pass
+        old = OrderRegistry(self._store, previous, [cluster])
+        for _ in range(MAX_ATTEMPTS):
+            orders, etag = old._read(cluster)
+            if etag is None:
+                return 0
+            data = seal(KIND, cluster, IDENTITY, _encode(orders), [self._secret])
+            try:
+                self._store.put_if_match(key, data, etag)
+            except PreconditionFailed:
+                continue
+            return len(orders)
+        raise RegistryContended(cluster, MAX_ATTEMPTS)
+
     # -- inside -------------------------------------------------------------------------
 
     def _known(self, cluster: str) -> str:
