@@ -544,3 +544,25 @@ def test_sighup_reloads_the_keys_and_keeps_serving_on_a_broken_config(
     assert (
         requests.get(orders(served), headers=auth(new_key.strip()), timeout=10).status_code == 200
     )
+
+
+def test_the_apiv3_client_works_against_the_order_api(setup: Setup, served: Served) -> None:
+    """certfleet's own APIv3 client, pointed at certfleet serve: the same contract."""
+    from certfleet.apiv3 import ApiClient, Identifier, NotFound
+
+    client = ApiClient(served.url + "/api/v3", setup.key)
+    try:
+        made = client.create_order(
+            [Identifier("api.example", "http"), Identifier("*.api.example", "dns")],
+            cluster="webservers",
+        )
+        assert made.dns_names == ("api.example", "*.api.example")
+        assert client.get_order("api.example") == made
+        assert [o.name for o in client.iter_orders("webservers", page_size=1)] == ["api.example"]
+        changed = client.update_order("api.example", [Identifier("api.example", "dns")])
+        assert changed.identifiers == (Identifier("api.example", "dns"),)
+        client.delete_order("api.example")
+        with pytest.raises(NotFound):
+            client.get_order("api.example")
+    finally:
+        client.close()
