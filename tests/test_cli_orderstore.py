@@ -85,7 +85,22 @@ def test_registry_reseal_after_the_signing_key_is_replaced(
     new.chmod(0o600)
     code, _, err = cli("show", "shop.example", "--config", str(new))
     assert code == 1 and "cannot be opened" in err
+    assert cli("registry", "reseal", "--config", str(new))[0] == 2  # which old key?
     code, out, _ = cli("registry", "reseal", "--previous-config", str(old), "--config", str(new))
     assert (code, out.strip()) == (0, "web: 1 orders sealed for the current signing key")
     code, out, _ = cli("show", "shop.example", "--config", str(new))
     assert code == 0 and "shop.example (http)" in out
+    # the same with previous_signing_key, as the rotation procedure sets it
+    newer = tmp_path / "newer.conf"
+    new_key = load_sync_config(new).signing_key.export()
+    newer.write_text(
+        new.read_text().replace(new_key, SigningKey.generate().export())
+        + f'previous_signing_key = "{new_key}"\n'
+    )
+    newer.chmod(0o600)
+    code, out, _ = cli("show", "shop.example", "--config", str(newer))
+    assert code == 0, out  # opens with the previous key's secret meanwhile
+    assert cli("registry", "reseal", "--config", str(newer))[0] == 0
+    unrotated = newer.read_text().replace(f'previous_signing_key = "{new_key}"\n', "")
+    newer.write_text(unrotated)
+    assert cli("show", "shop.example", "--config", str(newer))[0] == 0

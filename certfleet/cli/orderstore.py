@@ -21,7 +21,7 @@ from certfleet.cli.settings import ApiSettings
 from certfleet.config.sync import SyncConfig
 from certfleet.orders import Identifier as OrderIdentifier
 from certfleet.registry import OrderRegistry, RegistryNotFound, RegistryOrder, UnknownCluster
-from certfleet.registry.mode import acme_clusters, registry_secret
+from certfleet.registry.mode import acme_clusters, previous_registry_secrets, registry_secret
 from certfleet.store import open_store
 
 CLI_RETRY = RetryPolicy(max_attempts=5, max_seconds=30.0, base_delay=0.5, max_delay=8.0)
@@ -158,7 +158,12 @@ class MixedBackend:
 def registry_backend(config: SyncConfig) -> RegistryBackend:
     """The registry of ``config``'s ACME-mode clusters."""
     store = open_store(config.store, endpoint=config.store_endpoint)
-    registry = OrderRegistry(store, registry_secret(config), acme_clusters(config))
+    registry = OrderRegistry(
+        store,
+        registry_secret(config),
+        acme_clusters(config),
+        previous=previous_registry_secrets(config),
+    )
     return RegistryBackend(registry, f"the order registry in {store.url}")
 
 

@@ -68,6 +68,8 @@ class ServeConfig:
     acme_thumbprint: str | None = None
     api_keys: tuple[ApiKeyEntry, ...] = ()
     source: str = ""
+    # from a sync config with previous_signing_key: they open the registry too (rotation)
+    previous_registry_secrets: tuple[ClusterSecret, ...] = field(default=(), repr=False)
 
 
 KEY_NAME_RULE = "is not 1-64 characters of A-Z a-z 0-9 . _ - starting with a letter or digit"

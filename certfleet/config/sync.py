@@ -44,7 +44,8 @@ MAX_FLEET_DURATION = 30 * DAY
 # ("0" turns the check off), and when a node behind the head counts as stale.
 _FLEET_OPTIONS = ("fleet_check_interval", "fleet_stale_after")
 _TOP_OPTIONS = (
-    "api_key", "api_endpoint", "store", "store_endpoint", "signing_key", "skew_margin",
+    "api_key", "api_endpoint", "store", "store_endpoint", "signing_key",
+    "previous_signing_key", "skew_margin",
     "head_validity", "gc_grace", "lease_duration", "issue_wait", *_FLEET_OPTIONS,
 )  # fmt: skip
 
@@ -105,6 +106,7 @@ class SyncConfig:
 
     store: str
     signing_key: SigningKey = field(repr=False)
+    previous_signing_key: SigningKey | None = field(default=None, repr=False)
     api_key: str | None = field(default=None, repr=False)
     api_endpoint: str = DEFAULT_API_ENDPOINT
     store_endpoint: str | None = None
@@ -165,6 +167,12 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
         root.error(
             "signing_key", "is required", valid='"ed25519-private:..." (certfleet init makes one)'
         )
+    previous_signing_keys = root.parsed(
+        "previous_signing_key",
+        SigningKey.parse,
+        valid='"ed25519-private:<base64url>" (the signing key being replaced)',
+        secret=True,
+    )
     skew_margin = root.duration("skew_margin", HOUR, maximum=DAY)
     head_validity = root.duration(
         "head_validity", MAX_HEAD_VALIDITY, minimum=HOUR, maximum=MAX_HEAD_VALIDITY
@@ -182,6 +190,7 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
     return SyncConfig(
         store=store,
         signing_key=signing_keys[0],
+        previous_signing_key=previous_signing_keys[0] if previous_signing_keys else None,
         api_key=api_key,
         api_endpoint=api_endpoint[0] if api_endpoint else DEFAULT_API_ENDPOINT,
         store_endpoint=store_endpoint[0] if store_endpoint else None,

@@ -27,3 +27,9 @@ def acme_clusters(config: SyncConfig) -> tuple[str, ...]:
 def registry_secret(config: SyncConfig) -> ClusterSecret:
     """The secret that seals the registry, derived from the sync config's signing key."""
     return config.signing_key.sync_secret("registry")
+
+
+def previous_registry_secrets(config: SyncConfig) -> tuple[ClusterSecret, ...]:
+    """The registry secret of ``previous_signing_key`` (during a rotation), if it is set."""
+    previous = getattr(config, "previous_signing_key", None)
+    return () if previous is None else (previous.sync_secret("registry"),)

@@ -76,7 +76,11 @@ class RegistryOrder:
 
 
 class OrderRegistry:
-    """The registry objects of ``clusters`` in ``store``, sealed with ``secret``."""
+    """The registry objects of ``clusters`` in ``store``, sealed with ``secret``.
+
+    ``previous`` (the registry secrets of a ``previous_signing_key``, during a rotation)
+    also open objects; every write seals with ``secret`` alone.
+    """
 
     def __init__(
         self,
@@ -84,11 +88,13 @@ class OrderRegistry:
         secret: ClusterSecret,
         clusters: Sequence[str],
         *,
+        previous: Sequence[ClusterSecret] = (),
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._store = store
         self._secret = secret
+        self._previous = tuple(previous)
         self._clusters = tuple(validate_cluster_name(c) for c in clusters)
         self._clock = clock
         self._sleep = sleep
@@ -162,20 +168,21 @@ class OrderRegistry:
 
         self._update(cluster, remove)
 
-    def reseal(self, cluster: str, previous: ClusterSecret) -> int:
-        """Seal ``cluster``'s registry, written under ``previous`` (the secret derived from
-        the signing key before a rotation), with this registry's secret; how many orders.
+    def reseal(self, cluster: str) -> int:
+        """Rewrite ``cluster``'s registry sealed with ``secret`` if it opens only with a
+        ``previous`` one (after a signing key rotation); the number of orders it holds.
 
-        An object that already opens with the current secret is left as it is.
+        An object that opens with ``secret`` is left as it is; none at all is 0.
         """
         key = registry_key(self._known(cluster))
-        try:
-            return len(self._read(cluster)[0])
-        except RegistryError:
-            pass
-        old = OrderRegistry(self._store, previous, [cluster])
+        current = OrderRegistry(self._store, self._secret, [cluster])
         for _ in range(MAX_ATTEMPTS):
-            orders, etag = old._read(cluster)
+            try:
+                return len(current._read(cluster)[0])
+            except RegistryError:
+                if not self._previous:
+                    raise
+            orders, etag = self._read(cluster)
             if etag is None:
                 return 0
             data = seal(KIND, cluster, IDENTITY, _encode(orders), [self._secret])
@@ -231,7 +238,9 @@ class OrderRegistry:
         if len(stored.data) > MAX_REGISTRY_BYTES:
             raise RegistryError(f"{where} is larger than {MAX_REGISTRY_BYTES} bytes")
         try:
-            plain = open_sealed(KIND, cluster, IDENTITY, stored.data, [self._secret])
+            plain = open_sealed(
+                KIND, cluster, IDENTITY, stored.data, [self._secret, *self._previous]
+            )
         except FormatError as err:
             raise RegistryError(f"{where} cannot be opened: {err}") from err
         try:

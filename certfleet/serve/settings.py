@@ -14,7 +14,7 @@ from certfleet.config.hcl import read_config_text
 from certfleet.config.serve import ServeConfig, is_sync_config, parse_serve_config
 from certfleet.config.sync import SyncConfig, parse_sync_config
 from certfleet.registry import OrderRegistry
-from certfleet.registry.mode import acme_clusters, registry_secret
+from certfleet.registry.mode import acme_clusters, previous_registry_secrets, registry_secret
 from certfleet.serve.api import HttpApi
 from certfleet.serve.ratelimit import RateLimiter
 from certfleet.serve.thumbprint import thumbprint
@@ -34,6 +34,7 @@ def serve_view(config: SyncConfig) -> ServeConfig:
     return ServeConfig(
         store=config.store,
         registry_secret=registry_secret(config),
+        previous_registry_secrets=previous_registry_secrets(config),
         clusters=acme_clusters(config),
         store_endpoint=config.store_endpoint,
         acme_thumbprint=None if key is None else thumbprint(key),
@@ -60,7 +61,12 @@ def build_api(
     registry = None
     if config.clusters:
         opened = store or open_store(config.store, endpoint=config.store_endpoint)
-        registry = OrderRegistry(opened, config.registry_secret, config.clusters)
+        registry = OrderRegistry(
+            opened,
+            config.registry_secret,
+            config.clusters,
+            previous=config.previous_registry_secrets,
+        )
     return HttpApi(
         registry=registry,
         keys=config.api_keys,

@@ -52,6 +52,15 @@ class StateError(SyncError):
         self.reason = reason
 
 
+class ConcurrentWriteError(StateError):
+    """The state or the head changed since this run read it: another writer is at work."""
+
+
+# Failures that end a cluster's run even inside a per-order ``except``: the lease is gone,
+# or the state (or head) was changed by another writer.
+RUN_FATAL: tuple[type[SyncError], ...] = (LeaseLostError, ConcurrentWriteError)
+
+
 class CertificateRejected(SyncError):
     """An issued certificate failed verification; it is never published."""
 

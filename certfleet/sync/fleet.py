@@ -242,7 +242,7 @@ def _read_published(
     publisher: PublicKey,
     now: int,
 ) -> tuple[Published | None, str | None]:
-    seen = read_head(store, cluster, publisher)
+    seen = read_head(store, cluster, publisher, now_ms=now * 1000)
     if seen.head is None:
         return None, seen.problem or "no head: the sync has not published this cluster yet"
     if not seen.signed:

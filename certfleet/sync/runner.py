@@ -19,6 +19,7 @@ from certfleet.sync.errors import (
 )
 from certfleet.sync.lease import Lease
 from certfleet.sync.provider import IssuedCert, Provider, ProviderOrder
+from certfleet.sync.sealing import SyncKeys
 from certfleet.sync.settings import ClusterPolicy, SyncSettings
 from certfleet.sync.state import StateStore
 from certfleet.sync.summary import RunSummary, Tally
@@ -96,7 +97,9 @@ def run_sync(
     verify_store: bool = False,
 ) -> RunSummary:
     """One sync pass over the configured clusters (or ``clusters``); never raises for one
-    cluster's or one order's failure: those are in the summary's ``errors``.
+    cluster's or one order's failure, of whatever type (a MemoryError, a RecursionError, a
+    library's ValueError): those are in the summary's ``errors``, and the state a failed
+    cluster had already made safe is saved (``ClusterRun``).
 
     ``deadline`` is a ``time.monotonic()`` value: work stops cleanly before it and resumes
     on the next run. ``store`` and ``provider`` are built from the config when None;
@@ -116,26 +119,29 @@ def run_sync(
         if deadline is not None and time.monotonic() >= deadline:
             tally.complete = False
             break
-        run = ClusterRun(
-            cluster=policy.name,
-            policy=policy,
-            settings=config,
-            store=store,
-            provider=counted,
-            clock=clock or time.time,
-            deadline=deadline,
-            tally=tally,
-            checkpoint=checkpoint or _no_checkpoint,
-            verify_store=verify_store,
-        )
         try:
-            run.run()
+            ClusterRun(
+                cluster=policy.name,
+                policy=policy,
+                settings=config,
+                store=store,
+                provider=counted,
+                clock=clock or time.time,
+                deadline=deadline,
+                tally=tally,
+                checkpoint=checkpoint or _no_checkpoint,
+                verify_store=verify_store,
+            ).run()
         except LeaseHeldError as err:
             log.info("%s", err)
             tally.complete = False
             tally.skipped.append(policy.name)
         except CertfleetError as err:
             log.error("cluster %s: %s", policy.name, err)
+            tally.error(f"cluster:{policy.name}", err)
+        except Exception as err:  # any other failure is this cluster's: the others go on
+            log.error("cluster %s: unexpected %s", policy.name, type(err).__name__)
+            log.debug("cluster %s: traceback", policy.name, exc_info=True)
             tally.error(f"cluster:{policy.name}", err)
     after = store.stats.as_dict()
     return RunSummary(
@@ -222,7 +228,15 @@ def mark_rekey(
     policy = _policies(config, [cluster])[0]
     store = store if store is not None else open_config_store(config)
     clock = clock or time.time
-    lease = Lease(store, cluster, duration=config.lease_duration, clock=clock)
+    keys = SyncKeys.of(config, policy.secrets)
+    lease = Lease(
+        store,
+        cluster,
+        duration=config.lease_duration,
+        clock=clock,
+        secret=keys.current,
+        previous=keys.previous,
+    )
     give_up = time.monotonic() + lease_wait
     while True:
         try:
@@ -233,8 +247,8 @@ def mark_rekey(
                 raise
             sleep(1.0)
     try:
-        states = StateStore(store, cluster, policy.secrets)
-        state = states.load()
+        states = StateStore(store, cluster, keys)
+        state = states.load(now_ms=int(clock() * 1000))
         known = set(state.orders) | set(state.pending)
         names = tuple(sorted(known)) if orders is None else tuple(dict.fromkeys(orders))
         unknown = tuple(name for name in names if name not in known)
