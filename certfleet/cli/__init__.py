@@ -1,4 +1,4 @@
-"""The admin CLI ``certfleet`` (DESIGN.md "Admin CLI").
+"""The admin CLI ``certfleet`` (README.md "Operate", docs/operations.md).
 
 ``main`` is the only place that reads the environment and the standard streams, and the
 only place that configures logging; each subcommand module registers its parsers with

@@ -1,4 +1,4 @@
-"""What each APIv3 call of DESIGN.md "Provider API" does in the sandbox, minus HTTP.
+"""What each APIv3 call of docs/sandbox.md "Endpoints" does in the sandbox, minus HTTP.
 
 Order bodies are parsed, and order answers built, by ``certfleet.orders`` (shared with the
 order API over the registry): ``dns_names`` or ``identifiers``, answers with both.

@@ -1,4 +1,4 @@
-"""One sync run for one cluster (DESIGN.md "Sync engine").
+"""One sync run for one cluster (docs/sync.md "One pass, for each configured cluster").
 
 The order of writes is what makes a crash at any instant safe:
 
