@@ -3,9 +3,10 @@
 The HTTP function calls :meth:`SyncTrigger.changed` after every order it created, changed or
 removed; the trigger invokes the sync function asynchronously (``InvocationType=Event``,
 nothing waits for it), at most once per ``interval`` seconds per execution environment
-(debounced: a burst of orders starts one run). The sync's reserved concurrency of 1 and its
-lease keep it to one run at a time; an invocation throttled by a run still going is
-dropped after the event age limit, and the next schedule picks the order up anyway. Without
+(debounced: a burst of orders starts one run). The sync's lease keeps it to one run at a
+time: an invocation that finds a run going backs off at once (or, with a reserved
+concurrency, is throttled and dropped after the event age limit), and the next schedule
+picks the order up anyway. Without
 ``CERTFLEET_SYNC_FUNCTION`` (``certfleet serve``, or a stack that leaves it out) it does
 nothing. A failed invocation is logged and never fails the API call.
 """
