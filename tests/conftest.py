@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.plugins.faults",
     "tests.plugins.nginx",
     "tests.plugins.cli",
+    "tests.plugins.pebble",
 ]

@@ -147,10 +147,10 @@ BROKEN = [
     ),
     (
         MINIMAL + 'stor = "x"',
-        'sync.conf:3: option "stor": unknown option; did you mean "store"? (valid: api_endpoint, '
-        "api_key, cluster, fleet_check_interval, fleet_stale_after, gc_grace, head_validity, "
-        "issue_wait, lease_duration, order_api_key, previous_signing_key, signing_key, "
-        "skew_margin, store, "
+        'sync.conf:3: option "stor": unknown option; did you mean "store"? (valid: acme, '
+        "api_endpoint, api_key, cluster, dns, dns_resolvers, fleet_check_interval, "
+        "fleet_stale_after, gc_grace, head_validity, issue_wait, lease_duration, "
+        "order_api_key, previous_signing_key, provider, signing_key, skew_margin, store, "
         "store_endpoint)",
     ),
     (

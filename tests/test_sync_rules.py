@@ -289,3 +289,26 @@ def test_provider_chains_are_split_ordered_and_stripped_of_the_root() -> None:
     ):
         with pytest.raises(CertificateRejected, match=reason):
             verify(leaf, chain)
+
+
+def test_a_provider_suggested_renewal_time_replaces_the_lifetime_rule() -> None:
+    state = ClusterState.new()
+    for name in ("early", "later", "bogus", "plain"):
+        state.orders[name] = record((f"{name}.example",))  # 90 days from 0
+    listing = [ProviderOrder(n, "web", (f"{n}.example",)) for n in state.orders]
+    now = 10 * DAY  # far from the lifetime rule's 60 days
+    result = plan_cluster(
+        "web", listing, state, now=now, key_type_for=lambda name: "ecdsa", renew_days=None,
+        renew_at={"early": 5 * DAY, "later": 70 * DAY, "bogus": 200 * DAY},
+    )  # fmt: skip
+    assert [issue.order.name for issue in result.issue] == ["early"]
+    # a suggestion is never later than the last tenth of the lifetime (day 81 here)
+    suggested = {"early": 5 * DAY, "later": 85 * DAY, "bogus": 200 * DAY}
+    for day, due in ((80, ["early"]), (82, ["bogus", "early", "later"])):
+        late = plan_cluster(
+            "web", listing, state, now=day * DAY, key_type_for=lambda name: "ecdsa",
+            renew_days=None, renew_at=suggested,
+        )  # fmt: skip
+        assert (
+            sorted(issue.order.name for issue in late.issue if issue.order.name != "plain") == due
+        )

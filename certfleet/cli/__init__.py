@@ -23,6 +23,7 @@ from certfleet import __version__
 from certfleet.apiv3 import ApiError, Unauthorized
 from certfleet.bundle import FormatError
 from certfleet.cli import (
+    acme,
     apikeys,
     clusters,
     doctor,
@@ -54,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"certfleet {__version__}")
     _add_common_options(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (init, clusters, orders, apikeys, serve, registry, sync, nodes, doctor, sandbox):
+    for module in (
+        init, clusters, orders, apikeys, serve, registry, sync, nodes, doctor, acme, sandbox,
+    ):  # fmt: skip
         module.register(subparsers)
     for name, subparser in subparsers.choices.items():
         if name != sandbox.COMMAND:

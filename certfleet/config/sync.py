@@ -26,6 +26,14 @@ from certfleet.bundle import (
     validate_cluster_name,
     validate_order_name,
 )
+from certfleet.config.acme import (
+    AcmeConfig,
+    DnsProviderConfig,
+    parse_acme,
+    parse_dns_blocks,
+    parse_provider,
+    parse_resolvers,
+)
 from certfleet.config.cluster import check_label, cluster_secrets
 from certfleet.config.errors import ConfigError, ConfigErrors, UnknownClusterError
 from certfleet.config.hcl import load_hcl, read_config_text
@@ -47,6 +55,7 @@ _TOP_OPTIONS = (
     "api_key", "api_endpoint", "store", "store_endpoint", "signing_key",
     "previous_signing_key", "skew_margin",
     "head_validity", "gc_grace", "lease_duration", "issue_wait", *_FLEET_OPTIONS,
+    "provider", "dns_resolvers",
 )  # fmt: skip
 
 
@@ -72,6 +81,7 @@ class ClusterSyncConfig:
     # None: as the top level says
     fleet_check_interval: float | None = None
     fleet_stale_after: float | None = None
+    provider: str | None = None
 
     @property
     def newest_secret(self) -> ClusterSecret:
@@ -119,6 +129,10 @@ class SyncConfig:
     fleet_stale_after: float = HOUR
     clusters: tuple[ClusterSyncConfig, ...] = ()
     source: str = ""
+    provider: str = "sslmate"
+    acme: AcmeConfig | None = None
+    dns: tuple[DnsProviderConfig, ...] = ()
+    dns_resolvers: tuple[str, ...] = ()
     api_keys: tuple[ApiKeyEntry, ...] = ()  # the order API's keys (order_api_key blocks)
 
     def cluster(self, name: str) -> ClusterSyncConfig:
@@ -132,6 +146,13 @@ class SyncConfig:
     def cluster_names(self) -> tuple[str, ...]:
         return tuple(cluster.name for cluster in self.clusters)
 
+    def provider_for(self, cluster: str) -> str:
+        """ "sslmate" or "acme": the cluster's own choice, else the top level's."""
+        for block in self.clusters:
+            if block.name == cluster and block.provider is not None:
+                return block.provider
+        return self.provider
+
 
 def load_sync_config(path: str | Path) -> SyncConfig:
     """Read and check the sync config at ``path``; ConfigError (or ConfigErrors) if bad."""
@@ -141,7 +162,7 @@ def load_sync_config(path: str | Path) -> SyncConfig:
 def parse_sync_config(text: str, source: str) -> SyncConfig:
     """Check the sync config ``text`` (read from ``source``); no disk, no network."""
     root = load_hcl(text, source)
-    root.allow(_TOP_OPTIONS, ("cluster", API_KEY_BLOCK))
+    root.allow(_TOP_OPTIONS, ("cluster", "acme", "dns", API_KEY_BLOCK))
     api_key = root.optional_string("api_key", secret=True)
     if api_key is not None and not api_key.strip():
         root.error(
@@ -183,6 +204,16 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
     fleet_check_interval = root.duration("fleet_check_interval", HOUR, maximum=MAX_FLEET_DURATION)
     fleet_stale_after = root.duration("fleet_stale_after", HOUR, maximum=MAX_FLEET_DURATION)
     clusters = tuple(_cluster(label, section) for label, _, section in root.blocks("cluster"))
+    provider = parse_provider(root, "sslmate") or "sslmate"
+    acme = parse_acme(root)
+    if acme is None and "acme" in {provider, *(c.provider for c in clusters)}:
+        root.error(
+            "provider",
+            '"acme" needs an acme { } block',
+            valid="certfleet init --provider acme writes one",
+        )
+    dns = parse_dns_blocks(root)
+    dns_resolvers = parse_resolvers(root)
     api_keys = api_key_entries(root)
     root.finish()
     if not signing_keys:  # unreachable after finish(); keeps the types honest
@@ -203,12 +234,18 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
         fleet_stale_after=fleet_stale_after,
         clusters=clusters,
         source=source,
+        provider=provider,
+        acme=acme,
+        dns=dns,
+        dns_resolvers=dns_resolvers,
         api_keys=api_keys,
     )
 
 
 def _cluster(label: str, section: Section) -> ClusterSyncConfig:
-    section.allow(("secret", "key_type", "renew_days", "reuse_key", *_FLEET_OPTIONS), ("order",))
+    section.allow(
+        ("secret", "key_type", "renew_days", "reuse_key", "provider", *_FLEET_OPTIONS), ("order",)
+    )
     name = check_label(section, validate_cluster_name, label)
     secrets = cluster_secrets(section)
     orders = tuple(_order(order_label, sub) for order_label, _, sub in section.blocks("order"))
@@ -225,6 +262,7 @@ def _cluster(label: str, section: Section) -> ClusterSyncConfig:
         fleet_stale_after=section.optional_duration(
             "fleet_stale_after", maximum=MAX_FLEET_DURATION
         ),
+        provider=parse_provider(section, None),
     )
 
 

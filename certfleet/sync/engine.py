@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Callable
 
 from certfleet.bundle import (
     Bundle,
     open_bundle,
 )
+from certfleet.errors import CertfleetError
 from certfleet.store import PreconditionFailed, Store
 from certfleet.sync.audit import Audit
 from certfleet.sync.errors import RUN_FATAL
@@ -222,6 +223,7 @@ class ClusterRun:
             now=now,
             key_type_for=self.policy.key_type_for,
             renew_days=self.policy.renew_days,
+            renew_at=self._renewal_times(state),
         )
         for name, reason in plan.invalid.items():
             self.tally.error(name, f"order refused: {reason}")
@@ -231,6 +233,18 @@ class ClusterRun:
         issuer = Issuer(self, state)
         issuer.generate(plan.issue, now)
         issuer.collect(plan.resume)
+
+    def _renewal_times(self, state: ClusterState) -> Mapping[str, int]:
+        """Renewal times the provider suggests (ACME ARI); none when it has no opinion."""
+        advise = getattr(self.provider, "renewal_times", None)
+        if advise is None or not state.orders:
+            return {}
+        try:
+            times: Mapping[str, int] = advise(self.cluster, sorted(state.orders))
+        except CertfleetError as err:
+            log.warning("cluster %s: renewal times unavailable: %s", self.cluster, err)
+            return {}
+        return times
 
     def _read_head(self) -> HeadSeen:
         seen = read_head(
