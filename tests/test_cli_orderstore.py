@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from pathlib import Path
-
-import pytest
 
 from certfleet.bundle import SigningKey
 from certfleet.cli import main
@@ -30,8 +29,17 @@ def cli(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def acme_config(tmp_path: Path) -> Path:
+    """A sync config made by certfleet init --provider acme (for its acme block)."""
+    path = tmp_path / "acme.conf"
+    argv = ["--provider", "acme", "--acme-directory", "https://127.0.0.1:9/dir",
+            "--acme-email", "ops@example.test", "--store", f"file://{tmp_path}"]  # fmt: skip
+    assert cli("init", "--config", str(path), *argv)[0] == 0
+    return path
+
+
 def test_a_mixed_config_keeps_each_order_where_its_cluster_is(
-    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sandbox: Sandbox, tmp_path: Path
 ) -> None:
     acme, legacy = unique_cluster("acme"), unique_cluster("legacy")
     config = tmp_path / "sync.conf"
@@ -41,9 +49,14 @@ def test_a_mixed_config_keeps_each_order_where_its_cluster_is(
     assert cli("init", "--config", str(config), *argv, "--api-key", sandbox.api_key)[0] == 0
     for cluster in (acme, legacy):
         assert cli("clusters", "add", cluster, "--config", str(config))[0] == 0
-    # The cluster `acme` is in ACME mode (as `provider = "acme"` in its block makes it).
-    monkeypatch.setattr("certfleet.cli.orders.acme_clusters", lambda _c: (acme,))
-    monkeypatch.setattr("certfleet.cli.orderstore.acme_clusters", lambda _c: (acme,))
+    # The cluster `acme` is in ACME mode: its block says provider = "acme".
+    text = config.read_text().replace(
+        f'cluster "{acme}" {{\n', f'cluster "{acme}" {{\n  provider = "acme"\n'
+    )
+    block = re.search(r"(?ms)^acme \{.*?^\}\n", acme_config(tmp_path).read_text())
+    assert block is not None
+    config.write_text(text + block.group(0))
+    assert load_sync_config(config).provider_for(acme) == "acme"
     a_name, l_name = f"www.{acme}.example", f"www.{legacy}.example"
     assert cli("add", "--cluster", acme, a_name, "--config", str(config))[0] == 0
     assert cli("add", "--cluster", legacy, l_name, "--config", str(config))[0] == 0
@@ -65,18 +78,9 @@ def test_a_mixed_config_keeps_each_order_where_its_cluster_is(
     assert registry.list(acme) == ()
 
 
-def test_registry_reseal_after_the_signing_key_is_replaced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    old = tmp_path / "old.conf"
-    store = tmp_path / "store"
-    store.mkdir()
-    argv = ["--store", f"file://{store}", "--api-endpoint", "https://127.0.0.1:9/api/v3"]
-    assert cli("init", "--config", str(old), *argv, "--api-key", "unused")[0] == 0
+def test_registry_reseal_after_the_signing_key_is_replaced(tmp_path: Path) -> None:
+    old = acme_config(tmp_path)
     assert cli("clusters", "add", "web", "--config", str(old))[0] == 0
-    monkeypatch.setattr("certfleet.cli.orders.acme_clusters", lambda c: c.cluster_names)
-    monkeypatch.setattr("certfleet.cli.orderstore.acme_clusters", lambda c: c.cluster_names)
-    monkeypatch.setattr("certfleet.cli.registry.acme_clusters", lambda c: c.cluster_names)
     assert cli("add", "shop.example", "--config", str(old))[0] == 0
     new = tmp_path / "new.conf"
     text = old.read_text()

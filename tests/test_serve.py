@@ -413,15 +413,13 @@ def test_http_config_holds_the_registry_secret_and_no_signing_or_cluster_secret(
 
 
 def test_cli_orders_in_acme_mode_use_the_registry_the_api_serves(
-    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    setup: Setup, tmp_path: Path
 ) -> None:
     config = tmp_path / "sync.conf"
-    init(config, f"file://{setup.store}")
+    argv = ["--provider", "acme", "--acme-directory", "https://127.0.0.1:9/dir",
+            "--acme-email", "ops@example.test", "--store", f"file://{setup.store}"]  # fmt: skip
+    assert cli("init", "--config", str(config), *argv)[0] == 0
     assert cli("clusters", "add", "webservers", "--config", str(config))[0] == 0
-    # Until the ACME config lands, ACME mode is switched on here for every cluster.
-    monkeypatch.setattr("certfleet.cli.orders.acme_clusters", lambda c: c.cluster_names)
-    monkeypatch.setattr("certfleet.cli.orderstore.acme_clusters", lambda c: c.cluster_names)
-    monkeypatch.setattr("certfleet.serve.settings.acme_clusters", lambda c: c.cluster_names)
     code, out, _ = cli("add", "example.com", "*.example.com", "--config", str(config))
     assert code == 0, out
     assert "example.com (http)" in out and "*.example.com (dns)" in out
@@ -437,7 +435,10 @@ def test_cli_orders_in_acme_mode_use_the_registry_the_api_serves(
     assert code == 2 and "nope" in err
     from certfleet.serve.settings import load_settings
 
-    api = build_api(load_settings(config))
+    settings = load_settings(config)
+    thumb = cli("acme", "thumbprint", "--config", str(config))[1].strip()
+    assert settings.acme_thumbprint == thumb and settings.clusters == ("webservers",)
+    api = build_api(settings)
     served = api.handle(Request("GET", "/api/v3/orders/example.com", headers={}))
     assert served.status == 401
     code, key, _ = cli("api-keys", "add", "ops", "--config", str(config))
