@@ -108,3 +108,36 @@ def test_registry_reseal_after_the_signing_key_is_replaced(tmp_path: Path) -> No
     unrotated = newer.read_text().replace(f'previous_signing_key = "{new_key}"\n', "")
     newer.write_text(unrotated)
     assert cli("show", "shop.example", "--config", str(newer))[0] == 0
+
+
+def test_show_in_acme_mode_gives_the_cas_last_problem_and_the_retry(tmp_path: Path) -> None:
+    from certfleet.acme.state import AcmeState, AcmeStateStore, OrderState
+
+    config = acme_config(tmp_path)
+    assert cli("clusters", "add", "web", "--config", str(config))[0] == 0
+    assert cli("add", "shop.example", "--config", str(config))[0] == 0
+    code, out, _ = cli("show", "shop.example", "--config", str(config))
+    assert code == 0 and "acme       not ordered from the CA yet" in out
+    sync = load_sync_config(config)
+    problem = {
+        "type": "urn:ietf:params:acme:error:unauthorized",
+        "detail": "Invalid response from http://shop.example/.well-known/acme-challenge/x\n",
+        "subproblems": [],
+    }
+    state = AcmeState(
+        orders={
+            "shop.example": OrderState(status="invalid", problem=problem, retry_at=4e9, attempts=2)
+        }
+    )
+    states = AcmeStateStore(
+        open_store(sync.store), "web", sync.signing_key.sync_secret("state"), lambda: 1.7e9
+    )
+    states.load()
+    assert states.save(state)
+    code, out, _ = cli("show", "shop.example", "--config", str(config))
+    assert code == 0, out
+    assert "acme       invalid" in out
+    assert "problem    unauthorized: Invalid response from http://shop.example/" in out
+    assert "\\n" in out and "retry at   2096-" in out  # the CA's newline is escaped
+    code, out, _ = cli("show", "shop.example", "--config", str(config), "--json")
+    assert json.loads(out)["acme"]["status"] == "invalid"

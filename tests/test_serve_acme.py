@@ -100,6 +100,8 @@ def test_an_order_placed_with_the_help_page_curl_reaches_a_node(
         # pebble fetched each name's token through nginx from the route (and nginx.get above)
         fetched = [line for line in log if "GET '/.well-known/acme-challenge/" in line]
         assert len(fetched) >= 1 + 2, log
+        shown = certfleet("show", "example.com", "--config", str(config)).stdout
+        assert "\nacme " in shown and "problem" not in shown, shown
     finally:
         nginx.stop()
         process.send_signal(signal.SIGTERM)

@@ -117,7 +117,19 @@ def run_show(args: argparse.Namespace, ctx: Context) -> int:
     name = _any_order_name(args.order)
     with _backend(args, ctx) as backend:
         order = backend.get(name)
-    _print_order(order, args, ctx)
+        details = backend.details(order)
+    if args.json:
+        document = order.to_json()
+        if details:
+            document["acme"] = details
+        ctx.say(json.dumps(document, indent=2))
+    else:
+        labels = {"status": "acme", "unreadable": "acme", "problem": "problem"}
+        rows = [
+            f"{labels.get(label, label.replace('_', ' ')):<10} {value}"
+            for label, value in details.items()
+        ]
+        ctx.say("\n".join([order_details(order), *rows]))
     return 0
 
 

@@ -11,10 +11,14 @@ cluster a usage error (exit 2).
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Protocol
+from functools import partial
+from typing import Callable, Protocol
 
+from certfleet.acme.errors import Problem
+from certfleet.acme.state import AcmeStateError, AcmeStateStore
 from certfleet.apiv3 import ApiClient, Identifier, NotFound, Order, RetryPolicy, Unauthorized
 from certfleet.cli.errors import CliError, OrderNotFound, UsageError
 from certfleet.cli.settings import ApiSettings
@@ -22,7 +26,7 @@ from certfleet.config.sync import SyncConfig
 from certfleet.orders import Identifier as OrderIdentifier
 from certfleet.registry import OrderRegistry, RegistryNotFound, RegistryOrder, UnknownCluster
 from certfleet.registry.mode import acme_clusters, previous_registry_secrets, registry_secret
-from certfleet.store import open_store
+from certfleet.store import Store, StoreError, open_store
 
 CLI_RETRY = RetryPolicy(max_attempts=5, max_seconds=30.0, base_delay=0.5, max_delay=8.0)
 REGISTERED = "registered"
@@ -42,6 +46,10 @@ class OrderBackend(Protocol):
     def delete(self, name: str) -> None: ...
 
     def orders(self, cluster: str | None) -> list[Order]: ...
+
+    def details(self, order: Order) -> dict[str, str]:
+        """What else is known of ``order`` (ACME progress), for ``certfleet show``."""
+        ...
 
 
 class ApiBackend:
@@ -69,6 +77,9 @@ class ApiBackend:
     def orders(self, cluster: str | None) -> list[Order]:
         return list(self._client.iter_orders(cluster))
 
+    def details(self, order: Order) -> dict[str, str]:
+        return {}
+
     @contextmanager
     def _known(self, name: str) -> Iterator[None]:
         try:
@@ -80,9 +91,20 @@ class ApiBackend:
 class RegistryBackend:
     """Orders in the order registry (ACME mode)."""
 
-    def __init__(self, registry: OrderRegistry, where: str) -> None:
+    def __init__(
+        self,
+        registry: OrderRegistry,
+        where: str,
+        progress: Callable[[str, str], dict[str, str]] | None = None,
+    ) -> None:
         self._registry = registry
         self._where = where
+        self._progress = progress
+
+    def details(self, order: Order) -> dict[str, str]:
+        if self._progress is None or order.cluster is None:
+            return {}
+        return self._progress(order.cluster, order.name)
 
     def create(self, identifiers: Sequence[Identifier], cluster: str | None, name: str) -> Order:
         if cluster is None:
@@ -148,6 +170,11 @@ class MixedBackend:
         found = self._registry.orders(None) + self._api.orders(None)
         return sorted(found, key=lambda order: order.name)
 
+    def details(self, order: Order) -> dict[str, str]:
+        if order.cluster in self._acme:
+            return self._registry.details(order)
+        return {}
+
     def _owner(self, name: str) -> tuple[OrderBackend, Order]:
         try:
             return self._registry, self._registry.get(name)
@@ -164,7 +191,38 @@ def registry_backend(config: SyncConfig) -> RegistryBackend:
         acme_clusters(config),
         previous=previous_registry_secrets(config),
     )
-    return RegistryBackend(registry, f"the order registry in {store.url}")
+    return RegistryBackend(
+        registry, f"the order registry in {store.url}", partial(acme_progress, config, store)
+    )
+
+
+def acme_progress(config: SyncConfig, store: Store, cluster: str, name: str) -> dict[str, str]:
+    """The order's ACME progress from the sync's ACME state: status, the CA's last problem
+    (one line), when it is tried again; ``unreadable`` when the state cannot be opened."""
+    previous = config.previous_signing_key
+    states = AcmeStateStore(
+        store,
+        cluster,
+        config.signing_key.sync_secret("state"),
+        time.time,
+        previous=() if previous is None else (previous.sync_secret("state"),),
+    )
+    try:
+        record = states.load().orders.get(name)
+    except (AcmeStateError, StoreError) as err:
+        return {"unreadable": str(err)}
+    if record is None:
+        return {"status": "not ordered from the CA yet (the next sync run does)"}
+    found = {"status": record.status or ("issued" if record.cert_id else "waiting")}
+    if record.problem is not None:
+        try:
+            found["problem"] = Problem.from_json(record.problem).summary()
+        except ValueError:
+            found["problem"] = "(a problem document certfleet cannot read)"
+    if record.retry_at > time.time():
+        moment = datetime.datetime.fromtimestamp(record.retry_at, datetime.timezone.utc)
+        found["retry_at"] = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return found
 
 
 @contextmanager
