@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from certfleet.config.accountkey import load_account_key, thumbprint
 from certfleet.config.hcl import read_config_text
 from certfleet.config.serve import ServeConfig, is_sync_config, parse_serve_config
 from certfleet.config.sync import SyncConfig, parse_sync_config
@@ -17,7 +18,6 @@ from certfleet.registry import OrderRegistry
 from certfleet.registry.mode import acme_clusters, previous_registry_secrets, registry_secret
 from certfleet.serve.api import HttpApi
 from certfleet.serve.ratelimit import RateLimiter
-from certfleet.serve.thumbprint import thumbprint
 from certfleet.store import Store, open_store
 
 
@@ -37,7 +37,7 @@ def serve_view(config: SyncConfig) -> ServeConfig:
         previous_registry_secrets=previous_registry_secrets(config),
         clusters=acme_clusters(config),
         store_endpoint=config.store_endpoint,
-        acme_thumbprint=None if key is None else thumbprint(key),
+        acme_thumbprint=None if key is None else thumbprint(load_account_key(key)),
         api_keys=config.api_keys,
         source=config.source,
     )
