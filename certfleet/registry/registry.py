@@ -35,7 +35,7 @@ from certfleet.registry.errors import (
     RegistryNotFound,
     UnknownCluster,
 )
-from certfleet.store import ObjectNotFound, PreconditionFailed, Store
+from certfleet.store import ObjectNotFound, ObjectTooLarge, PreconditionFailed, Store
 
 KIND = "registry"
 IDENTITY = "/orders"
@@ -228,15 +228,15 @@ class OrderRegistry:
 
     def _read(self, cluster: str) -> tuple[tuple[RegistryOrder, ...], str | None]:
         key = registry_key(cluster)
+        where = f"the order registry of cluster {cluster!r} ({key} in {self._store.url})"
         try:
-            stored = self._store.get(key)
+            stored = self._store.get(key, max_bytes=MAX_REGISTRY_BYTES)
         except ObjectNotFound:
             return (), None
+        except ObjectTooLarge as err:
+            raise RegistryError(f"{where} is larger than {MAX_REGISTRY_BYTES} bytes") from err
         if stored is None:  # only possible with if_none_match, which is not given
             raise ObjectNotFound(key, url=self._store.url)
-        where = f"the order registry of cluster {cluster!r} ({key} in {self._store.url})"
-        if len(stored.data) > MAX_REGISTRY_BYTES:
-            raise RegistryError(f"{where} is larger than {MAX_REGISTRY_BYTES} bytes")
         try:
             plain = open_sealed(
                 KIND, cluster, IDENTITY, stored.data, [self._secret, *self._previous]
