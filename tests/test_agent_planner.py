@@ -69,7 +69,7 @@ class Pair:
         return self._holds(self.steady), self._holds(reference_agent)
 
     def _holds(self, agent: Agent) -> dict[str, Any]:
-        stored = self.pub.store.get(f"{self.pub.prefix()}/acks/{agent.node_id}")
+        stored = self.pub.store.get(f"{self.pub.prefix()}/acks/{agent.node_id}", max_bytes=1 << 24)
         assert stored is not None
         ack = open_ack(
             stored.data, cluster=self.pub.cluster, node_id=agent.node_id, secrets=self.pub.secrets

@@ -25,7 +25,7 @@ from certfleet.bundle import (
 from certfleet.config import parse_agent_config
 from certfleet.store import FileStore, Store, StoredObject
 from certfleet.sync import RunSummary
-from certfleet.sync.fleet import known_ack
+from certfleet.sync.fleet import MAX_ACK_BYTES, known_ack
 from certfleet.sync.fleetcache import AckCache, decode_known, encode_known
 from certfleet.sync.sealing import SyncKeys
 from node_agent.agent import Agent
@@ -55,10 +55,12 @@ class ListingSpy:
         self.listed.append(prefix)
         return self.inner.list_etags(prefix)
 
-    def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
+    def get(
+        self, key: str, *, max_bytes: int, if_none_match: str | None = None
+    ) -> StoredObject | None:
         if "/acks/" in key:
             self.acks_read.append(key.rsplit("/", 1)[1])
-        return self.inner.get(key, if_none_match=if_none_match)
+        return self.inner.get(key, max_bytes=max_bytes, if_none_match=if_none_match)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -157,7 +159,7 @@ def test_current_stale_failing_and_tampered_nodes_once_per_interval(
 
     # a tampered ack is unreadable; the run goes on and the others are counted
     key = f"v1/clusters/{world.cluster}/acks/{good.node_id}"
-    stored = world.store.get(key)
+    stored = world.store.get(key, max_bytes=1 << 24)
     assert stored is not None
     world.store.put(key, stored.data[:-1] + bytes([stored.data[-1] ^ 1]))
     world.store.put(f"v1/clusters/{world.cluster}/acks/bad.id", b"\x1b[31m not an ack")
@@ -230,7 +232,7 @@ def test_s3_store(sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS, tmp_path:
     assert good.poll_once().ok
     assert not broken.poll_once().ok
     key = f"v1/clusters/{world.cluster}/acks/{broken.node_id}"
-    stored = world.store.get(key)
+    stored = world.store.get(key, max_bytes=1 << 24)
     assert stored is not None
     world.offset = HOUR
     assert figures(world.sync()) == fleet_of(2, current=2, failing=1, problem_nodes=1)
@@ -238,6 +240,15 @@ def test_s3_store(sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS, tmp_path:
     world.store.put(key, stored.data[:at] + bytes(8) + stored.data[at + 8 :])
     world.offset = 2 * HOUR
     assert figures(world.sync()) == fleet_of(2, current=1, unreadable=1, problem_nodes=1)
+    # a node writes an ack over the cap (a 1 GB one made every run fail): refused from its
+    # size before it is read, reported for that node, and the run goes on
+    world.store.put(key, b"\0" * (MAX_ACK_BYTES + 1))
+    received = world.store.stats.bytes_in
+    world.offset = 3 * HOUR
+    oversized = world.sync()
+    assert oversized.ok and oversized.errors == {}
+    assert figures(oversized) == fleet_of(2, current=1, unreadable=1, problem_nodes=1)
+    assert world.store.stats.bytes_in - received < MAX_ACK_BYTES
 
 
 def test_a_second_check_reads_only_the_acks_that_changed(
@@ -252,7 +263,7 @@ def test_a_second_check_reads_only_the_acks_that_changed(
     assert figures(world.sync()) == fleet_of(4, current=4)
     assert sorted(spy.acks_read) == sorted(node.node_id for node in nodes)
     cache = f"v1/sync/fleet/{world.cluster}"
-    assert world.store.get(cache) is not None
+    assert world.store.get(cache, max_bytes=1 << 24) is not None
 
     # a new head; one node applies it and writes a new ack, the others do not
     world.add(world.host("b"))
@@ -265,12 +276,12 @@ def test_a_second_check_reads_only_the_acks_that_changed(
     assert spy.acks_read == [nodes[0].node_id]
 
     # nothing changed: no ack read, the cache not written again
-    before = world.store.get(cache)
+    before = world.store.get(cache, max_bytes=1 << 24)
     spy.acks_read.clear()
     world.offset = 5 * HOUR
     assert figures(world.sync()) == fleet_of(4, current=1, behind=3, stale=3, problem_nodes=3)
     assert spy.acks_read == []
-    after = world.store.get(cache)
+    after = world.store.get(cache, max_bytes=1 << 24)
     assert before is not None and after is not None and after.etag == before.etag
 
     # an unusable cache is an empty one: every ack read again, nothing fails
@@ -314,7 +325,7 @@ def test_the_fleet_cache_keeps_what_the_check_needs_sealed_for_the_sync_only(
     assert AckCache(store, "web", keys).load() == known
     other = SyncKeys(SigningKey.generate().sync_secret("state"))
     assert AckCache(store, "web", other).load() == {}  # another signing key: an empty cache
-    stored = store.get("v1/sync/fleet/web")
+    stored = store.get("v1/sync/fleet/web", max_bytes=1 << 24)
     assert stored is not None and b"web-1" not in stored.data  # sealed
     with pytest.raises(FormatError):  # not for the nodes' secret
         open_sealed("pending", "web", "/fleet", stored.data, [node_secret])

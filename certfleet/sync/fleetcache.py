@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from certfleet.bundle import Ack, AckOrder, FormatError, open_sealed
-from certfleet.store import ObjectNotFound, Store
+from certfleet.store import ObjectNotFound, ObjectTooLarge, Store
 from certfleet.sync.fleet import KnownAck
-from certfleet.sync.layout import fleet_cache_key
+from certfleet.sync.layout import FLEET_CACHE_MAX_BYTES, fleet_cache_key
 from certfleet.sync.sealing import SyncKeys
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,12 @@ class AckCache:
 
         A store error other than a missing object propagates."""
         try:
-            stored = self._store.get(self._key)
+            stored = self._store.get(self._key, max_bytes=FLEET_CACHE_MAX_BYTES)
         except ObjectNotFound:
+            return {}
+        except ObjectTooLarge:
+            log.warning("cluster %s: the fleet check's cache is over %d bytes; every ack is "
+                        "read again", self._cluster, FLEET_CACHE_MAX_BYTES)  # fmt: skip
             return {}
         if stored is None:  # only possible with if_none_match, which is not given
             return {}
