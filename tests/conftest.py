@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.plugins.publisher",
     "tests.plugins.faults",
     "tests.plugins.nginx",
+    "tests.plugins.acme_lab",
 ]
