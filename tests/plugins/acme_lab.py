@@ -9,8 +9,19 @@ with the fixture. A missing program is a skip here and a failure in CI
   Updates are allowed for the TSIG key :data:`TSIG_KEY_NAME` on TXT records only
   (``update-policy { grant acme-update. zonesub TXT; }``); ``block(zones)`` gives the
   matching ``dns "rfc2136"`` block, ``txt(name)`` what the server answers now.
+- ``bind9_resolver`` (function): a second :class:`Bind9`, not started, that resolves
+  recursively by forwarding every query to ``bind9`` (as a CA's resolver would, it follows a
+  CNAME from one zone into another, which an authoritative-only server does not do).
 - ``challtestsrv`` (function): a started :class:`Challtestsrv`; ``set_txt`` / ``clear_txt``
   on its management API, its DNS at ``dns_address`` (for pebble's ``-dnsserver``).
+- ``lab_pebble`` (function): a factory ``lab_pebble(binary=None, dns_server=...)`` of
+  :class:`LabPebble` (not started: set ``env``/``validity``, then ``start()``), pebble with
+  its ``-dnsserver`` where the test says (bind9 for DNS-01); its HTTPS API is served for
+  ``localhost`` with a certificate from the session's test CA (``ca_bundle`` trusts it).
+  ``PEBBLE_VA_ALWAYS_VALID`` is never set.
+- ``pebble_new`` (function): the path of the newer pebble (ARI, profiles) from
+  ``$CERTFLEET_PEBBLE_NEW/pebble``; skipped with a reason when it is not there (a failure
+  in CI, whose ``.ci/run`` builds it).
 - ``moto_route53`` (function): a started :class:`MotoRoute53` (moto's threaded server);
   ``client()`` is a boto3 Route 53 client for it; the AWS_* variables that point boto3
   at it are set for the test (``AWS_ENDPOINT_URL_ROUTE_53``).
@@ -20,8 +31,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -37,6 +50,7 @@ import pytest
 
 from certfleet.acme.dns import DnsProviderConfig
 from tests.plugins.binaries import missing, require_binary
+from tests.plugins.publisher import TestCa
 
 LOOPBACK = "127.0.0.1"
 TSIG_KEY_NAME = "acme-update."
@@ -58,10 +72,13 @@ def free_port(rng: Any = None) -> int:
         return port
 
 
-def query(address: tuple[str, int], name: str, rdtype: str = "TXT") -> dns.message.Message:
-    """One UDP query (no recursion wanted), answered within 2 s."""
+def query(
+    address: tuple[str, int], name: str, rdtype: str = "TXT", *, recursive: bool = False
+) -> dns.message.Message:
+    """One UDP query (recursion wanted only when ``recursive``), answered within 2 s."""
     message = dns.message.make_query(name, dns.rdatatype.from_text(rdtype))
-    message.flags &= ~dns.flags.RD
+    if not recursive:
+        message.flags &= ~dns.flags.RD
     response, _tcp = dns.query.udp_with_fallback(message, address[0], timeout=2, port=address[1])
     return response
 
@@ -95,6 +112,7 @@ class Bind9:
         self.port = port
         self.tsig_secret = base64.b64encode(secrets.token_bytes(32)).decode()
         self.zones: dict[str, tuple[str, bool]] = {}
+        self.forward_to: Bind9 | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -127,6 +145,13 @@ class Bind9:
             f'zone "{name}" {{ type primary; file "{name}.zone"; {grant if updatable else ""} }};\n'
             for name, (_records, updatable) in self.zones.items()
         )
+        if self.forward_to is not None:
+            recursion = (
+                f"recursion yes; allow-recursion {{ {LOOPBACK}; }}; forward only;\n"
+                f"  forwarders {{ {LOOPBACK} port {self.forward_to.port}; }};"
+            )
+        else:
+            recursion = "recursion no;"
         return f"""
 options {{
   directory "{self.root}";
@@ -135,7 +160,7 @@ options {{
   managed-keys-directory "{self.root}";
   listen-on port {self.port} {{ {LOOPBACK}; }};
   listen-on-v6 {{ none; }};
-  recursion no;
+  {recursion}
   dnssec-validation no;
   notify no;
 }};
@@ -158,11 +183,13 @@ key "{TSIG_KEY_NAME}" {{ algorithm hmac-sha256; secret "{self.tsig_secret}"; }};
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT
-        for name in self.zones:
+        names = list(self.forward_to.zones if self.forward_to else self.zones)
+        for name in names:
             while True:
                 assert self.process.poll() is None, self.log_tail()
                 try:
-                    if query(self.address, name, "SOA").answer:
+                    recursive = self.forward_to is not None
+                    if query(self.address, name, "SOA", recursive=recursive).answer:
                         break
                 except (OSError, dns.exception.DNSException):
                     pass
@@ -186,6 +213,14 @@ key "{TSIG_KEY_NAME}" {{ algorithm hmac-sha256; secret "{self.tsig_secret}"; }};
 @pytest.fixture
 def bind9(tmp_path: Path) -> Iterator[Bind9]:
     server = Bind9(require_binary("named"), tmp_path / "bind9", free_port())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bind9_resolver(bind9: Bind9, tmp_path: Path) -> Iterator[Bind9]:
+    server = Bind9(bind9.binary, tmp_path / "bind9-resolver", free_port())
+    server.forward_to = bind9
     yield server
     server.stop()
 
@@ -258,6 +293,120 @@ def challtestsrv(tmp_path: Path) -> Iterator[Challtestsrv]:
     server.start()
     yield server
     server.stop()
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        assert process.poll() is None, log.read_text(errors="replace")
+        try:
+            socket.create_connection((LOOPBACK, port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on {port}: {log}"
+            time.sleep(0.05)
+
+
+class LabPebble:
+    """pebble as a user process, its DNS lookups sent to ``dns_server`` ("IP:port")."""
+
+    def __init__(self, binary: str, root: Path, ca: TestCa, dns_server: str) -> None:
+        self.binary = binary
+        self.root = root
+        self.dns_server = dns_server
+        self.port, self.mgmt_port, self.http_port, self.tls_port = (free_port() for _ in range(4))
+        self.env: dict[str, str] = {}
+        self.validity: int | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        root.mkdir(parents=True, exist_ok=True)
+        issued = ca.issue(["localhost"])
+        self.ca_bundle = root / "listener-ca.pem"
+        self.ca_bundle.write_bytes(ca.root_pem)
+        self.certificate = root / "listener.pem"
+        self.certificate.write_bytes(issued.cert_pem + b"".join(issued.chain_pem))
+        self.key = root / "listener.key"
+        self.key.write_bytes(issued.key_pem)
+
+    @property
+    def directory_url(self) -> str:
+        return f"https://localhost:{self.port}/dir"
+
+    def start(self) -> None:
+        """Start pebble and wait (bounded) until its API and management API listen."""
+        config: dict[str, Any] = {
+            "listenAddress": f"{LOOPBACK}:{self.port}",
+            "managementListenAddress": f"{LOOPBACK}:{self.mgmt_port}",
+            "certificate": str(self.certificate), "privateKey": str(self.key),
+            "httpPort": self.http_port, "tlsPort": self.tls_port,
+            "ocspResponderURL": "", "externalAccountBindingRequired": False,
+        }  # fmt: skip
+        if self.validity is not None:
+            config["certificateValidityPeriod"] = self.validity
+        (self.root / "pebble.json").write_text(json.dumps({"pebble": config}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
+        env.update({"PEBBLE_VA_NOSLEEP": "1", **self.env})
+        assert "PEBBLE_VA_ALWAYS_VALID" not in env
+        with (self.root / "pebble.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "-config", str(self.root / "pebble.json"),
+                 "-dnsserver", self.dns_server],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        _wait_listening(self.port, self.process, self.root / "pebble.log")
+        _wait_listening(self.mgmt_port, self.process, self.root / "pebble.log")
+
+    def _management(self, path: str) -> bytes:
+        context = ssl.create_default_context(cafile=str(self.ca_bundle))
+        context.check_hostname = False  # the management API is reached by IP
+        url = f"https://{LOOPBACK}:{self.mgmt_port}{path}"
+        with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+            return bytes(answer.read())
+
+    def root_pem(self) -> bytes:
+        """pebble's issuing root (a new one at every start)."""
+        return self._management("/roots/0")
+
+    def directory(self) -> dict[str, Any]:
+        context = ssl.create_default_context(cafile=str(self.ca_bundle))
+        with urllib.request.urlopen(self.directory_url, context=context, timeout=10) as answer:
+            return dict(json.loads(answer.read()))
+
+    def log(self) -> str:
+        return (self.root / "pebble.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+@pytest.fixture
+def lab_pebble(tmp_path: Path, publisher_ca: TestCa) -> Iterator[Any]:
+    """``lab_pebble(binary=None, dns_server="127.0.0.1:P")`` -> a LabPebble, not started."""
+    made: list[LabPebble] = []
+
+    def make(*, dns_server: str, binary: str | None = None) -> LabPebble:
+        server = LabPebble(
+            binary or require_binary("pebble"), tmp_path / f"pebble{len(made)}",
+            publisher_ca, dns_server,
+        )  # fmt: skip
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
+def pebble_new() -> str:
+    """``$CERTFLEET_PEBBLE_NEW/pebble``: a pebble with ARI and profiles."""
+    where = os.environ.get("CERTFLEET_PEBBLE_NEW", "")
+    binary = Path(where, "pebble")
+    if not where or not binary.is_file():
+        missing(
+            "the newer pebble (ARI, profiles) is not built: set CERTFLEET_PEBBLE_NEW to the "
+            "directory build-pebble.sh wrote (.ci/run does)"
+        )
+    return str(binary)
 
 
 class MotoRoute53:
