@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.plugins.faults",
     "tests.plugins.nginx",
     "tests.plugins.acme_lab",
+    "tests.plugins.faultproxy",
 ]

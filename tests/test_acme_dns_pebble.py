@@ -1,5 +1,6 @@
 """DNS-01 end to end: pebble validates, for real, TXT records that certfleet.acme.dns wrote
-into bind9 by RFC 2136, for a wildcard order and for a name delegated by CNAME.
+into bind9 by RFC 2136, for a wildcard order and for a name delegated by CNAME; and the
+newer pebble of the lab offers ARI (renewalInfo) and profiles.
 
 The ACME side is certbot's ``acme`` client driven by the test (the sync's own ACME flow has
 its tests elsewhere); pebble's ``-dnsserver`` is the bind9 that the records go to.
@@ -153,3 +154,40 @@ def test_a_name_delegated_by_cname_is_validated_in_the_zone_it_points_to(
     assert names.get_values_for_type(x509.DNSName) == ["shop.example.test"]
     assert [record for _block, record, _values in written] == ["shop.acme.example.net"]
     assert bind9.txt("shop.acme.example.net") == set()
+
+
+# --- the newer pebble (ARI, profiles) ---------------------------------------------------
+
+
+def test_the_newer_pebble_offers_renewal_info_and_profiles(
+    pebble_new: str, bind9: Bind9, bind9_resolver: Bind9, lab_pebble: Any
+) -> None:
+    bind9.add_zone("example.test")
+    bind9.start()
+    bind9_resolver.start()
+    pebble = lab_pebble(binary=pebble_new, dns_server=bind9_resolver.server)
+    pebble.env = {"PEBBLE_WFE_NONCEREJECT": "0"}
+    pebble.start()
+    directory = pebble.directory()
+    assert directory["renewalInfo"].startswith("https://localhost:")
+    profiles = directory["meta"]["profiles"]
+    assert isinstance(profiles, dict) and profiles
+    # a certificate it issued has a suggested renewal window inside its lifetime
+    client, account_key = new_client(pebble.directory_url, pebble.ca_bundle)
+    chain, _written = order_by_dns01(
+        client, account_key, ["www.example.test"], bind9, ("example.test",)
+    )
+    leaf = x509.load_pem_x509_certificates(chain.encode())[0]
+    renew_at, _ask_again = client.renewal_time(chain.encode())
+    assert renew_at is not None
+    not_before = leaf.not_valid_before_utc.replace(tzinfo=None)
+    not_after = leaf.not_valid_after_utc.replace(tzinfo=None)
+    assert not_before < renew_at.astimezone(datetime.timezone.utc).replace(tzinfo=None) < not_after
+
+
+def test_the_distributions_pebble_offers_neither(lab_pebble: Any) -> None:
+    pebble = lab_pebble(dns_server="127.0.0.1:9")
+    pebble.start()
+    directory = pebble.directory()
+    assert "renewalInfo" not in directory
+    assert "profiles" not in directory.get("meta", {})

@@ -3,9 +3,11 @@
 pebble enforces no rate limits and never fails on purpose; put a :class:`FaultProxy`
 between the client and pebble, and it answers chosen requests itself, a bounded number of
 times, with what a real CA sends under load: ``429`` + ``Retry-After`` (``rateLimited``) or
-``503`` (+ ``Retry-After`` when given). Everything else is forwarded unchanged, except that
-the upstream's base URL in bodies and in ``Location``/``Link`` headers is rewritten to the
-proxy's, so a client that started at :attr:`FaultProxy.directory_url` stays on the proxy.
+``503`` (+ ``Retry-After`` when given). Everything else is forwarded unchanged, with the
+client's ``Host`` header, so pebble's URLs name the proxy (and the URL a client signs into
+each request is the one pebble expects); any upstream base URL left in a body or a
+``Location``/``Link`` header is rewritten to the proxy's. Run it with ``tls`` (pebble's own
+listener certificate and key) in front of pebble, since pebble's URLs are always https.
 An injected answer carries a fresh ``Replay-Nonce`` taken from the upstream (as a real CA's
 error would), so the client's next request is not refused for its nonce.
 
@@ -109,9 +111,11 @@ class FaultProxy:
 
     @property
     def base(self) -> str:
+        """``https://localhost:PORT`` with ``tls`` (a certificate for localhost), else
+        ``http://127.0.0.1:PORT``."""
         assert self._server is not None, "start() first"
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://{LOOPBACK}:{self._server.server_address[1]}"
+        host = "localhost" if self.tls else LOOPBACK
+        return f"{'https' if self.tls else 'http'}://{host}:{self._server.server_address[1]}"
 
     @property
     def directory_url(self) -> str:
@@ -237,8 +241,9 @@ class FaultProxy:
         if fault is not None:
             self._inject(handler, method, path, fault)
             return
+        # The client's Host goes upstream unchanged: pebble builds its URLs from it, and
+        # checks the URL signed into each JWS against them.
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP_BY_HOP}
-        headers["Host"] = f"{self._upstream_host}:{self._upstream_port}"
         try:
             status, answer_headers, answer = self._forward(method, path, headers, body)
         except (OSError, http.client.HTTPException):
