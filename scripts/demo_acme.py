@@ -270,6 +270,22 @@ def certfleet_has_acme() -> bool:
     return "--provider" in done.stdout
 
 
+def served_txt(port: int, name: str) -> set[str]:
+    """The TXT values bind9 answers at ``name`` now."""
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    query = dns.message.make_query(name, dns.rdatatype.TXT)
+    answer = dns.query.udp(query, LOOPBACK, port=port, timeout=3)
+    return {
+        b"".join(rdata.strings).decode()
+        for rrset in answer.answer
+        if rrset.rdtype == dns.rdatatype.TXT
+        for rdata in rrset
+    }
+
+
 def demo() -> None:
     if not certfleet_has_acme():
         raise DemoFailed(
@@ -392,6 +408,10 @@ def steps(
         "TXT value, and publishes the signed, encrypted bundles to the store.",
     )
     run([certfleet, "sync", "--once", *config], env=env)
+    left = served_txt(dns_port, f"_acme-challenge.{ZONE}")
+    show(f"   bind9 now serves {len(left)} TXT value(s) at _acme-challenge.{ZONE} (removed)")
+    if left:
+        raise DemoFailed(f"the DNS-01 values were left in bind9: {sorted(left)}")
 
     heading(7, "Run the node agent once", "It verifies, decrypts and installs the files.")
     run([agent, "--config", str(WORK / "server1.conf"), "--once"], env=env)
