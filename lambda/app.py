@@ -18,7 +18,7 @@ install_json_logging()
 scheduled_sync = ScheduledSync()
 
 
-@app.schedule(Rate(15, unit=Rate.MINUTES), name="sync")
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="sync")
 def sync(event: CloudWatchEvent) -> dict[str, Any]:
     context: Any = event.context  # the Lambda context (Chalice's annotation is too loose)
     return scheduled_sync.run(context.get_remaining_time_in_millis())

@@ -3,8 +3,14 @@
 For key type ``T`` (``rsa`` or ``ecdsa``): ``T.key.pem`` (PKCS#8), ``T.crt.pem`` (leaf),
 ``T.chain.pem`` (intermediates), ``T.chained.pem`` (leaf + intermediates),
 ``T.combined.pem`` (key + leaf + intermediates) and ``T.p12`` (PKCS#12 under
-``p12_password``; an empty password gives a PKCS#12 that ``openssl pkcs12 -passin pass:``
-opens). Every PEM is re-serialised, so no stray bytes from the store reach the disk.
+``p12_password``). Every PEM is re-serialised, so no stray bytes from the store reach the disk.
+
+The PKCS#12 file encrypts the key and the certificates with PBES2 (PBKDF2-HMAC-SHA256,
+AES-256-CBC) and has an HMAC-SHA256 MAC, the algorithms Java's own keytool writes since
+8u301 and 11.0.12, which OpenSSL 1.1.1 and 3 and Windows 10 1709 / Server 2019 and later
+read too (the tests read it with ``openssl pkcs12`` and Java 17's ``keytool``). An empty
+password writes neither encryption nor MAC: ``openssl pkcs12 -passin pass:`` reads it but
+Java lists no entry in it, which is why the configured default is not empty.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Shared pytest wiring: each plugin module below owns one kind of real local server."""
+"""Shared pytest wiring: each plugin module below owns one kind of real local server (and
+``cli``, the admin CLI run in a home directory of its own)."""
 
 from __future__ import annotations
 
@@ -10,4 +11,5 @@ pytest_plugins = [
     "tests.plugins.nginx",
     "tests.plugins.acme_lab",
     "tests.plugins.faultproxy",
+    "tests.plugins.cli",
 ]

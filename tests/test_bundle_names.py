@@ -154,6 +154,15 @@ def test_cluster_secret_parse_export_and_padding() -> None:
     assert repr(secret) == "ClusterSecret(id='k1', key=<redacted>)"
 
 
+def test_cluster_secret_in_the_standard_base64_alphabet_reads_as_base64url() -> None:
+    key = bytes(range(224, 256))  # encodes with "+" and "/" (standard) or "-" and "_" (url)
+    url = fmt.ClusterSecret("examplesecret", key).export()
+    assert "-" in url and "_" in url
+    standard = url.replace("-", "+").replace("_", "/")
+    assert fmt.ClusterSecret.parse(standard) == fmt.ClusterSecret.parse(standard + "=")
+    assert fmt.ClusterSecret.parse(standard).export() == url
+
+
 def test_cluster_secret_generate() -> None:
     first, second = fmt.ClusterSecret.generate("k2"), fmt.ClusterSecret.generate("k2")
     assert first.id == "k2" and first.key != second.key
@@ -170,7 +179,8 @@ def test_cluster_secret_generate() -> None:
         ("k1:faC4ffCDuEaCv4SFn7mCHTLCqGGaEDrhBB7DI0PRCM", "32 bytes"),
         ("k1:faC4ffCDuEaCv4SFn7mCHTLCqGGaEDrhBB7DI0PRCM8AAA", "32 bytes"),
         ("k1:faC4ffCDuEaCv4SFn7mCHTLCqGGaEDrhBB7DI0PRCM8AA", "base64url"),
-        ("k1:faC4ffCDuEaCv4SFn7mCHTLCqGGaEDrhBB7DI0PRCM+", "base64url"),
+        ("k1:faC4ffCDuEaCv4SFn7mCHTLCqGGaEDrhBB7DI0PRCM+", "canonical"),
+        ("k1:faC4ffCDuEaCv4SFn7mCHTLCqGGaEDrhBB7DI0P+C-8", "mixes"),
         ("k1:faC4ffCDuEaCv4SFn7mCHTLCqGGaEDrhBB7DI0PRCM9", "canonical"),
         ("k1:faC4ffCDuEaCv4SFn7mCHTLCqGGaEDrhBB7DI0PRCM8===", "base64url"),
     ],

@@ -178,6 +178,17 @@ def test_function_schedule_secret_and_alarms(template: dict[str, Any]) -> None:
     assert function["Handler"] == "app.sync"
     assert function["CodeUri"] == "build/package/deployment.zip"
     assert function["Events"]["SyncEvent"]["Properties"]["Schedule"] == {"Ref": "SyncSchedule"}
+    # a schedule event throttled by a long run is dropped, not queued for hours
+    assert function["EventInvokeConfig"] == {
+        "MaximumRetryAttempts": 0,
+        "MaximumEventAgeInSeconds": 60,
+    }
+    # "within minutes", as sslmate-agent: every minute by default, still a parameter
+    assert template["Parameters"]["SyncSchedule"]["Default"] == "rate(1 minute)"
+    assert (
+        load(REPO / "infra" / "sam" / "stack.yaml")["Parameters"]["SyncSchedule"]["Default"]
+        == "rate(1 minute)"
+    )
     assert function["Role"] == {"Fn::GetAtt": ["SyncRole", "Arn"]}
     # The only variable names the secret; its value is put in after deploy, never here.
     assert function["Environment"]["Variables"] == {

@@ -4,6 +4,8 @@ Text forms (DESIGN.md "Trust model"), base64url written without padding, read wi
 without it:
 
 - cluster secret ``"<id>:<base64url of 32 random bytes>"``, id ``[A-Za-z0-9_-]{1,32}``;
+  read also with the standard base64 alphabet (``+`` ``/``), which a secret made by
+  ``sslmate clusters add`` may use, and always written back as base64url;
 - publisher private key ``"ed25519-private:<base64url of the 32-byte seed>"``;
 - publisher public key ``"ed25519:<base64url of the 32-byte key>"``.
 
@@ -32,6 +34,8 @@ from certfleet.bundle.errors import MalformedError
 
 SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+_B64STD = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_TO_URL = str.maketrans("+/", "-_")
 _KEY_BYTES = 32
 _PRIVATE_PREFIX = "ed25519-private:"
 _PUBLIC_PREFIX = "ed25519:"
@@ -89,7 +93,12 @@ class ClusterSecret:
             raise MalformedError("cluster secret", "must look like '<id>:<base64url of 32 bytes>'")
         secret_id, _, encoded = text.partition(":")
         validate_secret_id(secret_id)
-        return cls(secret_id, _b64url_32(encoded, f"cluster secret {secret_id}"))
+        what = f"cluster secret {secret_id}"
+        if "+" in encoded or "/" in encoded:  # standard base64, as SSLMate's may be
+            if not _B64STD.fullmatch(encoded):
+                raise MalformedError(what, "mixes the base64 and base64url alphabets")
+            encoded = encoded.translate(_TO_URL)
+        return cls(secret_id, _b64url_32(encoded, what))
 
     def export(self) -> str:
         return f"{self.id}:{b64url_encode(self.key)}"

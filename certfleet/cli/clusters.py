@@ -5,6 +5,11 @@ config (so it can be redirected into a file); everything else goes to stderr. ``
 prints the stanza of a cluster that already exists, for a server added later: while a
 cluster secret is being rotated the sync config lists several secrets (newest first), and
 the stanza lists them all in the same order, as a node needs them then.
+
+``clusters add NAME --secret ID:BASE64`` adopts an existing secret instead of making one:
+the one ``sslmate clusters add`` printed, so the nodes of an SSLMate cluster keep the
+secret they have. It is checked like any cluster secret (base64url or standard base64, 32
+bytes), written back in the canonical base64url form, and never shown in an error.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from certfleet.bundle import ClusterSecret, validate_cluster_name
+from certfleet.bundle import ClusterSecret, FormatError, validate_cluster_name
 from certfleet.cli.context import Context
 from certfleet.cli.errors import UsageError
 from certfleet.cli.syncfile import hcl_string, new_secret_id, with_cluster, write_private
@@ -28,11 +33,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     actions = parser.add_subparsers(dest="clusters_command", metavar="ACTION", required=True)
     add = actions.add_parser(
         "add",
-        help="add a cluster with a new secret; print its agent config stanza",
-        description="Add a cluster with a new random secret to the sync config (--config) "
-        "and print on stdout only the cluster stanza for the agents' config.",
+        help="add a cluster with a new (or an existing) secret; print its agent config stanza",
+        description="Add a cluster with a new random secret (or, with --secret, an existing "
+        "one) to the sync config (--config) and print on stdout only the cluster stanza for "
+        "the agents' config.",
     )
     add.add_argument("name", metavar="NAME")
+    add.add_argument(
+        "--secret",
+        metavar="ID:BASE64",
+        help="adopt this existing cluster secret (e.g. the one `sslmate clusters add` "
+        "printed) instead of making a new one; '-' reads it from stdin",
+    )
     add.set_defaults(run=run_add)
     listing = actions.add_parser("list", help="list the sync config's clusters")
     listing.set_defaults(run=run_list)
@@ -54,7 +66,13 @@ def run_add(args: argparse.Namespace, ctx: Context) -> int:
     config = parse_sync_config(original, str(path))
     if name in config.cluster_names:
         raise UsageError(f"{path} already has a cluster {name!r}")
-    secret = ClusterSecret.generate(new_secret_id())
+    secret = _given_secret(args.secret, ctx) if args.secret else None
+    if secret is not None:
+        for other in config.clusters:
+            if secret in other.secrets or any(secret.key == s.key for s in other.secrets):
+                raise UsageError(f"--secret is already a secret of cluster {other.name!r}")
+    else:
+        secret = ClusterSecret.generate(new_secret_id())
     text = with_cluster(original, name, secret.export())
     parse_sync_config(text, str(path))  # what is written must load
     write_private(path, text, overwrite=True)
@@ -63,11 +81,30 @@ def run_add(args: argparse.Namespace, ctx: Context) -> int:
         ctx.say(json.dumps({"cluster": name, "secret": secret.export(), "publisher": publisher}))
     else:
         ctx.stdout.write(agent_stanza(name, [secret.export()], publisher))
-    ctx.note(
-        f"added cluster {name!r} (secret id {secret.id}) to {path}; "
-        "put the stanza above into each of its nodes' certfleet-agent.conf"
-    )
+    if args.secret:
+        ctx.note(
+            f"added cluster {name!r} with the existing secret (id {secret.id}) to {path}; "
+            "its nodes keep their secret and add the stanza's publisher line"
+        )
+    else:
+        ctx.note(
+            f"added cluster {name!r} (secret id {secret.id}) to {path}; "
+            "put the stanza above into each of its nodes' certfleet-agent.conf"
+        )
     return 0
+
+
+def _given_secret(text: str, ctx: Context) -> ClusterSecret:
+    """The ``--secret`` value ('-': the first line of stdin), checked; errors never echo it."""
+    if text == "-":
+        text = ctx.stdin.readline()
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]  # pasted with the config file's quotes
+    try:
+        return ClusterSecret.parse(text)
+    except FormatError as err:
+        raise UsageError(f"--secret: {err}") from err
 
 
 def run_list(args: argparse.Namespace, ctx: Context) -> int:

@@ -26,7 +26,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from certfleet.bundle import ClusterSecret, PublicKey, validate_cluster_name, validate_order_name
+from certfleet.bundle import (
+    ClusterSecret,
+    PublicKey,
+    UnsafeNameError,
+    validate_cluster_name,
+    validate_order_name,
+)
 from certfleet.config.address import HostPort, check_server_name, parse_host_port
 from certfleet.config.cluster import check_label, cluster_secrets
 from certfleet.config.errors import UnknownClusterError
@@ -46,12 +52,15 @@ from certfleet.config.window import (
 STORE_SCHEMES = ("s3", "file", "https", "http")
 REMOVE_POLICIES = ("keep", "delete")
 DEFAULT_STATE_DIR = "/var/lib/certfleet"
+# Java's keytool lists no entry in a PKCS#12 without a password, so the default is not empty;
+# it is the one SSLMate 1 gives its .p12 and .jks files (docs/config.md "p12_password").
+DEFAULT_P12_PASSWORD = "sslmate"  # noqa: S105 (a documented default, not a secret)
 DAY = 86400.0
 
 _TOP_OPTIONS = (
     "store", "store_endpoint", "state_dir", "poll_interval", "min_generation",
-    "metrics_file", "hook_timeout", "api_key", "stagger", "update_window", "update_days",
-    "urgent_before",
+    "metrics_file", "hook_timeout", "api_key", "api_endpoint", "stagger", "update_window",
+    "update_days", "urgent_before",
 )  # fmt: skip
 _ORDER_OPTIONS = (
     "on_update", "check_command", "key_user", "key_group", "key_perm", "cert_perm",
@@ -78,7 +87,7 @@ class OrderSettings:
     key_group: str | None = None
     key_perm: int = 0o600
     cert_perm: int = 0o644
-    p12_password: str = field(default="", repr=False)
+    p12_password: str = field(default=DEFAULT_P12_PASSWORD, repr=False)
     remove: str = "keep"
     remove_after: float = 7 * DAY
     probe: tuple[HostPort, ...] = ()
@@ -164,11 +173,14 @@ def parse_agent_config(text: str, source: str) -> AgentConfig:
     """Check the agent config ``text`` (read from ``source``); no disk, no network."""
     root = load_hcl(text, source)
     root.allow(_TOP_OPTIONS, ("cluster", "default", "order"))
+    # An sslmate-agent.conf is read as it is: its provider settings are not a node's business.
     if root.has("api_key"):
         root.notice(
             "api_key",
             "ignored: nodes do not need the provider API key; remove it from this file",
         )
+    if root.has("api_endpoint"):
+        root.notice("api_endpoint", "ignored: nodes never call the provider's API")
     store = root.required_string("store", "s3://BUCKET/PREFIX, file:///PATH or https://HOST/PATH")
     if store:
         checked = root.parsed(
@@ -250,9 +262,23 @@ def _cluster(label: str, section: Section) -> ClusterTrust:
     name = check_label(section, validate_cluster_name, label)
     secrets = cluster_secrets(section)
     if not section.has("publisher"):
-        section.error("publisher", "is required", valid=_PUBLISHER_FORM)
+        shown_name = name if _is_cluster_name(name) else "NAME"
+        section.error(
+            "publisher",
+            "is required: the sync's public key, which `certfleet clusters show "
+            f"{shown_name} --config SYNC_CONFIG` prints in this cluster's stanza",
+            valid=_PUBLISHER_FORM,
+        )
     publishers = section.parsed("publisher", PublicKey.parse, valid=_PUBLISHER_FORM, many=True)
     return ClusterTrust(name, secrets, publishers)
+
+
+def _is_cluster_name(name: str) -> bool:
+    try:
+        validate_cluster_name(name)
+    except UnsafeNameError:
+        return False
+    return True
 
 
 def _order_options(section: Section, *, in_default: bool) -> dict[str, Any]:
