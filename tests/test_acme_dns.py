@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
 import dns.query
 import dns.rcode
@@ -21,7 +22,14 @@ from certfleet.acme.dns import (
     dns_challenges,
 )
 from certfleet.acme.dns.lookup import parse_address
-from tests.plugins.acme_lab import TSIG_KEY_NAME, Bind9, Challtestsrv, MotoRoute53
+from tests.plugins.acme_lab import (
+    TSIG_KEY_NAME,
+    Bind9,
+    Challtestsrv,
+    MotoRoute53,
+    free_port,
+)
+from tests.plugins.binaries import require_binary
 
 V1 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 V2 = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
@@ -114,19 +122,29 @@ def test_a_value_that_is_not_base64url_is_refused_before_anything_is_sent(bind9:
 # --- rfc2136 against bind9 --------------------------------------------------------------
 
 
-@pytest.fixture
-def lab(bind9: Bind9) -> Bind9:
-    """bind9 with example.test (a foreign TXT value at the apex's challenge name and a
-    customer's CNAME) and the zone delegated to, acme.example.net."""
-    bind9.add_zone(
-        "example.test",
-        '_acme-challenge IN TXT "kept-by-someone-else"\n'
-        "_acme-challenge.shop IN CNAME shop.acme.example.net.\n",
-    )
-    bind9.add_zone("acme.example.net")
-    bind9.add_zone("locked.test", updatable=False)
-    bind9.start()
-    return bind9
+LAB_ZONES = {
+    "example.test": '_acme-challenge IN TXT "kept-by-someone-else"\n'
+    "_acme-challenge.shop IN CNAME shop.acme.example.net.\n",
+    "acme.example.net": "",
+}
+
+
+def add_lab_zones(server: Bind9) -> None:
+    """example.test (a foreign TXT value at the apex's challenge name and a customer's
+    CNAME), the zone delegated to (acme.example.net), and locked.test (no updates)."""
+    for zone, records in LAB_ZONES.items():
+        server.add_zone(zone, records)
+    server.add_zone("locked.test", updatable=False)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bind9]:
+    """One bind9 for the tests of this module that leave its zones as they found them."""
+    server = Bind9(require_binary("named"), tmp_path_factory.mktemp("bind9"), free_port())
+    add_lab_zones(server)
+    server.start()
+    yield server
+    server.stop()
 
 
 def test_apex_and_wildcard_values_are_both_served_then_exactly_removed(lab: Bind9) -> None:
@@ -217,8 +235,11 @@ def test_waiting_for_a_value_the_server_does_not_serve_times_out(lab: Bind9) -> 
 
 
 def test_cleanup_logs_but_never_raises_when_the_server_is_gone(
-    lab: Bind9, caplog: pytest.LogCaptureFixture
+    bind9: Bind9, caplog: pytest.LogCaptureFixture
 ) -> None:
+    add_lab_zones(bind9)
+    bind9.start()
+    lab = bind9
     challenges = dns_challenges([lab.block(("example.test",))], [lab.server])
     challenges.add("www.example.test", V1)
     lab.stop()
