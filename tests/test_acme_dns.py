@@ -288,6 +288,7 @@ def test_route53_upserts_every_value_and_removes_only_ours(
     challenges.add("*.example.com", V2)
     challenges.wait_until_served(10)
     assert moto_route53.txt(zone_id, record) == ['"someone-elses"', f'"{V1}"', f'"{V2}"']
+    assert moto_route53.ttl(zone_id, record) == 300  # the set keeps its owner's TTL
     challenges.cleanup()
     assert moto_route53.txt(zone_id, record) == ['"someone-elses"']
 

@@ -447,6 +447,14 @@ class MotoRoute53:
         )
         return str(answer["HostedZone"]["Id"]).rsplit("/", 1)[-1]
 
+    def ttl(self, zone_id: str, name: str) -> int | None:
+        """The TTL of the TXT set at ``name`` (None when there is none)."""
+        answer = self.client().list_resource_record_sets(HostedZoneId=zone_id)
+        for rrset in answer["ResourceRecordSets"]:
+            if rrset["Type"] == "TXT" and rrset["Name"].rstrip(".") == name:
+                return int(rrset["TTL"])
+        return None
+
     def txt(self, zone_id: str, name: str) -> list[str]:
         """The raw TXT values of ``name`` (quoted as Route 53 keeps them), [] when none."""
         answer = self.client().list_resource_record_sets(HostedZoneId=zone_id)

@@ -157,7 +157,8 @@ class Route53(Backend):
             present = [r["Value"] for r in records]
             have = {unquote(raw) for raw in present}
             wanted = present + [f'"{v}"' for v in values if v not in have]
-            rrset = {"Name": record, "Type": "TXT", "TTL": TTL,
+            ttl = current.get("TTL", TTL) if current else TTL  # a set already there keeps its TTL
+            rrset = {"Name": record, "Type": "TXT", "TTL": ttl,
                      "ResourceRecords": [{"Value": raw} for raw in wanted]}  # fmt: skip
             self._change(zone, record, zone_id, {"Action": "UPSERT", "ResourceRecordSet": rrset})
 
