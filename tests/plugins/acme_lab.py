@@ -440,7 +440,7 @@ class MotoRoute53:
         """Create hosted zone ``name``; returns its id (without ``/hostedzone/``)."""
         extra: dict[str, Any] = {}
         if private:
-            extra = {"HostedZoneConfig": {"PrivateZone": True},
+            extra = {"HostedZoneConfig": {"Comment": "private", "PrivateZone": True},
                      "VPC": {"VPCRegion": "us-east-1", "VPCId": "vpc-12345678"}}  # fmt: skip
         answer = self.client().create_hosted_zone(
             Name=name, CallerReference=secrets.token_hex(8), **extra
