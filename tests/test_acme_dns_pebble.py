@@ -1,6 +1,7 @@
 """DNS-01 end to end: pebble validates, for real, TXT records that certfleet.acme.dns wrote
-into bind9 by RFC 2136, for a wildcard order and for a name delegated by CNAME; and the
-newer pebble of the lab offers ARI (renewalInfo) and profiles.
+into bind9 by RFC 2136, for a wildcard order and for a name delegated by CNAME, and the
+values the route53 backend wrote into moto (mirrored to challtestsrv, since moto serves no
+DNS); and the newer pebble of the lab offers ARI (renewalInfo) and profiles.
 
 The ACME side is certbot's ``acme`` client driven by the test (the sync's own ACME flow has
 its tests elsewhere); pebble's ``-dnsserver`` is the bind9 that the records go to.
@@ -11,15 +12,15 @@ from __future__ import annotations
 import datetime
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from certfleet.acme.dns import dns_challenges
-from tests.plugins.acme_lab import Bind9
+from certfleet.acme.dns import DnsProviderConfig, dns_challenges
+from tests.plugins.acme_lab import Bind9, Challtestsrv, MotoRoute53
 
 acme_client = pytest.importorskip("acme.client", reason="certbot's acme needs Python >= 3.10")
 import josepy  # noqa: E402
@@ -41,16 +42,31 @@ def new_client(directory_url: str, ca_bundle: Path) -> tuple[Any, josepy.JWK]:
 
 
 def order_by_dns01(
-    client: Any, account_key: josepy.JWK, names: list[str], bind9: Bind9, zones: tuple[str, ...]
+    client: Any,
+    account_key: josepy.JWK,
+    names: list[str],
+    bind9: Bind9 | None,
+    zones: tuple[str, ...],
+    *,
+    blocks: list[DnsProviderConfig] | None = None,
+    resolvers: list[str] | None = None,
+    mirror: Callable[[str, tuple[str, ...]], None] | None = None,
 ) -> tuple[str, list[tuple[str, str, tuple[str, ...]]]]:
-    """Order ``names``, prove every one by DNS-01 through certfleet.acme.dns, finalize."""
+    """Order ``names``, prove every one by DNS-01 through certfleet.acme.dns, finalize.
+
+    The block is bind9's for ``zones`` unless ``blocks`` (and ``resolvers``) are given;
+    ``mirror(record, values)`` runs once the values are served, before the challenges are
+    answered (to copy what Route 53 holds to the DNS server pebble asks)."""
+    if bind9 is not None:
+        blocks, resolvers = [bind9.block(zones)], [bind9.server]
+    assert blocks is not None and resolvers is not None
     key = ec.generate_private_key(ec.SECP256R1())
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )  # fmt: skip
     order = client.new_order(crypto_util.make_csr(key_pem, names))
-    with dns_challenges([bind9.block(zones)], [bind9.server]) as records:
+    with dns_challenges(blocks, resolvers) as records:
         answers = []
         for authorization in order.authorizations:
             if authorization.body.status == messages.STATUS_VALID:
@@ -65,6 +81,8 @@ def order_by_dns01(
             answers.append(dns01)
         records.wait_until_served(10)
         written = records.records
+        for _block, record, values in written if mirror else ():
+            mirror(record, values)
         for dns01 in answers:
             client.answer_challenge(dns01, dns01.chall.response(account_key))
         deadline = datetime.datetime.now() + datetime.timedelta(seconds=60)
@@ -154,6 +172,37 @@ def test_a_name_delegated_by_cname_is_validated_in_the_zone_it_points_to(
     assert names.get_values_for_type(x509.DNSName) == ["shop.example.test"]
     assert [record for _block, record, _values in written] == ["shop.acme.example.net"]
     assert bind9.txt("shop.acme.example.net") == set()
+
+
+def test_route53_values_are_validated_by_pebble_through_a_mirror(
+    moto_route53: MotoRoute53, challtestsrv: Challtestsrv, lab_pebble: Any
+) -> None:
+    # moto cannot answer DNS: what it holds once INSYNC is copied to challtestsrv, the
+    # DNS server pebble asks, so pebble validates exactly the values the backend wrote.
+    zone_id = moto_route53.create_zone("example.com")
+    pebble = lab_pebble(dns_server=challtestsrv.dns_address)
+    pebble.env = {"PEBBLE_WFE_NONCEREJECT": "0"}
+    pebble.start()
+    client, account_key = new_client(pebble.directory_url, pebble.ca_bundle)
+
+    def mirror(record: str, values: tuple[str, ...]) -> None:
+        held = moto_route53.txt(zone_id, record)
+        assert held == [f'"{value}"' for value in values]
+        for raw in held:
+            challtestsrv.set_txt(record, raw.strip('"'))
+
+    block = DnsProviderConfig(kind="route53", zones=("example.com",))
+    chain, written = order_by_dns01(
+        client, account_key, ["*.example.com", "example.com"], None, (),
+        blocks=[block], resolvers=[challtestsrv.dns_address], mirror=mirror,
+    )  # fmt: skip
+    leaf = x509.load_pem_x509_certificates(chain.encode())[0]
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sorted(names.get_values_for_type(x509.DNSName)) == ["*.example.com", "example.com"]
+    assert [(record, len(values)) for _block, record, values in written] == [
+        ("_acme-challenge.example.com", 2)
+    ]
+    assert moto_route53.txt(zone_id, "_acme-challenge.example.com") == []
 
 
 # --- the newer pebble (ARI, profiles) ---------------------------------------------------
