@@ -12,6 +12,7 @@ Sections (each one's failure is recorded in the JSON and the others still run):
 - ``idle``, ``propagation``: bench/bench_propagation.py (in process);
 - ``e2e``: bench/bench_e2e.py (in process; subprocesses for the sandbox, sync and agent);
 - ``fleet``: bench/bench_fleet.py (in process): the sync's fleet check reading 1,000 acks;
+- ``acme``: bench/bench_acme.py: ACME issuance throughput against pebble;
 - ``sync``, ``agent``, ``format``: bench/bench_sync.py, bench/bench_agent.py and
   bench/bench_bundle.py, each run as ``python SCRIPT --json`` (again without ``--json``
   if the script has no such option); the last stdout line that parses as a JSON object is
@@ -49,7 +50,7 @@ import bench_propagation  # noqa: E402
 
 from certfleet.devstack import SeaweedFS, find_weed  # noqa: E402
 
-SECTIONS = ("idle", "propagation", "sync", "agent", "e2e", "fleet", "format")
+SECTIONS = ("idle", "propagation", "sync", "agent", "e2e", "fleet", "format", "acme")
 SCRIPT_TIMEOUT = 420.0
 KB = 1024
 LEASE_WRITES = 2
@@ -190,6 +191,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append(("change propagation", section_problem(results["propagation"]), "", "n/a"))
     rows.extend(sync_rows(results.get("sync") or {}))
     rows.extend(agent_rows(results.get("agent") or {}))
+    if "acme" in results:
+        rows.append(acme_row(results["acme"]))
     e2e = results.get("e2e") or {}
     if "median_seconds" in e2e:
         target = e2e["target_seconds"]
@@ -272,6 +275,21 @@ def agent_rows(agent: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows or [("agent (bench_agent.py)", "ran, but no known figures", "", "n/a")]
 
 
+def acme_row(acme: dict[str, Any]) -> tuple[str, str, str, str]:
+    label = "ACME issuance against pebble (HTTP-01)"
+    if acme.get("status") != "ok" or "seconds" not in acme:
+        return (label, acme.get("skipped") or section_problem(acme), "", "n/a")
+    ok = acme["published"] == acme["orders"] and acme["seconds"] < 900
+    return (
+        f"{label}, {acme['orders']} orders",
+        f"{acme['seconds']:.1f} s ({acme['orders_per_second']:.1f} orders/s), "
+        f"{acme['ca_requests_per_order']:g} CA req/order; no-change sync "
+        f"{acme['no_change_ca_requests']} CA req",
+        "100 within one 15-min run; no-change 0",
+        verdict(ok and acme["no_change_ca_requests"] == 0),
+    )
+
+
 def section_problem(section: dict[str, Any]) -> str:
     if not section:
         return "not run"
@@ -338,6 +356,7 @@ def main() -> int:
             "sync": partial(run_script, "bench_sync.py", env, None),
             "agent": partial(run_script, "bench_agent.py", env, None),
             "format": partial(run_script, "bench_bundle.py", env, bundle_lines),
+            "acme": partial(run_script, "bench_acme.py", env, None),
         }
         if seaweedfs is not None:
             calls["idle"] = partial(bench_propagation.idle_poll, seaweedfs)

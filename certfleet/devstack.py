@@ -10,6 +10,14 @@ runs in its own session, so a Ctrl-C in the terminal reaches only the program th
 started it, which then stops them in order. The Secrets Manager stand-in is a thread of
 the caller's process, answering GetSecretValue from a dict.
 
+Ports (:func:`pick_ports`): every port a subprocess server opens, and the gRPC twin
+(+10000) of each SeaweedFS port, is below 45000, and below the host's ephemeral range
+(``ip_local_port_range``, 32768 by default) when that leaves room, so that no outgoing
+connection of a busy host takes a port while its server restarts. A start or restart whose
+ports are no longer free picks new ones (``endpoint``/``url`` follow; a warning says so).
+The in-process Secrets Manager stand-in binds port 0 (atomic: nothing can take it between
+the choice and the bind).
+
 A test double, not production code: this module is never imported by the sync, the
 Lambda or the agent.
 """
@@ -17,6 +25,7 @@ Lambda or the agent.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import secrets
@@ -32,13 +41,19 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from certfleet.errors import CertfleetError
+
+log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 SEAWEEDFS_PORT_NAMES = ("master", "volume", "filer", "s3", "admin")
 GRPC_OFFSET = 10000  # every SeaweedFS port has a gRPC twin this far above it
+PORT_FLOOR = 10000
+PORT_CEILING = 45000  # every port a local server opens, gRPC twins included, is below this
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+RESTART_WAIT = 3.0  # how long a restart waits for its old ports to be released
 START_TIMEOUT = 30.0
 SEAWEEDFS_STOP_TIMEOUT = 5.0
 SANDBOX_STOP_TIMEOUT = 10.0
@@ -68,9 +83,13 @@ def find_weed() -> str:
     return found
 
 
-def port_is_free(port: int) -> bool:
-    """Whether ``port`` on 127.0.0.1 can be bound right now."""
+def port_is_free(port: int, *, reuse: bool = False) -> bool:
+    """Whether ``port`` on 127.0.0.1 can be bound right now. With ``reuse``, as a server
+    that sets SO_REUSEADDR binds it (weed and the sandbox do): connections of a stopped
+    server still in TIME_WAIT do not count, a listener does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if reuse:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((LOOPBACK, port))
         except OSError:
@@ -78,17 +97,64 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def pick_ports(count: int, rng: random.Random) -> list[int]:
-    """``count`` ports p in [20000, 45000) with p and p + 10000 both free right now."""
+def ephemeral_floor(path: Path = EPHEMERAL_RANGE) -> int:
+    """The first port of the host's ephemeral range (32768 when it cannot be read)."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def port_range(twins: bool, ephemeral: int | None = None) -> tuple[int, int]:
+    """[low, high) of the ports :func:`pick_ports` draws: with ``twins``, p + 10000 stays
+    below 45000 too; and all of them below the ephemeral range when that leaves at least
+    2000 ports to draw from."""
+    offset = GRPC_OFFSET if twins else 0
+    high = PORT_CEILING - offset
+    below = min(high, (ephemeral_floor() if ephemeral is None else ephemeral) - offset)
+    if below - PORT_FLOOR >= 2000:
+        high = below
+    return PORT_FLOOR, high
+
+
+def pick_ports(
+    count: int,
+    rng: random.Random,
+    *,
+    twins: bool = True,
+    free: Callable[[int], bool] = port_is_free,
+    ephemeral: int | None = None,
+) -> list[int]:
+    """``count`` distinct ports free right now, from :func:`port_range`; with ``twins``
+    (SeaweedFS) each port's p + 10000 is free too and clashes with no other choice."""
+    low, high = port_range(twins, ephemeral)
+    offset = GRPC_OFFSET if twins else 0
     chosen: list[int] = []
-    while len(chosen) < count:
-        port = rng.randrange(20000, 45000)
-        taken = {q for p in chosen for q in (p, p + GRPC_OFFSET)}
-        if port in taken or port + GRPC_OFFSET in taken:
+    for _ in range(100 * count + 1000):
+        if len(chosen) == count:
+            return chosen
+        port = rng.randrange(low, high)
+        taken = {q for p in chosen for q in {p, p + offset}}
+        if port in taken or port + offset in taken:
             continue
-        if port_is_free(port) and port_is_free(port + GRPC_OFFSET):
+        if free(port) and free(port + offset):
             chosen.append(port)
-    return chosen
+    if len(chosen) == count:
+        return chosen
+    raise StackError("ports", f"no {count} free ports in [{low}, {high}) after many tries")
+
+
+def ports_free(ports: Sequence[int], *, twins: bool, wait: float = 0.0) -> bool:
+    """Whether every port (and with ``twins`` its p + 10000) is free, waiting up to ``wait``
+    seconds for a stopped server's sockets to be released."""
+    deadline = time.monotonic() + wait
+    wanted = [q for p in ports for q in ((p, p + GRPC_OFFSET) if twins else (p,))]
+    while True:
+        if all(port_is_free(port, reuse=True) for port in wanted):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -204,13 +270,20 @@ class SeaweedFS(_ServerProcess):
         }
 
     def start(self) -> None:
-        """Start (or restart, on the same ports and data) and wait until S3 answers."""
+        """Start (or restart, on the same ports and data) and wait until S3 answers; a
+        restart whose ports (or their gRPC twins) were taken meanwhile picks new ones."""
         if self.running:
             return
         if self.ports:
-            self._launch()
-            self._wait_until_up()
-            return
+            if ports_free(list(self.ports.values()), twins=True, wait=RESTART_WAIT):
+                self._launch()
+                self._wait_until_up()
+                return
+            log.warning(
+                "weed mini: ports %s (or their +%d twins) were taken while it was stopped: "
+                "picking new ones", sorted(self.ports.values()), GRPC_OFFSET,
+            )  # fmt: skip
+            self.ports = {}
         rng = random.Random()  # noqa: S311 (picking ports, not keys)
         for attempt in range(3):  # a port taken between the probe and the bind: try again
             self.ports = dict(zip(SEAWEEDFS_PORT_NAMES, pick_ports(len(SEAWEEDFS_PORT_NAMES), rng)))
@@ -331,7 +404,9 @@ class Sandbox(_ServerProcess):
     """The APIv3 sandbox (``python -m certfleet.sandbox``) as a subprocess.
 
     ``options`` are extra command-line flags (``--issue-delay 2`` ...). Port 0 picks a
-    free one at the first start; ``start()`` after ``stop()`` keeps port and data.
+    free one (:func:`pick_ports`) at the first start, and another if the sandbox cannot
+    bind it; ``start()`` after ``stop()`` keeps port and data, unless the port it picked was
+    taken meanwhile (then a new one; ``url`` follows).
     """
 
     def __init__(
@@ -347,6 +422,7 @@ class Sandbox(_ServerProcess):
         self.api_key = api_key
         self.options = list(options)
         self.port = port
+        self._picked = port == 0  # the port is ours to change
         self.python = python
         self.root_pem = b""
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
@@ -369,6 +445,24 @@ class Sandbox(_ServerProcess):
         """Start and wait for its "listening on" line; then fetch the test root."""
         if self.running:
             return
+        if self._picked and self.port and not ports_free([self.port], twins=False, wait=1.0):
+            log.warning("sandbox: port %d was taken while it was stopped: picking another",
+                        self.port)  # fmt: skip
+            self.port = 0
+        rng = random.Random()  # noqa: S311 (picking ports, not keys)
+        for attempt in range(3):
+            chosen = self.port == 0
+            if chosen:
+                self.port = pick_ports(1, rng, twins=False)[0]
+            try:
+                self._start_on_port()
+                return
+            except StackError:
+                if not chosen or attempt == 2:
+                    raise
+                self.port = 0  # taken between the probe and the bind: another one
+
+    def _start_on_port(self) -> None:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         stdout_path = self.log_path.with_suffix(".stdout")
         command = [

@@ -1,9 +1,10 @@
 """An adversary with write access to the store: the tool the hostile-store tests use.
 
-DESIGN.md's trust model says whoever can write the store can delete things but cannot
-make a node install anything the sync did not publish, nor roll it back. ``Tamperer``
-does what such an adversary can do to the published objects of a cluster, every kind
-(``head``, ``shard``, ``bundle``, ``ack``) in every way:
+The trust model (docs/security.md, "Whoever can write the store") says whoever can write
+the store can delete things but cannot make a node install anything the sync did not
+publish, nor roll it back. ``Tamperer`` does what such an adversary can do to the
+published objects of a cluster, every kind (``head``, ``shard``, ``bundle``, ``ack``) in
+every way:
 
 - ``flip``: one bit flipped at a seeded random position;
 - ``truncate``: cut at a seeded random length (possibly empty);

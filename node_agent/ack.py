@@ -20,7 +20,15 @@ import logging
 import socket
 from collections.abc import Mapping, Sequence
 
-from certfleet.bundle import Ack, AckOrder, ClusterSecret, FormatError, seal_ack
+from certfleet.bundle import (
+    Ack,
+    AckOrder,
+    ClusterSecret,
+    FormatError,
+    PublicKey,
+    iso_utc,
+    seal_ack,
+)
 from certfleet.bundle.layout import ack_key
 from certfleet.store import Store, StoreAccessDenied, StoreError
 from node_agent.result import PollResult
@@ -65,6 +73,7 @@ class AckWriter:
         cluster: str,
         secrets: Sequence[ClusterSecret],
         *,
+        publishers: Sequence[PublicKey] = (),
         generation: int,
         orders: Sequence[AckOrder],
         now: int,
@@ -78,7 +87,7 @@ class AckWriter:
             return False
         try:
             ack = Ack(self.node_id, self.hostname, generation, now, tuple(orders))
-            data = seal_ack(ack, cluster=cluster, secrets=secrets)
+            data = seal_ack(ack, cluster=cluster, secrets=secrets, publishers=publishers[:4])
         except FormatError as err:
             log.warning("ack for cluster %s not written: %s", cluster, err)
             self.unsent.add(cluster)
@@ -130,11 +139,14 @@ def ack_orders(
         if failed:
             order_state, detail = "failed", failed[0]
         elif mine is not None and mine.removed_at is not None:
-            order_state, detail = "removed", f"removed upstream at {mine.removed_at}; files kept"
+            order_state, detail = (
+                "removed",
+                f"removed upstream at {iso_utc(mine.removed_at)}; files kept",
+            )
         elif entry is not None and (mine is None or mine.bundle_hash != entry.bundle_hash.hex()):
             wait = deferrals.get(name) if deferrals else None
             order_state = "deferred"
-            detail = wait.detail() if wait else f"install_after {entry.install_after}"
+            detail = wait.detail() if wait else f"install_after {iso_utc(entry.install_after)}"
         elif mine is not None:
             order_state, detail = "installed", ""
         else:

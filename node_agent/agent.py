@@ -221,6 +221,7 @@ class Agent:
             self.acks.report(
                 trust.name,
                 trust.secrets,
+                publishers=trust.publishers,
                 generation=cluster_state.applied_generation,
                 orders=ack_orders(
                     self.state,

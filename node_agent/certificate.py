@@ -2,8 +2,10 @@
 
 The store is untrusted and the sync may have bugs, so the agent checks again what the sync
 checked: the private key parses and is of the announced type, the leaf certificate carries
-its public key, the leaf's DNS names are exactly the bundle's, each certificate is issued by
-the next one in the chain, and the leaf is valid now.
+its public key, the leaf's DNS names are exactly the bundle's, the leaf has a server
+certificate's profile (not a CA; serverAuth when it has an extended key usage: the same rule
+as the sync's, ``certfleet.bundle.leaf``), each certificate is issued by the next one in the
+chain, and the leaf is valid now.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from certfleet.bundle import Bundle
+from certfleet.bundle.leaf import leaf_problem
 from node_agent.errors import RefusedError
 
 
@@ -73,6 +76,13 @@ def _dns_names(leaf: x509.Certificate) -> set[str]:
     return {name.lower() for name in extension.value.get_values_for_type(x509.DNSName)}
 
 
+def _check_profile(leaf: x509.Certificate, object_name: str) -> None:
+    """Refuse a leaf that cannot serve as a TLS server certificate (a CA, no serverAuth)."""
+    problem = leaf_problem(leaf)
+    if problem is not None:
+        raise RefusedError(object_name, problem)
+
+
 def check_bundle(bundle: Bundle, *, object_name: str, now: int) -> CheckedBundle:
     """Return the parsed bundle, or raise ``RefusedError`` naming ``object_name`` and why."""
     key = _load_key(bundle, object_name)
@@ -89,6 +99,7 @@ def check_bundle(bundle: Bundle, *, object_name: str, now: int) -> CheckedBundle
             object_name,
             f"the leaf certificate names {sorted(names)}, the bundle {sorted(bundle.dns_names)}",
         )
+    _check_profile(leaf, object_name)
     issued = (leaf, *chain)
     for position, (child, issuer) in enumerate(zip(issued, issued[1:])):
         try:

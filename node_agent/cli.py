@@ -25,12 +25,14 @@ import sys
 import time
 from collections.abc import Sequence
 
+from certfleet import __version__
 from certfleet.config import AgentConfig, ConfigError, load_agent_config
 from certfleet.errors import CertfleetError
 from certfleet.pipe import run_until_stdout_closes
 from node_agent.agent import Agent
 from node_agent.daemon import Daemon
 from node_agent.pidfile import PidFile
+from node_agent.secretproof import prove_secrets
 from node_agent.status import build_status, format_status
 
 log = logging.getLogger("node_agent")
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", default=DEFAULT_CONFIG, metavar="FILE", help=f"default {DEFAULT_CONFIG}"
     )
+    parser.add_argument("--version", action="version", version=f"certfleet-agent {__version__}")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="run one poll and exit")
     mode.add_argument(
@@ -122,7 +125,15 @@ def load_config(path: str) -> AgentConfig | None:
 
 
 def run_once(config: AgentConfig) -> int:
-    result = Agent(config).poll_once()
+    agent = Agent(config)
+    proof = prove_secrets(config, agent.store)
+    for notice in proof.notices:
+        print(f"certfleet-agent: notice: {notice}", file=sys.stderr)
+    if not proof.ok:
+        for error in proof.errors:
+            print(f"certfleet-agent: config error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    result = agent.poll_once()
     for problem in result.problems:
         print(f"certfleet-agent: {problem.kind}: {problem.message}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_PROBLEMS
@@ -151,6 +162,10 @@ def ready_notifier(fd: int) -> None:
 def run_daemon(config_path: str, config: AgentConfig, readyfd: int | None) -> int:
     ready = None if readyfd is None else (lambda: ready_notifier(readyfd))
     daemon = Daemon(config_path, config, ready=ready)
+    if not daemon.prove_start():
+        print(f"certfleet-agent: {config_path}: a cluster secret opens nothing in the store "
+              "(see the errors above); not started", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     daemon.install_signal_handlers()
     return EXIT_OK if daemon.run() else EXIT_PROBLEMS
 

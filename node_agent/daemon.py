@@ -3,10 +3,12 @@
 - SIGTERM and SIGINT: the current step (a poll, a command) finishes, then the process exits
   0. Every sleep is an ``Event.wait``, so an idle daemon stops at once.
 - SIGHUP: the config file is read again before the next poll, which starts at once. A
-  config that does not load (or whose store or state directory cannot be opened) is
-  reported and the running one kept. A reload that loads ends every backoff (the versions
-  that failed their check_command or probe are tried again at once: the operator may have
-  fixed the cause); a restart keeps them.
+  config that does not load (or whose store or state directory cannot be opened), or one
+  with a cluster secret that opens nothing in the store (``node_agent.secretproof``), is
+  reported (log and ``--status``) and the running one kept. The same proof runs at start,
+  where a failure is a config error (exit status 2). A reload that loads ends every
+  backoff (the versions that failed their check_command or probe are tried again at once:
+  the operator may have fixed the cause); a restart keeps them.
 - ``ready`` (``--readyfd``) is called once, after the first poll has finished or failed.
 
 Signal handlers only set events. They run in the main thread, which does nothing but wait
@@ -29,6 +31,7 @@ from certfleet.errors import CertfleetError
 from node_agent.agent import Agent
 from node_agent.loop import Schedule, run_loop
 from node_agent.result import PollResult
+from node_agent.secretproof import SecretProof, log_proof, prove_secrets
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +48,12 @@ class Daemon:
         *,
         ready: Callable[[], None] | None = None,
         make_agent: Callable[[AgentConfig], Agent] = Agent,
+        prove: Callable[[AgentConfig, Agent], SecretProof] | None = None,
     ) -> None:
         self.config_path = config_path
         self.config = config
         self.make_agent = make_agent
+        self.prove = prove or (lambda config, agent: prove_secrets(config, agent.store))
         self.agent = make_agent(config)
         self.stop = threading.Event()
         self.wake = threading.Event()
@@ -103,10 +108,31 @@ class Daemon:
             return False
         for notice in config.notices:
             log.warning("notice: %s", notice)
+        proof = self.prove(config, agent)
+        log_proof(proof)
+        if not proof.ok:
+            message = "; ".join(proof.errors)
+            log.error("config reload refused, keeping the running config: %s", message)
+            self.agent.health.config_error = f"reload refused, running config kept: {message}"
+            return False
         agent.clear_backoff()
+        agent.health.config_error = ""
         self.config, self.agent = config, agent
         log.info("config reloaded from %s", self.config_path)
         return True
+
+    def prove_start(self) -> bool:
+        """Prove the starting config's secrets; False (recorded for ``--status``) if one
+        opens nothing: the caller exits with a config error."""
+        proof = self.prove(self.config, self.agent)
+        log_proof(proof)
+        health = self.agent.health
+        health.config_error = "; ".join(proof.errors)
+        if proof.ok:
+            return True
+        health.config_error = f"not started: {health.config_error}"
+        self.agent.health_store.save(health)
+        return False
 
     def _signal_ready(self) -> None:
         ready, self._ready = self._ready, None

@@ -5,7 +5,7 @@ from ``state.json`` so that an idle poll rewrites a few hundred bytes, not the w
 index. It holds no key material and no secret: per cluster the time of the last poll and
 of the last successful one (the store answered and the head verified: new or 304), the
 last error, refusal counters by object kind; the on_update/check_command failure counter
-and each command's last result.
+and each command's last result; the config error of a refused start or reload.
 
 Losing the file only resets the counters (Prometheus counters may reset).
 """
@@ -52,6 +52,8 @@ class Health:
     clusters: dict[str, ClusterHealth] = field(default_factory=dict)
     hook_failures_total: int = 0
     commands: dict[str, CommandRecord] = field(default_factory=dict)
+    # A config refused on start or reload (a cluster secret that opens nothing), "" if none.
+    config_error: str = ""
 
     def cluster(self, name: str) -> ClusterHealth:
         return self.clusters.setdefault(name, ClusterHealth())
@@ -128,4 +130,5 @@ def _from_json(raw: dict[str, Any]) -> Health:
             command: CommandRecord(bool(r["ok"]), int(r["at"]), str(r["detail"]))
             for command, r in raw["commands"].items()
         },
+        config_error=str(raw.get("config_error", "")),
     )

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from certfleet.bundle import FormatError, ShardEntry, safe_dir_name
+from certfleet.bundle import FormatError, ShardEntry, iso_utc, safe_dir_name
 from certfleet.config import AgentConfig, OrderSettings, UnsafeFilesPathError
 from certfleet.store import StoreError
 from node_agent.backoff import holding
@@ -206,7 +206,7 @@ class Planner:
             if wait is not None:
                 tally.deferred.append(name)
                 self._deferred[name] = (cluster, wait)
-                log.info("order %r deferred until %d (%s)", name, wait.until, wait.reason)
+                log.info("order %r deferred until %s (%s)", name, iso_utc(wait.until), wait.reason)
                 continue
             subject = bundle_object(cluster, name, entry.bundle_hash)
             known = (cluster, name, entry.bundle_hash.hex())

@@ -1,7 +1,7 @@
 """Is the local server serving the certificate just installed? A TLS handshake tells.
 
 After ``on_update`` reloaded the server, the agent connects to each ``probe`` address of a
-switched order, sends a name of the order as SNI (:func:`server_name`), and compares the
+switched order, sends the order's name as SNI (:func:`server_name`), and compares the
 leaf certificate the server presents with the one it installed, by the SHA-256 of its DER.
 The handshake does not verify the chain or the name: the address is the node's own server,
 and nothing but that comparison is taken from the answer.
@@ -88,18 +88,25 @@ def leaf_fingerprint(certificate_pem: bytes) -> bytes:
     return hashlib.sha256(leaf.public_bytes(Encoding.DER)).digest()
 
 
-def server_name(dns_names: Sequence[str], override: str | None = None) -> str | None:
+def server_name(
+    order_name: str, dns_names: Sequence[str], override: str | None = None
+) -> str | None:
     """The SNI a probe sends for an order: ``override`` (``probe_sni``) if set, else the
-    order's first DNS name that is not a wildcard, else its first wildcard with ``*``
-    written ``certfleet-probe``; None (no SNI) for an order without names."""
+    order's name when it is one of its DNS names (by default an order is named after the
+    first DNS name as ordered; the sync stores the names sorted, so their order is not the
+    one the user gave), else the first DNS name that is not a wildcard; a wildcard name is
+    sent with ``*`` written ``certfleet-probe``; None (no SNI) for an order without names."""
     if override:
         return override
-    plain = [name for name in dns_names if not name.startswith("*.")]
-    if plain:
-        return plain[0]
-    if dns_names:
-        return WILDCARD_LABEL + dns_names[0][1:]
-    return None
+    lowered = order_name.lower()
+    if lowered in dns_names:
+        chosen = lowered
+    else:
+        plain = [name for name in dns_names if not name.startswith("*.")]
+        chosen = plain[0] if plain else (dns_names[0] if dns_names else "")
+    if chosen.startswith("*."):
+        return WILDCARD_LABEL + chosen[1:]
+    return chosen or None
 
 
 def probe(

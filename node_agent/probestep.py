@@ -3,13 +3,18 @@
 For each switched order with a ``probe`` whose on_update commands succeeded, a TLS handshake
 with each address must show the leaf just installed (``node_agent.probe``); if one does not,
 that order and the orders switched with it that share an on_update command go back to their
-previous version (a first install is kept), and their on_update commands run again. Only an
-order whose own probe failed backs off (``node_agent.backoff``); the others are tried again
-at the next poll.
+previous version, and their on_update commands run again. Only an order whose own probe
+failed backs off (``node_agent.backoff``); the others are tried again at the next poll.
+
+A first install has nothing to go back to, and its server block often does not exist yet (a
+``probe`` set in ``default``): a probe that does not see it is "not served yet", logged and
+listed in the poll's ``not_served``, neither a failed run (``hook_failures_total``) nor a
+problem, and it rolls nothing back.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Collection, Sequence
@@ -23,6 +28,8 @@ from node_agent.probe import Prober, leaf_fingerprint, probe, server_name
 from node_agent.result import FAILED, CommandRun
 from node_agent.state import AgentState, InstalledOrder
 from node_agent.tally import Tally
+
+log = logging.getLogger(__name__)
 
 
 class Undo(Protocol):
@@ -71,13 +78,22 @@ class ProbeStep:
                 continue  # rolled back by check_command, or its on_update is retried later
             if not settings.probe:
                 continue
-            seen = self._probe_order(order, settings, tally)
-            if seen:
+            seen = self._probe_order(name, order, settings, tally)
+            if seen and order.previous is None:
+                tally.not_served.append(name)
+                log.info(
+                    "order %r: not served yet: %s; a first install, nothing to fall back to: "
+                    "kept, not counted as a failure",
+                    name, seen,
+                )  # fmt: skip
+            elif seen:
                 failed[name] = seen
         if failed:
             self._undo_probed(state, switched, failed, tally)
 
-    def _probe_order(self, order: InstalledOrder, settings: OrderSettings, tally: Tally) -> str:
+    def _probe_order(
+        self, name: str, order: InstalledOrder, settings: OrderSettings, tally: Tally
+    ) -> str:
         """Probe every address of one order; "" if all serve its leaf, else what one saw."""
         try:
             directory = self.installer.version_path(order.safe_name, order.version)
@@ -85,10 +101,11 @@ class ProbeStep:
                 expected = leaf_fingerprint(f.read())
         except (InstallError, OSError, ValueError) as err:
             return f"no probe: cannot read the installed certificate: {err}"
-        name = server_name(order.dns_names, settings.probe_sni)
+        sni = server_name(name, order.dns_names, settings.probe_sni)
         for address in settings.probe:
-            result = self.prober(address, name, expected, settings.probe_timeout)
-            tally.commands.append(CommandRun(f"probe {address}", result.ok, result.describe()))
+            result = self.prober(address, sni, expected, settings.probe_timeout)
+            if result.ok or order.previous is not None:  # a first install: not a failed run
+                tally.commands.append(CommandRun(f"probe {address}", result.ok, result.describe()))
             if not result.ok:
                 return f"probe {result.describe()}"
         return ""
@@ -110,11 +127,7 @@ class ProbeStep:
             why = failed.get(name) or (
                 f"shares an on_update command with order {culprits}, whose probe failed"
             )
-            if order.previous is None:  # nothing to go back to
-                if name in failed:
-                    outcome = "a first install: kept, there is no previous version"
-                    tally.problem(FAILED, f"order {name!r}", f"order {name!r}: {why}; {outcome}",
-                                  order.cluster)  # fmt: skip
+            if order.previous is None:  # nothing to go back to (never one whose probe failed)
                 continue
             self.undo.roll_back(state, name, tally)
             if name in tally.rolled_back:

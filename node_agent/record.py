@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, MutableMapping, ValuesView
 from dataclasses import dataclass, field
 
-from certfleet.bundle import ShardEntry, Tombstone
+from certfleet.bundle import ShardEntry, Tombstone, iso_utc
 
 
 @dataclass
@@ -165,7 +165,7 @@ class Backoff:
 
     def detail(self) -> str:
         """As a problem, an ack and ``--status`` say it: the failure, then when it is retried."""
-        return f"{self.error}; retry at {self.retry_at} (attempt {self.attempts} failed)"
+        return f"{self.error}; retry at {iso_utc(self.retry_at)} (attempt {self.attempts} failed)"
 
 
 @dataclass

@@ -57,6 +57,7 @@ class PollResult:
     removed: tuple[str, ...] = ()
     retired: tuple[str, ...] = ()
     rolled_back: tuple[str, ...] = ()
+    not_served: tuple[str, ...] = ()  # first installs the probe did not see served yet
     commands: tuple[CommandRun, ...] = ()
     problems: tuple[Problem, ...] = ()
     expired_heads: tuple[str, ...] = ()  # clusters whose newest head is past valid_until
@@ -75,5 +76,7 @@ class PollResult:
             parts.append(f"{len(self.retired)} removed upstream (files kept)")
         if self.rolled_back:
             parts.append(f"{len(self.rolled_back)} rolled back")
+        if self.not_served:
+            parts.append(f"{len(self.not_served)} not served yet")
         parts.append(f"{len(self.problems)} problems")
         return ", ".join(parts)

@@ -38,7 +38,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from typing import Callable
 
-from certfleet.bundle import safe_dir_name
+from certfleet.bundle import iso_utc, safe_dir_name
 from certfleet.config import AgentConfig, UnsafeFilesPathError
 from node_agent.backoff import hold
 from node_agent.errors import InstallError
@@ -184,8 +184,10 @@ class Rollout:
             now=int(self.clock()),
             fraction=fraction,
         )
-        log.warning("order %r: bundle %s not tried again before %d (attempt %d failed)",
-                    name, order.bundle_hash[:16], held.retry_at, held.attempts)  # fmt: skip
+        log.warning(
+            "order %r: bundle %s not tried again before %s (attempt %d failed)",
+            name, order.bundle_hash[:16], iso_utc(held.retry_at), held.attempts,
+        )  # fmt: skip
         return held.detail()
 
     def roll_back(self, state: AgentState, name: str, tally: Tally) -> None:

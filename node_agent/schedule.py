@@ -23,6 +23,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from certfleet.bundle import iso_utc
 from certfleet.config import AgentConfig
 from certfleet.config.window import UpdateWindow
 
@@ -43,10 +44,11 @@ class Deferral:
     reason: str
 
     def detail(self) -> str:
-        """As an ack's detail says it: ``install_after 1764300000``, ``stagger until ...``."""
+        """As an ack's detail says it: ``install_after 2025-11-28T03:20:00Z``, ``stagger
+        until ...`` (ISO 8601 UTC)."""
         if self.reason == INSTALL_AFTER:
-            return f"{INSTALL_AFTER} {self.until}"
-        return f"{self.reason} until {self.until}"
+            return f"{INSTALL_AFTER} {iso_utc(self.until)}"
+        return f"{self.reason} until {iso_utc(self.until)}"
 
 
 def stagger_fraction(node_id: str, order_name: str) -> float:

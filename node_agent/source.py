@@ -1,6 +1,6 @@
 """Reading one cluster's publication from the untrusted store, verifying every object.
 
-Object keys (DESIGN.md "Store layout")::
+Object keys (docs/format.md)::
 
     v1/clusters/<cluster>/head
     v1/clusters/<cluster>/shards/<sha256 hex>

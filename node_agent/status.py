@@ -133,6 +133,7 @@ def build_status(config: AgentConfig, *, now: int) -> dict[str, Any]:
         "clusters": clusters,
         "orders": orders,
         "hook_failures_total": health.hook_failures_total,
+        "config_error": health.config_error or None,
     }
 
 
@@ -207,6 +208,8 @@ def format_status(status: dict[str, Any]) -> str:
     """The human-readable status: the node, a clusters table and an orders table."""
     now = status["now"]
     lines = [f"node {status['node_id'] or '(no node id yet)'}, state in {status['state_dir']}", ""]
+    if status.get("config_error"):
+        lines += [f"CONFIG ERROR: {status['config_error']}", ""]
     cluster_rows = []
     for c in status["clusters"]:
         head = "EXPIRED" if c["head_expired"] else _when(c["head_valid_until"], now)

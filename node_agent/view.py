@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from certfleet.bundle import ExpiredHeadError, FormatError
+from certfleet.bundle import ExpiredHeadError, FormatError, iso_utc
 from certfleet.store import StoreError
 from node_agent.errors import RefusedError
 from node_agent.result import FAILED, REFUSED
@@ -89,8 +89,8 @@ def _expired(tally: Tally, subject: str, cluster: str, valid_until: int, now: in
     tally.problem(
         REFUSED,
         subject,
-        f"{subject}: EXPIRED {now - valid_until} s ago (valid until {valid_until}); the sync "
-        "may be down or the store frozen; keeping the installed files",
+        f"{subject}: EXPIRED {now - valid_until} s ago (valid until {iso_utc(valid_until)}); "
+        "the sync may be down or the store frozen; keeping the installed files",
         cluster,
     )
 

@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.plugins.acme_lab",
     "tests.plugins.faultproxy",
     "tests.plugins.cli",
+    "tests.plugins.pebble",
 ]

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from certfleet.bundle import open_ack
+from certfleet.bundle import iso_utc, open_ack
 from certfleet.config import AgentConfig, parse_agent_config
 from certfleet.store import Store, StoredObject
 from node_agent.ack import ack_key
@@ -63,7 +63,7 @@ def test_attempts_count_on_for_the_same_bundle_and_start_again_for_another() -> 
     first = hold(state, ORDER, cluster="web", bundle_hash="aa", error="e1", now=0, fraction=0.5)
     second = hold(state, ORDER, cluster="web", bundle_hash="aa", error="e2", now=60, fraction=0.5)
     assert (first.attempts, first.retry_at, second.attempts, second.retry_at) == (1, 60, 2, 180)
-    assert second.detail() == "e2; retry at 180 (attempt 2 failed)"
+    assert second.detail() == "e2; retry at 1970-01-01T00:03:00Z (attempt 2 failed)"
     other = hold(state, ORDER, cluster="web", bundle_hash="bb", error="e3", now=200, fraction=0.0)
     assert (other.attempts, other.retry_at) == (1, 254)  # 60 - 10 %
     assert state.backoff == {ORDER: other}
@@ -173,7 +173,7 @@ def failed(tmp_path: Path, pub: Publisher) -> Iterator[tuple[Node, str, str]]:
     (problem,) = result.problems
     assert problem.message.startswith(f"order '{ORDER}': check_command ")
     assert problem.message.endswith(
-        f"; rolled back to the previous version; retry at {NOW + 60} (attempt 1 failed)"
+        f"; rolled back to the previous version; retry at {iso_utc(NOW + 60)} (attempt 1 failed)"
     )
     yield node, first, renewed
 
@@ -276,7 +276,7 @@ def test_status_ack_and_metrics_show_the_failure_and_the_retry(
     assert node.hook_failures() == "certfleet_agent_hook_failures_total 1"  # not once a poll
     node.poll(NOW + 60)  # the second attempt
     assert node.hook_failures() == "certfleet_agent_hook_failures_total 2"
-    assert node.ack()[2].endswith(f"retry at {NOW + 180} (attempt 2 failed)")
+    assert node.ack()[2].endswith(f"retry at {iso_utc(NOW + 180)} (attempt 2 failed)")
     as_json = json.loads(json.dumps(build_status(node.config(), now=node.now)))
     assert as_json["orders"][0]["attempts"] == 2 and as_json["hook_failures_total"] == 2
     assert as_json["orders"][0]["serial"] == first != renewed
@@ -293,7 +293,7 @@ def test_a_first_install_that_fails_its_check_is_removed_and_backs_off(
     assert result.rolled_back == (ORDER,) and node.serial() is None
     assert result.problems[0].message.endswith(
         "; removed (a first install: there is no previous version); "
-        f"retry at {NOW + 60} (attempt 1 failed)"
+        f"retry at {iso_utc(NOW + 60)} (attempt 1 failed)"
     )
     assert not (tmp_path / "state" / "orders" / ORDER).exists()
     assert_held(node, NOW + 59, 1)
@@ -339,7 +339,7 @@ def test_a_failed_probe_backs_off_with_real_nginx(site: Site) -> None:  # noqa: 
         clock[0] = at
         held = agent.poll_once()  # no switch, no reload, no probe
         assert held.commands == () and held.rolled_back == () and not held.ok
-        assert held.problems[0].message.endswith(f"retry at {NOW + 60} (attempt 1 failed)")
+        assert held.problems[0].message.endswith(f"retry at {iso_utc(NOW + 60)} (attempt 1 failed)")
     clock[0] = NOW + 60
     again = agent.poll_once()
     assert again.rolled_back == (WWW,) and [run.ok for run in again.commands] == [True, False, True]
@@ -348,7 +348,7 @@ def test_a_failed_probe_backs_off_with_real_nginx(site: Site) -> None:  # noqa: 
     assert site.served_serial() == int(site.first.serial, 16)
 
 
-def test_a_first_install_that_fails_its_probe_is_kept_and_not_held(
+def test_a_first_install_not_served_yet_is_kept_and_not_held(
     tmp_path: Path, pub: Publisher
 ) -> None:
     pub.issue(WWW)
@@ -360,6 +360,6 @@ def test_a_first_install_that_fails_its_probe_is_kept_and_not_held(
     )
     agent = Agent(parse_agent_config(text, "agent.conf"))
     result = agent.poll_once()
-    assert result.installed == (WWW,) and not result.ok
+    assert result.installed == (WWW,) and result.not_served == (WWW,) and result.ok
     assert agent.state.backoff == {}
     assert agent.poll_once().ok

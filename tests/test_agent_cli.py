@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import certfleet
 from node_agent import cli
 from node_agent.loop import Schedule, run_loop
 from node_agent.result import ClusterOutcome, PollResult
@@ -213,3 +214,12 @@ def test_sigterm_stops_the_daemon(tmp_path: Path, file_store: Publisher) -> None
         process.communicate()
     assert "stopped" in stderr
     assert os.path.exists(tmp_path / "state" / "state.json")
+
+
+def test_version_prints_the_package_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "node_agent", "--version"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"certfleet-agent {certfleet.__version__}\n"

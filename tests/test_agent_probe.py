@@ -198,18 +198,24 @@ def test_the_new_certificate_appearing_after_a_delay_is_matched_in_time(
 
 
 @pytest.mark.parametrize(
-    ("names", "override", "expected"),
+    ("order", "names", "override", "expected"),
     [
-        (["www.example.com", "example.com"], None, "www.example.com"),
-        (["*.example.com", "example.com"], None, "example.com"),
-        (["*.example.com"], None, "certfleet-probe.example.com"),
-        (["*.a.example.com", "*.b.example.com"], None, "certfleet-probe.a.example.com"),
-        (["*.example.com"], "shop.example.com", "shop.example.com"),
-        ([], None, None),
+        # The order's name (the first DNS name as ordered), not the first of the sorted names.
+        ("www.example.com", ["api.example.com", "www.example.com"], None, "www.example.com"),
+        ("WWW.example.com", ["api.example.com", "www.example.com"], None, "www.example.com"),
+        ("*.example.com", ["*.example.com", "example.com"], None, "certfleet-probe.example.com"),
+        # An order named otherwise: its first name that is not a wildcard.
+        ("shop", ["*.example.com", "example.com"], None, "example.com"),
+        ("shop", ["*.example.com"], None, "certfleet-probe.example.com"),
+        ("shop", ["*.a.example.com", "*.b.example.com"], None, "certfleet-probe.a.example.com"),
+        ("*.example.com", ["*.example.com"], "shop.example.com", "shop.example.com"),
+        ("shop", [], None, None),
     ],
 )
-def test_server_name(names: list[str], override: str | None, expected: str | None) -> None:
-    assert server_name(names, override) == expected
+def test_server_name(
+    order: str, names: list[str], override: str | None, expected: str | None
+) -> None:
+    assert server_name(order, names, override) == expected
 
 
 # -- the agent with real nginx on loopback -------------------------------------------------
@@ -356,9 +362,52 @@ def test_a_reload_nginx_refuses_is_rolled_back_and_reloaded_again(site: Site) ->
     assert "ee key too small" in (site.nginx.prefix / "error.log").read_text()
 
 
-def test_a_first_install_that_fails_the_probe_is_kept(
-    tmp_path: Path, make_publisher: Callable[..., Publisher]
+def test_the_probe_sends_the_order_name_to_nginx_with_two_vhosts(
+    tmp_path: Path, make_publisher: Callable[..., Publisher], nginx: Nginx
 ) -> None:
+    """The order www.example.com also covers api.example.com, which sorts first (the sync
+    stores names sorted) and which nginx serves from another server block with another
+    certificate: the probe must send www.example.com, the order's name."""
+    (tmp_path / "store").mkdir()
+    pub = make_publisher(f"file://{tmp_path}/store")
+    names = ["api.example.com", WWW]
+    pub.issue(WWW, names)
+    pub.publish()
+    state = tmp_path / "state"
+    base = f'store = "{pub.store.url}"\nstate_dir = "{state}"\n' + pub.cluster_stanza()
+    assert Agent(parse_agent_config(base, "agent.conf")).poll_once().installed == (WWW,)
+    other = pub.ca.issue(["api.example.com"])
+    api_crt, api_key = tmp_path / "api.crt", tmp_path / "api.key"
+    api_crt.write_bytes(other.cert_pem + b"".join(other.chain_pem))
+    api_key.write_bytes(other.key_pem)
+    order_dir = state / "orders" / WWW
+    nginx.write_config(
+        order_dir / "ecdsa.chained.pem", order_dir / "ecdsa.key.pem",
+        {"api.example.com": (api_crt, api_key)},
+    )  # fmt: skip
+    nginx.start()
+    root = tmp_path / "root.pem"
+    root.write_bytes(pub.ca.root_pem)
+    assert nginx.served(root, "api.example.com").serial_number == int(other.serial, 16)
+
+    renewed = pub.issue(WWW, names)
+    pub.publish()
+    probing = (
+        f'default {{\n  on_update = ["{nginx.command("-s", "reload")}"]\n'
+        f'  probe = "127.0.0.1:{nginx.port}"\n  probe_timeout = "5s"\n}}\n'
+    )
+    result = Agent(parse_agent_config(base + probing, "agent.conf")).poll_once()
+    assert result.ok and result.installed == (WWW,), result.problems
+    probed = result.commands[-1]
+    assert probed.ok and f"(SNI {WWW})" in probed.detail, probed
+    assert nginx.served(root).serial_number == int(renewed.serial, 16)
+
+
+def test_a_first_install_not_served_yet_is_kept_and_not_counted_as_a_failure(
+    tmp_path: Path, make_publisher: Callable[..., Publisher], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A probe set in ``default`` meets a new order whose server block does not exist yet:
+    nothing to fall back to, so "not served yet", never a failed run or a problem."""
     port = closed_port()
     (tmp_path / "store").mkdir()
     pub = make_publisher(f"file://{tmp_path}/store")
@@ -366,18 +415,26 @@ def test_a_first_install_that_fails_the_probe_is_kept(
     pub.publish()
     text = (
         f'store = "{pub.store.url}"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'metrics_file = "{tmp_path / "agent.prom"}"\n'
         + pub.cluster_stanza()
         + f'default {{\n  probe = "127.0.0.1:{port}"\n  probe_timeout = "1s"\n}}\n'
     )
-    result = Agent(parse_agent_config(text, "agent.conf")).poll_once()
-    assert result.installed == (WWW,) and result.rolled_back == () and not result.ok
-    message = result.problems[0].message
-    assert message.startswith(
-        f"order '{WWW}': probe 127.0.0.1:{port} (SNI {WWW}): connection refused ("
-    )
-    assert message.endswith("; a first install: kept, there is no previous version")
+    agent = Agent(parse_agent_config(text, "agent.conf"))
+    with caplog.at_level("INFO", logger="node_agent.probestep"):
+        result = agent.poll_once()
+    assert result.ok and result.problems == ()
+    assert result.installed == (WWW,) and result.rolled_back == ()
+    assert result.not_served == (WWW,) and "1 not served yet" in result.summary()
+    assert [run for run in result.commands if not run.ok] == []
+    assert f"order '{WWW}': not served yet: probe 127.0.0.1:{port} (SNI {WWW})" in caplog.text
     crt = tmp_path / "state" / "orders" / WWW / "ecdsa.crt.pem"
     assert crt.read_bytes() == issued.certificate_pem
+    report = build_status(agent.config, now=int(time.time()))
+    assert report["hook_failures_total"] == 0
+    assert "certfleet_agent_hook_failures_total 0\n" in (tmp_path / "agent.prom").read_text()
+    path = tmp_path / "store" / ack_key("web", agent.node_id)
+    ack = open_ack(path.read_bytes(), cluster="web", node_id=agent.node_id, secrets=pub.secrets)
+    assert [(o.order_name, o.state) for o in ack.orders] == [(WWW, "installed")]
 
 
 def test_orders_sharing_the_on_update_go_back_together_and_a_failed_reload_is_not_probed(
@@ -398,8 +455,8 @@ def test_orders_sharing_the_on_update_go_back_together_and_a_failed_reload_is_no
     agent = Agent(parse_agent_config(text, "agent.conf"))
     first = agent.poll_once()
     assert first.installed == ("a.example", "b.example", "c.example")
-    assert [problem.subject for problem in first.problems] == ["order 'a.example'"]  # kept
-    assert not agent.poll_once().problems  # the first install's probe failure is not retried
+    assert first.ok and first.not_served == ("a.example",)  # kept, not a failure
+    assert not agent.poll_once().problems  # the first install's probe is not retried
     log.write_text("")
     new = {name: pub.issue(name) for name in old}
     pub.publish()

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from certfleet.bundle import ClusterSecret, SigningKey, open_ack
+from certfleet.bundle import ClusterSecret, SigningKey, iso_utc, open_ack
 from certfleet.config import AgentConfig, parse_agent_config
 from certfleet.config.window import UpdateWindow
 from node_agent.ack import ack_key
@@ -284,7 +284,7 @@ def test_stagger_defers_a_renewal_until_the_nodes_turn(tmp_path: Path, pub: Publ
     assert shown["deferred_serial"] == renewed and shown["serial"] == first
     text = format_status(build_status(node.config(), now=node.now))
     assert ", stagger" in text
-    assert node.ack()["a.example"] == ("deferred", f"stagger until {turn}")
+    assert node.ack()["a.example"] == ("deferred", f"stagger until {iso_utc(turn)}")
     assert node.poll(turn - 1) == ((), ("a.example",))  # a 304 poll, still waiting
     assert node.poll(turn) == (("a.example",), ())  # a 304 poll at its turn
     assert node.serial("a.example") == renewed
@@ -332,7 +332,7 @@ def test_update_window_defers_a_renewal_until_it_opens(
     assert node.poll(closed) == ((), ("a.example",))
     shown = node.status("a.example")
     assert (shown["deferred_until"], shown["deferred_reason"]) == (opens, UPDATE_WINDOW)
-    assert node.ack()["a.example"] == ("deferred", f"update window until {opens}")
+    assert node.ack()["a.example"] == ("deferred", f"update window until {iso_utc(opens)}")
     assert node.poll(opens - 1) == ((), ("a.example",))
     assert node.serial("a.example") == first
     assert node.poll(opens) == (("a.example",), ())
@@ -389,9 +389,12 @@ def test_a_missed_window_waits_for_the_next_one(tmp_path: Path, pub: Publisher) 
     assert node.poll(NOW) == (("a.example",), ())
     issue(pub, "a.example", NOW)
     assert node.poll(NOW + 60) == ((), ("a.example",))
-    assert node.ack()["a.example"] == ("deferred", f"update window until {MONDAY + 3 * HOUR}")
+    assert node.ack()["a.example"] == (
+        "deferred",
+        f"update window until {iso_utc(MONDAY + 3 * HOUR)}",
+    )
     # The node was down from 02:01 to 05:30: a 304 poll finds the window closed again.
     assert node.poll(MONDAY + 5 * HOUR + 1800) == ((), ("a.example",))
     tomorrow = MONDAY + DAY + 3 * HOUR
     assert node.status("a.example")["deferred_until"] == tomorrow
-    assert node.ack()["a.example"] == ("deferred", f"update window until {tomorrow}")
+    assert node.ack()["a.example"] == ("deferred", f"update window until {iso_utc(tomorrow)}")

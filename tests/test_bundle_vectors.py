@@ -9,6 +9,7 @@ Regenerate the expected outputs after a deliberate format change with:
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import struct
 import sys
@@ -26,6 +27,7 @@ from certfleet import bundle as fmt
 from certfleet.bundle.ack import encode_ack
 from certfleet.bundle.envelope import associated_data, wrapping_key
 from certfleet.bundle.pending import encode_pending
+from certfleet.sync.lease import encode_lease, mac_key
 
 VECTORS_PATH = Path(__file__).resolve().parent.parent / "docs" / "format-vectors.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text())
@@ -168,6 +170,19 @@ def compute() -> dict[str, Any]:
         _pending(), cluster=v["cluster"], secrets=_secrets(v["secrets"]), rng=_rng(v["rng_hex"])
     )
     out["pending"] = _sealed("pending", v["order_name"], encode_pending(_pending()), sealed)
+    out["sync_secret"] = {
+        purpose: key.sync_secret(purpose).export() for purpose in VECTORS["sync_secret"]["purposes"]
+    }
+    v = VECTORS["sync_state"]
+    state_secret = key.sync_secret("state")
+    sealed = fmt.seal(
+        "pending", v["cluster"], "/state", v["plaintext"].encode(), [state_secret],
+        rng=_rng(v["rng_hex"]),
+    )  # fmt: skip
+    out["sync_state"] = {"sealed_hex": sealed.hex(), "sha256_hex": fmt.content_hash_hex(sealed)}
+    v = VECTORS["lease"]
+    lease = encode_lease(mac_key(state_secret), v["cluster"], v["owner"], v["expires_at"])
+    out["lease"] = {"mac_key_hex": mac_key(state_secret).hex(), "encoded": lease.decode()}
     return out
 
 
@@ -222,6 +237,29 @@ def test_values_quoted_in_the_spec_match_the_vectors() -> None:
 
 
 # --- an independent reading that follows docs/format.md, not the implementation ---
+
+
+def test_spec_reading_of_the_sync_private_secrets_and_lease() -> None:
+    seed = bytes.fromhex(VECTORS["signing_seed_hex"])
+    expected = VECTORS["expected"]
+    for purpose in VECTORS["sync_secret"]["purposes"]:
+        info = b"certfleet/v1/sync-private/" + purpose.encode()
+        derived = HKDF(algorithm=SHA256(), length=32, salt=None, info=info).derive(seed)
+        assert fmt.ClusterSecret.parse(expected["sync_secret"][purpose]) == (
+            fmt.ClusterSecret(f"sync-{purpose}", derived)
+        )
+    state_key = fmt.ClusterSecret.parse(expected["sync_secret"]["state"]).key
+    sealed = bytes.fromhex(expected["sync_state"]["sealed_hex"])
+    opened = _spec_open(sealed, "pending", "web", "/state", state_key)
+    assert opened.decode() == VECTORS["sync_state"]["plaintext"]
+    lease_key = HKDF(
+        algorithm=SHA256(), length=32, salt=None, info=b"certfleet/v1/sync-private/lease"
+    ).derive(state_key)
+    lease = json.loads(expected["lease"]["encoded"])
+    v = VECTORS["lease"]
+    message = json.dumps([v["cluster"], v["owner"], v["expires_at"]], separators=(",", ":"))
+    mac = hmac.new(lease_key, message.encode(), hashlib.sha256).hexdigest()
+    assert lease == {"owner": v["owner"], "expires_at": v["expires_at"], "mac": mac}
 
 
 def _fields(*values: bytes) -> bytes:

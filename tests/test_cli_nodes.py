@@ -4,6 +4,7 @@ S3), the publisher plugin plays the sync, and the command runs through ``certfle
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from certfleet.bundle import ClusterSecret
+from certfleet.bundle import Ack, ClusterSecret, seal_ack
 from certfleet.cli import main
 from certfleet.config import parse_agent_config
 from node_agent.agent import Agent
@@ -325,3 +326,40 @@ def test_s3_store(
     assert code == 0
     assert (hosts["web-1"]["status"], hosts["web-2"]["status"]) == ("current", "stale")
     assert main(["nodes", "--check", "--config", str(fleet.config)]) == 1
+
+
+def test_an_unreadable_ack_is_named_by_its_clear_hostname_label_marked_unverified(
+    fleet: Fleet, nodes: Callable[..., Run]
+) -> None:
+    fleet.web.issue("a.example")
+    fleet.web.publish()
+    agent = fleet.agent("web-1")
+    agent.acks.hostname = "web-\u202e1\x1b[2J"  # untrusted: bidi override and an escape
+    agent.poll_once()
+    key = f"v1/clusters/web/acks/{agent.node_id}"
+    data = bytearray(fleet.web.store.get(key).data)  # type: ignore[union-attr]
+    assert b"web-" not in data  # the store sees no hostname: the label is encrypted
+    data[-1] ^= 1  # the sealed part no longer opens; the label still does
+    fleet.web.store.put(key, bytes(data))
+    result = nodes()
+    (row,) = [line for line in result.out.splitlines() if agent.node_id in line]
+    assert row.split()[:3] == ["unreadable", "web-\\u202e1\\x1b[2J", "(unverified)"]
+    assert "\u202e" not in result.out and "\x1b" not in result.out
+    node = by_host(nodes("--json").json())[agent.node_id]
+    assert node["hostname"] is None and node["hostname_label"] == "web-\u202e1\x1b[2J"
+
+
+def test_a_node_that_never_applied_a_head_says_never_applied(
+    fleet: Fleet, nodes: Callable[..., Run]
+) -> None:
+    fleet.web.issue("a.example")
+    fleet.web.publish()
+    ack = Ack("n-new", "web-9", 0, int(time.time()), ())
+    sealed = seal_ack(ack, cluster="web", secrets=fleet.web.secrets)
+    fleet.web.store.put("v1/clusters/web/acks/n-new", sealed)
+    result = nodes()
+    (row,) = [line for line in result.out.splitlines() if "n-new" in line]
+    assert row.split()[3:5] == ["never", "applied"]  # not "behind 20791d14h"
+    assert not re.search(r"behind \d", row)
+    node = by_host(nodes("--json").json())["web-9"]
+    assert node["never_applied"] is True and node["behind_seconds"] is None

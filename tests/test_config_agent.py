@@ -1,4 +1,4 @@
-"""The agent config: DESIGN.md's sample, settings merging, files templates and their
+"""The agent config: the sample of docs/config.md, settings merging, files templates and their
 expansion, and a table of broken inputs with the exact messages they give."""
 
 from __future__ import annotations

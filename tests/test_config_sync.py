@@ -93,8 +93,22 @@ def test_defaults_and_no_cluster() -> None:
     assert config.issue_wait == 60
     assert (config.fleet_check_interval, config.fleet_stale_after) == (3600, 3600)
     assert config.clusters == ()
+    assert config.previous_signing_key is None
     with pytest.raises(UnknownClusterError, match="no cluster 'web' in this config"):
         config.cluster("web")
+
+
+def test_previous_signing_key_is_read_and_never_shown() -> None:
+    previous = SigningKey.generate()
+    config = parse_sync_config(
+        MINIMAL + f'previous_signing_key = "{previous.export()}"\n', "sync.conf"
+    )
+    assert config.previous_signing_key is not None
+    assert config.previous_signing_key.public_key() == previous.public_key()
+    assert previous.export() not in repr(config)
+    with pytest.raises(ConfigError) as caught:
+        parse_sync_config(MINIMAL + 'previous_signing_key = "ed25519-private:nope"\n', "s.conf")
+    assert "previous_signing_key" in str(caught.value) and "nope" not in str(caught.value)
 
 
 def test_repr_shows_no_key_material() -> None:
@@ -133,9 +147,10 @@ BROKEN = [
     ),
     (
         MINIMAL + 'stor = "x"',
-        'sync.conf:3: option "stor": unknown option; did you mean "store"? (valid: api_endpoint, '
-        "api_key, cluster, fleet_check_interval, fleet_stale_after, gc_grace, head_validity, "
-        "issue_wait, lease_duration, signing_key, skew_margin, store, store_endpoint)",
+        'sync.conf:3: option "stor": unknown option; did you mean "store"? (valid: acme, '
+        "api_endpoint, api_key, cluster, dns, dns_resolvers, fleet_check_interval, "
+        "fleet_stale_after, gc_grace, head_validity, issue_wait, lease_duration, "
+        "previous_signing_key, provider, signing_key, skew_margin, store, store_endpoint)",
     ),
     (
         MINIMAL + 'store = "file:///y"',

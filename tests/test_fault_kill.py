@@ -39,7 +39,6 @@ from certfleet.store import ObjectNotFound
 from certfleet.sync import mark_rekey
 from certfleet.sync.keypair import load_private_key, pubkey_hash, spki_hash
 from certfleet.sync.lease import Lease
-from certfleet.sync.state import StateStore
 from tests.plugins.faults import Ledger
 from tests.plugins.sandbox import Sandbox
 from tests.test_sync_world import World, make_world
@@ -92,12 +91,13 @@ class Observer:
     def expire_lease(self) -> None:
         """The next tick, long after the dead run's lease ran out: take it over, release."""
         later = Lease(self.world.store, self.world.cluster, duration=1.0,
-                      clock=lambda: time.time() + 3600)  # fmt: skip
+                      clock=lambda: time.time() + 3600,
+                      secret=self.world.sync_keys().current)  # fmt: skip
         later.acquire()
         later.release()
 
     def check(self, label: str) -> None:
-        state = StateStore(self.world.store, self.world.cluster, self.world.secrets).load()
+        state = self.world.state()
         self.known |= {record.pubkey_hash for record in state.pending.values()}
         self.known |= {record.pubkey_hash for record in state.orders.values()}
         try:

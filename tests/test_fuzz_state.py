@@ -1,10 +1,10 @@
 """Fuzzing the decoders that tests/test_bundle_fuzz.py and tests/test_config_*.py do not
-reach: the sync's state (authentic, sealed with the cluster secret, but hostile JSON
-inside), the agent's state file, the provider's JSON answers, and both config loaders fed
-mutations of valid files (rather than random text). Bounded by ``MAX_EXAMPLES``; only the
-documented error types may escape: ``StateError`` (sync and agent), ``ApiError``,
-``ConfigError``. (These tests found three such escapes — huge numbers as provider times, and
-JSON of the wrong shape in both state files — which are fixed.)
+reach: the sync's state (authentic, sealed with the sync secret, but hostile JSON
+inside), the sync's lease object, the agent's state file, the provider's JSON answers, and
+both config loaders fed mutations of valid files (rather than random text). Bounded by
+``MAX_EXAMPLES``; only the documented error types may escape: ``StateError`` (sync and
+agent), ``ApiError``, ``ConfigError``. (These tests found three such escapes — huge numbers
+as provider times, and JSON of the wrong shape in both state files — which are fixed.)
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from hypothesis import strategies as st
 
 from certfleet.apiv3 import ApiError
 from certfleet.apiv3.model import parse_cert_result, parse_csr_result, parse_order, parse_order_page
-from certfleet.bundle import ClusterSecret, SigningKey, seal
+from certfleet.bundle import ClusterSecret, SigningKey
 from certfleet.config import ConfigError, parse_agent_config
 from certfleet.config.sync import parse_sync_config
 from certfleet.store import open_store
 from certfleet.sync import state as state_module
 from certfleet.sync.errors import StateError
 from certfleet.sync.layout import state_key
+from certfleet.sync.lease import encode_lease, lease_expiry, mac_key
+from certfleet.sync.sealing import SyncKeys
 from certfleet.sync.state import ClusterState, StateStore
 from node_agent.errors import StateError as AgentStateError
 from node_agent.state import StateStore as AgentStateStore
@@ -42,6 +44,8 @@ SETTINGS = settings(
 )
 CLUSTER = "web"
 SECRET = ClusterSecret.generate("k1")
+SYNC_KEYS = SyncKeys(SigningKey.generate().sync_secret("state"), (), (SECRET,))
+NOW_MS = 1_800_000_000_000
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
@@ -116,10 +120,10 @@ def state_store(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def load_sync_state(store: Any, plain: bytes) -> None:
-    sealed = seal(state_module.KIND, CLUSTER, state_module.IDENTITY, plain, [SECRET])
+    sealed = SYNC_KEYS.seal(state_module.KIND, CLUSTER, state_module.IDENTITY, plain)
     store.put(state_key(CLUSTER), sealed)
     try:
-        StateStore(store, CLUSTER, [SECRET]).load()
+        StateStore(store, CLUSTER, SYNC_KEYS).load(now_ms=NOW_MS)
     except StateError:
         pass
 
@@ -140,6 +144,43 @@ def test_sync_state_with_one_field_spoiled_raises_only_state_error(
 ) -> None:
     LEDGER.tried()
     load_sync_state(state_store, json.dumps(mutate_json(data, valid_sync_state())).encode())
+
+
+def test_a_deeply_nested_sync_state_raises_only_state_error(state_store: Any) -> None:
+    LEDGER.tried()
+    with pytest.raises(StateError, match="not valid JSON"):
+        deep = b"[" * 200_000 + b"]" * 200_000
+        store_state(state_store, deep)
+        StateStore(state_store, CLUSTER, SYNC_KEYS).load(now_ms=NOW_MS)
+
+
+def store_state(store: Any, plain: bytes) -> None:
+    sealed = SYNC_KEYS.seal(state_module.KIND, CLUSTER, state_module.IDENTITY, plain)
+    store.put(state_key(CLUSTER), sealed)
+
+
+# -- the lease ----------------------------------------------------------------------------
+
+LEASE_KEY = mac_key(SYNC_KEYS.current)
+
+
+@SETTINGS
+@given(st.one_of(JSON.map(lambda value: json.dumps(value).encode()), st.binary(max_size=600)))
+def test_any_lease_object_is_an_expiry_or_broken(data: bytes) -> None:
+    LEDGER.tried()
+    expiry = lease_expiry(LEASE_KEY, CLUSTER, data)
+    assert expiry is None  # nothing made without the sync key is authentic
+
+
+def test_deep_huge_or_forged_leases_are_broken_and_an_authentic_one_is_read() -> None:
+    LEDGER.tried(4)
+    assert lease_expiry(LEASE_KEY, CLUSTER, b"[" * 100_000 + b"]" * 100_000) is None
+    assert lease_expiry(LEASE_KEY, CLUSTER, b'{"owner":"' + b"x" * 10_000 + b'"}') is None
+    forged = {"owner": "me", "expires_at": 2e18, "mac": "00" * 32}
+    assert lease_expiry(LEASE_KEY, CLUSTER, json.dumps(forged).encode()) is None
+    authentic = encode_lease(LEASE_KEY, CLUSTER, "me", 1234.5)
+    assert lease_expiry(LEASE_KEY, CLUSTER, authentic) == 1234.5
+    assert lease_expiry(LEASE_KEY, "other", authentic) is None, "bound to its cluster"
 
 
 # -- the agent state file -----------------------------------------------------------------

@@ -31,7 +31,7 @@ import pytest
 from certfleet.bundle import ClusterSecret, FormatError, open_ack, open_pending
 from certfleet.config import parse_agent_config
 from certfleet.sync.layout import pending_key
-from certfleet.sync.state import StateStore, read_bytes
+from certfleet.sync.state import read_bytes
 from certfleet.tamper import Tamperer
 from node_agent.agent import Agent
 from tests.plugins.faults import Ledger, agent_config_text, cluster_stanza
@@ -91,10 +91,12 @@ def secret_needles(world: World, api_key: str) -> dict[str, str]:
     for name, bundle in world.published().bundles.items():
         for piece in needles_of_key(bundle.private_key_pem):
             needles[piece] = f"the private key of {name}"
-    state = StateStore(world.store, world.cluster, world.secrets).load()
+    state = world.state()
     for name, record in state.pending.items():
         data = read_bytes(world.store, pending_key(world.cluster, record.object))
-        pending = open_pending(data, cluster=world.cluster, order_name=name, secrets=world.secrets)
+        pending = open_pending(
+            data, cluster=world.cluster, order_name=name, secrets=[world.sync_keys().current]
+        )
         for piece in needles_of_key(pending.private_key_pem):
             needles[piece] = f"the pending key of {name}"
     return needles

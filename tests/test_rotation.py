@@ -113,6 +113,7 @@ def test_publisher_key_rotation_with_agents_pinning_either_key(
     # 1. agents pin both keys; 2. the sync signs with the new key
     assert both.poll(secrets, (old, new)).ok
     world.signing_key = new_key
+    world.settings["previous_signing_key"] = old_key  # opens the sync's state, once
     world.add(f"q.{world.cluster}.example")
     assert world.sync().errors == {}
     assert world.published().head  # signed by the new key (World pins world.signing_key)

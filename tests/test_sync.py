@@ -270,11 +270,18 @@ def test_changing_only_the_signing_key_re_signs_the_head_in_one_run(
     name = world.add(world.host("pubkey"))
     assert world.sync().errors == {}
     before = world.published()
-    new_key = SigningKey.generate()
+    new_key, old_key = SigningKey.generate(), world.signing_key
     world.signing_key = new_key  # nothing else changes: no order, no secret
+    refused = world.sync()  # the state is sealed with the old key's sync secret
+    assert "sync state" in refused.errors[f"cluster:{world.cluster}"]
+    assert (
+        refused.heads_published == 0 and head_publisher(world.head_bytes()) != new_key.public_key()
+    )
+    world.settings["previous_signing_key"] = old_key
     summary = world.sync()
     assert summary.errors == {} and summary.heads_published == 1
     assert head_publisher(world.head_bytes()) == new_key.public_key()
+    del world.settings["previous_signing_key"]  # the state was rewritten under the new key
     after = world.published()  # decode_head pinning only the new key
     assert after.head.generation > before.head.generation
     assert after.entries == before.entries, "only the head is re-signed"

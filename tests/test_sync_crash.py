@@ -23,7 +23,6 @@ from certfleet.store import ObjectNotFound
 from certfleet.sync import IssuedCert, ProviderOrder, mark_rekey, run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
 from certfleet.sync.keypair import load_private_key, pubkey_hash
-from certfleet.sync.state import StateStore
 from tests.plugins.sandbox import Sandbox
 from tests.test_sync_world import World, make_world
 
@@ -47,7 +46,7 @@ class Witness:
         return self.inner.get_order(name)
 
     def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
-        state = StateStore(self.world.store, self.world.cluster, self.world.secrets).load()
+        state = self.world.state()
         answer = self.inner.submit_csr(order_name, csr_pem)
         assert state.pending[order_name].pubkey_hash == answer, "CSR before its key was stored"
         self.submitted.append((order_name, answer))

@@ -211,6 +211,7 @@ def test_s3_store(sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS, tmp_path:
     assert stored is not None
     world.offset = HOUR
     assert figures(world.sync()) == fleet_of(2, current=2, failing=1, problem_nodes=1)
-    world.store.put(key, stored.data[:40] + bytes(8) + stored.data[48:])
+    at = stored.data.index(b"CFSE") + 40  # in the sealed ack, after its hostname label
+    world.store.put(key, stored.data[:at] + bytes(8) + stored.data[at + 8 :])
     world.offset = 2 * HOUR
     assert figures(world.sync()) == fleet_of(2, current=1, unreadable=1, problem_nodes=1)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from certfleet.bundle import SigningKey
 from certfleet.store import Store, open_store
 from certfleet.store.selftest import PROBE_PREFIX
 from certfleet.sync import LeaseHeldError, LeaseLostError
@@ -21,6 +22,7 @@ from certfleet.sync.lease import Lease
 from tests.plugins.seaweedfs import SeaweedFS
 
 CLUSTER = "web"
+SYNC_SECRET = SigningKey.generate().sync_secret("state")
 DURATION = 60.0
 RACERS = 8
 
@@ -44,7 +46,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def lease(store: Store, clock: Clock) -> Lease:
-    return Lease(store, CLUSTER, duration=DURATION, clock=clock)
+    return Lease(store, CLUSTER, duration=DURATION, clock=clock, secret=SYNC_SECRET)
 
 
 def stored(store: Store) -> dict[str, object]:
@@ -111,7 +113,8 @@ def test_an_expired_or_unreadable_lease_is_taken_over(store: Store) -> None:
     store.put(lease_key(CLUSTER), b"not json")
     last = lease(store, clock)
     last.acquire()
-    assert stored(store) == {"owner": last.owner, "expires_at": clock.now + DURATION}
+    assert stored(store)["owner"] == last.owner
+    assert stored(store)["expires_at"] == clock.now + DURATION
 
 
 def test_a_holder_that_overran_its_lease_cannot_release_the_new_one(store: Store) -> None:
@@ -183,3 +186,49 @@ def test_of_racing_runs_exactly_one_takes_the_lease(store: Store, start: str) ->
         thread.join(timeout=30)
     assert len(won) == 1 and len(lost) == RACERS - 1
     assert stored(store)["owner"] == won[0].owner
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # deep nesting: must not raise RecursionError
+        json.dumps({"owner": "x", "expires_at": 9e18}).encode(),  # no MAC (older versions)
+        json.dumps({"owner": "x", "expires_at": 9e18, "mac": "00" * 32}).encode(),  # forged
+        b"{" + b" " * 100_000 + b"}",  # too big to parse
+    ],
+    ids=["deep", "unauthenticated", "forged-mac", "huge"],
+)
+def test_a_forged_or_malformed_lease_is_broken_and_taken_over(store: Store, forged: bytes) -> None:
+    clock = Clock()
+    store.put(lease_key(CLUSTER), forged)
+    run = lease(store, clock)
+    run.acquire()  # not held by anyone: a forged far-future expiry keeps nobody out
+    assert run.held and stored(store)["owner"] == run.owner
+    with pytest.raises(LeaseHeldError):  # the lease it wrote is authentic and live
+        lease(store, clock).acquire()
+
+
+def test_a_lease_written_with_another_sync_key_is_not_honoured(store: Store) -> None:
+    clock = Clock()
+    other = Lease(store, CLUSTER, duration=DURATION, clock=clock,
+                  secret=SigningKey.generate().sync_secret("state"))  # fmt: skip
+    other.acquire()
+    mine = lease(store, clock)
+    mine.acquire()
+    assert mine.held and stored(store)["owner"] == mine.owner
+
+
+def test_a_live_lease_of_the_previous_signing_key_is_honoured_while_it_is_configured(
+    store: Store,
+) -> None:
+    clock = Clock()
+    old = SigningKey.generate().sync_secret("state")
+    Lease(store, CLUSTER, duration=DURATION, clock=clock, secret=old).acquire()
+    rotated = Lease(
+        store, CLUSTER, duration=DURATION, clock=clock, secret=SYNC_SECRET, previous=[old]
+    )
+    with pytest.raises(LeaseHeldError):  # a sync still running with the old key holds it
+        rotated.acquire()
+    clock.now += DURATION + 1
+    rotated.acquire()
+    assert rotated.held and stored(store)["owner"] == rotated.owner

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from certfleet.bundle import open_shard, peek_head
+from certfleet.bundle import content_hash_hex, open_shard, peek_head, seal_bundle
 from certfleet.store import FileStore
 from certfleet.sync import mark_rekey
 from certfleet.sync.layout import bundle_key, head_key, pending_key, shard_key
-from certfleet.sync.state import StateStore
 from tests.plugins.faults import installed_orders
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
@@ -32,8 +31,8 @@ def world(sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS) -> World:
 
 def force_sweep(world: World) -> None:
     """Make the periodic sweep due at the next run (as if gc_grace had passed)."""
-    states = StateStore(world.store, world.cluster, world.secrets)
-    state = states.load()
+    states = world.states()
+    state = states.load(now_ms=int(world.now() * 1000))
     state.last_sweep = 0
     assert states.save(state)
 
@@ -114,7 +113,7 @@ def test_verify_store_finds_corruption_that_the_sweep_cannot_see(
     assert summary.errors == {} and summary.objects_repaired == 2
     assert summary.objects_verified == shards + 2  # each referenced object, read once
     assert summary.keys_generated == 1 and summary.heads_published == 1
-    garbage = StateStore(world.store, world.cluster, world.secrets).load().unreferenced
+    garbage = world.state().unreferenced
     assert corrupt_bundle in garbage and corrupt_shard in garbage, "collected after gc_grace"
     agent_installs_everything(world, seaweedfs, tmp_path / "agent")
     clean = world.sync(verify_store=True)
@@ -131,15 +130,14 @@ def test_lost_pending_key_and_bundle_of_one_order_give_one_new_key(
     mark_rekey(world.config(), world.cluster, [name], store=world.store)
     world.settings["issue_wait"] = 0.0
     assert world.sync().keys_generated == 1  # the rekey's certificate is still pending
-    states = StateStore(world.store, world.cluster, world.secrets)
-    lost = states.load().pending[name].object
+    lost = world.state().pending[name].object
     world.store.delete(pending_key(world.cluster, lost))
     world.store.delete(bundle_key(world.cluster, world.published().entries[name].bundle_hash.hex()))
     force_sweep(world)
     summary = world.sync()
     assert summary.errors == {} and summary.objects_repaired == 2
     assert summary.keys_generated == 1, "one new key, stored before its CSR"
-    replaced = states.load().pending[name].object
+    replaced = world.state().pending[name].object
     assert replaced != lost and world.store.get(pending_key(world.cluster, replaced))
     world.settings["issue_wait"] = 5.0
     assert world.sync().certificates_published == 1
@@ -181,3 +179,30 @@ def test_a_store_that_ignores_conditional_writes_is_refused_before_publishing(
         assert "ignores If-None-Match/If-Match" in message
         assert summary.provider_calls == 0 and summary.heads_published == 0
         assert list(world.store.list("")) == [], "nothing published, probe removed"
+
+
+def test_verify_store_replaces_a_bundle_that_agents_refuse(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A bundle published by a version that kept a provider's chain as it came (intermediate
+    and root in one PEM entry, which every agent refuses) gets a new key and certificate."""
+    world = make_world(sandbox, (tmp_path / "store").as_uri(), "")
+    name = world.add(world.host("chain"))
+    assert world.sync().errors == {}
+    good = world.published().bundles[name]
+    bad = replace(good, chain_pem=(good.chain_pem[0] + sandbox.root_pem,))
+    sealed = seal_bundle(bad, cluster=world.cluster, secrets=world.secrets)
+    world.store.put(bundle_key(world.cluster, content_hash_hex(sealed)), sealed)
+    states = world.states()
+    state = states.load(now_ms=int(world.now() * 1000))
+    state.orders[name] = replace(state.orders[name], bundle=content_hash_hex(sealed))
+    assert states.save(state)
+    assert world.sync().heads_published == 1  # what such a version had published
+    assert world.published().bundles[name].chain_pem == bad.chain_pem
+    assert world.sync().keys_generated == 0, "a plain run does not read bundles"
+    summary = world.sync(verify_store=True)
+    assert summary.errors == {} and summary.keys_generated == 1
+    fixed = world.published().bundles[name]
+    assert fixed.chain_pem == good.chain_pem and fixed.private_key_pem != good.private_key_pem
+    result = fresh_agent_poll(world, tmp_path / "agent", "", [world.signing_key.public_key()])
+    assert result.ok, [problem.message for problem in result.problems]

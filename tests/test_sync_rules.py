@@ -220,9 +220,95 @@ def test_verification_accepts_a_good_certificate_and_names_each_refusal() -> Non
         "does not match the private key": {"key": generate_key("ecdsa")},
         "DNS names differ": {"dns_names": ["a.example"]},
         "not valid now": {"now": now + 2 * DAY},
-        "chain out of order": {"chain_pem": [leaf]},
+        "chain certificate 1 is not on the leaf's issuing chain": {"chain_pem": [leaf]},
         "not a PEM certificate": {"certificate_pem": b"junk"},
     }
     for reason, changes in cases.items():
         with pytest.raises(CertificateRejected, match=reason):
             verify(**changes)
+    assert verify().chain_pem == (), "a self-signed issuer is a root: not published"  # type: ignore[attr-defined]
+
+
+def _ca(
+    name: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(issuer_key, hashes.SHA256())
+    )  # fmt: skip
+
+
+def test_provider_chains_are_split_ordered_and_stripped_of_the_root() -> None:
+    key = generate_key("ecdsa")
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    root_key, inter_key, other_key = (ec.generate_private_key(ec.SECP256R1()) for _ in "abc")
+    pem = serialization.Encoding.PEM
+    root = _ca("root", root_key, "root", root_key).public_bytes(pem)
+    inter = _ca("inter", inter_key, "root", root_key).public_bytes(pem)
+    stranger = _ca("inter", other_key, "root", other_key).public_bytes(pem)  # same name
+    now = datetime.datetime.now(datetime.timezone.utc)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a.example")]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "inter")]))
+        .public_key(key.public_key()).serial_number(9)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("a.example")]), False)
+        .sign(inter_key, hashes.SHA256())
+    ).public_bytes(pem)  # fmt: skip
+
+    def verify(certificate: bytes, chain: list[bytes]) -> tuple[bytes, ...]:
+        verified = verify_issued(
+            order_name="a", key=key, dns_names=["a.example"], certificate_pem=certificate,
+            chain_pem=chain, now=int(now.timestamp()),
+        )  # fmt: skip
+        assert verified.certificate_pem == leaf
+        return verified.chain_pem
+
+    for certificate, chain in (
+        (leaf, [inter]),
+        (leaf, [inter + root]),  # one PEM string, as many CAs deliver it
+        (leaf, [root, inter]),
+        (leaf + inter + root, []),
+        (leaf, [inter, inter]),
+    ):
+        assert verify(certificate, chain) == (inter,)
+    for chain, reason in (
+        ([stranger], "chain certificate 1 is not on the leaf's issuing chain"),
+        ([inter, stranger], "chain certificate 2 is not on"),
+        ([inter + stranger], "chain certificate 1 is not on"),
+        ([inter, leaf], "chain certificate 2 is not on"),
+    ):
+        with pytest.raises(CertificateRejected, match=reason):
+            verify(leaf, chain)
+
+
+def test_a_provider_suggested_renewal_time_replaces_the_lifetime_rule() -> None:
+    state = ClusterState.new()
+    for name in ("early", "later", "bogus", "plain"):
+        state.orders[name] = record((f"{name}.example",))  # 90 days from 0
+    listing = [ProviderOrder(n, "web", (f"{n}.example",)) for n in state.orders]
+    now = 10 * DAY  # far from the lifetime rule's 60 days
+    result = plan_cluster(
+        "web", listing, state, now=now, key_type_for=lambda name: "ecdsa", renew_days=None,
+        renew_at={"early": 5 * DAY, "later": 70 * DAY, "bogus": 200 * DAY},
+    )  # fmt: skip
+    assert [issue.order.name for issue in result.issue] == ["early"]
+    # a suggestion is never later than the last tenth of the lifetime (day 81 here)
+    suggested = {"early": 5 * DAY, "later": 85 * DAY, "bogus": 200 * DAY}
+    for day, due in ((80, ["early"]), (82, ["bogus", "early", "later"])):
+        late = plan_cluster(
+            "web", listing, state, now=day * DAY, key_type_for=lambda name: "ecdsa",
+            renew_days=None, renew_at=suggested,
+        )  # fmt: skip
+        assert (
+            sorted(issue.order.name for issue in late.issue if issue.order.name != "plain") == due
+        )

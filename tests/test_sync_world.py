@@ -29,6 +29,8 @@ from certfleet.sync import RunSummary, run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
 from certfleet.sync.engine import Checkpoint
 from certfleet.sync.layout import bundle_key, head_key, shard_key
+from certfleet.sync.sealing import SyncKeys
+from certfleet.sync.state import ClusterState, StateStore
 from tests.plugins.sandbox import Sandbox, unique_cluster
 
 # Two attempts, short back-off; 10 s per call leaves room for the engine's long polls
@@ -79,6 +81,17 @@ class World:
             **self.settings,
         }
         return SyncConfig(**values)
+
+    def sync_keys(self) -> SyncKeys:
+        """The keys that seal this world's sync-private objects (the sync secret first)."""
+        return SyncKeys(self.signing_key.sync_secret("state"), (), self.secrets)
+
+    def states(self) -> StateStore:
+        """The cluster's sync state, as the sync loads and saves it."""
+        return StateStore(self.store, self.cluster, self.sync_keys())
+
+    def state(self) -> ClusterState:
+        return self.states().load(now_ms=int(self.now() * 1000))
 
     def provider(self) -> ApiV3Provider:
         return ApiV3Provider(ApiClient(self.sandbox.url, self.sandbox.api_key, retry=FAST_RETRY))

@@ -149,7 +149,7 @@ def test_node_policy_is_read_only_on_its_cluster_plus_its_acks(template: dict[st
     # The stand-alone template for further clusters grants exactly the same.
     other = load(NODE_POLICY_TEMPLATE)["Resources"]["NodePolicy"]["Properties"]["PolicyDocument"]
     assert other == document
-    # Cluster names reach ARNs only through the DESIGN.md name pattern.
+    # Cluster names reach ARNs only through the cluster name pattern (docs/format.md).
     pattern = template["Parameters"]["NodeClusterName"]["AllowedPattern"]
     assert pattern == "^([a-z0-9][a-z0-9-]{0,39})?$"
 
@@ -173,7 +173,18 @@ def test_bucket_is_private_versioned_encrypted_and_tls_only(template: dict[str, 
 def test_function_schedule_secret_and_alarms(template: dict[str, Any]) -> None:
     resources = template["Resources"]
     function = resources["Sync"]["Properties"]
-    assert function["ReservedConcurrentExecutions"] == 1
+    # Reserved concurrency is a parameter, off (0) by default: the lease keeps runs apart.
+    assert function["ReservedConcurrentExecutions"] == {
+        "Fn::If": [
+            "HasReservedConcurrency",
+            {"Ref": "SyncReservedConcurrency"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    assert template["Parameters"]["SyncReservedConcurrency"]["Default"] == 0
+    assert template["Conditions"]["HasReservedConcurrency"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "SyncReservedConcurrency"}, "0"]}]
+    }
     assert function["Timeout"] == 900 and function["MemorySize"] >= 256
     assert function["Handler"] == "app.sync"
     assert function["CodeUri"] == "build/package/deployment.zip"
@@ -196,6 +207,15 @@ def test_function_schedule_secret_and_alarms(template: dict[str, Any]) -> None:
     }
     secret = resources["SyncConfigSecret"]["Properties"]
     assert "SecretString" not in secret and "GenerateSecretString" not in secret
+    # Retained, so named per stack *instance*: a delete-and-redeploy under the same stack name
+    # gets a new name (the stack id's UUID) instead of colliding with the retained secret.
+    assert resources["SyncConfigSecret"]["DeletionPolicy"] == "Retain"
+    pattern, variables = secret["Name"]["Fn::Sub"]
+    assert pattern == "${AWS::StackName}/sync-config-${StackUuid}"
+    uuid_part = variables["StackUuid"]["Fn::Select"]
+    assert uuid_part[0] == 0 and uuid_part[1]["Fn::Split"][1]["Fn::Select"][1] == {
+        "Fn::Split": ["/", {"Ref": "AWS::StackId"}]
+    }
     for name, parameter in template["Parameters"].items():
         assert not any(word in name.lower() for word in ("key", "secret", "password")), name
         assert "NoEcho" not in parameter

@@ -1,7 +1,8 @@
 """Client for SSLMate's APIv3 (and certfleet's sandbox of it).
 
 ``documented.py`` holds the calls SSLMate documents; ``modeled.py`` those modeled on its
-APIv2 flow (DESIGN.md "Provider API"); ``transport.py`` the one ``_request`` under both.
+APIv2 flow (the calls of docs/sandbox.md "Endpoints"); ``transport.py`` the one
+``_request`` under both.
 """
 
 from __future__ import annotations

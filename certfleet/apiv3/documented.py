@@ -6,7 +6,7 @@ Sources (see ``shared/reference/sslmate-facts.md`` section 1):
   objects with a string ``code``, and ``GET /orders/{name}``;
 * https://sslmate.com/saas/howitworks — order creation with ``cluster`` and
   ``identifiers = [{"type": "dns", "value": ..., "approval": "http"|"dns"}]``. The path
-  ``POST /orders`` and the 201/409 answers are the modeled part (DESIGN.md "Provider API").
+  ``POST /orders`` and the 201/409 answers are the modeled part (docs/sandbox.md "Endpoints").
 
 Everything not confirmed by those pages lives in ``modeled.py``.
 """

@@ -1,6 +1,6 @@
 """APIv3 calls that SSLMate does not document publicly: MODELED, not confirmed.
 
-They follow the table in DESIGN.md "Provider API", which is modeled on SSLMate's APIv2
+They follow the table in docs/sandbox.md "Endpoints", which is modeled on SSLMate's APIv2
 flow (``shared/reference/sslmate-facts.md`` section 3: CSR in, ``pubkey_hash`` out, the
 certificate fetched by public key hash with an optional long ``poll``). The sandbox
 serves exactly this; check each call against the real APIv3 before relying on it in

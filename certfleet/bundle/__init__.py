@@ -6,7 +6,14 @@ docs/format.md is the byte-level specification, with test vectors.
 
 from __future__ import annotations
 
-from certfleet.bundle.ack import Ack, AckOrder, open_ack, seal_ack, validate_node_id
+from certfleet.bundle.ack import (
+    Ack,
+    AckOrder,
+    ack_label,
+    open_ack,
+    seal_ack,
+    validate_node_id,
+)
 from certfleet.bundle.digest import content_hash, content_hash_hex
 from certfleet.bundle.envelope import KINDS, Rng, open_sealed, seal, wrapped_for
 from certfleet.bundle.errors import (
@@ -26,11 +33,13 @@ from certfleet.bundle.head import (
     Head,
     decode_head,
     encode_head,
+    generation_too_far,
     head_publisher,
     next_generation,
     peek_head,
     verify_head,
 )
+from certfleet.bundle.isotime import iso_utc
 from certfleet.bundle.keybundle import (
     Bundle,
     decode_bundle,
@@ -83,6 +92,7 @@ __all__ = [
     "UnknownPublisherError",
     "UnsafeNameError",
     "WrongClusterError",
+    "ack_label",
     "content_hash",
     "content_hash_hex",
     "decode_bundle",
@@ -91,7 +101,9 @@ __all__ = [
     "encode_bundle",
     "encode_head",
     "encode_shard",
+    "generation_too_far",
     "head_publisher",
+    "iso_utc",
     "next_generation",
     "open_ack",
     "open_bundle",

@@ -2,6 +2,13 @@
 
 The identity bound into the associated data is the node id, so one node's ack cannot be
 passed off as another's. Times are Unix seconds.
+
+An ack object may start with a *hostname label*: the node's hostname encrypted for the
+publisher (``certfleet.bundle.acklabel``), so that ``certfleet nodes`` can name the host of
+an ack it cannot open (a wrong or retired secret) while the store still sees ciphertext
+only. The sealed ack follows. Objects without a label (agents before it) start with the
+envelope's ``CFSE`` and are read the same. docs/format.md "Ack" is the byte-level
+description.
 """
 
 from __future__ import annotations
@@ -11,10 +18,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from certfleet.bundle.acklabel import open_label, seal_label, split_label
 from certfleet.bundle.codec import Reader, Writer
 from certfleet.bundle.envelope import Rng, object_name, open_sealed, seal
 from certfleet.bundle.errors import MalformedError
-from certfleet.bundle.keys import ClusterSecret
+from certfleet.bundle.keys import ClusterSecret, PublicKey, SigningKey
 from certfleet.bundle.names import validate_order_name
 from certfleet.bundle.shard import check_time, validate_serial
 
@@ -102,15 +110,41 @@ def decode_ack(payload: bytes, name: str = "ack") -> Ack:
 
 
 def seal_ack(
-    ack: Ack, *, cluster: str, secrets: Sequence[ClusterSecret], rng: Rng = os.urandom
+    ack: Ack,
+    *,
+    cluster: str,
+    secrets: Sequence[ClusterSecret],
+    publishers: Sequence[PublicKey] = (),
+    rng: Rng = os.urandom,
 ) -> bytes:
-    return seal(KIND, cluster, ack.node_id, encode_ack(ack), secrets, rng=rng)
+    """The ack object: with ``publishers``, the hostname label encrypted for them
+    (``certfleet.bundle.acklabel``), then the sealed ack; without, the sealed ack alone."""
+    sealed = seal(KIND, cluster, ack.node_id, encode_ack(ack), secrets, rng=rng)
+    if not publishers:
+        return sealed
+    label = seal_label(
+        ack.hostname, cluster=cluster, node_id=ack.node_id, publishers=publishers, rng=rng
+    )
+    return label + sealed
+
+
+def ack_label(data: bytes, *, cluster: str, node_id: str, signing_key: SigningKey) -> str | None:
+    """The hostname label of an ack object, opened with the sync's signing key, without
+    opening the ack; None when there is none for that key or it is malformed.
+    Unauthenticated: a hint to display escaped."""
+    try:
+        entries, _ = split_label(data, object_name(KIND, cluster, node_id))
+    except MalformedError:
+        return None
+    return open_label(entries, cluster=cluster, node_id=node_id, signing_key=signing_key)
 
 
 def open_ack(data: bytes, *, cluster: str, node_id: str, secrets: Sequence[ClusterSecret]) -> Ack:
+    """The ack of an ack object (its hostname label, if any, is skipped)."""
     validate_node_id(node_id)
     name = object_name(KIND, cluster, node_id)
-    ack = decode_ack(open_sealed(KIND, cluster, node_id, data, secrets), name)
+    _, sealed = split_label(data, name)
+    ack = decode_ack(open_sealed(KIND, cluster, node_id, sealed, secrets), name)
     if ack.node_id != node_id:
         raise MalformedError(name, "holds another node's ack")
     return ack

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from certfleet.bundle.isotime import iso_utc
 from certfleet.errors import CertfleetError
 
 
@@ -87,11 +88,14 @@ class ExpiredHeadError(FormatError):
     def __init__(self, object_name: str, valid_until: int, now: int) -> None:
         self.valid_until = valid_until
         self.now = now
-        super().__init__(object_name, f"expired: valid until {valid_until}, now is {now}")
+        super().__init__(
+            object_name, f"expired: valid until {iso_utc(valid_until)}, now is {iso_utc(now)}"
+        )
 
 
 class UnsafeNameError(FormatError):
-    """A cluster, order or DNS name breaks the naming rules (DESIGN.md "Names")."""
+    """A cluster, order or DNS name breaks the naming rules (docs/format.md, "Text forms and
+    names")."""
 
     def __init__(self, object_name: str, reason: str, name: object = None) -> None:
         self.name = name

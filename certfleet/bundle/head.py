@@ -29,6 +29,8 @@ MAGIC = b"CFHD"
 VERSION = 1
 SIGNATURE_DOMAIN = b"certfleet/v1/head\x00"
 MAX_VALIDITY_SECONDS = 7 * 24 * 3600
+# A generation is Unix milliseconds: one beyond now + a day is forged or from a broken clock.
+MAX_GENERATION_AHEAD_MS = 24 * 3600 * 1000
 MAX_SECRET_IDS = 16
 MIN_SHARDS = 16
 MAX_SHARDS = 1 << 16
@@ -76,6 +78,12 @@ class Head:
         for digest in self.shard_hashes:
             if not isinstance(digest, bytes) or len(digest) != _HASH:
                 raise MalformedError(name, "every shard hash must be 32 bytes")
+
+
+def generation_too_far(generation: int, now_ms: int) -> bool:
+    """True when ``generation`` lies beyond ``now_ms`` + one day: such a generation is
+    refused wherever it is read (by nodes, and by the sync in its head and state)."""
+    return generation > now_ms + MAX_GENERATION_AHEAD_MS
 
 
 def next_generation(previous: int, now_ms: int) -> int:
@@ -189,11 +197,13 @@ def decode_head(
 
     Checks, in order: structure (MalformedError), a pinned publisher (UnknownPublisherError),
     the signature (BadSignatureError), the cluster (WrongClusterError), the generation
-    against ``min_generation`` (RollbackError; an equal generation is accepted), and expiry,
-    ``now > valid_until`` (ExpiredHeadError).
+    against ``min_generation`` (RollbackError; an equal generation is accepted), a generation
+    beyond now + one day (MalformedError), and expiry, ``now > valid_until`` (ExpiredHeadError).
     """
     head = verify_head(data, cluster=cluster, publishers=publishers)
     name = head_name(cluster)
+    if generation_too_far(head.generation, now * 1000):
+        raise MalformedError(name, f"generation {head.generation} is more than a day ahead")
     if head.generation < min_generation:
         raise RollbackError(name, head.generation, min_generation)
     if now > head.valid_until:

@@ -1,6 +1,6 @@
 """Key material in its text forms: cluster secrets, the publisher's signing and public keys.
 
-Text forms (DESIGN.md "Trust model"), base64url written without padding, read with or
+Text forms (docs/format.md "Text forms and names"), base64url written without padding, read with or
 without it:
 
 - cluster secret ``"<id>:<base64url of 32 random bytes>"``, id ``[A-Za-z0-9_-]{1,32}``;
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import os
 import re
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -181,6 +183,12 @@ class SigningKey:
 
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(data)
+
+    def label_key(self) -> X25519PrivateKey:
+        """The X25519 form of this key, which opens the hostname labels of acks
+        (``certfleet.bundle.acklabel``): the scalar Ed25519 derives from the seed, the first
+        half of SHA-512(seed) (X25519 clamps it)."""
+        return X25519PrivateKey.from_private_bytes(hashlib.sha512(self._seed).digest()[:32])
 
     def sync_secret(self, purpose: str) -> ClusterSecret:
         """The sync-only secret for one purpose, derived from the seed; no node holds it.

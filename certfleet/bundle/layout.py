@@ -1,5 +1,5 @@
-"""Where format v1 puts each published object in the store (docs/format.md, DESIGN.md
-"Store layout"): the one place the sync, the agent, ``certfleet nodes`` and the tamper tool
+"""Where format v1 puts each published object in the store (docs/format.md, and
+docs/store.md "Keys"): the one place the sync, the agent, ``certfleet nodes`` and the tamper tool
 take object keys from.
 
 Keys hold only cluster names, fixed words, hex hashes and node ids: never an order or DNS

@@ -1,4 +1,5 @@
-"""The naming rules of DESIGN.md "Names", checked the same way by the sync and the agent.
+"""The naming rules of docs/format.md "Text forms and names", checked the same way by the
+sync and the agent.
 
 The store is untrusted, so every name read from it is checked again before it reaches a
 path or a log line. Each validator returns the name (DNS names in lowercase) or raises

@@ -1,4 +1,4 @@
-"""The admin CLI ``certfleet`` (DESIGN.md "Admin CLI").
+"""The admin CLI ``certfleet`` (README.md "Operate", docs/operations.md).
 
 ``main`` is the only place that reads the environment and the standard streams, and the
 only place that configures logging; each subcommand module registers its parsers with
@@ -22,7 +22,7 @@ from typing import Any
 from certfleet import __version__
 from certfleet.apiv3 import ApiError, Unauthorized
 from certfleet.bundle import FormatError
-from certfleet.cli import clusters, doctor, init, nodes, orders, sandbox, sync
+from certfleet.cli import acme, clusters, doctor, init, nodes, orders, sandbox, sync
 from certfleet.cli.context import Context
 from certfleet.cli.errors import CliError
 from certfleet.config.errors import ConfigError
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"certfleet {__version__}")
     _add_common_options(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (init, clusters, orders, sync, nodes, doctor, sandbox):
+    for module in (init, clusters, orders, sync, nodes, doctor, acme, sandbox):
         module.register(subparsers)
     for name, subparser in subparsers.choices.items():
         if name != sandbox.COMMAND:

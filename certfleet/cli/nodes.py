@@ -85,7 +85,15 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         for c in clusters
     }
     reports = [
-        read_cluster(store, c.name, c.secrets, publisher, now=now, stale_after=limits[c.name])
+        read_cluster(
+            store,
+            c.name,
+            c.secrets,
+            publisher,
+            now=now,
+            stale_after=limits[c.name],
+            signing_key=config.signing_key,
+        )
         for c in clusters
     ]
     if args.json:

@@ -1,12 +1,14 @@
 """How ``certfleet nodes`` (``certfleet.cli.nodes``) shows what it read.
 
-Per cluster, a line for its head, then one row per node, problems first: status, hostname,
-node id, applied head (``current``, ``behind D``: its head is D older), when it reported,
-its orders by state, and the on_update commands it still owes; below, the first failed
-orders of each node with the agent's detail. With ``--order ORDER``, which serial of that
-order each node has, against the serial the head publishes. With ``--json``, one document
-(``json_document``; docs/operations.md lists its fields). Hostnames, order names and details
-come from nodes and are printed escaped.
+Per cluster, a line for its head, then one row per node, problems first: status, hostname
+(for an ack that cannot be opened, the hostname label in front of it, opened with the
+signing key, marked ``(unverified)``), node id, applied head (``current``, ``behind D``: its
+head is D older; ``never applied`` for a node that has not applied any head yet), when it
+reported, its orders by state, and the on_update commands it still owes; below, the first
+failed orders of each node with the agent's detail. With ``--order ORDER``, which serial of
+that order each node has, against the serial the head publishes. With ``--json``, one
+document (``json_document``; docs/operations.md lists its fields). Hostnames, order names
+and details come from nodes and are printed escaped (control and bidirectional characters).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def _node_row(node: NodeReport, now: int) -> tuple[str, ...]:
     if node.ack is None:
         return (
             node.status,
-            "-",
+            _host(node),
             printable(node.node_id, 64),
             "-",
             "-",
@@ -93,7 +95,7 @@ def _node_row(node: NodeReport, now: int) -> tuple[str, ...]:
     ack, counts = node.ack, node.counts
     applied = node.applied
     if applied == "behind":
-        applied = f"behind {_span(node.behind_seconds)}"
+        applied = "never applied" if ack.generation == 0 else f"behind {_span(node.behind_seconds)}"
     numbers = " ".join(
         str(counts.get(state, 0)).rjust(len(label))
         for state, label in (
@@ -105,13 +107,20 @@ def _node_row(node: NodeReport, now: int) -> tuple[str, ...]:
     )
     return (
         node.status,
-        printable(ack.hostname, 64) or "-",
+        _host(node),
         node.node_id,
         applied,
         _when(ack.reported_at, now),
         numbers,
         " ".join(repr(command)[:80] for command in node.owed) or "-",
     )
+
+
+def _host(node: NodeReport) -> str:
+    """The node's hostname, escaped: the sealed one, else the unverified label."""
+    if node.ack is not None:
+        return printable(node.ack.hostname, 64) or "-"
+    return f"{printable(node.label, 64)} (unverified)" if node.label else "-"
 
 
 def _node_details(node: NodeReport) -> list[str]:
@@ -146,7 +155,7 @@ def print_order(report: ClusterReport, order: str, ctx: Context) -> None:
                 serial or "-",
                 mark,
                 state,
-                printable(node.hostname, 64) or "-",
+                _host(node),
                 printable(node.node_id, 64),
             )
         )
@@ -231,14 +240,17 @@ def _cluster_json(report: ClusterReport, order: str | None, now: int) -> dict[st
 
 def _node_json(node: NodeReport, now: int) -> dict[str, Any]:
     ack = node.ack
+    never = ack is not None and ack.generation == 0
     return {
         "node_id": node.node_id,
-        "hostname": node.hostname if ack else None,
+        "hostname": ack.hostname if ack else None,
+        "hostname_label": node.label or None,  # an unreadable ack's label: unverified
         "status": node.status,
         "problems": list(node.problems),
         "applied": node.applied,
         "generation": ack.generation if ack else None,
-        "behind_seconds": node.behind_seconds,
+        "behind_seconds": None if never else node.behind_seconds,
+        "never_applied": never,
         "stale": node.stale,
         "reported_at": ack.reported_at if ack else None,
         "age_seconds": now - ack.reported_at if ack else None,

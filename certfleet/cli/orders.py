@@ -1,9 +1,9 @@
 """``certfleet add | edit | list | show | rm``: managing orders through the APIv3.
 
-Every name on the command line is checked against DESIGN.md "Names" before any request is
-made; a refusal names the name and the rule (exit 2). ``show`` and ``rm`` take any order
-name the API holds, so that an order with an unsafe name (which the sync refuses to
-publish) can still be inspected and removed.
+Every name on the command line is checked against docs/format.md "Text forms and names"
+before any request is made; a refusal names the name and the rule (exit 2). ``show`` and
+``rm`` take any order name the API holds, so that an order with an unsafe name (which the
+sync refuses to publish) can still be inspected and removed.
 """
 
 from __future__ import annotations

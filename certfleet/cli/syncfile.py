@@ -57,6 +57,43 @@ def render_sync_config(
     return "\n".join(lines) + "\n"
 
 
+def render_acme_config(
+    *,
+    store: str,
+    store_endpoint: str | None,
+    signing_key: str,
+    directory: str,
+    email: str,
+    account_key: str,
+    ca_bundle: str | None,
+) -> str:
+    """The text of a new ACME-mode sync config, without clusters.
+
+    ``account_key`` is the one-line PEM of ``certfleet.config.accountkey`` (base64 and
+    ``\\n`` only), written as is.
+    """
+    if not re.fullmatch(r"[-A-Za-z0-9+/= \\n]+", account_key):
+        raise UsageError("the new account key is not in its one-line PEM form")
+    lines = [
+        "# certfleet sync configuration, written by `certfleet init --provider acme`.",
+        "# It holds the ACME account key and the publisher signing key: keep it mode 0600.",
+        "# Add clusters with `certfleet clusters add NAME --config THIS_FILE`.",
+        'provider       = "acme"',
+        f"store          = {hcl_string(store, '--store')}",
+    ]
+    if store_endpoint:
+        lines.append(f"store_endpoint = {hcl_string(store_endpoint, '--store-endpoint')}")
+    lines.append(f"signing_key    = {hcl_string(signing_key, 'signing key', secret=True)}")
+    lines.append("acme {")
+    lines.append(f"  directory   = {hcl_string(directory, '--acme-directory')}")
+    lines.append(f"  email       = {hcl_string(email, '--acme-email')}")
+    lines.append(f'  account_key = "{account_key}"')
+    if ca_bundle:
+        lines.append(f"  ca_bundle   = {hcl_string(ca_bundle, '--acme-ca-bundle')}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 def cluster_block(name: str, secret: str) -> str:
     """The sync config's block for one cluster (its secret; the sync signs for all)."""
     return f'cluster "{name}" {{\n  secret = {hcl_string(secret, "secret", secret=True)}\n}}\n'

@@ -26,6 +26,14 @@ from certfleet.bundle import (
     validate_cluster_name,
     validate_order_name,
 )
+from certfleet.config.acme import (
+    AcmeConfig,
+    DnsProviderConfig,
+    parse_acme,
+    parse_dns_blocks,
+    parse_provider,
+    parse_resolvers,
+)
 from certfleet.config.cluster import check_label, cluster_secrets
 from certfleet.config.errors import ConfigError, ConfigErrors, UnknownClusterError
 from certfleet.config.hcl import load_hcl, read_config_text
@@ -43,8 +51,10 @@ MAX_FLEET_DURATION = 30 * DAY
 # ("0" turns the check off), and when a node behind the head counts as stale.
 _FLEET_OPTIONS = ("fleet_check_interval", "fleet_stale_after")
 _TOP_OPTIONS = (
-    "api_key", "api_endpoint", "store", "store_endpoint", "signing_key", "skew_margin",
+    "api_key", "api_endpoint", "store", "store_endpoint", "signing_key",
+    "previous_signing_key", "skew_margin",
     "head_validity", "gc_grace", "lease_duration", "issue_wait", *_FLEET_OPTIONS,
+    "provider", "dns_resolvers",
 )  # fmt: skip
 
 
@@ -70,6 +80,7 @@ class ClusterSyncConfig:
     # None: as the top level says
     fleet_check_interval: float | None = None
     fleet_stale_after: float | None = None
+    provider: str | None = None
 
     @property
     def newest_secret(self) -> ClusterSecret:
@@ -104,6 +115,7 @@ class SyncConfig:
 
     store: str
     signing_key: SigningKey = field(repr=False)
+    previous_signing_key: SigningKey | None = field(default=None, repr=False)
     api_key: str | None = field(default=None, repr=False)
     api_endpoint: str = DEFAULT_API_ENDPOINT
     store_endpoint: str | None = None
@@ -116,6 +128,10 @@ class SyncConfig:
     fleet_stale_after: float = HOUR
     clusters: tuple[ClusterSyncConfig, ...] = ()
     source: str = ""
+    provider: str = "sslmate"
+    acme: AcmeConfig | None = None
+    dns: tuple[DnsProviderConfig, ...] = ()
+    dns_resolvers: tuple[str, ...] = ()
 
     def cluster(self, name: str) -> ClusterSyncConfig:
         """The cluster called ``name``; UnknownClusterError if the config has none."""
@@ -128,6 +144,13 @@ class SyncConfig:
     def cluster_names(self) -> tuple[str, ...]:
         return tuple(cluster.name for cluster in self.clusters)
 
+    def provider_for(self, cluster: str) -> str:
+        """ "sslmate" or "acme": the cluster's own choice, else the top level's."""
+        for block in self.clusters:
+            if block.name == cluster and block.provider is not None:
+                return block.provider
+        return self.provider
+
 
 def load_sync_config(path: str | Path) -> SyncConfig:
     """Read and check the sync config at ``path``; ConfigError (or ConfigErrors) if bad."""
@@ -137,7 +160,7 @@ def load_sync_config(path: str | Path) -> SyncConfig:
 def parse_sync_config(text: str, source: str) -> SyncConfig:
     """Check the sync config ``text`` (read from ``source``); no disk, no network."""
     root = load_hcl(text, source)
-    root.allow(_TOP_OPTIONS, ("cluster",))
+    root.allow(_TOP_OPTIONS, ("cluster", "acme", "dns"))
     api_key = root.optional_string("api_key", secret=True)
     if api_key is not None and not api_key.strip():
         root.error(
@@ -163,6 +186,12 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
         root.error(
             "signing_key", "is required", valid='"ed25519-private:..." (certfleet init makes one)'
         )
+    previous_signing_keys = root.parsed(
+        "previous_signing_key",
+        SigningKey.parse,
+        valid='"ed25519-private:<base64url>" (the signing key being replaced)',
+        secret=True,
+    )
     skew_margin = root.duration("skew_margin", HOUR, maximum=DAY)
     head_validity = root.duration(
         "head_validity", MAX_HEAD_VALIDITY, minimum=HOUR, maximum=MAX_HEAD_VALIDITY
@@ -173,12 +202,23 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
     fleet_check_interval = root.duration("fleet_check_interval", HOUR, maximum=MAX_FLEET_DURATION)
     fleet_stale_after = root.duration("fleet_stale_after", HOUR, maximum=MAX_FLEET_DURATION)
     clusters = tuple(_cluster(label, section) for label, _, section in root.blocks("cluster"))
+    provider = parse_provider(root, "sslmate") or "sslmate"
+    acme = parse_acme(root)
+    if acme is None and "acme" in {provider, *(c.provider for c in clusters)}:
+        root.error(
+            "provider",
+            '"acme" needs an acme { } block',
+            valid="certfleet init --provider acme writes one",
+        )
+    dns = parse_dns_blocks(root)
+    dns_resolvers = parse_resolvers(root)
     root.finish()
     if not signing_keys:  # unreachable after finish(); keeps the types honest
         raise ConfigErrors([ConfigError(source, None, "signing_key", "is required")])
     return SyncConfig(
         store=store,
         signing_key=signing_keys[0],
+        previous_signing_key=previous_signing_keys[0] if previous_signing_keys else None,
         api_key=api_key,
         api_endpoint=api_endpoint[0] if api_endpoint else DEFAULT_API_ENDPOINT,
         store_endpoint=store_endpoint[0] if store_endpoint else None,
@@ -191,11 +231,17 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
         fleet_stale_after=fleet_stale_after,
         clusters=clusters,
         source=source,
+        provider=provider,
+        acme=acme,
+        dns=dns,
+        dns_resolvers=dns_resolvers,
     )
 
 
 def _cluster(label: str, section: Section) -> ClusterSyncConfig:
-    section.allow(("secret", "key_type", "renew_days", "reuse_key", *_FLEET_OPTIONS), ("order",))
+    section.allow(
+        ("secret", "key_type", "renew_days", "reuse_key", "provider", *_FLEET_OPTIONS), ("order",)
+    )
     name = check_label(section, validate_cluster_name, label)
     secrets = cluster_secrets(section)
     orders = tuple(_order(order_label, sub) for order_label, _, sub in section.blocks("order"))
@@ -212,6 +258,7 @@ def _cluster(label: str, section: Section) -> ClusterSyncConfig:
         fleet_stale_after=section.optional_duration(
             "fleet_stale_after", maximum=MAX_FLEET_DURATION
         ),
+        provider=parse_provider(section, None),
     )
 
 

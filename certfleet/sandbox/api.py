@@ -1,4 +1,4 @@
-"""What each APIv3 call of DESIGN.md "Provider API" does in the sandbox, minus HTTP.
+"""What each APIv3 call of docs/sandbox.md "Endpoints" does in the sandbox, minus HTTP.
 
 Methods take the parsed JSON body or query and return the JSON answer (a dict), or raise
 :class:`ApiError` with the status and APIv3-style ``code`` to serve. Times in answers are

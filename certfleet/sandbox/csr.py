@@ -25,7 +25,8 @@ class CheckedCsr:
 
 
 def pubkey_hash(public_key_der: bytes) -> str:
-    """DESIGN.md's ``pubkey_hash``: lowercase hex SHA-256 of the DER SubjectPublicKeyInfo."""
+    """The ``pubkey_hash`` of docs/sandbox.md: lowercase hex SHA-256 of the DER
+    SubjectPublicKeyInfo."""
     return hashlib.sha256(public_key_der).hexdigest()
 
 

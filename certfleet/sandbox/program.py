@@ -29,7 +29,7 @@ _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 DESCRIPTION = """\
 A local TEST DOUBLE of the SSLMate APIv3 - it is not SSLMate and its certificates are
-trusted nowhere. It serves the APIv3 contract of certfleet's DESIGN.md under
+trusted nowhere. It serves the APIv3 contract certfleet's client speaks under
 http://127.0.0.1:PORT/api/v3 with a throw-away test CA whose root is at
 /api/v3/sandbox/root.pem. Use it to try certfleet and to test clients; see docs/sandbox.md.
 """

@@ -18,10 +18,12 @@ state is what the next head is built from):
 
 Corruption (other bytes under a content-addressed key) is only visible by reading the
 object, which costs one GET per object: ``verify_store`` reads every referenced object
-once and compares its SHA-256 with its key, within the run's time budget (what it did not
-reach is left for the next ``verify_store``). A corrupted object is repaired like a
-missing one. The periodic sweep does not read objects: agents detect a bad object
-themselves ("integrity check failed"), and that is when an operator runs
+once and compares its SHA-256 with its key (and checks each bundle's certificates as an
+agent would: one certificate per entry, a server leaf, the chain in order; a bundle that
+fails, published by an older version, gets a new key and certificate), within the run's
+time budget (what it did not reach is left for the next ``verify_store``). A corrupted
+object is repaired like a missing one. The periodic sweep does not read objects: agents
+detect a bad object themselves ("integrity check failed"), and that is when an operator runs
 ``certfleet sync --verify-store``.
 
 The listing is handed back to the publisher, which records what no state entry references
@@ -34,6 +36,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING
 
+from certfleet.bundle import FormatError, open_bundle
 from certfleet.store import ObjectNotFound
 from certfleet.sync.layout import (
     bundle_key,
@@ -44,6 +47,7 @@ from certfleet.sync.layout import (
     shards_prefix,
 )
 from certfleet.sync.state import ClusterState, read_bytes
+from certfleet.sync.verifier import published_problem
 
 if TYPE_CHECKING:
     from certfleet.sync.engine import ClusterRun
@@ -104,6 +108,9 @@ class Audit:
 
     def _verify(self, keys: list[str]) -> None:
         run = self.run
+        bundles = {
+            bundle_key(self.cluster, rec.bundle): name for name, rec in self.state.orders.items()
+        }
         for key in keys:
             if run.out_of_time():
                 log.warning(
@@ -120,6 +127,22 @@ class Audit:
             if hashlib.sha256(data).hexdigest() != key.rsplit("/", 1)[1]:
                 log.warning("cluster %s: %s does not match its hash", self.cluster, key)
                 self.damaged.add(key)
+            elif key in bundles:
+                self._check_certificates(bundles[key], key, data)
+
+    def _check_certificates(self, name: str, key: str, data: bytes) -> None:
+        """A bundle whose certificates agents would refuse (published by a version that
+        did not normalise chains or check the leaf) is repaired like a lost one."""
+        run = self.run
+        try:
+            bundle = open_bundle(data, cluster=self.cluster, order_name=name, secrets=run.secrets)
+        except FormatError:
+            return  # sealed for other secrets: re-wrapping deals with it
+        problem = published_problem(bundle.certificate_pem, bundle.chain_pem)
+        if problem is not None:
+            log.warning("cluster %s: order %r: agents refuse its bundle (%s): a new key follows",
+                        self.cluster, name, problem)  # fmt: skip
+            self.damaged.add(key)
 
     def _repair(self) -> None:
         """Pending keys: dropped; then bundles: a new key for the order, unless a pending

@@ -1,4 +1,4 @@
-"""One sync run for one cluster (DESIGN.md "Sync engine").
+"""One sync run for one cluster (docs/sync.md "One pass, for each configured cluster").
 
 The order of writes is what makes a crash at any instant safe:
 
@@ -14,6 +14,12 @@ The order of writes is what makes a crash at any instant safe:
    the nodes' acks were last checked: the fleet check, when due, is the run's last step
    before the state is saved (``fleetcheck``).
 
+The state is sealed with the sync-only secret (``certfleet.sync.sealing``); one sealed the
+old way is vouched for and rewritten first (``certfleet.sync.migration``). A failure of any
+type after the state is loaded is contained: one order's is that order's error; anything
+else ends the cluster's run after the state is saved with what it already records (each
+record follows the write it describes), so the next run does not redo or republish it.
+
 An object written by a run that crashed before recording it is found by the periodic
 sweep and collected like any other unreferenced object. The sweep's listing is made at the
 start of the run, so the same run also repairs referenced objects that went missing
@@ -24,23 +30,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Callable
 
 from certfleet.bundle import (
     Bundle,
     open_bundle,
 )
+from certfleet.errors import CertfleetError
 from certfleet.store import PreconditionFailed, Store
 from certfleet.sync.audit import Audit
+from certfleet.sync.errors import RUN_FATAL
 from certfleet.sync.fleetcheck import FleetCheck
 from certfleet.sync.headseen import HeadSeen, read_head
 from certfleet.sync.issuer import Issuer
 from certfleet.sync.layout import bundle_key, pending_key
 from certfleet.sync.lease import Lease
+from certfleet.sync.migration import migrate
 from certfleet.sync.plan import plan_cluster
 from certfleet.sync.provider import Provider, ProviderError, ProviderNotFound, ProviderOrder
 from certfleet.sync.publisher import Publisher
+from certfleet.sync.sealing import CURRENT, SyncKeys
 from certfleet.sync.settings import ClusterPolicy, SyncSettings
 from certfleet.sync.state import ClusterState, OrderRecord, StateStore, read_bytes
 from certfleet.sync.summary import Tally
@@ -80,8 +90,16 @@ class ClusterRun:
         self._checkpoint = checkpoint
         self.verify_store = verify_store
         self.secrets = tuple(policy.secrets)
-        self.lease = Lease(store, cluster, duration=settings.lease_duration, clock=clock)
-        self.states = StateStore(store, cluster, self.secrets)
+        self.keys = SyncKeys.of(settings, self.secrets)
+        self.lease = Lease(
+            store,
+            cluster,
+            duration=settings.lease_duration,
+            clock=clock,
+            secret=self.keys.current,
+            previous=self.keys.previous,
+        )
+        self.states = StateStore(store, cluster, self.keys)
         left = float("inf") if deadline is None else deadline - time.monotonic()
         self.reserve = min(MAX_RESERVE, max(0.0, left) / 4)
         self._retired: list[str] = []
@@ -130,10 +148,26 @@ class ClusterRun:
         return False
 
     def _run_locked(self) -> None:
-        state = self.states.load()
         seen = self._read_head()
-        self.step("loaded")
         now = int(self.clock())
+        state = self.states.load(now_ms=int(self.clock() * 1000), accept_old=True)
+        if self.states.sealing != CURRENT:
+            migrate(
+                self.store, self.cluster, self.keys, state,
+                sealing=self.states.sealing, seen=seen, now=now,
+            )  # fmt: skip
+            self.states.save(state)
+            self.step("migrated")
+        self.step("loaded")
+        try:
+            self._work_and_publish(state, seen, now)
+        except Exception:
+            self._keep(state)
+            raise
+        self.states.save(state)
+        self.step("saved")
+
+    def _work_and_publish(self, state: ClusterState, seen: HeadSeen, now: int) -> None:
         audit = Audit(self, state, now)
         stored: frozenset[str] | None = None
         if audit.due(forced=self.verify_store):
@@ -153,10 +187,32 @@ class ClusterRun:
         publisher.rewrap_bundles()
         publisher.publish(seen, self._retired)
         publisher.collect_garbage(seen, stored)
-        if FleetCheck(self, state, now).run_if_due():
+        try:
+            checked = FleetCheck(self, state, now).run_if_due()
+        except RUN_FATAL:
+            raise
+        except Exception as err:  # noqa: BLE001 - published work stays published and recorded
+            log.warning("cluster %s: fleet check failed: %s", self.cluster, type(err).__name__)
+            self.tally.error(f"cluster:{self.cluster}", err)
+            checked = False
+        if checked:
             self.step("fleet-checked")
-        self.states.save(state)
-        self.step("saved")
+
+    def _keep(self, state: ClusterState) -> None:
+        """After a failure of any kind mid-run, save what the state records: each record
+        is made after the write it describes, so it is safe to keep, and a run that loses
+        it would redo (and republish) that work. Not when the lease is lost."""
+        if not self.lease.held:
+            return
+        try:
+            if self.states.save(state):
+                log.warning("cluster %s: state saved after the failure", self.cluster)
+        except Exception as err:  # noqa: BLE001 - the failure itself is what gets reported
+            log.warning(
+                "cluster %s: the state could not be saved after the failure (%s)",
+                self.cluster,
+                type(err).__name__,
+            )
 
     def _work(self, state: ClusterState, listing: Sequence[ProviderOrder], now: int) -> None:
         self.tally.orders_seen += len(listing)
@@ -167,6 +223,7 @@ class ClusterRun:
             now=now,
             key_type_for=self.policy.key_type_for,
             renew_days=self.policy.renew_days,
+            renew_at=self._renewal_times(state),
         )
         for name, reason in plan.invalid.items():
             self.tally.error(name, f"order refused: {reason}")
@@ -177,8 +234,25 @@ class ClusterRun:
         issuer.generate(plan.issue, now)
         issuer.collect(plan.resume)
 
+    def _renewal_times(self, state: ClusterState) -> Mapping[str, int]:
+        """Renewal times the provider suggests (ACME ARI); none when it has no opinion."""
+        advise = getattr(self.provider, "renewal_times", None)
+        if advise is None or not state.orders:
+            return {}
+        try:
+            times: Mapping[str, int] = advise(self.cluster, sorted(state.orders))
+        except CertfleetError as err:
+            log.warning("cluster %s: renewal times unavailable: %s", self.cluster, err)
+            return {}
+        return times
+
     def _read_head(self) -> HeadSeen:
-        seen = read_head(self.store, self.cluster, self.settings.signing_key.public_key())
+        seen = read_head(
+            self.store,
+            self.cluster,
+            self.settings.signing_key.public_key(),
+            now_ms=int(self.clock() * 1000),
+        )
         if seen.problem is not None and seen.head is None:
             log.warning("cluster %s: the stored head is unreadable: %s", self.cluster, seen.problem)
         elif seen.problem is not None:
@@ -197,7 +271,9 @@ class ClusterRun:
                 order = self.provider.get_order(name)
             except ProviderNotFound:
                 order = None
-            except ProviderError as err:
+            except RUN_FATAL:
+                raise
+            except Exception as err:  # noqa: BLE001 - ProviderError, or anything odd: that order's
                 self.tally.error(name, err)
                 continue
             if order is not None and order.cluster == self.cluster:

@@ -7,6 +7,7 @@ message never holds a raw control character when it reaches a terminal or a log 
 
 from __future__ import annotations
 
+from certfleet.bundle import iso_utc
 from certfleet.errors import CertfleetError
 
 MAX_MESSAGE = 400
@@ -28,8 +29,8 @@ class LeaseHeldError(SyncError):
 
     def __init__(self, cluster: str, expires_at: float) -> None:
         super().__init__(
-            f"cluster {cluster}: another sync holds the lease until {expires_at:.0f} "
-            "(Unix seconds); backing off"
+            f"cluster {cluster}: another sync holds the lease until {iso_utc(expires_at)}; "
+            "backing off"
         )
         self.cluster = cluster
         self.expires_at = expires_at
@@ -50,6 +51,15 @@ class StateError(SyncError):
         super().__init__(f"cluster {cluster}: sync state {reason}")
         self.cluster = cluster
         self.reason = reason
+
+
+class ConcurrentWriteError(StateError):
+    """The state or the head changed since this run read it: another writer is at work."""
+
+
+# Failures that end a cluster's run even inside a per-order ``except``: the lease is gone,
+# or the state (or head) was changed by another writer.
+RUN_FATAL: tuple[type[SyncError], ...] = (LeaseLostError, ConcurrentWriteError)
 
 
 class CertificateRejected(SyncError):

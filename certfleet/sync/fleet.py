@@ -41,6 +41,8 @@ from certfleet.bundle import (
     NoUsableSecretError,
     PublicKey,
     ShardEntry,
+    SigningKey,
+    ack_label,
     open_ack,
     open_shard,
     validate_node_id,
@@ -79,6 +81,9 @@ class NodeReport:
     ack: Optional[Ack] = None
     error: Optional[str] = None
     error_kind: Optional[str] = None
+    # An unreadable ack's hostname label, opened with the sync's signing key (unauthenticated;
+    # certfleet.bundle.acklabel), "" when there is none.
+    label: str = ""
     applied: str = "unknown"  # current, behind, ahead, unknown
     behind_seconds: int = 0
     stale: bool = False
@@ -88,7 +93,8 @@ class NodeReport:
 
     @property
     def hostname(self) -> str:
-        return self.ack.hostname if self.ack is not None else ""
+        """The hostname sealed in the ack; for an unreadable ack, its hostname label."""
+        return self.ack.hostname if self.ack is not None else self.label
 
     @property
     def failing(self) -> bool:
@@ -185,11 +191,16 @@ def read_cluster(
     *,
     now: int,
     stale_after: float,
+    signing_key: SigningKey | None = None,
 ) -> ClusterReport:
-    """Everything ``certfleet nodes`` shows of ``cluster``; store errors become ``error``."""
+    """Everything ``certfleet nodes`` shows of ``cluster``; store errors become ``error``.
+    With ``signing_key``, an ack that does not open is named by its hostname label."""
     try:
         published, problem = _read_published(store, cluster, secrets, publisher, now)
-        found = read_nodes(store, cluster, secrets, published, now=now, stale_after=stale_after)
+        found = read_nodes(
+            store, cluster, secrets, published, now=now, stale_after=stale_after,
+            signing_key=signing_key,
+        )  # fmt: skip
     except StoreError as err:
         return ClusterReport(cluster, error=str(err))
     return ClusterReport(cluster, published, problem, None, found.nodes, found.truncated)
@@ -204,6 +215,7 @@ def read_nodes(
     now: int,
     stale_after: float,
     deadline: float | None = None,
+    signing_key: SigningKey | None = None,
 ) -> NodeReports:
     """Every node's ack (one LIST, then one GET per ack, ``READERS`` at a time), assessed
     against ``published``. A read not started by ``deadline`` (a ``time.monotonic()``
@@ -214,7 +226,7 @@ def read_nodes(
     def read(key: str) -> tuple[bool, NodeReport | None]:
         if deadline is not None and time.monotonic() >= deadline:
             return False, None
-        return True, _read_ack(store, cluster, secrets, key)
+        return True, _read_ack(store, cluster, secrets, key, signing_key)
 
     with ThreadPoolExecutor(READERS) as pool:
         results = list(pool.map(read, keys[:MAX_ACKS]))
@@ -242,7 +254,7 @@ def _read_published(
     publisher: PublicKey,
     now: int,
 ) -> tuple[Published | None, str | None]:
-    seen = read_head(store, cluster, publisher)
+    seen = read_head(store, cluster, publisher, now_ms=now * 1000)
     if seen.head is None:
         return None, seen.problem or "no head: the sync has not published this cluster yet"
     if not seen.signed:
@@ -267,7 +279,11 @@ def _read_published(
 
 
 def _read_ack(
-    store: Store, cluster: str, secrets: Sequence[ClusterSecret], key: str
+    store: Store,
+    cluster: str,
+    secrets: Sequence[ClusterSecret],
+    key: str,
+    signing_key: SigningKey | None = None,
 ) -> NodeReport | None:
     """The node's ack, or a report of why it is unreadable; None when it vanished."""
     node_id = key[len(acks_prefix(cluster)) :]
@@ -291,12 +307,16 @@ def _read_ack(
         return NodeReport(
             node_id, open_ack(data, cluster=cluster, node_id=node_id, secrets=secrets)
         )
-    except NoUsableSecretError as err:
-        return NodeReport(node_id, error=err.reason, error_kind="secret")
-    except IntegrityError as err:
-        return NodeReport(node_id, error=err.reason, error_kind="integrity")
     except FormatError as err:
-        return NodeReport(node_id, error=err.reason, error_kind="malformed")
+        label = None
+        if signing_key is not None:
+            label = ack_label(data, cluster=cluster, node_id=node_id, signing_key=signing_key)
+        kind = (
+            "secret" if isinstance(err, NoUsableSecretError)
+            else "integrity" if isinstance(err, IntegrityError)
+            else "malformed"
+        )  # fmt: skip
+        return NodeReport(node_id, error=err.reason, error_kind=kind, label=label or "")
 
 
 def _assess(

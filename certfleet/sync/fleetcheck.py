@@ -99,6 +99,7 @@ class FleetCheck:
                 now=self.now,
                 stale_after=self.stale_after,
                 deadline=deadline,
+                signing_key=self.run.settings.signing_key,
             )
         except StoreError as err:
             log.warning("cluster %s: fleet check failed: %s", self.cluster, err)
@@ -139,10 +140,13 @@ class FleetCheck:
                         len(nodes))  # fmt: skip
         for node in problems:
             kind = f" ({node.error_kind})" if node.error_kind else ""
+            host = printable(node.hostname, 64) or "-"
+            if node.ack is None and node.label:
+                host += " (unverified)"  # an unreadable ack's hostname label
             log.warning(
                 "cluster %s: node %s, id %s: %s%s",
                 self.cluster,
-                printable(node.hostname, 64) or "-",
+                host,
                 printable(node.node_id, 64),
                 node.status,
                 kind,

@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from certfleet.bundle import FormatError, Head, PublicKey, peek_head, verify_head
+from certfleet.bundle import (
+    FormatError,
+    Head,
+    PublicKey,
+    generation_too_far,
+    peek_head,
+    verify_head,
+)
 from certfleet.store import ObjectNotFound, Store
 from certfleet.sync.layout import head_key
 
@@ -29,10 +36,16 @@ class HeadSeen:
     problem: Optional[str] = None
 
 
-def read_head(store: Store, cluster: str, publisher: PublicKey) -> HeadSeen:
+def read_head(
+    store: Store, cluster: str, publisher: PublicKey, *, now_ms: int | None = None
+) -> HeadSeen:
     """The cluster's stored head and whether it verifies with ``publisher`` (the sync's own
     key); ``problem`` says why it is unreadable or does not verify. A run reads its head
-    with it, and so does ``certfleet nodes``. Store errors propagate."""
+    with it, and so does ``certfleet nodes``. Store errors propagate.
+
+    With ``now_ms`` (Unix milliseconds), a head whose generation lies more than a day
+    ahead is refused like an unreadable one (``head`` None): it must not raise the next
+    generation, whoever signed it."""
     try:
         stored = store.get(head_key(cluster))
     except ObjectNotFound:
@@ -43,6 +56,10 @@ def read_head(store: Store, cluster: str, publisher: PublicKey) -> HeadSeen:
         head = peek_head(stored.data)
     except FormatError as err:
         return HeadSeen(stored.etag, None, problem=str(err))
+    if now_ms is not None and generation_too_far(head.generation, now_ms):
+        return HeadSeen(
+            stored.etag, None, problem=f"generation {head.generation} is more than a day ahead"
+        )
     try:
         verify_head(stored.data, cluster=cluster, publishers=[publisher])
     except FormatError as err:

@@ -24,8 +24,7 @@ from certfleet.bundle import (
     seal_bundle,
     seal_pending,
 )
-from certfleet.errors import CertfleetError
-from certfleet.sync.errors import StateError
+from certfleet.sync.errors import RUN_FATAL, StateError
 from certfleet.sync.keypair import (
     PrivateKey,
     build_csr,
@@ -69,7 +68,9 @@ class Issuer:
                 break
             try:
                 self._store_pending_key(issue, now)
-            except (CertfleetError, ValueError) as err:
+            except RUN_FATAL:
+                raise
+            except Exception as err:  # noqa: BLE001 - one order's failure, of any kind, is its own
                 self.run.tally.error(issue.order.name, err)
                 continue
             batch.append(issue)
@@ -86,7 +87,7 @@ class Issuer:
         pending = PendingKey(
             order.name, key_type, private_key_pem(key), pubkey_hash(key), order.dns_names, now
         )
-        sealed = seal_pending(pending, cluster=self.cluster, secrets=run.secrets)
+        sealed = seal_pending(pending, cluster=self.cluster, secrets=[run.keys.current])
         digest = content_hash_hex(sealed)
         run.put_content(pending_key(self.cluster, digest), sealed)
         run.tally.keys_generated += 1
@@ -118,7 +119,9 @@ class Issuer:
             name = issue.order.name
             try:
                 self._submit_one(name, self.state.pending[name])
-            except (ProviderError, ValueError) as err:
+            except RUN_FATAL:
+                raise
+            except Exception as err:  # noqa: BLE001 - that order's failure
                 self.run.tally.error(name, err)
 
     def _submit_one(self, name: str, pending: PendingRecord) -> None:
@@ -135,7 +138,9 @@ class Issuer:
         if key is None:
             run = self.run
             data = read_bytes(run.store, pending_key(self.cluster, pending.object))
-            opened = open_pending(data, cluster=self.cluster, order_name=name, secrets=run.secrets)
+            opened = open_pending(
+                data, cluster=self.cluster, order_name=name, secrets=[run.keys.current]
+            )
             if opened.pubkey_hash != pending.pubkey_hash:
                 raise StateError(self.cluster, f"pending key of {name} does not match its record")
             key = self._keys[name] = load_private_key(opened.private_key_pem)
@@ -155,7 +160,9 @@ class Issuer:
                 continue
             try:
                 self._collect_one(name, max(0.0, until - time.monotonic()))
-            except (CertfleetError, ValueError) as err:
+            except RUN_FATAL:
+                raise
+            except Exception as err:  # noqa: BLE001 - that order's failure
                 run.tally.error(name, err)
 
     def _collect_one(self, name: str, wait: float) -> None:
@@ -189,7 +196,7 @@ class Issuer:
             )  # fmt: skip
         bundle = Bundle(
             name, pending.dns_names, pending.key_type, private_key_pem(key),
-            cert.certificate_pem, cert.chain_pem, serial, verified.not_before,
+            verified.certificate_pem, verified.chain_pem, serial, verified.not_before,
             verified.not_after,
         )  # fmt: skip
         sealed = seal_bundle(bundle, cluster=self.cluster, secrets=run.secrets)

@@ -1,4 +1,4 @@
-"""Every store key the sync writes, built in one place (DESIGN.md "Store layout").
+"""Every store key the sync writes, built in one place (docs/format.md; docs/store.md "Keys").
 
 Published objects live under ``v1/clusters/<cluster>/`` (their keys come from
 ``certfleet.bundle.layout``, shared with the agent); the sync's private state under

@@ -64,6 +64,7 @@ def _reason(
     now: int,
     key_type: str,
     renew_days: int | None,
+    renew_at: int | None,
 ) -> str | None:
     record = state.orders.get(order.name)
     if record is None:
@@ -74,7 +75,13 @@ def _reason(
         return "rekey"
     if record.key_type != key_type:
         return "key_type"
-    if renewal_due(record.not_before, record.not_after, now, renew_days):
+    if renew_at is not None:
+        # the CA's suggestion, but never later than the last tenth of the lifetime (a
+        # window past the expiry would let the certificate lapse)
+        lifetime = max(0, record.not_after - record.not_before)
+        if now >= min(renew_at, record.not_after - lifetime // 10):
+            return "renewal"
+    elif renewal_due(record.not_before, record.not_after, now, renew_days):
         return "renewal"
     return None
 
@@ -87,7 +94,10 @@ def plan_cluster(
     now: int,
     key_type_for: Callable[[str], str],
     renew_days: int | None,
+    renew_at: Mapping[str, int] | None = None,
 ) -> Plan:
+    """``renew_at``: renewal times the provider suggests (ACME ARI), by order name; they
+    replace the lifetime rule for those orders."""
     listed: dict[str, ProviderOrder] = {}
     invalid: dict[str, str] = {}
     for raw in listing:
@@ -102,7 +112,8 @@ def plan_cluster(
     drop: list[str] = []
     for name, order in sorted(listed.items()):
         key_type = key_type_for(name)
-        reason = _reason(order, state, now, key_type, renew_days)
+        suggested = renew_at.get(name) if renew_at else None
+        reason = _reason(order, state, now, key_type, renew_days, suggested)
         pending = state.pending.get(name)
         if pending is not None:
             stale = (

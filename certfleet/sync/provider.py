@@ -18,6 +18,10 @@ Contract of a ``Provider``:
   raises ``ProviderNotFound`` when no CSR with that key is known for the order.
 
 Every other failure (network, 5xx, refusal) is a ``ProviderError``.
+
+A provider may also offer ``renewal_times(cluster, names) -> Mapping[str, int]``: the
+renewal time (Unix seconds) it suggests for some of the named published orders (the ACME
+provider's ARI window); the engine then uses it instead of its lifetime rule for them.
 """
 
 from __future__ import annotations

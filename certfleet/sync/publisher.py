@@ -31,10 +31,9 @@ from certfleet.bundle import (
     content_hash_hex,
     encode_head,
     encode_shard,
+    generation_too_far,
     next_generation,
-    open_pending,
     seal_bundle,
-    seal_pending,
     seal_shard,
     shard_count,
     shard_index,
@@ -42,14 +41,14 @@ from certfleet.bundle import (
 from certfleet.bundle.head import MAX_VALIDITY_SECONDS
 from certfleet.errors import CertfleetError
 from certfleet.store import PreconditionFailed
-from certfleet.sync.errors import StateError
+from certfleet.sync.errors import ConcurrentWriteError, StateError
 from certfleet.sync.layout import (
     bundle_key,
     head_key,
     pending_key,
     shard_key,
 )
-from certfleet.sync.state import ClusterState, HeadRecord, OrderRecord, ShardRecord, read_bytes
+from certfleet.sync.state import ClusterState, HeadRecord, OrderRecord, ShardRecord
 
 if TYPE_CHECKING:
     from certfleet.sync.engine import ClusterRun
@@ -77,11 +76,10 @@ class Publisher:
     # -- secret rotation ----------------------------------------------------------------
 
     def rewrap_bundles(self) -> None:
-        """Re-seal bundles (and pending keys) sealed for other secrets than configured."""
+        """Re-seal bundles sealed for other secrets than configured (pending keys are sealed
+        with the sync's own secret: a cluster secret rotation does not touch them)."""
         state, run = self.state, self.run
         wanted = sorted(self.secret_ids)
-        if state.shard_secret_ids and sorted(state.shard_secret_ids) != wanted:
-            self._rewrap_pending()
         for name, record in sorted(state.orders.items()):
             if sorted(record.secret_ids) == wanted:
                 continue
@@ -107,27 +105,6 @@ class Publisher:
         run.retire(bundle_key(self.cluster, record.bundle))
         self.state.orders[name] = replace(record, bundle=digest, secret_ids=self.secret_ids)
         run.step("rewrapped")
-
-    def _rewrap_pending(self) -> None:
-        state, run = self.state, self.run
-        for name, record in sorted(state.pending.items()):
-            old = pending_key(self.cluster, record.object)
-            try:
-                pending = open_pending(
-                    read_bytes(run.store, old),
-                    cluster=self.cluster,
-                    order_name=name,
-                    secrets=run.secrets,
-                )
-                sealed = seal_pending(pending, cluster=self.cluster, secrets=run.secrets)
-                digest = content_hash_hex(sealed)
-                run.put_content(pending_key(self.cluster, digest), sealed)
-            except CertfleetError as err:
-                log.warning("cluster %s: dropping pending key of %s: %s", self.cluster, name, err)
-                del state.pending[name]
-            else:
-                state.pending[name] = replace(record, object=digest)
-            run.retire(old)
 
     # -- shards and head ----------------------------------------------------------------
 
@@ -195,6 +172,8 @@ class Publisher:
         for key in retired:
             state.unreferenced.setdefault(key, self.now)
         retired.clear()
+        if changed or stale:
+            run.step("head")  # once the state records all the head references
 
     def _write_head(self, seen: HeadSeen, hashes: tuple[bytes, ...]) -> None:
         state, run = self.state, self.run
@@ -203,9 +182,13 @@ class Publisher:
             state.head.generation if state.head else 0,
         )
         validity = min(int(run.settings.head_validity), MAX_VALIDITY_SECONDS)
+        now_ms = int(run.clock() * 1000)
+        generation = next_generation(previous, now_ms)
+        if generation_too_far(generation, now_ms):
+            raise StateError(self.cluster, f"generation {previous} is more than a day ahead")
         head = Head(
             self.cluster,
-            next_generation(previous, int(run.clock() * 1000)),
+            generation,
             self.now,
             self.now + validity,
             self.secret_ids,
@@ -218,12 +201,11 @@ class Publisher:
             else:
                 run.store.put_if_match(head_key(self.cluster), data, seen.etag)
         except PreconditionFailed as err:
-            raise StateError(self.cluster, "head was changed by another writer") from err
+            raise ConcurrentWriteError(self.cluster, "head was changed by another writer") from err
         state.head = HeadRecord(head.generation, head.issued_at, head.valid_until, head.secret_ids)
         run.tally.generations[self.cluster] = head.generation
         run.tally.heads_published += 1
         self.published = True
-        run.step("head")
 
     # -- garbage ------------------------------------------------------------------------
 

@@ -4,6 +4,9 @@
   when ``renew_days`` is configured, less than that many days. The window is capped at
   half the lifetime, so a short-lived certificate is never renewed right after issuance
   (which would otherwise loop forever).
+- A provider may suggest its own renewal time (the ACME CA's ARI window, see
+  ``plan``): it replaces this rule for that order, capped at the last tenth of the
+  lifetime so that a suggestion past the expiry cannot let a certificate lapse.
 - ``install_after`` is when nodes may switch to a new certificate: its not_before plus the
   clock-skew margin, so the fleet cuts over together after clients' clocks have caught up;
   or the not_before itself when there is nothing to keep serving (a new order, or names

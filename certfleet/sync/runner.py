@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import Callable, Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional
 
 from certfleet.errors import CertfleetError
 from certfleet.store import Store, open_store
@@ -19,6 +19,7 @@ from certfleet.sync.errors import (
 )
 from certfleet.sync.lease import Lease
 from certfleet.sync.provider import IssuedCert, Provider, ProviderOrder
+from certfleet.sync.sealing import SyncKeys
 from certfleet.sync.settings import ClusterPolicy, SyncSettings
 from certfleet.sync.state import StateStore
 from certfleet.sync.summary import RunSummary, Tally
@@ -54,13 +55,25 @@ class CountingProvider:
         self.calls += 1
         return self.inner.fetch_certificate(order_name, pubkey_hash, wait=wait)
 
+    def renewal_times(self, cluster: str, names: Sequence[str]) -> Mapping[str, int]:
+        advise = getattr(self.inner, "renewal_times", None)
+        return {} if advise is None else dict(advise(cluster, names))
+
 
 def open_config_store(config: SyncSettings) -> Store:
     return open_store(config.store, endpoint=config.store_endpoint)
 
 
-def open_config_provider(config: SyncSettings, deadline: float | None) -> Provider:
-    """The APIv3 provider of the config, its retries bounded by the time budget."""
+def open_config_provider(
+    config: SyncSettings, deadline: float | None, *, cluster: str = "", store: Store | None = None
+) -> Provider:
+    """The cluster's provider: APIv3 (its retries bounded by the time budget), or ACME when
+    the config chooses it for ``cluster`` (orders from the registry in ``store``)."""
+    provider_for = getattr(config, "provider_for", None)
+    if provider_for is not None and provider_for(cluster) == "acme" and store is not None:
+        from certfleet.sync.acme_wiring import open_acme_provider
+
+        return open_acme_provider(config, cluster, store)
     from certfleet.apiv3 import RetryPolicy
     from certfleet.sync.apiv3_provider import ApiV3Provider
 
@@ -96,7 +109,9 @@ def run_sync(
     verify_store: bool = False,
 ) -> RunSummary:
     """One sync pass over the configured clusters (or ``clusters``); never raises for one
-    cluster's or one order's failure: those are in the summary's ``errors``.
+    cluster's or one order's failure, of whatever type (a MemoryError, a RecursionError, a
+    library's ValueError): those are in the summary's ``errors``, and the state a failed
+    cluster had already made safe is saved (``ClusterRun``).
 
     ``deadline`` is a ``time.monotonic()`` value: work stops cleanly before it and resumes
     on the next run. ``store`` and ``provider`` are built from the config when None;
@@ -109,27 +124,30 @@ def run_sync(
     started = time.monotonic()
     policies = _policies(config, clusters)
     store = store if store is not None else open_config_store(config)
-    counted = CountingProvider(provider if provider is not None else _lazy(config, deadline))
+    providers: list[CountingProvider] = []
     before = store.stats.as_dict()
     tally = Tally()
     for policy in policies:
         if deadline is not None and time.monotonic() >= deadline:
             tally.complete = False
             break
-        run = ClusterRun(
-            cluster=policy.name,
-            policy=policy,
-            settings=config,
-            store=store,
-            provider=counted,
-            clock=clock or time.time,
-            deadline=deadline,
-            tally=tally,
-            checkpoint=checkpoint or _no_checkpoint,
-            verify_store=verify_store,
+        counted = CountingProvider(
+            provider if provider is not None else _lazy(config, deadline, policy.name, store)
         )
+        providers.append(counted)
         try:
-            run.run()
+            ClusterRun(
+                cluster=policy.name,
+                policy=policy,
+                settings=config,
+                store=store,
+                provider=counted,
+                clock=clock or time.time,
+                deadline=deadline,
+                tally=tally,
+                checkpoint=checkpoint or _no_checkpoint,
+                verify_store=verify_store,
+            ).run()
         except LeaseHeldError as err:
             log.info("%s", err)
             tally.complete = False
@@ -137,6 +155,13 @@ def run_sync(
         except CertfleetError as err:
             log.error("cluster %s: %s", policy.name, err)
             tally.error(f"cluster:{policy.name}", err)
+        except Exception as err:  # any other failure is this cluster's: the others go on
+            log.error("cluster %s: unexpected %s", policy.name, type(err).__name__)
+            log.debug("cluster %s: traceback", policy.name, exc_info=True)
+            tally.error(f"cluster:{policy.name}", err)
+        finally:
+            if provider is None:
+                _close(counted.inner)  # only what this run opened; a caller's stays open
     after = store.stats.as_dict()
     return RunSummary(
         clusters=tuple(policy.name for policy in policies),
@@ -152,7 +177,7 @@ def run_sync(
         store_reads=after["reads"] - before["reads"],
         store_writes=after["writes"] - before["writes"],
         store_requests=after["requests"] - before["requests"],
-        provider_calls=counted.calls,
+        provider_calls=sum(counted.calls for counted in providers),
         generations=dict(tally.generations),
         skipped=tuple(tally.skipped),
         heads_published=tally.heads_published,
@@ -165,15 +190,29 @@ def run_sync(
 class _LazyProvider:
     """Opens the configured provider on first use (a run may not need it at all)."""
 
-    def __init__(self, config: SyncSettings, deadline: float | None) -> None:
+    def __init__(
+        self, config: SyncSettings, deadline: float | None, cluster: str, store: Store
+    ) -> None:
         self._config = config
         self._deadline = deadline
+        self._cluster = cluster
+        self._store = store
         self._inner: Provider | None = None
 
     def _get(self) -> Provider:
         if self._inner is None:
-            self._inner = open_config_provider(self._config, self._deadline)
+            self._inner = open_config_provider(
+                self._config, self._deadline, cluster=self._cluster, store=self._store
+            )
         return self._inner
+
+    def renewal_times(self, cluster: str, names: Sequence[str]) -> Mapping[str, int]:
+        advise = getattr(self._get(), "renewal_times", None)
+        return {} if advise is None else dict(advise(cluster, names))
+
+    def close(self) -> None:
+        if self._inner is not None:
+            _close(self._inner)
 
     def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
         return self._get().list_orders(cluster)
@@ -190,8 +229,15 @@ class _LazyProvider:
         return self._get().fetch_certificate(order_name, pubkey_hash, wait=wait)
 
 
-def _lazy(config: SyncSettings, deadline: float | None) -> Provider:
-    return _LazyProvider(config, deadline)
+def _lazy(config: SyncSettings, deadline: float | None, cluster: str, store: Store) -> Provider:
+    return _LazyProvider(config, deadline, cluster, store)
+
+
+def _close(provider: Any) -> None:
+    """Close a provider that holds connections or DNS values (the ACME one)."""
+    close = getattr(provider, "close", None)
+    if close is not None:
+        close()
 
 
 def _no_checkpoint(step: str) -> None:
@@ -222,7 +268,15 @@ def mark_rekey(
     policy = _policies(config, [cluster])[0]
     store = store if store is not None else open_config_store(config)
     clock = clock or time.time
-    lease = Lease(store, cluster, duration=config.lease_duration, clock=clock)
+    keys = SyncKeys.of(config, policy.secrets)
+    lease = Lease(
+        store,
+        cluster,
+        duration=config.lease_duration,
+        clock=clock,
+        secret=keys.current,
+        previous=keys.previous,
+    )
     give_up = time.monotonic() + lease_wait
     while True:
         try:
@@ -233,8 +287,8 @@ def mark_rekey(
                 raise
             sleep(1.0)
     try:
-        states = StateStore(store, cluster, policy.secrets)
-        state = states.load()
+        states = StateStore(store, cluster, keys)
+        state = states.load(now_ms=int(clock() * 1000))
         known = set(state.orders) | set(state.pending)
         names = tuple(sorted(known)) if orders is None else tuple(dict.fromkeys(orders))
         unknown = tuple(name for name in names if name not in known)

@@ -56,6 +56,10 @@ class SyncSettings(Protocol):
     def signing_key(self) -> SigningKey: ...
 
     @property
+    def previous_signing_key(self) -> Optional[SigningKey]:
+        """The signing key being replaced: its sync secret still opens the sync's state."""
+
+    @property
     def skew_margin(self) -> float: ...
 
     @property

@@ -1,8 +1,9 @@
 """The sync's private state for one cluster (``v1/sync/state/<cluster>``).
 
-One object per cluster, JSON sealed with the envelope for the cluster's secrets (kind
+One object per cluster, JSON sealed with the envelope for the sync-only secret (kind
 ``pending`` under the reserved identity ``/state``, which no order name can take: order
-names cannot contain ``/``). It records:
+names cannot contain ``/``; ``certfleet.sync.sealing``), never for a cluster secret, which
+every node holds. It records:
 
 - ``shard_key``: the random HMAC key that spreads orders over shards (made once; kept
   across secret rotations);
@@ -17,7 +18,10 @@ names cannot contain ``/``). It records:
   from states written before it existed: 0).
 
 Written only with ``put_if_absent`` / ``put_if_match``; saving state that did not change
-writes nothing.
+writes nothing. A state that the sync secret does not open is refused (``StateError``: that
+cluster is reported, the others proceed), and so is one whose head generation lies more
+than a day ahead. ``load(accept_old=True)`` also opens a state sealed the old ways
+(``sealing``); the caller must then vouch for it and rewrite it (``certfleet.sync.migration``).
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from certfleet.bundle import ClusterSecret, FormatError, open_sealed, seal, wrapped_for
+from certfleet.bundle import ClusterSecret, FormatError, generation_too_far, open_sealed
 from certfleet.store import ObjectNotFound, PreconditionFailed, Store
-from certfleet.sync.errors import StateError
+from certfleet.sync.errors import ConcurrentWriteError, StateError
 from certfleet.sync.layout import state_key
+from certfleet.sync.sealing import CURRENT, SyncKeys
 
 KIND = "pending"
 IDENTITY = "/state"
@@ -136,9 +141,9 @@ class ClusterState:
             head=None
             if head is None
             else HeadRecord(
-                head["generation"],
-                head["issued_at"],
-                head["valid_until"],
+                int(head["generation"]),
+                int(head["issued_at"]),
+                int(head["valid_until"]),
                 tuple(head["secret_ids"]),
             ),
             unreferenced={k: int(t) for k, t in doc["unreferenced"].items()},
@@ -167,50 +172,65 @@ def read_bytes(store: Store, key: str) -> bytes:
 class StateStore:
     """Loads and conditionally saves one cluster's state, remembering its ETag."""
 
-    def __init__(self, store: Store, cluster: str, secrets: Sequence[ClusterSecret]) -> None:
+    def __init__(self, store: Store, cluster: str, keys: SyncKeys) -> None:
         self._store = store
         self._cluster = cluster
-        self._secrets = tuple(secrets)
+        self._keys = keys
         self._key = state_key(cluster)
         self._etag: str | None = None
         self._saved: bytes | None = None
-        self._sealed_for: tuple[str, ...] = ()
+        self.sealing = CURRENT
 
-    def load(self) -> ClusterState:
-        """The stored state, or a fresh one (with a new shard key) if there is none."""
+    def load(self, *, now_ms: int, accept_old: bool = False) -> ClusterState:
+        """The stored state, or a fresh one (with a new shard key) if there is none.
+
+        ``sealing`` then says how it was sealed; with ``accept_old`` it may be ``previous``
+        or ``legacy`` (see ``certfleet.sync.sealing``), and the next ``save`` rewrites it.
+        """
         try:
             stored = self._store.get(self._key)
         except ObjectNotFound:
-            self._etag, self._saved = None, None
+            self._etag, self._saved, self.sealing = None, None, CURRENT
             return ClusterState.new()
         if stored is None:  # only possible with if_none_match, which is not given
             raise ObjectNotFound(self._key, url=self._store.url)
+        cluster, data = self._cluster, stored.data
+
+        def opener(secrets: Sequence[ClusterSecret]) -> bytes:
+            return open_sealed(KIND, cluster, IDENTITY, data, secrets)
+
         try:
-            plain = open_sealed(KIND, self._cluster, IDENTITY, stored.data, self._secrets)
+            plain, sealing = self._keys.open(
+                data, opener, name=f"sync state of cluster {cluster}", accept_old=accept_old
+            )
             state = ClusterState.decode(plain)
         except FormatError as err:
-            raise StateError(self._cluster, f"cannot be opened: {err}") from err
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise StateError(self._cluster, "is not valid JSON of this version") from err
-        self._etag, self._saved = stored.etag, plain
-        self._sealed_for = wrapped_for(stored.data)
+            raise StateError(
+                cluster, f"cannot be opened with this sync's key: {err.reason}"
+            ) from err
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+            raise StateError(cluster, "is not valid JSON of this version") from err
+        if state.head is not None and generation_too_far(state.head.generation, now_ms):
+            raise StateError(
+                cluster, f"records generation {state.head.generation}, more than a day ahead"
+            )
+        self._etag, self.sealing = stored.etag, sealing
+        self._saved = plain if sealing == CURRENT else None
         return state
 
     def save(self, state: ClusterState) -> bool:
-        """Write the state if it changed, or if it is sealed for other secrets than the
-        configured ones (rotation); True if a write happened."""
+        """Write the state if it changed (or was sealed the old way); True if it wrote."""
         plain = state.encode()
-        wanted = sorted(secret.id for secret in self._secrets)
-        if plain == self._saved and sorted(self._sealed_for) == wanted:
+        if plain == self._saved:
             return False
-        data = seal(KIND, self._cluster, IDENTITY, plain, self._secrets)
+        data = self._keys.seal(KIND, self._cluster, IDENTITY, plain)
         try:
             if self._etag is None:
                 self._etag = self._store.put_if_absent(self._key, data)
             else:
                 self._etag = self._store.put_if_match(self._key, data, self._etag)
         except PreconditionFailed as err:
-            raise StateError(self._cluster, "was changed by another writer") from err
+            raise ConcurrentWriteError(self._cluster, "was changed by another writer") from err
         self._saved = plain
-        self._sealed_for = tuple(wanted)
+        self.sealing = CURRENT
         return True

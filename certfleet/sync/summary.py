@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from certfleet.errors import CertfleetError
 from certfleet.sync.errors import printable
 
 # The figures of one cluster's fleet check, in the order they are printed.
@@ -115,5 +116,11 @@ class Tally:
 
     def error(self, subject: str, err: BaseException | str) -> None:
         """Record a failure of ``subject`` (an order name as the provider spelt it, or
-        ``cluster:<name>``); the message is repr-escaped and cut (``printable``)."""
+        ``cluster:<name>``); the message is repr-escaped and cut (``printable``). An
+        unexpected exception (not a ``CertfleetError`` nor a ``ValueError``: a MemoryError,
+        a RecursionError, a library's KeyError...) is shown with its type:
+        ``unexpected MemoryError``."""
+        if isinstance(err, BaseException) and not isinstance(err, (CertfleetError, ValueError)):
+            detail = str(err)
+            err = f"unexpected {type(err).__name__}" + (f": {detail}" if detail else "")
         self.errors[subject] = printable(str(err))

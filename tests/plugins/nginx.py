@@ -8,16 +8,18 @@ see is read with ``openssl s_client`` (:meth:`Nginx.served`), verified against a
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
+from certfleet import devstack
 from tests.plugins.binaries import require_binary
 
 SERVER_NAME = "www.example.com"
@@ -25,9 +27,8 @@ _PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below 45000, out of the ephemeral range (``devstack.pick_ports``)."""
+    return devstack.pick_ports(1, random.Random(), twins=False)[0]
 
 
 class Nginx:
@@ -47,8 +48,18 @@ class Nginx:
         """nginx with this instance's flags and ``extra``, as one line (for agent configs)."""
         return " ".join([self.binary, *self.flags, *extra])
 
-    def write_config(self, certificate: Path, key: Path) -> None:
-        """Serve ``certificate`` (chained PEM) and ``key`` for :data:`SERVER_NAME`."""
+    def write_config(
+        self, certificate: Path, key: Path, others: Mapping[str, tuple[Path, Path]] | None = None
+    ) -> None:
+        """Serve ``certificate`` (chained PEM) and ``key`` for :data:`SERVER_NAME`, and each
+        of ``others`` (server name -> certificate, key) in a server block of its own, listed
+        first (so the first of them is the default server)."""
+        vhosts = "".join(
+            f"  server {{\n    listen 127.0.0.1:{self.port} ssl;\n    server_name {name};\n"
+            f"    ssl_certificate {crt};\n    ssl_certificate_key {crt_key};\n"
+            f'    location / {{ return 200 "{name}\\n"; }}\n  }}\n'
+            for name, (crt, crt_key) in (others or {}).items()
+        )
         (self.prefix / "tmp").mkdir(parents=True)
         temp = "".join(
             f"  {kind}_temp_path {self.prefix}/tmp/{kind};\n"
@@ -64,6 +75,7 @@ events {{ worker_connections 32; }}
 http {{
   access_log off;
 {temp}
+{vhosts}
   server {{
     listen 127.0.0.1:{self.port} ssl;
     server_name {SERVER_NAME};
@@ -94,11 +106,11 @@ http {{
             self.process.terminate()
             self.process.wait(timeout=10)
 
-    def served(self, root: Path) -> x509.Certificate:
-        """The leaf nginx presents for :data:`SERVER_NAME`, verified against ``root``."""
+    def served(self, root: Path, name: str = SERVER_NAME) -> x509.Certificate:
+        """The leaf nginx presents for ``name`` (SNI), verified against ``root``."""
         done = subprocess.run(
             ["openssl", "s_client", "-connect", f"127.0.0.1:{self.port}",
-             "-servername", SERVER_NAME, "-CAfile", str(root), "-verify_return_error"],
+             "-servername", name, "-CAfile", str(root), "-verify_return_error"],
             input="", capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
         assert "Verify return code: 0 (ok)" in done.stdout, done.stdout + done.stderr

@@ -45,11 +45,18 @@ class SeaweedFS(devstack.SeaweedFS):
         )
 
     def start(self) -> None:
-        """Start (or restart, on the same ports and data) and wait until S3 serves objects."""
+        """Start (or restart, on the same ports and data) and wait until S3 serves objects;
+        if a restart had to pick new ports, the session's AWS_* variables follow."""
+        before = self.env
         try:
             super().start()
         except devstack.StackError as err:
             raise RuntimeError(str(err)) from err
+        if (
+            self.env != before
+            and os.environ.get("AWS_ENDPOINT_URL_S3") == before["AWS_ENDPOINT_URL_S3"]
+        ):
+            os.environ.update(self.env)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@
 batch): ``add(identifier, value)`` for each DNS-01 challenge, ``wait_until_served(timeout)``
 before answering the challenges, and ``cleanup()`` afterwards, also after a failure.
 Backends: ``rfc2136`` (dynamic update with TSIG, :mod:`certfleet.acme.dns.rfc2136`) and
-``route53`` (:mod:`certfleet.acme.dns.route53`). docs/acme-dns.md is the operator's guide.
+``route53`` (:mod:`certfleet.acme.dns.route53`). docs/acme.md (DNS-01) is the operator's guide.
 """
 
 from __future__ import annotations

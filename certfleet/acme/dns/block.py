@@ -2,39 +2,16 @@
 
 The block whose ``zones`` holds the longest suffix of the record name wins; a record that
 no zone covers goes to the block without ``zones`` (the default). :func:`choose_block` is a
-pure function of the record name and the blocks.
+pure function of the record name and the blocks. The blocks are the sync config's
+(:class:`certfleet.config.acme.DnsProviderConfig`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from certfleet.acme.dns.errors import DnsError
-
-KINDS = ("rfc2136", "route53")
-
-
-@dataclass(frozen=True)
-class DnsProviderConfig:
-    """One ``dns "<kind>" { ... }`` block of the sync config (docs/acme-dns.md)."""
-
-    kind: str  # "rfc2136" | "route53"
-    zones: tuple[str, ...]  # lowercase, no trailing dot; () = the default block
-    server: str | None = None  # rfc2136 "host:port"
-    tsig_key_name: str | None = None  # rfc2136
-    tsig_algorithm: str | None = None  # rfc2136, default "hmac-sha256"
-    tsig_secret: str | None = field(default=None, repr=False)  # rfc2136 (base64)
-    hosted_zone_id: str | None = None  # route53, optional
-
-    def __repr__(self) -> str:
-        secret = "<redacted>" if self.tsig_secret is not None else None
-        return (
-            f"DnsProviderConfig(kind={self.kind!r}, zones={self.zones!r}, "
-            f"server={self.server!r}, tsig_key_name={self.tsig_key_name!r}, "
-            f"tsig_algorithm={self.tsig_algorithm!r}, tsig_secret={secret!r}, "
-            f"hosted_zone_id={self.hosted_zone_id!r})"
-        )
+from certfleet.config.acme import DnsProviderConfig
 
 
 def describe(block: DnsProviderConfig) -> str:

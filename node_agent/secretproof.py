@@ -1,0 +1,127 @@
+"""Proving each configured cluster secret against the cluster's current head.
+
+A mistyped secret is otherwise noticed only when something new is published, maybe weeks
+after the config change. So on start and on every reload (SIGHUP) the daemon fetches each
+cluster's head (verified as a poll verifies it) and its first shard, and tries to open that
+shard with each configured secret alone. Every shard's data key is wrapped for every secret
+id the head lists, so one shard proves a secret for all of them.
+
+- A secret whose id the head lists but that does not open the shard is wrong (a typo, a
+  value from another cluster): an error.
+- A cluster none of whose secrets opens the shard cannot be installed: an error.
+- A secret whose id the head does not list, next to one that opens the shard, is a rotation
+  in progress (the new secret is added to the agents before the sync) or a retired one still
+  configured: a notice, not an error.
+- A cluster whose head cannot be read or verified (store down, nothing published yet, an
+  expired head, a wrong publisher) or has no shard is not proven either way: a notice; the
+  polls report the cause.
+
+Errors name the cluster and the secret id, never the secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Callable
+
+from certfleet.bundle import FormatError
+from certfleet.config import AgentConfig, ClusterTrust
+from certfleet.store import Store, StoreError
+from node_agent.errors import RefusedError
+from node_agent.source import ClusterSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SecretProof:
+    """What proving the secrets found: ``errors`` make the config unusable."""
+
+    errors: tuple[str, ...] = ()
+    notices: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def prove_secrets(
+    config: AgentConfig, store: Store, clock: Callable[[], float] = time.time
+) -> SecretProof:
+    """Prove every configured cluster's secrets against its current head (see module doc)."""
+    errors: list[str] = []
+    notices: list[str] = []
+    for trust in config.clusters:
+        found_errors, found_notices = _prove_cluster(trust, store, int(clock()))
+        errors += found_errors
+        notices += found_notices
+    return SecretProof(tuple(errors), tuple(notices))
+
+
+def _prove_cluster(trust: ClusterTrust, store: Store, now: int) -> tuple[list[str], list[str]]:
+    cluster = trust.name
+    source = ClusterSource(store, cluster, secrets=trust.secrets, publishers=trust.publishers)
+    try:
+        stored = source.fetch_head(None)
+        if stored is None:
+            raise RefusedError(f"head of cluster {cluster}", "not modified to a plain GET")
+        head = source.verify_head(stored.data, now=now, min_generation=0)
+    except (StoreError, FormatError, RefusedError) as err:
+        return [], [f"cluster {cluster!r}: secrets not proven: cannot read its head: {err}"]
+    if not head.shard_hashes:
+        return [], [f"cluster {cluster!r}: secrets not proven: its head has no shard"]
+    opened: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for secret in trust.secrets:
+        alone = ClusterSource(store, cluster, secrets=[secret], publishers=trust.publishers)
+        try:
+            alone.fetch_shard(0, head.shard_hashes[0])
+        except RefusedError as err:
+            if not err.permanent:  # the stored bytes did not match their hash: try later
+                return [], [f"cluster {cluster!r}: secrets not proven: {err}"]
+            failed.append((secret.id, err.reason))
+            continue
+        except StoreError as err:
+            return [], [f"cluster {cluster!r}: secrets not proven: {err}"]
+        opened.append(secret.id)
+    return _judge(cluster, head.secret_ids, opened, failed)
+
+
+def _judge(
+    cluster: str,
+    active: Sequence[str],
+    opened: Sequence[str],
+    failed: Sequence[tuple[str, str]],
+) -> tuple[list[str], list[str]]:
+    listed = ", ".join(repr(secret_id) for secret_id in active) or "none"
+    errors: list[str] = []
+    notices: list[str] = []
+    for secret_id, _reason in failed:
+        if secret_id in active:
+            errors.append(
+                f"cluster {cluster!r}: secret {secret_id!r} does not open the current head's "
+                f"shards, which are encrypted for it: the secret is wrong (mistyped, or "
+                f"another cluster's); copy it again from `certfleet clusters show {cluster}`"
+            )
+        elif opened:
+            notices.append(
+                f"cluster {cluster!r}: secret {secret_id!r} is not used by the current head "
+                f"(its secrets: {listed}): fine while a rotation adds it; remove it once retired"
+            )
+    if not opened and not errors:
+        errors.append(
+            f"cluster {cluster!r}: no configured secret opens the current head's shards "
+            f"(configured: {', '.join(repr(s) for s, _ in failed)}; the head's: {listed}): "
+            f"copy the secret from `certfleet clusters show {cluster}`"
+        )
+    return errors, notices
+
+
+def log_proof(proof: SecretProof) -> None:
+    for notice in proof.notices:
+        log.warning("notice: %s", notice)
+    for error in proof.errors:
+        log.error("config error: %s", error)

@@ -1,0 +1,395 @@
+"""pebble, Let's Encrypt's test CA, for the ACME tests: real validation, nonce rejection on.
+
+Fixture ``pebble`` (function): a :class:`Pebble` on free 127.0.0.1 ports with a throwaway
+CA and a ``localhost`` certificate for its HTTPS API (``ca_bundle`` trusts it), its
+management API (``root_pem()``: ``GET /roots/0``), and ``pebble-challtestsrv`` as its DNS
+server answering every A query with 127.0.0.1 (so any test name reaches 127.0.0.1). HTTP-01
+is validated on ``http_port``: a test puts nginx there (``Pebble.nginx_http01``).
+``PEBBLE_VA_ALWAYS_VALID`` is never set, and the default nonce rejection (5 %) stays on;
+``PEBBLE_VA_NOSLEEP=1`` only removes pebble's random wait before validating.
+
+``binary`` may name another pebble (the newer one with ARI and profiles): h18b's lab
+reuses :class:`Pebble` with it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import random
+import re
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from certfleet.devstack import pick_ports
+from tests.plugins.binaries import missing, require_binary
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports below 45000 (as every test server here uses)."""
+    return pick_ports(count, random.Random())
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        assert process.poll() is None, log.read_text(errors="replace")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on {port}"
+            time.sleep(0.05)
+
+
+def write_tls_pair(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a localhost/127.0.0.1 server certificate; (ca, cert, key) paths."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certfleet test pebble CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+class Pebble:
+    """pebble + pebble-challtestsrv (DNS) as user processes on free ports."""
+
+    def __init__(self, binary: str, challtestsrv: str, directory: Path) -> None:
+        self.binary = binary
+        self.challtestsrv = challtestsrv
+        self.dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        ports = free_ports(6)
+        self.port, self.mgmt_port, self.http_port, self.dns_port, self.chall_mgmt = ports[:5]
+        self.tls_port = ports[5]
+        self.ca_bundle, self._cert, self._key = write_tls_pair(directory)
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.env: dict[str, str] = {}
+        self.validity: int | None = None
+        self.extra_config: dict[str, object] = {}
+
+    @property
+    def directory_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/dir"
+
+    def _spawn(self, argv: list[str], log_name: str, env: dict[str, str]) -> None:
+        log = self.dir / log_name
+        with log.open("wb") as out:
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.processes.append(process)
+
+    def start(self) -> None:
+        """Start challtestsrv and pebble, and wait (bounded) until both listen."""
+        self._spawn(
+            [self.challtestsrv, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+             "-dns01", f"127.0.0.1:{self.dns_port}", "-http01", "", "-https01", "",
+             "-tlsalpn01", "", "-management", f"127.0.0.1:{self.chall_mgmt}"],
+            "challtestsrv.log", dict(os.environ),
+        )  # fmt: skip
+        _wait_listening(self.chall_mgmt, self.processes[-1], self.dir / "challtestsrv.log")
+        config: dict[str, object] = {
+            "listenAddress": f"127.0.0.1:{self.port}",
+            "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
+            "certificate": str(self._cert),
+            "privateKey": str(self._key),
+            "httpPort": self.http_port,
+            "tlsPort": self.tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+        if self.validity is not None:
+            config["certificateValidityPeriod"] = self.validity
+        config.update(self.extra_config)
+        (self.dir / "pebble.json").write_text(json.dumps({"pebble": config}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
+        env.update({"PEBBLE_VA_NOSLEEP": "1", **self.env})
+        assert "PEBBLE_VA_ALWAYS_VALID" not in env
+        self._spawn(
+            [self.binary, "-config", str(self.dir / "pebble.json"),
+             "-dnsserver", f"127.0.0.1:{self.dns_port}"],
+            "pebble.log", env,
+        )  # fmt: skip
+        _wait_listening(self.port, self.processes[-1], self.dir / "pebble.log")
+        _wait_listening(self.mgmt_port, self.processes[-1], self.dir / "pebble.log")
+
+    def _get(self, path: str) -> bytes:
+        context = ssl.create_default_context(cafile=str(self.ca_bundle))
+        url = f"https://127.0.0.1:{self.mgmt_port}{path}"
+        with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+            return bytes(answer.read())
+
+    def root_pem(self) -> bytes:
+        """pebble's issuing root (new at every start)."""
+        return self._get("/roots/0")
+
+    def intermediate_pem(self) -> bytes:
+        return self._get("/intermediates/0")
+
+    def log(self) -> str:
+        return (self.dir / "pebble.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+        self.processes.clear()
+
+
+DOCS_ACME = Path(__file__).resolve().parents[2] / "docs" / "acme.md"
+
+
+def docs_nginx_snippet(thumbprint: str = "THUMBPRINT") -> str:
+    """The nginx HTTP-01 snippet exactly as docs/acme.md gives it, for ``thumbprint``."""
+    text = DOCS_ACME.read_text()
+    match = re.search(r"<!-- http01-nginx:[^>]*-->\n```nginx\n(.*?)```", text, re.S)
+    assert match is not None, "docs/acme.md lost its nginx HTTP-01 snippet"
+    return match.group(1).replace("THUMBPRINT", thumbprint)
+
+
+def http01_nginx_config(prefix: Path, port: int, snippet: str) -> str:
+    """An nginx.conf serving ``snippet`` (a ``location`` block) on 127.0.0.1:``port``."""
+    (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+    temp = "".join(
+        f"  {kind}_temp_path {prefix}/tmp/{kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+{temp}
+  server {{
+    listen 127.0.0.1:{port};
+    server_name _;
+{snippet}
+    location / {{ return 404; }}
+  }}
+}}
+"""
+
+
+class Http01Nginx:
+    """nginx answering HTTP-01 on pebble's ``http_port`` with a given location snippet."""
+
+    def __init__(self, binary: str, prefix: Path, port: int, snippet: str) -> None:
+        prefix.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.port = port
+        (prefix / "nginx.conf").write_text(http01_nginx_config(prefix, port, snippet))
+        argv = [binary, "-c", str(prefix / "nginx.conf"), "-p", f"{prefix}/", "-e", "error.log"]
+        self.process = subprocess.Popen(argv)
+        _wait_listening(port, self.process, prefix / "error.log")
+
+    def get(self, path: str, host: str = "example.test") -> tuple[int, str]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", headers={"Host": host}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return int(answer.status), answer.read().decode()
+        except urllib.error.HTTPError as err:
+            return int(err.code), ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def pebble_ari(tmp_path: Path) -> Iterator[Pebble]:
+    """The newer pebble (ARI, profiles) from the directory named by ``CERTFLEET_PEBBLE_NEW``
+    (built by the vendored source's build-pebble.sh); not started yet."""
+    where = os.environ.get("CERTFLEET_PEBBLE_NEW", "")
+    binary = Path(where) / "pebble" if where else None
+    if binary is None or not binary.is_file():
+        missing("the newer pebble (ARI, profiles): set CERTFLEET_PEBBLE_NEW to its directory")
+        raise AssertionError("unreachable")
+    # the distribution's challtestsrv serves DNS (the newer one has other flags)
+    server = Pebble(str(binary), require_binary("pebble-challtestsrv"), tmp_path / "pebble-ari")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pebble(tmp_path: Path) -> Iterator[Pebble]:
+    """A pebble (not yet started: set ``env``/``validity`` first, then ``start()``)."""
+    server = Pebble(
+        require_binary("pebble"), require_binary("pebble-challtestsrv"), tmp_path / "pebble"
+    )
+    yield server
+    server.stop()
+
+
+class FaultProxy:
+    """An HTTPS proxy in front of pebble that answers some requests itself.
+
+    pebble builds every URL from the request's Host, so passing Host through makes the
+    client see only the proxy. ``rule(method, path, payload)`` returns None to forward, or
+    ``(status, headers, body)`` to answer instead; ``payload`` is the decoded JWS payload of
+    a POST (b"" for POST-as-GET). ``seen`` lists (method, path) of every request.
+    """
+
+    def __init__(
+        self,
+        pebble: Pebble,
+        rule: Callable[[str, str, bytes], tuple[int, dict[str, str], bytes] | None],
+    ) -> None:
+        import http.client
+        import http.server
+        import threading
+
+        self.pebble = pebble
+        self.rule = rule
+        self.seen: list[tuple[str, str]] = []
+        proxy = self
+        upstream_context = ssl.create_default_context(cafile=str(pebble.ca_bundle))
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                proxy.seen.append((self.command, self.path))
+                answer = proxy.rule(self.command, self.path, _jws_payload(body))
+                if answer is None:
+                    connection = http.client.HTTPSConnection(
+                        "127.0.0.1", pebble.port, context=upstream_context, timeout=30
+                    )
+                    headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                    connection.request(self.command, self.path, body=body or None, headers=headers)
+                    response = connection.getresponse()
+                    status, data = response.status, response.read()
+                    out = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP]
+                    connection.close()
+                else:
+                    status, extra, data = answer
+                    out = list(extra.items())
+                self.send_response(status)
+                for key, value in out:
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_HEAD = _handle
+
+        self.port = free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(pebble._cert), str(pebble._key))
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def directory_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/dir"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+_HOP = ("transfer-encoding", "connection", "content-length")
+
+
+def _jws_payload(body: bytes) -> bytes:
+    import base64
+
+    try:
+        encoded = json.loads(body)["payload"]
+    except (ValueError, KeyError, TypeError):
+        return b""
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+
+
+def problem(
+    status: int, code: str, detail: str, retry_after: str | None
+) -> tuple[int, dict[str, str], bytes]:
+    """An ACME problem answer (``rateLimited``, ``serverInternal``...)."""
+    headers = {"Content-Type": "application/problem+json"}
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    body = json.dumps(
+        {"type": f"urn:ietf:params:acme:error:{code}", "detail": detail, "status": status}
+    ).encode()
+    return status, headers, body
+
+
+def published(config: Any, store: Any, cluster: str = "web") -> dict[str, Any]:
+    """The sync state's published orders of ``cluster`` (name -> ``OrderRecord``)."""
+    from certfleet.sync.sealing import SyncKeys
+    from certfleet.sync.state import StateStore
+
+    keys = SyncKeys.of(config, config.cluster(cluster).secrets)
+    return dict(StateStore(store, cluster, keys).load(now_ms=int(time.time() * 1000)).orders)

@@ -1,0 +1,152 @@
+"""DNS-01 through the provider's seam, against a real pebble: a wildcard and its apex share
+one ``_acme-challenge`` name (both values kept), mixed with an HTTP-01 name in the same
+order; the values are written by a small writer into pebble-challtestsrv (pebble's DNS
+server), so pebble validates them for real. One writer serves the whole run: one wait for
+the values of every order, and the values removed when the run ends."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Python >= 3.10)")
+
+from certfleet.acme.client import AcmeClient
+from certfleet.acme.state import AcmeStateStore
+from certfleet.bundle import ClusterSecret, SigningKey
+from certfleet.config.accountkey import (
+    account_key_text,
+    generate_account_key,
+    load_account_key,
+    thumbprint,
+)
+from certfleet.config.sync import parse_sync_config
+from certfleet.store import open_store
+from certfleet.sync.acme_provider import AcmeProvider
+from certfleet.sync.runner import run_sync
+from tests.plugins.binaries import require_binary
+from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet, published
+
+
+@dataclass(frozen=True)
+class Ident:
+    value: str
+    approval: str
+
+
+@dataclass(frozen=True)
+class Order:
+    name: str
+    cluster: str
+    identifiers: tuple[Ident, ...]
+
+
+class NotFound(Exception):
+    pass
+
+
+class Orders:
+    def __init__(self, *orders: Order) -> None:
+        self.orders = {order.name: order for order in orders}
+
+    def list(self, cluster: str) -> list[Order]:
+        return list(self.orders.values())
+
+    def get(self, name: str) -> Order:
+        if name not in self.orders:
+            raise NotFound(name)
+        return self.orders[name]
+
+
+class ChalltestsrvTxt:
+    """A DNS-01 writer into pebble-challtestsrv; records every call."""
+
+    log: list[tuple[str, str]] = []
+
+    def __init__(self, management_port: int) -> None:
+        self.base = f"http://127.0.0.1:{management_port}"
+        self.records: set[str] = set()
+
+    def _post(self, path: str, doc: dict[str, str]) -> None:
+        request = urllib.request.Request(
+            self.base + path, data=json.dumps(doc).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+
+    def add(self, identifier: str, value: str) -> None:
+        record = "_acme-challenge." + identifier.removeprefix("*.") + "."
+        self._post("/set-txt", {"host": record, "value": value})
+        self.records.add(record)
+        self.log.append(("add", identifier))
+
+    def wait_until_served(self, timeout: float) -> None:
+        self.log.append(("wait", ""))
+
+    def cleanup(self) -> None:
+        for record in sorted(self.records):
+            self._post("/clear-txt", {"host": record})
+        self.records.clear()
+        self.log.append(("cleanup", ""))
+
+
+def test_wildcards_and_apexes_by_dns01_with_one_wait_and_http01_beside_them(
+    pebble: Pebble, tmp_path: Path
+) -> None:
+    pebble.start()
+    key = generate_account_key()
+    snippet = docs_nginx_snippet(thumbprint(key))
+    nginx = Http01Nginx(require_binary("nginx"), tmp_path / "n", pebble.http_port, snippet)
+    try:
+        text = f'''
+provider = "acme"
+store = "file://{tmp_path}/store"
+signing_key = "{SigningKey.generate().export()}"
+acme {{
+  directory = "{pebble.directory_url}"
+  account_key = "{account_key_text(key)}"
+  ca_bundle = "{pebble.ca_bundle}"
+}}
+cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
+'''
+        config = parse_sync_config(text, "sync.hcl")
+        store = open_store(config.store)
+        order = Order(
+            "mixed.test",
+            "web",
+            (
+                Ident("mixed.test", "dns"),
+                Ident("*.mixed.test", "dns"),
+                Ident("www.mixed.test", "http"),
+            ),
+        )
+        other = Order("other.test", "web", (Ident("*.other.test", "dns"),))
+        acme = config.acme
+        assert acme is not None
+        ChalltestsrvTxt.log = []
+        provider = AcmeProvider(
+            cluster="web", registry=Orders(order, other), not_found=(NotFound,),
+            client=AcmeClient(acme.directory, load_account_key(acme.account_key),
+                              ca_bundle=acme.ca_bundle),
+            config=acme,
+            states=AcmeStateStore(store, "web", config.signing_key.sync_secret("state"), time.time),
+            dns=lambda: ChalltestsrvTxt(pebble.chall_mgmt),
+        )  # fmt: skip
+        summary = run_sync(config, store=store, provider=provider)
+        assert summary.errors == {}, summary.errors
+        assert summary.certificates_published == 2
+        record = published(config, store)["mixed.test"]
+        assert record.dns_names == ("*.mixed.test", "mixed.test", "www.mixed.test")
+        # one writer for the run, one wait for all its values; removed when the run ends
+        adds = sorted(name for op, name in ChalltestsrvTxt.log if op == "add")
+        assert adds == ["*.mixed.test", "*.other.test", "mixed.test"]  # www: HTTP-01
+        assert ChalltestsrvTxt.log[3:] == [("wait", "")]
+        provider.close()
+        assert ChalltestsrvTxt.log[-1] == ("cleanup", "")
+    finally:
+        nginx.stop()

@@ -1,0 +1,285 @@
+"""The ACME provider when things go wrong, against a real pebble (faults injected by a
+proxy in front of it): rate limits and 503 for one order only, badNonce storms, a crash
+after finalize, an order cut by the time budget."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Python >= 3.10)")
+
+from certfleet.acme.client import AcmeClient
+from certfleet.acme.state import AcmeState, AcmeStateStore
+from certfleet.bundle import ClusterSecret, SigningKey
+from certfleet.config.accountkey import (
+    account_key_text,
+    generate_account_key,
+    load_account_key,
+    thumbprint,
+)
+from certfleet.config.sync import SyncConfig, parse_sync_config
+from certfleet.store import Store, open_store
+from certfleet.sync.acme_provider import AcmeProvider
+from certfleet.sync.runner import run_sync
+from tests.plugins.binaries import require_binary
+from tests.plugins.pebble import FaultProxy, Http01Nginx, Pebble, docs_nginx_snippet, problem
+
+
+@dataclass(frozen=True)
+class Ident:
+    value: str
+    approval: str = "http"
+
+
+@dataclass(frozen=True)
+class Order:
+    name: str
+    cluster: str
+    identifiers: tuple[Ident, ...]
+
+
+class NotFound(Exception):
+    pass
+
+
+class FakeRegistry:
+    def __init__(self, *names: str) -> None:
+        self.orders = {name: Order(name, "web", (Ident(name),)) for name in names}
+
+    def list(self, cluster: str) -> list[Order]:
+        return [o for o in self.orders.values() if o.cluster == cluster]
+
+    def get(self, name: str) -> Order:
+        if name not in self.orders:
+            raise NotFound(name)
+        return self.orders[name]
+
+
+class CountingClient(AcmeClient):
+    """Counts new orders (the request that must not repeat on a resume)."""
+
+    new_orders: list[tuple[str, ...]]
+
+    def new_order(self, identifiers: Any, **kwargs: Any) -> Any:
+        self.new_orders.append(tuple(identifiers))
+        return super().new_order(identifiers, **kwargs)
+
+
+@dataclass
+class Lab:
+    pebble: Pebble
+    proxy: FaultProxy
+    key_text: str
+    config: SyncConfig
+    store: Store
+    rules: list[Rule]
+
+    def provider(
+        self, registry: FakeRegistry, states: AcmeStateStore | None = None
+    ) -> AcmeProvider:
+        acme = self.config.acme
+        assert acme is not None
+        client = CountingClient(
+            self.proxy.directory_url, load_account_key(acme.account_key), ca_bundle=acme.ca_bundle
+        )
+        client.new_orders = []
+        return AcmeProvider(
+            cluster="web", registry=registry, not_found=(NotFound,), client=client, config=acme,
+            states=states or self.states(),
+        )  # fmt: skip
+
+    def states(self) -> AcmeStateStore:
+        secret = self.config.signing_key.sync_secret("state")
+        return AcmeStateStore(self.store, "web", secret, time.time)
+
+
+Rule = Any
+
+
+@pytest.fixture
+def lab(pebble: Pebble, tmp_path: Path):  # type: ignore[no-untyped-def]
+    pebble.start()
+    key = generate_account_key()
+    snippet = docs_nginx_snippet(thumbprint(key))
+    nginx = Http01Nginx(require_binary("nginx"), tmp_path / "nginx", pebble.http_port, snippet)
+    rules: list[Rule] = []
+
+    def rule(method: str, path: str, payload: bytes) -> Any:
+        for one in rules:
+            answer = one(method, path, payload)
+            if answer is not None:
+                return answer
+        return None
+
+    proxy = FaultProxy(pebble, rule)
+    text = f'''
+provider = "acme"
+store = "file://{tmp_path}/store"
+signing_key = "{SigningKey.generate().export()}"
+issue_wait = "60s"
+acme {{
+  directory = "{proxy.directory_url}"
+  account_key = "{account_key_text(key)}"
+  ca_bundle = "{pebble.ca_bundle}"
+}}
+cluster "web" {{
+  secret = "{ClusterSecret.generate("k1").export()}"
+  key_type = "ecdsa"
+}}
+'''
+    config = parse_sync_config(text, "sync.hcl")
+    yield Lab(pebble, proxy, account_key_text(key), config, open_store(config.store), rules)
+    proxy.stop()
+    nginx.stop()
+
+
+def _new_order_for(name: str) -> Any:
+    def match(method: str, path: str, payload: bytes) -> bool:
+        if method != "POST" or not payload:
+            return False
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return False
+        values = [i.get("value") for i in doc.get("identifiers", ())] if "csr" not in doc else []
+        return name in values
+
+    return match
+
+
+def test_a_rate_limit_delays_that_order_only_for_the_retry_after(lab: Lab) -> None:
+    limited = _new_order_for("limited.example.test")
+    lab.rules.append(
+        lambda m, p, b: (
+            problem(429, "rateLimited", "too many certificates", "3600")
+            if limited(m, p, b)
+            else None
+        )
+    )
+    registry = FakeRegistry("limited.example.test", "ok.example.test")
+    provider = lab.provider(registry)
+    before = time.time()
+    summary = run_sync(lab.config, store=lab.store, provider=provider)
+    assert summary.certificates_published == 1  # ok.example.test was not held up
+    assert "rateLimited: too many certificates" in summary.errors["limited.example.test"]
+    record = lab.states().load().orders["limited.example.test"]
+    assert before + 3590 <= record.retry_at <= time.time() + 3610  # Retry-After, not backoff
+    assert record.problem is not None and record.problem["status"] == 429
+
+    # the next run asks nothing for it and says it is waiting
+    again = lab.provider(registry)
+    summary = run_sync(lab.config, store=lab.store, provider=again)
+    assert "waiting until" in summary.errors["limited.example.test"]
+    assert again.client.new_orders == []  # type: ignore[attr-defined]
+
+
+def test_a_503_with_retry_after_is_honoured(lab: Lab) -> None:
+    busy = _new_order_for("busy.example.test")
+    lab.rules.append(
+        lambda m, p, b: (
+            problem(503, "serverInternal", "maintenance", "120") if busy(m, p, b) else None
+        )
+    )
+    provider = lab.provider(FakeRegistry("busy.example.test"))
+    before = time.time()
+    summary = run_sync(lab.config, store=lab.store, provider=provider)
+    assert "maintenance" in summary.errors["busy.example.test"]
+    record = lab.states().load().orders["busy.example.test"]
+    assert before + 115 <= record.retry_at <= time.time() + 125
+
+
+def test_bad_nonces_are_retried_more_than_once(lab: Lab) -> None:
+    storm = {"left": 4}
+
+    def bad_nonce(method: str, path: str, payload: bytes) -> Any:
+        if (
+            method == "POST"
+            and storm["left"] > 0
+            and _new_order_for("nonce.example.test")(method, path, payload)
+        ):
+            storm["left"] -= 1
+            return problem(400, "badNonce", "JWS has an invalid anti-replay nonce", None)
+        return None
+
+    lab.rules.append(bad_nonce)
+    provider = lab.provider(FakeRegistry("nonce.example.test"))
+    summary = run_sync(lab.config, store=lab.store, provider=provider)
+    assert storm["left"] == 0
+    assert summary.errors == {} and summary.certificates_published == 1
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfterFinalize(AcmeStateStore):
+    def save(self, state: AcmeState) -> bool:
+        if any(o.status in ("processing", "valid") for o in state.orders.values()):
+            raise Crash("killed after finalize")
+        return super().save(state)
+
+
+def test_a_crash_after_finalize_downloads_instead_of_ordering_again(lab: Lab) -> None:
+    registry = FakeRegistry("crash.example.test")
+    secret = lab.config.signing_key.sync_secret("state")
+    crashing = lab.provider(registry, CrashAfterFinalize(lab.store, "web", secret, time.time))
+    crashed = run_sync(lab.config, store=lab.store, provider=crashing)
+    assert any("killed after finalize" in error for error in crashed.errors.values())
+    assert crashed.certificates_published == 0
+    saved = lab.states().load().orders["crash.example.test"]
+    assert saved.url and saved.status == "ready"
+
+    resumed = lab.provider(registry)
+    summary = run_sync(lab.config, store=lab.store, provider=resumed)
+    assert summary.errors == {} and summary.certificates_published == 1
+    assert resumed.client.new_orders == []  # type: ignore[attr-defined]
+
+
+def test_an_order_cut_by_the_time_budget_resumes_from_its_url(lab: Lab) -> None:
+    registry = FakeRegistry("slow.example.test")
+    hurried = replace(lab.config, issue_wait=0.0)
+    first = lab.provider(registry)
+    summary = run_sync(hurried, store=lab.store, provider=first)
+    assert summary.certificates_published == 0 and summary.errors == {}
+    url = lab.states().load().orders["slow.example.test"].url
+    assert url and first.client.new_orders == [("slow.example.test",)]  # type: ignore[attr-defined]
+
+    second = lab.provider(registry)
+    summary = run_sync(lab.config, store=lab.store, provider=second)
+    assert summary.certificates_published == 1
+    assert second.client.new_orders == []  # type: ignore[attr-defined]
+
+
+def test_a_rate_limited_poll_keeps_the_order_and_resumes_it_after_the_wait(lab: Lab) -> None:
+    hits = {"n": 0}
+
+    def limit_first_poll(method: str, path: str, payload: bytes) -> Any:
+        if method == "POST" and path.startswith("/my-order/") and not payload and hits["n"] == 0:
+            hits["n"] += 1
+            return problem(429, "rateLimited", "polling too fast", "2")
+        return None
+
+    lab.rules.append(limit_first_poll)
+    registry = FakeRegistry("poll.example.test")
+    first = lab.provider(registry)
+    summary = run_sync(lab.config, store=lab.store, provider=first)
+    assert hits["n"] == 1 and "polling too fast" in summary.errors["poll.example.test"]
+    kept = lab.states().load().orders["poll.example.test"]
+    assert kept.url and kept.retry_at > time.time()
+
+    early = lab.provider(registry)
+    summary = run_sync(lab.config, store=lab.store, provider=early)
+    assert "waiting until" in summary.errors["poll.example.test"]
+    assert early.client.request_count == 0
+
+    time.sleep(max(0.0, kept.retry_at - time.time()) + 0.2)
+    later = lab.provider(registry)
+    summary = run_sync(lab.config, store=lab.store, provider=later)
+    assert summary.errors == {} and summary.certificates_published == 1
+    assert later.client.new_orders == []  # type: ignore[attr-defined]
