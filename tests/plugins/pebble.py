@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from certfleet.devstack import pick_ports
-from tests.plugins.binaries import missing, require_binary
+from tests.plugins.binaries import require_binary
 
 
 def free_ports(count: int) -> list[int]:
@@ -261,16 +261,11 @@ class Http01Nginx:
 
 
 @pytest.fixture
-def pebble_ari(tmp_path: Path) -> Iterator[Pebble]:
-    """The newer pebble (ARI, profiles) from the directory named by ``CERTFLEET_PEBBLE_NEW``
-    (built by the vendored source's build-pebble.sh); not started yet."""
-    where = os.environ.get("CERTFLEET_PEBBLE_NEW", "")
-    binary = Path(where) / "pebble" if where else None
-    if binary is None or not binary.is_file():
-        missing("the newer pebble (ARI, profiles): set CERTFLEET_PEBBLE_NEW to its directory")
-        raise AssertionError("unreachable")
+def pebble_ari(tmp_path: Path, pebble_new: str) -> Iterator[Pebble]:
+    """The newer pebble (ARI, profiles): the binary of ``pebble_new`` (tests/plugins/acme_lab.py,
+    from ``CERTFLEET_PEBBLE_NEW``), with challtestsrv; not started yet."""
     # the distribution's challtestsrv serves DNS (the newer one has other flags)
-    server = Pebble(str(binary), require_binary("pebble-challtestsrv"), tmp_path / "pebble-ari")
+    server = Pebble(pebble_new, require_binary("pebble-challtestsrv"), tmp_path / "pebble-ari")
     yield server
     server.stop()
 
