@@ -92,3 +92,32 @@ def test_unavailable_skips_then_fails_a_bounded_number_of_times(
     assert rule.injected == 2 and fault.injected == 2
     with pytest.raises(ValueError):
         fault.inject("/x", status=503, times=0)
+
+
+def test_a_fault_can_pick_one_order_by_its_jws_payload(proxy: tuple[FaultProxy, Any]) -> None:
+    fault, pebble = proxy
+    key = josepy.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    network = acme_client.ClientNetwork(key, alg=josepy.ES256, verify_ssl=str(pebble.ca_bundle))
+    client = acme_client.ClientV2(
+        acme_client.ClientV2.get_directory(fault.directory_url, network), network
+    )
+    network.account = client.new_account(
+        messages.NewRegistration.from_data(terms_of_service_agreed=True)
+    )
+    rule = fault.rate_limit(
+        "/order-plz", retry_after=60, times=5,
+        when=lambda payload: "limited.example.test" in str(payload.get("identifiers")),
+    )  # fmt: skip
+
+    def csr(name: str) -> bytes:
+        key_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )  # fmt: skip
+        return bytes(crypto_util.make_csr(key_pem, [name]))
+
+    assert client.new_order(csr("ok.example.test")).body.status == messages.STATUS_PENDING
+    with pytest.raises(messages.Error) as caught:
+        client.new_order(csr("limited.example.test"))
+    assert caught.value.code == "rateLimited"
+    assert rule.injected == 1 and rule.matched == 1

@@ -23,12 +23,15 @@ Use (fixture ``fault_proxy``, a factory; every proxy it starts is stopped after 
     assert [r.status for r in proxy.requests if r.injected] == [429, 503, 503]
 
 ``path`` is a regular expression searched in the request path; ``method`` (default POST)
-narrows it, None matches any; ``skip`` lets that many matching requests through first;
-``times`` (1-100) bounds the faults. :meth:`FaultProxy.clear` drops the remaining rules.
+narrows it, None matches any; ``when`` (optional) is a predicate on the request's decoded JWS
+payload (e.g. ``lambda p: "limited.example.test" in str(p.get("identifiers"))`` for one
+order's new-order); ``skip`` lets that many matching requests through first; ``times``
+(1-100) bounds the faults. :meth:`FaultProxy.clear` drops the remaining rules.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import re
@@ -39,6 +42,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,14 +63,17 @@ class Fault:
     retry_after: int | None
     times: int
     skip: int = 0
+    when: Callable[[dict[str, Any]], bool] | None = None
     matched: int = 0
     injected: int = 0
 
-    def take(self, method: str, path: str) -> bool:
+    def take(self, method: str, path: str, payload: dict[str, Any]) -> bool:
         """Whether this request gets the fault (counts it)."""
         if self.method is not None and method != self.method:
             return False
         if not self.path.search(path) or self.injected >= self.times:
+            return False
+        if self.when is not None and not self.when(payload):
             return False
         self.matched += 1
         if self.matched <= self.skip:
@@ -137,26 +144,44 @@ class FaultProxy:
         times: int = 1,
         skip: int = 0,
         method: str | None = "POST",
+        when: Callable[[dict[str, Any]], bool] | None = None,
     ) -> Fault:
-        """Answer the requests whose path matches ``path`` with ``status`` (bounded)."""
+        """Answer the requests whose path matches ``path`` (and whose decoded JWS payload
+        satisfies ``when``) with ``status``, at most ``times`` times."""
         if not 1 <= times <= MAX_TIMES:
             raise ValueError(f"times must be 1-{MAX_TIMES}")
-        fault = Fault(re.compile(path), method, status, retry_after, times, skip)
+        fault = Fault(re.compile(path), method, status, retry_after, times, skip, when)
         with self._lock:
             self.faults.append(fault)
         return fault
 
     def rate_limit(
-        self, path: str, *, retry_after: int = 1, times: int = 1, skip: int = 0
+        self,
+        path: str,
+        *,
+        retry_after: int = 1,
+        times: int = 1,
+        skip: int = 0,
+        when: Callable[[dict[str, Any]], bool] | None = None,
     ) -> Fault:
         """429 ``rateLimited`` with ``Retry-After: retry_after`` (POSTs only)."""
-        return self.inject(path, status=429, retry_after=retry_after, times=times, skip=skip)
+        return self.inject(
+            path, status=429, retry_after=retry_after, times=times, skip=skip, when=when
+        )
 
     def unavailable(
-        self, path: str, *, retry_after: int | None = None, times: int = 1, skip: int = 0
+        self,
+        path: str,
+        *,
+        retry_after: int | None = None,
+        times: int = 1,
+        skip: int = 0,
+        when: Callable[[dict[str, Any]], bool] | None = None,
     ) -> Fault:
         """503 (with ``Retry-After`` when given), for POSTs only."""
-        return self.inject(path, status=503, retry_after=retry_after, times=times, skip=skip)
+        return self.inject(
+            path, status=503, retry_after=retry_after, times=times, skip=skip, when=when
+        )
 
     def clear(self) -> None:
         with self._lock:
@@ -237,7 +262,8 @@ class FaultProxy:
         body = handler.rfile.read(length) if length else None
         method, path = handler.command, handler.path
         with self._lock:
-            fault = next((f for f in self.faults if f.take(method, path)), None)
+            payload = jws_payload(body)
+            fault = next((f for f in self.faults if f.take(method, path, payload)), None)
         if fault is not None:
             self._inject(handler, method, path, fault)
             return
@@ -287,6 +313,17 @@ class FaultProxy:
             handler.wfile.write(body)
         with self._lock:
             self.requests.append(Seen(method, path, fault.status, True))
+
+
+def jws_payload(body: bytes | None) -> dict[str, Any]:
+    """The decoded JSON payload of a JWS request body ({} for POST-as-GET or no JWS)."""
+    try:
+        encoded = json.loads(body or b"")["payload"]
+        decoded = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        payload = json.loads(decoded) if decoded else {}
+    except (ValueError, KeyError, TypeError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
 
 
 @pytest.fixture
