@@ -9,8 +9,8 @@ pytest_plugins = [
     "tests.plugins.publisher",
     "tests.plugins.faults",
     "tests.plugins.nginx",
-    "tests.plugins.acme_lab",
-    "tests.plugins.faultproxy",
     "tests.plugins.cli",
     "tests.plugins.pebble",
+    "tests.plugins.acme_lab",  # after pebble: it builds on tests.plugins.pebble
+    "tests.plugins.faultproxy",
 ]

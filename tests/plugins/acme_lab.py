@@ -15,10 +15,9 @@ with the fixture. A missing program is a skip here and a failure in CI
 - ``challtestsrv`` (function): a started :class:`Challtestsrv`; ``set_txt`` / ``clear_txt``
   on its management API, its DNS at ``dns_address`` (for pebble's ``-dnsserver``).
 - ``lab_pebble`` (function): a factory ``lab_pebble(binary=None, dns_server=...)`` of
-  :class:`LabPebble` (not started: set ``env``/``validity``, then ``start()``), pebble with
-  its ``-dnsserver`` where the test says (bind9 for DNS-01); its HTTPS API is served for
-  ``localhost`` with a certificate from the session's test CA (``ca_bundle`` trusts it).
-  ``PEBBLE_VA_ALWAYS_VALID`` is never set.
+  :class:`tests.plugins.pebble.Pebble` (not started: set ``env``/``validity``, then
+  ``start()``) whose ``-dnsserver`` is where the test says (bind9 for DNS-01), with no
+  challtestsrv. ``PEBBLE_VA_ALWAYS_VALID`` is never set.
 - ``pebble_new`` (function): the path of the newer pebble (ARI, profiles) from
   ``$CERTFLEET_PEBBLE_NEW/pebble``; skipped with a reason when it is not there (a failure
   in CI, whose ``.ci/run`` builds it).
@@ -34,7 +33,6 @@ import json
 import os
 import secrets
 import socket
-import ssl
 import subprocess
 import time
 import urllib.request
@@ -50,7 +48,7 @@ import pytest
 
 from certfleet.acme.dns import DnsProviderConfig
 from tests.plugins.binaries import missing, require_binary
-from tests.plugins.publisher import TestCa
+from tests.plugins.pebble import Pebble
 
 LOOPBACK = "127.0.0.1"
 TSIG_KEY_NAME = "acme-update."
@@ -295,99 +293,17 @@ def challtestsrv(tmp_path: Path) -> Iterator[Challtestsrv]:
     server.stop()
 
 
-def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        assert process.poll() is None, log.read_text(errors="replace")
-        try:
-            socket.create_connection((LOOPBACK, port), timeout=1).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on {port}: {log}"
-            time.sleep(0.05)
-
-
-class LabPebble:
-    """pebble as a user process, its DNS lookups sent to ``dns_server`` ("IP:port")."""
-
-    def __init__(self, binary: str, root: Path, ca: TestCa, dns_server: str) -> None:
-        self.binary = binary
-        self.root = root
-        self.dns_server = dns_server
-        self.port, self.mgmt_port, self.http_port, self.tls_port = (free_port() for _ in range(4))
-        self.env: dict[str, str] = {}
-        self.validity: int | None = None
-        self.process: subprocess.Popen[bytes] | None = None
-        root.mkdir(parents=True, exist_ok=True)
-        issued = ca.issue(["localhost"])
-        self.ca_bundle = root / "listener-ca.pem"
-        self.ca_bundle.write_bytes(ca.root_pem)
-        self.certificate = root / "listener.pem"
-        self.certificate.write_bytes(issued.cert_pem + b"".join(issued.chain_pem))
-        self.key = root / "listener.key"
-        self.key.write_bytes(issued.key_pem)
-
-    @property
-    def directory_url(self) -> str:
-        return f"https://localhost:{self.port}/dir"
-
-    def start(self) -> None:
-        """Start pebble and wait (bounded) until its API and management API listen."""
-        config: dict[str, Any] = {
-            "listenAddress": f"{LOOPBACK}:{self.port}",
-            "managementListenAddress": f"{LOOPBACK}:{self.mgmt_port}",
-            "certificate": str(self.certificate), "privateKey": str(self.key),
-            "httpPort": self.http_port, "tlsPort": self.tls_port,
-            "ocspResponderURL": "", "externalAccountBindingRequired": False,
-        }  # fmt: skip
-        if self.validity is not None:
-            config["certificateValidityPeriod"] = self.validity
-        (self.root / "pebble.json").write_text(json.dumps({"pebble": config}))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
-        env.update({"PEBBLE_VA_NOSLEEP": "1", **self.env})
-        assert "PEBBLE_VA_ALWAYS_VALID" not in env
-        with (self.root / "pebble.log").open("wb") as log:
-            self.process = subprocess.Popen(
-                [self.binary, "-config", str(self.root / "pebble.json"),
-                 "-dnsserver", self.dns_server],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
-        _wait_listening(self.port, self.process, self.root / "pebble.log")
-        _wait_listening(self.mgmt_port, self.process, self.root / "pebble.log")
-
-    def _management(self, path: str) -> bytes:
-        context = ssl.create_default_context(cafile=str(self.ca_bundle))
-        context.check_hostname = False  # the management API is reached by IP
-        url = f"https://{LOOPBACK}:{self.mgmt_port}{path}"
-        with urllib.request.urlopen(url, context=context, timeout=10) as answer:
-            return bytes(answer.read())
-
-    def root_pem(self) -> bytes:
-        """pebble's issuing root (a new one at every start)."""
-        return self._management("/roots/0")
-
-    def directory(self) -> dict[str, Any]:
-        context = ssl.create_default_context(cafile=str(self.ca_bundle))
-        with urllib.request.urlopen(self.directory_url, context=context, timeout=10) as answer:
-            return dict(json.loads(answer.read()))
-
-    def log(self) -> str:
-        return (self.root / "pebble.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        _stop(self.process)
-
-
 @pytest.fixture
-def lab_pebble(tmp_path: Path, publisher_ca: TestCa) -> Iterator[Any]:
-    """``lab_pebble(binary=None, dns_server="127.0.0.1:P")`` -> a LabPebble, not started."""
-    made: list[LabPebble] = []
+def lab_pebble(tmp_path: Path) -> Iterator[Any]:
+    """``lab_pebble(binary=None, dns_server="127.0.0.1:P")`` -> a Pebble, not started."""
+    made: list[Pebble] = []
 
-    def make(*, dns_server: str, binary: str | None = None) -> LabPebble:
-        server = LabPebble(
-            binary or require_binary("pebble"), tmp_path / f"pebble{len(made)}",
-            publisher_ca, dns_server,
+    def make(*, dns_server: str, binary: str | None = None) -> Pebble:
+        server = Pebble(
+            binary or require_binary("pebble"), require_binary("pebble-challtestsrv"),
+            tmp_path / f"pebble{len(made)}",
         )  # fmt: skip
+        server.dns_server = dns_server
         made.append(server)
         return server
 

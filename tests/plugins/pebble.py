@@ -8,8 +8,10 @@ is validated on ``http_port``: a test puts nginx there (``Pebble.nginx_http01``)
 ``PEBBLE_VA_ALWAYS_VALID`` is never set, and the default nonce rejection (5 %) stays on;
 ``PEBBLE_VA_NOSLEEP=1`` only removes pebble's random wait before validating.
 
-``binary`` may name another pebble (the newer one with ARI and profiles): h18b's lab
-reuses :class:`Pebble` with it.
+``binary`` may name another pebble (the newer one with ARI and profiles: fixture
+``pebble_ari``). With ``dns_server`` ("IP:port") set before ``start()``, pebble asks that
+server instead and no challtestsrv is started (the DNS-01 lab of tests/plugins/acme_lab.py
+points it at bind9). ``certificate`` and ``key`` are its listener's (for a proxy in front).
 """
 
 from __future__ import annotations
@@ -122,6 +124,16 @@ class Pebble:
         self.env: dict[str, str] = {}
         self.validity: int | None = None
         self.extra_config: dict[str, object] = {}
+        self.dns_server: str | None = None
+
+    @property
+    def certificate(self) -> Path:
+        """The listener certificate of pebble's HTTPS API (localhost, 127.0.0.1)."""
+        return self._cert
+
+    @property
+    def key(self) -> Path:
+        return self._key
 
     @property
     def directory_url(self) -> str:
@@ -134,14 +146,16 @@ class Pebble:
         self.processes.append(process)
 
     def start(self) -> None:
-        """Start challtestsrv and pebble, and wait (bounded) until both listen."""
-        self._spawn(
-            [self.challtestsrv, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-             "-dns01", f"127.0.0.1:{self.dns_port}", "-http01", "", "-https01", "",
-             "-tlsalpn01", "", "-management", f"127.0.0.1:{self.chall_mgmt}"],
-            "challtestsrv.log", dict(os.environ),
-        )  # fmt: skip
-        _wait_listening(self.chall_mgmt, self.processes[-1], self.dir / "challtestsrv.log")
+        """Start challtestsrv (unless ``dns_server`` is set) and pebble, and wait (bounded)
+        until they listen."""
+        if self.dns_server is None:
+            self._spawn(
+                [self.challtestsrv, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+                 "-dns01", f"127.0.0.1:{self.dns_port}", "-http01", "", "-https01", "",
+                 "-tlsalpn01", "", "-management", f"127.0.0.1:{self.chall_mgmt}"],
+                "challtestsrv.log", dict(os.environ),
+            )  # fmt: skip
+            _wait_listening(self.chall_mgmt, self.processes[-1], self.dir / "challtestsrv.log")
         config: dict[str, object] = {
             "listenAddress": f"127.0.0.1:{self.port}",
             "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
@@ -161,7 +175,7 @@ class Pebble:
         assert "PEBBLE_VA_ALWAYS_VALID" not in env
         self._spawn(
             [self.binary, "-config", str(self.dir / "pebble.json"),
-             "-dnsserver", f"127.0.0.1:{self.dns_port}"],
+             "-dnsserver", self.dns_server or f"127.0.0.1:{self.dns_port}"],
             "pebble.log", env,
         )  # fmt: skip
         _wait_listening(self.port, self.processes[-1], self.dir / "pebble.log")
@@ -179,6 +193,12 @@ class Pebble:
 
     def intermediate_pem(self) -> bytes:
         return self._get("/intermediates/0")
+
+    def directory(self) -> dict[str, object]:
+        """pebble's ACME directory document."""
+        context = ssl.create_default_context(cafile=str(self.ca_bundle))
+        with urllib.request.urlopen(self.directory_url, context=context, timeout=10) as answer:
+            return dict(json.loads(answer.read()))
 
     def log(self) -> str:
         return (self.dir / "pebble.log").read_text(errors="replace")
