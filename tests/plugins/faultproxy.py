@@ -17,6 +17,8 @@ Use (fixture ``fault_proxy``, a factory; every proxy it starts is stopped after 
                         tls=(certificate, key))          # tls=None: plain HTTP
     proxy.rate_limit("/order-plz", retry_after=3, times=1)  # 1st new-order: 429
     proxy.unavailable("/finalize-order/", retry_after=2, times=2, skip=1)
+    proxy.inject("/order-plz", status=400, problem="badNonce", times=4,
+                 when=lambda payload: "a.example" in str(payload.get("identifiers")))
     client.directory = proxy.directory_url
     ...
     assert proxy.injected == 3
@@ -64,6 +66,8 @@ class Fault:
     times: int
     skip: int = 0
     when: Callable[[dict[str, Any]], bool] | None = None
+    problem: str | None = None  # the ACME error type's last part; None: by status
+    detail: str | None = None
     matched: int = 0
     injected: int = 0
 
@@ -145,12 +149,18 @@ class FaultProxy:
         skip: int = 0,
         method: str | None = "POST",
         when: Callable[[dict[str, Any]], bool] | None = None,
+        problem: str | None = None,
+        detail: str | None = None,
     ) -> Fault:
         """Answer the requests whose path matches ``path`` (and whose decoded JWS payload
-        satisfies ``when``) with ``status``, at most ``times`` times."""
+        satisfies ``when``) with ``status``, at most ``times`` times; the problem document's
+        type is ``urn:ietf:params:acme:error:<problem>`` (by default ``rateLimited`` for 429,
+        ``serverInternal`` otherwise) with ``detail``."""
         if not 1 <= times <= MAX_TIMES:
             raise ValueError(f"times must be 1-{MAX_TIMES}")
-        fault = Fault(re.compile(path), method, status, retry_after, times, skip, when)
+        fault = Fault(
+            re.compile(path), method, status, retry_after, times, skip, when, problem, detail
+        )
         with self._lock:
             self.faults.append(fault)
         return fault
@@ -163,11 +173,13 @@ class FaultProxy:
         times: int = 1,
         skip: int = 0,
         when: Callable[[dict[str, Any]], bool] | None = None,
+        detail: str | None = None,
     ) -> Fault:
         """429 ``rateLimited`` with ``Retry-After: retry_after`` (POSTs only)."""
         return self.inject(
-            path, status=429, retry_after=retry_after, times=times, skip=skip, when=when
-        )
+            path, status=429, retry_after=retry_after, times=times, skip=skip, when=when,
+            detail=detail,
+        )  # fmt: skip
 
     def unavailable(
         self,
@@ -177,11 +189,13 @@ class FaultProxy:
         times: int = 1,
         skip: int = 0,
         when: Callable[[dict[str, Any]], bool] | None = None,
+        detail: str | None = None,
     ) -> Fault:
         """503 (with ``Retry-After`` when given), for POSTs only."""
         return self.inject(
-            path, status=503, retry_after=retry_after, times=times, skip=skip, when=when
-        )
+            path, status=503, retry_after=retry_after, times=times, skip=skip, when=when,
+            detail=detail,
+        )  # fmt: skip
 
     def clear(self) -> None:
         with self._lock:
@@ -291,10 +305,10 @@ class FaultProxy:
     def _inject(
         self, handler: BaseHTTPRequestHandler, method: str, path: str, fault: Fault
     ) -> None:
-        problem = _PROBLEMS.get(fault.status, "serverInternal")
+        problem = fault.problem or _PROBLEMS.get(fault.status, "serverInternal")
         body = json.dumps({
             "type": f"urn:ietf:params:acme:error:{problem}",
-            "detail": f"injected by the test proxy ({fault.status})",
+            "detail": fault.detail or f"injected by the test proxy ({fault.status})",
             "status": fault.status,
         }).encode()  # fmt: skip
         try:

@@ -29,7 +29,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -298,107 +298,6 @@ def pebble(tmp_path: Path) -> Iterator[Pebble]:
     )
     yield server
     server.stop()
-
-
-class FaultProxy:
-    """An HTTPS proxy in front of pebble that answers some requests itself.
-
-    pebble builds every URL from the request's Host, so passing Host through makes the
-    client see only the proxy. ``rule(method, path, payload)`` returns None to forward, or
-    ``(status, headers, body)`` to answer instead; ``payload`` is the decoded JWS payload of
-    a POST (b"" for POST-as-GET). ``seen`` lists (method, path) of every request.
-    """
-
-    def __init__(
-        self,
-        pebble: Pebble,
-        rule: Callable[[str, str, bytes], tuple[int, dict[str, str], bytes] | None],
-    ) -> None:
-        import http.client
-        import http.server
-        import threading
-
-        self.pebble = pebble
-        self.rule = rule
-        self.seen: list[tuple[str, str]] = []
-        proxy = self
-        upstream_context = ssl.create_default_context(cafile=str(pebble.ca_bundle))
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                proxy.seen.append((self.command, self.path))
-                answer = proxy.rule(self.command, self.path, _jws_payload(body))
-                if answer is None:
-                    connection = http.client.HTTPSConnection(
-                        "127.0.0.1", pebble.port, context=upstream_context, timeout=30
-                    )
-                    headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-                    connection.request(self.command, self.path, body=body or None, headers=headers)
-                    response = connection.getresponse()
-                    status, data = response.status, response.read()
-                    out = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP]
-                    connection.close()
-                else:
-                    status, extra, data = answer
-                    out = list(extra.items())
-                self.send_response(status)
-                for key, value in out:
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_HEAD = _handle
-
-        self.port = free_port()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(pebble._cert), str(pebble._key))
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def directory_url(self) -> str:
-        return f"https://127.0.0.1:{self.port}/dir"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
-
-
-_HOP = ("transfer-encoding", "connection", "content-length")
-
-
-def _jws_payload(body: bytes) -> bytes:
-    import base64
-
-    try:
-        encoded = json.loads(body)["payload"]
-    except (ValueError, KeyError, TypeError):
-        return b""
-    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-
-
-def problem(
-    status: int, code: str, detail: str, retry_after: str | None
-) -> tuple[int, dict[str, str], bytes]:
-    """An ACME problem answer (``rateLimited``, ``serverInternal``...)."""
-    headers = {"Content-Type": "application/problem+json"}
-    if retry_after is not None:
-        headers["Retry-After"] = retry_after
-    body = json.dumps(
-        {"type": f"urn:ietf:params:acme:error:{code}", "detail": detail, "status": status}
-    ).encode()
-    return status, headers, body
 
 
 def published(config: Any, store: Any, cluster: str = "web") -> dict[str, Any]:
