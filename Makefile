@@ -35,6 +35,7 @@ lint: venv .venv-lint/.installed
 	$(BIN)/ruff format --check certfleet node_agent tests lambda bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	cd lambda && ../$(BIN)/lint-imports --no-cache
 	.venv-lint/bin/cfn-lint template.yaml infra/sam/node-policy.yaml
 
 test-py311: venv
@@ -69,7 +70,9 @@ up: venv
 down: venv
 	$(BIN)/python scripts/stack.py down
 
-package: venv
+# Packages under Python 3.12 (the Lambda's runtime) from its own venv, .venv-package, which
+# scripts/package.sh makes from a python3.12 on PATH or under ~/.pyenv/versions/3.12*.
+package:
 	scripts/package.sh
 
 bench: venv

@@ -2,13 +2,25 @@
 # Build the deployable Lambda zip and the final SAM template (what `make package` runs).
 #
 #   scripts/package.sh [--check] [--no-lint]
+#   scripts/package.sh --find-python    print the Python 3.12 that packages; exit 3 if none
 #
+# The Lambda's runtime is the Python that runs `chalice package`, and the wheels in the zip
+# are built for it: packaging therefore runs under Python 3.12 (Lambda's python3.12 runtime),
+# from its own venv .venv-package, whatever Python the development venv uses.
+#
+# 0. finds Python 3.12: $CERTFLEET_PACKAGE_PYTHON when set, else python3.12 on PATH, else
+#    ~/.pyenv/versions/3.12*; makes .venv-package with it when absent or older than
+#    pyproject.toml / lambda/requirements.txt (pip install -e '.[lambda,acme]' plus the
+#    pins of lambda/requirements.txt: what importing lambda/app.py needs). No Python 3.12:
+#    exit 3 and say so;
 # 1. copies lambda/ (following the vendor/certfleet symlink, without __pycache__) to
 #    build/chalice/, so the zip holds sources only and Chalice's dependency cache is keyed on
-#    them alone;
+#    them alone. The test tooling (certfleet/sandbox/, certfleet/devstack.py,
+#    certfleet/tamper.py) is left out: the Lambda never imports it;
 # 2. `chalice package --merge-template infra/sam/stack.yaml` writes deployment.zip and
 #    sam.yaml to $CERTFLEET_BUILD_DIR (default build/package); Chalice fetches Lambda
-#    (manylinux) wheels of lambda/requirements.txt from PyPI, nothing else leaves the machine;
+#    (manylinux, cp312) wheels of lambda/requirements.txt from PyPI, nothing else leaves the
+#    machine;
 # 3. writes template.yaml: sam.yaml with CodeUri build/package/deployment.zip, sections in
 #    the usual order. `--check` writes nothing and fails if template.yaml is out of date;
 # 4. runs cfn-lint on template.yaml and infra/sam/node-policy.yaml, from .venv-lint (made
@@ -22,23 +34,62 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 check=0
 lint=1
+find_only=0
 for arg in "$@"; do
     case "$arg" in
         --check) check=1 ;;
         --no-lint) lint=0 ;;
-        *) echo "usage: scripts/package.sh [--check] [--no-lint]" >&2; exit 2 ;;
+        --find-python) find_only=1 ;;
+        *) echo "usage: scripts/package.sh [--check] [--no-lint] | --find-python" >&2; exit 2 ;;
     esac
 done
 
-venv="${CERTFLEET_VENV:-.venv}"
+venv=.venv-package
 out="${CERTFLEET_BUILD_DIR:-build/package}"
 stage=build/chalice
+# Left out of the zip: test doubles and dev tooling, relative to the certfleet package.
+test_tooling=(sandbox devstack.py tamper.py)
 # Packaging needs a region, never credentials.
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 
-if [[ ! -x "$venv/bin/chalice" ]]; then
-    echo "package: $venv/bin/chalice is missing: run make venv (chalice is in the dev extra)" >&2
-    exit 1
+is_312() {
+    "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1
+}
+
+# Prints the real path of a Python 3.12 (a pyenv shim that has no 3.12 selected fails the
+# version check and is passed over).
+find_python() {
+    local candidates candidate
+    if [[ -n "${CERTFLEET_PACKAGE_PYTHON:-}" ]]; then
+        candidates=("$CERTFLEET_PACKAGE_PYTHON")
+    else
+        candidates=(python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12
+                    /root/.pyenv/versions/3.12*/bin/python3.12)
+    fi
+    for candidate in "${candidates[@]}"; do
+        if command -v "$candidate" >/dev/null 2>&1 && is_312 "$candidate"; then
+            "$candidate" -c 'import sys; print(sys.executable)'
+            return 0
+        fi
+    done
+    echo "package: Python 3.12 not found (tried ${candidates[*]}): the Lambda runs" \
+        "python3.12 and its zip is built for it. Install it (e.g. pyenv install 3.12)" \
+        "or set CERTFLEET_PACKAGE_PYTHON" >&2
+    return 3
+}
+
+if [[ "$find_only" == 1 ]]; then
+    find_python
+    exit
+fi
+
+if [[ ! -f "$venv/.installed" || pyproject.toml -nt "$venv/.installed" \
+        || lambda/requirements.txt -nt "$venv/.installed" ]] || ! is_312 "$venv/bin/python"; then
+    python="$(find_python)" || exit 3
+    "$python" -m venv --clear "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        -e '.[lambda,acme]' -r lambda/requirements.txt
+    touch "$venv/.installed"
 fi
 
 # The staging copy keeps .chalice/deployments (Chalice's wheel cache) between runs.
@@ -47,6 +98,9 @@ find "$stage" -mindepth 1 -maxdepth 1 ! -name .chalice -exec rm -rf {} +
 rm -f "$stage/.chalice/config.json"
 cp -rL lambda/. "$stage/"
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
+for path in "${test_tooling[@]}"; do
+    rm -rf "${stage:?}/vendor/certfleet/$path"
+done
 
 rm -rf "$out"
 mkdir -p "$(dirname "$out")"

@@ -4,7 +4,9 @@ and the packaged Lambda zip (built by scripts/package.sh, imported in a fresh in
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
+import re
 import subprocess
 import zipfile
 from collections.abc import Iterator
@@ -288,12 +290,25 @@ class Package:
     check: subprocess.CompletedProcess[str]
 
 
+def packaging_python() -> str:
+    """The Python 3.12 that scripts/package.sh packages with (the Lambda's runtime)."""
+    found = subprocess.run(
+        [str(REPO / "scripts" / "package.sh"), "--find-python"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if found.returncode == 3:
+        missing(found.stderr.strip())
+    assert found.returncode == 0, found.stderr
+    return found.stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Package:
     """scripts/package.sh --check: builds the zip; exits 1 at the end if template.yaml is stale."""
-    chalice = REPO / ".venv" / "bin" / "chalice"
-    if not chalice.exists():
-        missing(f"{chalice} is missing (make venv)")
+    packaging_python()
     out = tmp_path_factory.mktemp("package") / "package"
     result = subprocess.run(
         [str(REPO / "scripts" / "package.sh"), "--check", "--no-lint"],
@@ -333,35 +348,106 @@ def test_zip_holds_the_app_the_library_and_its_dependencies(package: Package) ->
     assert not [n for n in names if n.startswith(("tests/", "node_agent/", "boto3/"))]
 
 
+def zip_names(package: Package) -> set[str]:
+    with zipfile.ZipFile(package.out / "deployment.zip") as archive:
+        return set(archive.namelist())
+
+
+def test_zip_holds_no_test_tooling(package: Package) -> None:
+    """The sandbox CA, the process launcher and the store-tampering tool stay out of the
+    production artifact, and so does anything of the test suite."""
+    names = zip_names(package)
+    tooling = ("certfleet/sandbox/", "certfleet/devstack.py", "certfleet/tamper.py", "tests/")
+    assert not [n for n in names if n.startswith(tooling)]
+    # Only the tooling is left out: the rest of the library is there (the CLI module that
+    # starts the sandbox included: it imports the sandbox only when run).
+    library = {n for n in names if n.startswith("certfleet/") and n.endswith(".py")}
+    sources = {
+        p.relative_to(REPO).as_posix()
+        for p in (REPO / "certfleet").rglob("*.py")
+        if not p.relative_to(REPO).as_posix().startswith(tooling)
+    }
+    assert library == sources
+    assert "certfleet/cli/sandbox.py" in names
+
+
+def test_zip_wheels_are_for_the_runtime_of_the_template(
+    package: Package, template: dict[str, Any]
+) -> None:
+    assert template["Resources"]["Sync"]["Properties"]["Runtime"] == "python3.12"
+    tags = {m.group(1) for n in zip_names(package) if (m := re.search(r"\.cpython-(\d+)-", n))}
+    assert tags == {"312"}, tags
+
+
+# Run in the packaging venv's Python, without site processing (the editable certfleet of the
+# venv is invisible; only boto3 & co. come from site-packages): imports app.py and every module
+# of the library from the unpacked zip, and reports what it loaded from where.
+IMPORT_EVERYTHING = """
+import importlib, json, pkgutil, sys
+unpacked, site = sys.argv[1:3]
+sys.path[:0] = [unpacked]
+sys.path.append(site)
+import app, certfleet, cryptography, hcl, requests, acme, josepy
+names = sorted(
+    m.name for m in pkgutil.walk_packages(certfleet.__path__, "certfleet.")
+    if not m.name.endswith(".__main__")
+)
+for name in names:
+    importlib.import_module(name)
+loaded = [m for m in list(sys.modules.values()) if getattr(m, "__file__", None)]
+print(json.dumps({
+    "python": list(sys.version_info[:2]),
+    "app": [app.app.app_name, sorted(app.app.handler_map)],
+    "modules": names,
+    "outside": sorted(
+        m.__name__ for m in loaded
+        if m.__name__.split(".")[0] in ("app", "chalicelib", "certfleet", "cryptography", "hcl",
+                                         "requests", "acme", "josepy", "chalice")
+        and not m.__file__.startswith(unpacked)
+    ),
+    "tooling": sorted(
+        m for m in sys.modules
+        if m.startswith(("certfleet.sandbox", "certfleet.devstack", "certfleet.tamper"))
+    ),
+}))
+"""
+
+
 def test_zip_imports_in_a_fresh_interpreter(package: Package, tmp_path: Path) -> None:
     unpacked = tmp_path / "zip"
     with zipfile.ZipFile(package.out / "deployment.zip") as archive:
         archive.extractall(unpacked)
-    # The interpreter that built the zip (its wheels match it), without site processing, so the
-    # editable certfleet of the venv is invisible; only boto3 & co. come from site-packages.
-    python = REPO / ".venv" / "bin" / "python"
+    # The interpreter that built the zip: Python 3.12, whose wheels the zip holds.
+    python = REPO / ".venv-package" / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    script = (
-        "import sys; sys.path[:0] = [sys.argv[1]]; sys.path.append(sys.argv[2]); "
-        "import app, certfleet, cryptography, hcl, requests, certfleet.store.s3, "
-        "certfleet.apiv3; "
-        "mods = [certfleet, cryptography, hcl, requests]; "
-        "assert all(m.__file__.startswith(sys.argv[1]) for m in mods), mods; "
-        "print(app.app.app_name, sorted(app.app.handler_map))"
-    )
     result = subprocess.run(
-        [str(python), "-S", "-c", script, str(unpacked), site],
+        [str(python), "-S", "-c", IMPORT_EVERYTHING, str(unpacked), site],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
         cwd=tmp_path,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "certfleet-sync ['sync']"
+    report = json.loads(result.stdout)
+    assert report["python"] == [3, 12]
+    assert report["app"] == ["certfleet-sync", ["sync"]]
+    for module in (
+        "certfleet.sync.engine",
+        "certfleet.sync.runner",
+        "certfleet.store.s3",
+        "certfleet.apiv3.client",
+        "certfleet.acme.flow",
+        "certfleet.bundle.envelope",
+        "certfleet.config.sync",
+        "certfleet.cli.sandbox",
+    ):
+        assert module in report["modules"], module
+    assert report["outside"] == []
+    assert report["tooling"] == []
