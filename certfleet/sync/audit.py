@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING
 from certfleet.bundle import FormatError, open_bundle
 from certfleet.store import ObjectNotFound
 from certfleet.sync.layout import (
+    BUNDLE_MAX_BYTES,
+    SHARD_MAX_BYTES,
     bundle_key,
     bundles_prefix,
     pending_key,
@@ -118,7 +120,8 @@ class Audit:
                 )
                 return
             try:
-                data = read_bytes(run.store, key)
+                cap = BUNDLE_MAX_BYTES if "/bundles/" in key else SHARD_MAX_BYTES
+                data = read_bytes(run.store, key, max_bytes=cap)
             except ObjectNotFound:
                 log.warning("cluster %s: %s is missing from the store", self.cluster, key)
                 self.damaged.add(key)

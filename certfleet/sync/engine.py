@@ -44,7 +44,7 @@ from certfleet.sync.errors import RUN_FATAL
 from certfleet.sync.fleetcheck import FleetCheck
 from certfleet.sync.headseen import HeadSeen, read_head
 from certfleet.sync.issuer import Issuer
-from certfleet.sync.layout import bundle_key, pending_key
+from certfleet.sync.layout import BUNDLE_MAX_BYTES, bundle_key, pending_key
 from certfleet.sync.lease import Lease
 from certfleet.sync.migration import migrate
 from certfleet.sync.plan import plan_cluster
@@ -136,7 +136,9 @@ class ClusterRun:
 
     def open_bundle(self, name: str, record: OrderRecord) -> Bundle:
         """The published bundle of an order, opened with the cluster's secrets."""
-        data = read_bytes(self.store, bundle_key(self.cluster, record.bundle))
+        data = read_bytes(
+            self.store, bundle_key(self.cluster, record.bundle), max_bytes=BUNDLE_MAX_BYTES
+        )
         return open_bundle(data, cluster=self.cluster, order_name=name, secrets=self.secrets)
 
     def out_of_time(self) -> bool:

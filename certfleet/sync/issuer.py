@@ -33,7 +33,7 @@ from certfleet.sync.keypair import (
     private_key_pem,
     pubkey_hash,
 )
-from certfleet.sync.layout import bundle_key, pending_key
+from certfleet.sync.layout import PENDING_MAX_BYTES, bundle_key, pending_key
 from certfleet.sync.plan import IMMEDIATE_REASONS, Issue
 from certfleet.sync.provider import ProviderError, ProviderNotFound
 from certfleet.sync.renewal import install_after
@@ -137,7 +137,11 @@ class Issuer:
         key = self._keys.get(name)
         if key is None:
             run = self.run
-            data = read_bytes(run.store, pending_key(self.cluster, pending.object))
+            data = read_bytes(
+                run.store,
+                pending_key(self.cluster, pending.object),
+                max_bytes=PENDING_MAX_BYTES,
+            )
             opened = open_pending(
                 data, cluster=self.cluster, order_name=name, secrets=[run.keys.current]
             )
