@@ -5,7 +5,9 @@ applied: its node id, hostname (a label only), the generation of its applied hea
 order's state (installed, deferred, failed, removed) with its serial, and in ``detail`` why
 an order is deferred or failed (a version backing off after a failed check_command or probe
 is failed until it is tried again: "<the failure>; retry at T (attempt N failed)") or which
-on_update command is still owed for it.
+on_update command is still owed for it. Owed commands are also declared in the ack's
+``owed`` list (``ack_owed``), which is what the sync's fleet check reads: the ``detail``
+wording is for people and may change.
 
 An ack is written only when its content changed since the last one this process wrote
 (the time does not count), and only to a store that takes writes (``s3://``, ``file://``).
@@ -25,6 +27,7 @@ from certfleet.bundle import (
     AckOrder,
     ClusterSecret,
     FormatError,
+    OwedUpdate,
     PublicKey,
     iso_utc,
     seal_ack,
@@ -58,7 +61,7 @@ class AckWriter:
         self.node_id = node_id
         self.hostname = hostname if hostname is not None else hostname_label()
         self.enabled = not store.readonly
-        self._written: dict[str, tuple[int, tuple[AckOrder, ...]]] = {}
+        self._written: dict[str, tuple[int, tuple[AckOrder, ...], tuple[OwedUpdate, ...]]] = {}
         self.unsent: set[str] = set()  # clusters whose last ack could not be written
         if not self.enabled:
             log.debug("store %s is read-only: no acks", store.url)
@@ -77,16 +80,17 @@ class AckWriter:
         generation: int,
         orders: Sequence[AckOrder],
         now: int,
+        owed: Sequence[OwedUpdate] = (),
     ) -> bool:
         """Write the ack if it changed; True when one was written."""
         if not self.enabled:
             return False
-        content = (generation, tuple(orders))
+        content = (generation, tuple(orders), tuple(owed))
         if self._written.get(cluster) == content:
             self.unsent.discard(cluster)
             return False
         try:
-            ack = Ack(self.node_id, self.hostname, generation, now, tuple(orders))
+            ack = Ack(self.node_id, self.hostname, generation, now, tuple(orders), tuple(owed))
             data = seal_ack(ack, cluster=cluster, secrets=secrets, publishers=publishers[:4])
         except FormatError as err:
             log.warning("ack for cluster %s not written: %s", cluster, err)
@@ -169,6 +173,24 @@ def ack_orders(
                 continue
         orders.append(ack_order)
     return orders
+
+
+def ack_owed(state: AgentState, cluster: str, orders: Sequence[AckOrder]) -> tuple[OwedUpdate, ...]:
+    """The on_update commands owed (failed at least once) for the acked ``orders`` of
+    ``cluster``: the ack's declared ``owed`` list, one entry per order."""
+    owed = {safe: owed for owed in state.owed for safe in (*owed.updated, *owed.removed)}
+    found: list[OwedUpdate] = []
+    for order in orders:
+        mine = state.orders.get(order.order_name)
+        if mine is None or mine.cluster != cluster:
+            continue
+        command = owed.get(mine.safe_name)
+        if command is not None and command.failures:
+            try:
+                found.append(OwedUpdate(order.order_name, _cut(command.command)))
+            except FormatError:
+                continue
+    return tuple(found)
 
 
 def _cut(text: str) -> str:
