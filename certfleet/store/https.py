@@ -19,7 +19,8 @@ in every idle agent. Behaviour:
   ``http://`` is accepted for loopback hosts only (tests).
 - ``user:password@`` in the URL becomes HTTP Basic auth; it never appears in a message.
 - 429 and 5xx answers and network errors are retried (``max_attempts`` in all, a short
-  exponential backoff, ``Retry-After`` honoured up to 10 s), then raise ``StoreUnavailable``.
+  exponential backoff, ``Retry-After`` honoured up to 10 s: ``certfleet.retry``), then raise
+  ``StoreUnavailable``.
 - The server is untrusted: an answer larger than ``max_bytes`` (64 MiB) is refused with a
   ``StoreError`` before it is read in full. Redirects are not followed.
 - Kept-alive connections are reused (one per concurrent caller); a connection the server
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from certfleet.retry import exponential, parse_retry_after
 from certfleet.store.contract import StoredObject, StoreStats, check_key
 from certfleet.store.errors import (
     ObjectNotFound,
@@ -166,11 +168,12 @@ class HttpsStore:
             except (OSError, http.client.HTTPException) as err:
                 if attempt >= self.max_attempts:
                     raise StoreUnavailable(_reason(err), url=self.url, key=key) from err
-                delay = _BACKOFF * 2 ** (attempt - 1)
+                delay = exponential(attempt, first=_BACKOFF, cap=_MAX_RETRY_AFTER)
             else:
                 if answer.status not in _RETRY_STATUSES or attempt >= self.max_attempts:
                     return answer
-                delay = max(_BACKOFF * 2 ** (attempt - 1), answer.retry_after or 0.0)
+                delay = exponential(attempt, first=_BACKOFF, cap=_MAX_RETRY_AFTER)
+                delay = max(delay, answer.retry_after or 0.0)
             log.debug("GET %r from %s: attempt %d failed; retrying", key, self.url, attempt)
             self._sleep(min(delay, _MAX_RETRY_AFTER))
 
@@ -205,7 +208,7 @@ class HttpsStore:
             response.status,
             response.getheader("ETag"),
             data,
-            _retry_after(response.getheader("Retry-After")),
+            parse_retry_after(response.getheader("Retry-After"), time.time()),
         )
 
     def _body(self, response: http.client.HTTPResponse, key: str) -> bytes:
@@ -288,13 +291,6 @@ def _hashed_directory(path: str) -> bool:
     except OSError:
         return False
     return any(_HASHED.fullmatch(name) for name in names)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (the HTTP-date form is ignored: a short backoff is used)."""
-    if value is None or not value.strip().isdigit():
-        return None
-    return float(value.strip())
 
 
 def _reason(err: BaseException) -> str:
