@@ -57,6 +57,7 @@ from certfleet.bundle import (
     safe_dir_name,
     seal_shard,
 )
+from certfleet.bundle.layout import BUNDLE_MAX_BYTES, HEAD_MAX_BYTES, SHARD_MAX_BYTES
 from certfleet.config import parse_agent_config
 from certfleet.devstack import SeaweedFS
 from certfleet.store import FileStore, HttpsStore, S3Store, Store
@@ -221,7 +222,7 @@ def idle_figures(
     # One plain GET of the head (a 200 with its body): the per-request overhead.
     head_runs: list[Measured] = []
     with measuring(agent_store, head_runs):
-        agent_store.get(f"v1/clusters/{CLUSTER}/head")
+        agent_store.get(f"v1/clusters/{CLUSTER}/head", max_bytes=HEAD_MAX_BYTES)
     up3, down3 = proxy.wire.snapshot()
     return {
         "polls": polls,
@@ -394,13 +395,16 @@ def structured_read(store: Store, publication: Publication, old: dict[str, Shard
 def naive_read(store: Store, secret: ClusterSecret, old: dict[str, ShardEntry],
                old_etag: str, now: int) -> list[str]:  # fmt: skip
     """The read path of the naive layout: the whole index, a diff, the changed bundles."""
-    stored = store.get(NAIVE_INDEX, if_none_match=old_etag)
+    stored = store.get(NAIVE_INDEX, max_bytes=1 << 30, if_none_match=old_etag)  # one index
     assert stored is not None
     index = open_shard(stored.data, cluster=CLUSTER, index=0, secrets=[secret])
     changed = []
     for entry in index.entries:
         if old.get(entry.order_name) != entry:
-            bundle_data = store.get(f"v1/clusters/{CLUSTER}/bundles/{entry.bundle_hash.hex()}")
+            bundle_data = store.get(
+                f"v1/clusters/{CLUSTER}/bundles/{entry.bundle_hash.hex()}",
+                max_bytes=BUNDLE_MAX_BYTES,
+            )
             assert bundle_data is not None and content_hash(bundle_data.data) == entry.bundle_hash
             bundle = open_bundle(bundle_data.data, cluster=CLUSTER, order_name=entry.order_name,
                                  secrets=[secret])  # fmt: skip
@@ -463,7 +467,8 @@ def one_size(orders: list[SealedOrder], size: int, work: Path, issuer: Issuer,
         assert naive_read(naive_reader, secret, old_entries, naive_etag, now) == [CHANGED]
 
     shard_object = writer.get(
-        f"v1/clusters/{CLUSTER}/shards/{publication.shard_hashes[shard].hex()}"
+        f"v1/clusters/{CLUSTER}/shards/{publication.shard_hashes[shard].hex()}",
+        max_bytes=SHARD_MAX_BYTES,
     )
     assert shard_object is not None
     result: dict[str, Any] = {

@@ -33,6 +33,7 @@ from certfleet.store import ObjectNotFound, Store
 KINDS = ("head", "shard", "bundle", "ack")
 WAYS = ("flip", "truncate", "extend", "delete", "swap", "replay")
 _FOLDERS = {"shard": "shards/", "bundle": "bundles/", "ack": "acks/"}
+_MAX_READ = 64 * 1024 * 1024  # any published kind (the largest cap is 16 MiB)
 
 
 class TamperError(ValueError):
@@ -83,7 +84,7 @@ class Tamperer:
         return sorted(self.store.list(prefix + _FOLDERS[kind]))
 
     def read(self, key: str) -> bytes:
-        stored = self.store.get(key)
+        stored = self.store.get(key, max_bytes=_MAX_READ)
         if stored is None:  # only with if_none_match, which is not sent
             raise TamperError(f"{key}: no content")
         return stored.data

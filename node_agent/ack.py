@@ -9,8 +9,11 @@ on_update command is still owed for it. Owed commands are also declared in the a
 ``owed`` list (``ack_owed``), which is what the sync's fleet check reads: the ``detail``
 wording is for people and may change.
 
-An ack is written only when its content changed since the last one this process wrote
-(the time does not count), and only to a store that takes writes (``s3://``, ``file://``).
+An ack is written only when its content changed since the last one this node wrote (the
+time does not count): the digest of the last one is kept in the cluster's durable state
+(``ClusterState.ack_digest``), so a new process, e.g. each ``--once`` run from cron, does
+not upload the same ack again; an idle ``--once`` poll is one conditional GET of the head.
+Acks go only to a store that takes writes (``s3://``, ``file://``).
 Credentials without write access on ``acks/`` are normal (a node may be read-only): the
 first ``StoreAccessDenied`` is logged at info and acks are then skipped until a restart or
 a config reload. Any other store error is logged and the ack retried after the next poll.
@@ -18,6 +21,8 @@ a config reload. Any other store error is logged and the ack retried after the n
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import socket
 from collections.abc import Mapping, Sequence
@@ -36,7 +41,7 @@ from certfleet.bundle.layout import ack_key
 from certfleet.store import Store, StoreAccessDenied, StoreError
 from node_agent.result import PollResult
 from node_agent.schedule import Deferral
-from node_agent.state import AgentState
+from node_agent.state import AgentState, ClusterState
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,17 @@ class AckWriter:
         written = self._written.get(cluster)
         return {order.order_name: order for order in written[1]} if written else {}
 
+    def digest(
+        self, generation: int, orders: Sequence[AckOrder], owed: Sequence[OwedUpdate] = ()
+    ) -> str:
+        """What identifies an ack's content (not its time): SHA-256 of a canonical form
+        (the same as before the ``owed`` list for an ack that owes nothing)."""
+        content: list[object] = [self.node_id, self.hostname, generation]
+        content += [[o.order_name, o.state, o.serial, o.detail] for o in orders]
+        if owed:
+            content.append({"owed": [[o.order_name, o.command] for o in owed]})
+        return hashlib.sha256(json.dumps(content).encode("utf-8")).hexdigest()
+
     def report(
         self,
         cluster: str,
@@ -80,13 +96,21 @@ class AckWriter:
         generation: int,
         orders: Sequence[AckOrder],
         now: int,
+        state: ClusterState | None = None,
         owed: Sequence[OwedUpdate] = (),
     ) -> bool:
-        """Write the ack if it changed; True when one was written."""
+        """Write the ack if it changed; True when one was written.
+
+        ``state`` (the cluster's durable state) remembers the digest of the last ack
+        written, across processes; the caller saves it when this returns True."""
         if not self.enabled:
             return False
         content = (generation, tuple(orders), tuple(owed))
-        if self._written.get(cluster) == content:
+        digest = self.digest(generation, orders, owed)
+        if self._written.get(cluster) == content or (
+            state is not None and state.ack_digest == digest
+        ):
+            self._written[cluster] = content
             self.unsent.discard(cluster)
             return False
         try:
@@ -110,6 +134,8 @@ class AckWriter:
             return False
         self.unsent.discard(cluster)
         self._written[cluster] = content
+        if state is not None:
+            state.ack_digest = digest
         log.debug("ack for cluster %s written (generation %d)", cluster, generation)
         return True
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from typing import Callable
 
@@ -69,6 +70,11 @@ __all__ = ["Agent", "destinations"]  # destinations: still imported from here
 
 log = logging.getLogger(__name__)
 
+# The total deadline of one store request (a head, a shard, a bundle, an ack), every retry
+# included, plus one second per MiB moved: a poll of a hung store gives up on a cluster's
+# head after this long instead of waiting on a server that trickles bytes.
+STORE_TIMEOUT = 30.0
+
 
 class Agent:
     """The node agent of one config and one state directory."""
@@ -81,10 +87,15 @@ class Agent:
         runner: CommandRunner | None = None,
         clock: Clock = time.time,
         rng: Callable[[], float] = random.random,
+        stop: threading.Event | None = None,
     ) -> None:
         self.config = config
-        self.store = store or open_store(config.store, endpoint=config.store_endpoint)
-        self.runner: CommandRunner = runner or ShellRunner()
+        # ``stop`` (the daemon's stop request) also cancels a store request in flight, so a
+        # hung or trickling store cannot hold SIGTERM for longer than a fraction of a second.
+        self.store = store or open_store(
+            config.store, endpoint=config.store_endpoint, timeout=STORE_TIMEOUT, cancel=stop
+        )
+        self.runner: CommandRunner = runner or ShellRunner(passed=config.hook_env)
         self.clock = clock
         self.installer = Installer(config.state_dir)
         self.installer.remove_temp_links()
@@ -111,6 +122,17 @@ class Agent:
         # the deferred orders (``planner``), the retired ones (``rollout``).
         self.planner = Planner(config, self.installer, self.sources, self.node_id)
         self.rollout = Rollout(config, self.installer, self.runner, clock, rng=rng)
+
+    def proven(self, cluster: str) -> str | None:
+        """The digest of the secrets last proven for ``cluster`` (``node_agent.secretproof``)."""
+        known = self.state.clusters.get(cluster)
+        return known.proven if known is not None else None
+
+    def remember_proven(self, cluster: str, digest: str) -> None:
+        """Record that the secrets whose digest is ``digest`` open ``cluster``'s head; saved
+        at the end of the next poll."""
+        self.state.cluster(cluster).proven = digest
+        self._dirty = True
 
     def clear_backoff(self) -> None:
         """Forget every backoff (a config reload: the operator may have fixed the cause);
@@ -167,7 +189,6 @@ class Agent:
                 cluster_state.applied_etag = etag
                 cluster_state.applied_generation = generation
                 self._dirty = True
-        self._save()
         result = tally.result(self.state, [trust.name for trust in self.config.clusters])
         log.info("poll done: %s", result.summary())
         changed = (
@@ -177,6 +198,7 @@ class Agent:
             or self.planner.deferrals() != waits  # e.g. a missed window: the next one
         )
         self._report(result, now, changed)
+        self._save()  # once, with the digests of the acks just written
         # An order that failed is retried by a full pass (its head may be applied already).
         self._full_next = any(p.cluster is not None for p in tally.problems[view_problems:])
         self._recheck_copies = False
@@ -225,15 +247,17 @@ class Agent:
                 self.acks.last_orders(trust.name),
                 self.planner.deferrals(),
             )
-            self.acks.report(
+            written = self.acks.report(
                 trust.name,
                 trust.secrets,
                 publishers=trust.publishers,
                 generation=cluster_state.applied_generation,
                 orders=orders,
                 now=now,
+                state=cluster_state,
                 owed=ack_owed(self.state, trust.name, orders),
             )
+            self._dirty = self._dirty or written
 
     def _report_orphans(self) -> None:
         """Log, once per config, installed orders of clusters no longer in the config."""

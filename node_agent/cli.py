@@ -27,12 +27,12 @@ from collections.abc import Sequence
 
 from certfleet import __version__
 from certfleet.config import AgentConfig, ConfigError, load_agent_config
-from certfleet.errors import CertfleetError
+from certfleet.errors import CertfleetError, printable
 from certfleet.pipe import run_until_stdout_closes
 from node_agent.agent import Agent
 from node_agent.daemon import Daemon
 from node_agent.pidfile import PidFile
-from node_agent.secretproof import prove_secrets
+from node_agent.secretproof import prove_secrets, trust_digest
 from node_agent.status import build_status, format_status
 
 log = logging.getLogger("node_agent")
@@ -43,6 +43,7 @@ SYSLOG_IDENT = "certfleet-agent"
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
+_MAX_LOG_MESSAGE = 16 * 1024
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class EscapingFormatter(logging.Formatter):
+    """Escapes every log message (``printable``): a message may quote a store server, an
+    object or a command's output, and one log line must stay one line, without terminal
+    escapes or bidi overrides. Tracebacks (the agent's own code) are kept as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message, _MAX_LOG_MESSAGE)
+        return super().formatMessage(record)
+
+
 def configure_logging(verbose: bool, use_syslog: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     handler: logging.Handler | None = None
@@ -100,10 +111,10 @@ def configure_logging(verbose: bool, use_syslog: bool = False) -> None:
             fallback = f"cannot log to syslog at {SYSLOG_SOCKET} ({err}); logging to stderr"
         else:
             handler.ident = f"{SYSLOG_IDENT}[{os.getpid()}]: "
-            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            handler.setFormatter(EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     if not verbose:
         for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
@@ -126,16 +137,23 @@ def load_config(path: str) -> AgentConfig | None:
 
 def run_once(config: AgentConfig) -> int:
     agent = Agent(config)
-    proof = prove_secrets(config, agent.store)
-    for notice in proof.notices:
-        print(f"certfleet-agent: notice: {notice}", file=sys.stderr)
-    if not proof.ok:
-        for error in proof.errors:
-            print(f"certfleet-agent: config error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    # Only the clusters whose secrets changed since they were last proven: an idle run from
+    # cron stays one conditional GET per head.
+    digests = {trust.name: trust_digest(trust) for trust in config.clusters}
+    unproven = [name for name, digest in digests.items() if agent.proven(name) != digest]
+    if unproven:
+        proof = prove_secrets(config, agent.store, clusters=unproven)
+        for notice in proof.notices:
+            print(f"certfleet-agent: notice: {printable(notice)}", file=sys.stderr)
+        if not proof.ok:
+            for error in proof.errors:
+                print(f"certfleet-agent: config error: {printable(error)}", file=sys.stderr)
+            return EXIT_USAGE
+        for name in proof.proven:
+            agent.remember_proven(name, digests[name])
     result = agent.poll_once()
     for problem in result.problems:
-        print(f"certfleet-agent: {problem.kind}: {problem.message}", file=sys.stderr)
+        print(f"certfleet-agent: {problem.kind}: {printable(problem.message)}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_PROBLEMS
 
 
@@ -162,11 +180,11 @@ def ready_notifier(fd: int) -> None:
 def run_daemon(config_path: str, config: AgentConfig, readyfd: int | None) -> int:
     ready = None if readyfd is None else (lambda: ready_notifier(readyfd))
     daemon = Daemon(config_path, config, ready=ready)
+    daemon.install_signal_handlers()  # SIGTERM during the proof cancels its store requests
     if not daemon.prove_start():
         print(f"certfleet-agent: {config_path}: a cluster secret opens nothing in the store "
               "(see the errors above); not started", file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
-    daemon.install_signal_handlers()
     return EXIT_OK if daemon.run() else EXIT_PROBLEMS
 
 

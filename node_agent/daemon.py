@@ -1,7 +1,9 @@
 """The long-running agent: the poll loop in a worker thread, signals in the main thread.
 
 - SIGTERM and SIGINT: the current step (a poll, a command) finishes, then the process exits
-  0. Every sleep is an ``Event.wait``, so an idle daemon stops at once.
+  0. Every sleep is an ``Event.wait``, so an idle daemon stops at once; the stop event also
+  cancels a store request in flight (the store is opened with it), so a poll of a hung
+  store ends within a second, its remaining store requests failing at once.
 - SIGHUP: the config file is read again before the next poll, which starts at once. A
   config that does not load (or whose store or state directory cannot be opened), or one
   with a cluster secret that opens nothing in the store (``node_agent.secretproof``), is
@@ -47,18 +49,22 @@ class Daemon:
         config: AgentConfig,
         *,
         ready: Callable[[], None] | None = None,
-        make_agent: Callable[[AgentConfig], Agent] = Agent,
+        make_agent: Callable[[AgentConfig], Agent] | None = None,
         prove: Callable[[AgentConfig, Agent], SecretProof] | None = None,
     ) -> None:
         self.config_path = config_path
         self.config = config
-        self.make_agent = make_agent
         self.prove = prove or (lambda config, agent: prove_secrets(config, agent.store))
-        self.agent = make_agent(config)
         self.stop = threading.Event()
+        self.make_agent = make_agent or self._agent
+        self.agent = self.make_agent(config)
         self.wake = threading.Event()
         self.reload_wanted = threading.Event()
         self._ready = ready
+
+    def _agent(self, config: AgentConfig) -> Agent:
+        """An agent whose store requests end as soon as a stop is requested."""
+        return Agent(config, stop=self.stop)
 
     # -- requests (signal handlers call these) ---------------------------------------------
 
@@ -101,7 +107,9 @@ class Daemon:
             config = load_agent_config(self.config_path)
             agent = self.make_agent(config)
         except ConfigError as err:
-            log.error("config reload failed, keeping the running config:\n%s", err)
+            log.error("config reload failed, keeping the running config:")
+            for line in str(err).splitlines():  # one log line each (messages are escaped)
+                log.error("  %s", line)
             return False
         except CertfleetError as err:
             log.error("config reload failed, keeping the running config: %s", err)

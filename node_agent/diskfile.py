@@ -5,6 +5,9 @@ open descriptor before a single byte is written, so a key is never readable by a
 its final audience, not even for an instant. ``write_atomic`` writes to a temporary file in
 the same directory and renames it over the target, so readers see the old or the new
 content; the directory is fsynced afterwards so the rename survives a crash.
+``write_atomic_in`` does the same relative to a directory descriptor (``dir_fd``, opened
+without following symlinks by ``certfleet.store.nofollow.open_directory``), for paths that
+leave the state directory: the ``files`` copies.
 """
 
 from __future__ import annotations
@@ -72,6 +75,46 @@ def write_atomic(path: str, data: bytes, mode: FileMode) -> None:
         _unlink_quietly(temp)
         raise
     fsync_dir(directory)
+
+
+def write_new_in(dir_fd: int, name: str, data: bytes, mode: FileMode) -> None:
+    """``write_new`` of ``name`` in the directory ``dir_fd``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(name, flags, mode.perm & 0o600, dir_fd=dir_fd)
+    try:
+        if mode.uid != -1 or mode.gid != -1:
+            os.fchown(fd, mode.uid, mode.gid)
+        os.fchmod(fd, mode.perm)
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly_in(dir_fd, name)
+        raise
+    os.close(fd)
+
+
+def write_atomic_in(dir_fd: int, name: str, data: bytes, mode: FileMode) -> None:
+    """Replace ``name`` in the directory ``dir_fd`` with ``data`` atomically. A symlink at
+    ``name`` is replaced, never followed (rename does not follow its target)."""
+    temp = os.path.basename(temp_name("."))
+    write_new_in(dir_fd, temp, data, mode)
+    try:
+        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        _unlink_quietly_in(dir_fd, temp)
+        raise
+    os.fsync(dir_fd)
+
+
+def _unlink_quietly_in(dir_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
 
 
 def create_atomic(path: str, data: bytes, mode: FileMode) -> None:

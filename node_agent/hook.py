@@ -1,8 +1,11 @@
 """Running ``check_command`` and ``on_update`` commands: ``/bin/sh -c``, a timeout, output logged.
 
 A command runs in its own session, so a timeout kills it and everything it started. Its
-environment is the agent's plus the ``CERTFLEET_*`` variables the caller passes. Output
-(stdout and stderr together) is logged line by line, cut at 64 KiB.
+environment is clean: ``PATH``, ``LANG`` and ``LC_ALL`` (when the agent has them), the
+variables named in the config's ``hook_env``, and the ``CERTFLEET_*`` variables the caller
+passes, nothing else: the agent's own environment may hold store credentials
+(``AWS_SECRET_ACCESS_KEY``...) that a reload command has no business seeing. Output (stdout
+and stderr together) is logged line by line, cut at 64 KiB.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 _SHELL = "/bin/sh"
+# Always passed when set; PATH has a default, as /bin/sh would need one.
+KEPT = ("PATH", "LANG", "LC_ALL")
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _MAX_OUTPUT = 64 * 1024
 
 
@@ -46,11 +52,22 @@ class CommandRunner(Protocol):
     def run(self, command: str, env: Mapping[str, str], timeout: float) -> CommandOutcome: ...
 
 
-class ShellRunner:
-    """Runs commands through ``/bin/sh -c`` with the agent's environment plus ``env``."""
+def hook_environment(source: Mapping[str, str], passed: Sequence[str] = ()) -> dict[str, str]:
+    """The environment a command starts with: ``KEPT`` and the ``passed`` names found in
+    ``source`` (the agent's environment), and a default ``PATH`` when it has none."""
+    env = {name: source[name] for name in (*KEPT, *passed) if name in source}
+    env.setdefault("PATH", _DEFAULT_PATH)
+    return env
 
-    def __init__(self, base_env: Mapping[str, str] | None = None) -> None:
-        self._base_env = dict(os.environ if base_env is None else base_env)
+
+class ShellRunner:
+    """Runs commands through ``/bin/sh -c`` in a clean environment (``hook_environment``
+    of ``base_env``, the agent's environment by default) plus the caller's ``env``."""
+
+    def __init__(
+        self, base_env: Mapping[str, str] | None = None, *, passed: Sequence[str] = ()
+    ) -> None:
+        self._base_env = hook_environment(os.environ if base_env is None else base_env, passed)
 
     def run(self, command: str, env: Mapping[str, str], timeout: float) -> CommandOutcome:
         full_env = {**self._base_env, **env}

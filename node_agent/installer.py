@@ -13,6 +13,14 @@ older ones are pruned.
 
 Nothing is ever written outside ``state_dir`` except the ``files`` copies, whose paths the
 caller has already expanded and checked. Every safe name is checked again here.
+
+A path checked as a string can still lead elsewhere through a symlinked directory, and the
+agent writes private keys as root: each ``files`` copy is written relative to a handle on
+its directory, reached from ``/`` one component at a time without following a symlink
+(``certfleet.store.nofollow``); a symlink anywhere on the path is refused with an error
+that names it (write the real path in the config instead). Inside the state directory,
+``orders/``, ``versions/`` and each ``versions/<name>`` must be real directories, and the
+state directory must not be writable by others (group-writable is logged).
 """
 
 from __future__ import annotations
@@ -28,13 +36,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 from certfleet.bundle import FormatError, validate_order_name
+from certfleet.store.nofollow import UnsafePathError, open_directory
 from node_agent.diskfile import (
     FileMode,
     fsync_dir,
     is_temp_name,
     replace_symlink,
     temp_name,
-    write_atomic,
+    write_atomic_in,
     write_new,
 )
 from node_agent.errors import InstallError
@@ -94,8 +103,21 @@ class Installer:
         self.orders_dir = os.path.join(self.state_dir, "orders")
         self.versions_dir = os.path.join(self.state_dir, "versions")
         try:
-            for directory in (self.state_dir, self.orders_dir, self.versions_dir):
-                os.makedirs(directory, mode=_DIR_MODE, exist_ok=True)
+            os.makedirs(self.state_dir, mode=_DIR_MODE, exist_ok=True)
+            mode = os.stat(self.state_dir).st_mode
+            if mode & 0o002:
+                raise InstallError(
+                    f"state directory {self.state_dir}",
+                    "is writable by anyone: refusing it (chmod o-w it)",
+                )
+            if mode & 0o020:
+                log.warning(
+                    "state directory %s is writable by its group: anyone in it could "
+                    "redirect what the agent writes (chmod g-w it)",
+                    self.state_dir,
+                )
+            for directory in (self.orders_dir, self.versions_dir):
+                os.close(open_directory(directory, base=self.state_dir, create=True))
         except OSError as err:
             raise InstallError(f"state directory {self.state_dir}", str(err)) from err
 
@@ -110,7 +132,10 @@ class Installer:
     def prepare(self, safe_name: str, files: OrderFiles, modes: FileModes, label: str) -> str:
         """Write a complete, fsynced version directory; return its version name."""
         parent = os.path.join(self.versions_dir, _checked_safe_name(safe_name))
-        os.makedirs(parent, mode=_DIR_MODE, exist_ok=True)
+        try:
+            os.close(open_directory(parent, base=self.state_dir, create=True))
+        except OSError as err:
+            raise InstallError(f"version directory for {safe_name}", str(err)) from err
         version = f"{label}-{secrets.token_hex(4)}"
         incoming = temp_name(parent, ".dir")
         try:
@@ -213,25 +238,48 @@ def _remove_tree(path: str) -> None:
 
 
 def write_copies(files: OrderFiles, destinations: Mapping[str, str], modes: FileModes) -> None:
-    """Write the ``files`` copies atomically one by one, key first; parents are created."""
+    """Write the ``files`` copies atomically one by one, key first; parents are created.
+
+    Each is written relative to its directory, opened from ``/`` without following a
+    symlink (a symlink anywhere on the path is refused, nothing is written)."""
     for file_type in FILE_TYPES:
         path = destinations.get(file_type)
         if path is None:
             continue
         try:
-            os.makedirs(os.path.dirname(path), mode=_DIR_MODE, exist_ok=True)
-            write_atomic(path, files.contents[file_type], modes.for_type(file_type))
+            dir_fd = open_directory(os.path.dirname(path), create=True, mode=_DIR_MODE)
+            try:
+                name = os.path.basename(path)
+                write_atomic_in(dir_fd, name, files.contents[file_type], modes.for_type(file_type))
+            finally:
+                os.close(dir_fd)
+        except UnsafePathError as err:
+            raise InstallError(f"files copy {path}", _unsafe(err)) from err
         except OSError as err:
             raise InstallError(f"files copy {path}", str(err)) from err
         log.info("wrote %s", path)
 
 
 def remove_copies(destinations: Mapping[str, str]) -> None:
-    """Remove ``files`` copies (for a deleted order or a rolled-back first install)."""
+    """Remove ``files`` copies (for a deleted order or a rolled-back first install), never
+    through a symlinked directory."""
     for path in destinations.values():
         try:
-            os.unlink(path)
+            dir_fd = open_directory(os.path.dirname(path))
+            try:
+                os.unlink(os.path.basename(path), dir_fd=dir_fd)
+            finally:
+                os.close(dir_fd)
         except FileNotFoundError:
             continue
+        except UnsafePathError as err:
+            raise InstallError(f"files copy {path}", f"cannot remove: {_unsafe(err)}") from err
         except OSError as err:
             raise InstallError(f"files copy {path}", f"cannot remove: {err}") from err
+
+
+def _unsafe(err: UnsafePathError) -> str:
+    return (
+        f"{err.path} {err.reason}: refusing to write a copy through it "
+        "(give the real path in the files block)"
+    )

@@ -6,7 +6,8 @@ once, after the current poll, and SIGHUP cuts the sleep short. A poll that raise
 logged and counted as a failure, never propagated (``Exception`` only:
 ``KeyboardInterrupt``/``SystemExit`` still stop the process). After ``n`` failed polls in
 a row the wait is ``interval * 2**n``, capped (the project's one retry rule,
-``certfleet.retry``).
+``certfleet.retry``). The first poll that succeeds after failed ones is logged ("the
+store answers again"), and so is any poll slower than ``SLOW_POLL``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -21,6 +23,8 @@ from certfleet.retry import exponential, spread
 from node_agent.result import PollResult
 
 log = logging.getLogger(__name__)
+
+SLOW_POLL = 20.0  # seconds: a poll longer than this is logged (a slow or hung store)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ def run_loop(
     max_polls: int | None = None,
     wake: threading.Event | None = None,
     after_poll: Callable[[], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """Poll until ``stop`` is set (or ``max_polls`` polls ran); return the number of polls.
 
@@ -67,13 +72,21 @@ def run_loop(
     polls = 0
     while not stop.is_set():
         polls += 1
+        started = clock()
         try:
             result = poll()
         except Exception:
             log.exception("poll failed")
             failures += 1
         else:
-            failures = failures + 1 if poll_failed(result) else 0
+            if poll_failed(result):
+                failures += 1
+            elif failures:
+                log.info("the store answers again: poll succeeded after %d failed", failures)
+                failures = 0
+        took = clock() - started
+        if took > SLOW_POLL:
+            log.warning("slow poll: it took %.1f s (store requests, commands, probes)", took)
         if after_poll is not None:
             after_poll()
         if max_polls is not None and polls >= max_polls:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
-from node_agent.diskfile import FileMode, write_atomic
+from certfleet.store.nofollow import open_directory
+from node_agent.diskfile import FileMode, write_atomic_in
 from node_agent.health import OBJECT_KINDS, Health
 from node_agent.state import AgentState, InstalledOrder, OrderTable
 
@@ -161,7 +162,10 @@ def render_metrics(
 
 
 def write_metrics(path: str, text: str) -> None:
-    """Replace the metrics file atomically (its directory must exist); OSError if not."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    write_atomic(path, text.encode("utf-8"), _MODE)
+    """Replace the metrics file atomically; OSError if not. Its directory is reached from
+    ``/`` without following a symlink (made if missing), like the ``files`` copies."""
+    dir_fd = open_directory(os.path.dirname(path), create=True)
+    try:
+        write_atomic_in(dir_fd, os.path.basename(path), text.encode("utf-8"), _MODE)
+    finally:
+        os.close(dir_fd)

@@ -31,6 +31,11 @@ class ClusterState:
     floor); ``applied_generation``/``applied_etag`` that of the last head whose every order
     was installed or deferred (its ETag is what the conditional GET sends). ``shards`` is
     replaced as a whole when a new head is read (``entries()`` is cached until then).
+    ``ack_digest`` is the digest of the last ack this node wrote for the cluster
+    (``node_agent.ack``): kept on disk, so a new process (``--once`` from cron) does not
+    write the same ack again. ``proven`` is the digest of the secrets and publishers last
+    proven against the store (``node_agent.secretproof.trust_digest``): ``--once`` proves
+    them again only when the config changed them.
     """
 
     applied_etag: str | None = None
@@ -38,6 +43,8 @@ class ClusterState:
     accepted_generation: int = 0
     valid_until: int = 0
     shard_count: int = 0
+    ack_digest: str | None = None
+    proven: str | None = None
     shards: dict[int, ShardRecord] = field(default_factory=dict)
     _cache: tuple[object, dict[str, ShardEntry], dict[str, Tombstone]] | None = field(
         default=None, init=False, repr=False, compare=False

@@ -17,10 +17,18 @@ id the head lists, so one shard proves a secret for all of them.
   polls report the cause.
 
 Errors name the cluster and the secret id, never the secret.
+
+``certfleet-agent --once`` (cron) proves only the clusters whose secrets or publishers
+changed since they were last proven (``trust_digest``, kept in the agent's state), so an
+idle run stays one conditional GET of each head. (After such a change, a run against a
+store that does not answer waits for the proof's head and then the poll's: twice the store
+deadline, until a proof succeeds.)
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -42,26 +50,48 @@ class SecretProof:
 
     errors: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()
+    proven: tuple[str, ...] = ()  # the clusters a configured secret was proven to open
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
 
+def trust_digest(trust: ClusterTrust) -> str:
+    """A digest of what ``trust`` holds (secret ids and keys, publishers): it changes with
+    the config, and shows nothing of a secret (SHA-256 of 32 random bytes and more)."""
+    content = [trust.name, sorted(s.export() for s in trust.secrets)]
+    content.append(sorted(p.export() for p in trust.publishers))
+    return hashlib.sha256(json.dumps(content).encode("utf-8")).hexdigest()
+
+
 def prove_secrets(
-    config: AgentConfig, store: Store, clock: Callable[[], float] = time.time
+    config: AgentConfig,
+    store: Store,
+    clock: Callable[[], float] = time.time,
+    *,
+    clusters: Sequence[str] | None = None,
 ) -> SecretProof:
-    """Prove every configured cluster's secrets against its current head (see module doc)."""
+    """Prove the configured clusters' secrets (``clusters``: only those) against their
+    current heads (see module doc)."""
     errors: list[str] = []
     notices: list[str] = []
+    proven: list[str] = []
     for trust in config.clusters:
-        found_errors, found_notices = _prove_cluster(trust, store, int(clock()))
+        if clusters is not None and trust.name not in clusters:
+            continue
+        found_errors, found_notices, opened = _prove_cluster(trust, store, int(clock()))
         errors += found_errors
         notices += found_notices
-    return SecretProof(tuple(errors), tuple(notices))
+        if opened and not found_errors:
+            proven.append(trust.name)
+    return SecretProof(tuple(errors), tuple(notices), tuple(proven))
 
 
-def _prove_cluster(trust: ClusterTrust, store: Store, now: int) -> tuple[list[str], list[str]]:
+def _prove_cluster(
+    trust: ClusterTrust, store: Store, now: int
+) -> tuple[list[str], list[str], bool]:
+    """(errors, notices, whether a configured secret opened the shard) of one cluster."""
     cluster = trust.name
     source = ClusterSource(store, cluster, secrets=trust.secrets, publishers=trust.publishers)
     try:
@@ -70,9 +100,10 @@ def _prove_cluster(trust: ClusterTrust, store: Store, now: int) -> tuple[list[st
             raise RefusedError(f"head of cluster {cluster}", "not modified to a plain GET")
         head = source.verify_head(stored.data, now=now, min_generation=0)
     except (StoreError, FormatError, RefusedError) as err:
-        return [], [f"cluster {cluster!r}: secrets not proven: cannot read its head: {err}"]
+        notice = f"cluster {cluster!r}: secrets not proven: cannot read its head: {err}"
+        return [], [notice], False
     if not head.shard_hashes:
-        return [], [f"cluster {cluster!r}: secrets not proven: its head has no shard"]
+        return [], [f"cluster {cluster!r}: secrets not proven: its head has no shard"], False
     opened: list[str] = []
     failed: list[tuple[str, str]] = []
     for secret in trust.secrets:
@@ -81,13 +112,14 @@ def _prove_cluster(trust: ClusterTrust, store: Store, now: int) -> tuple[list[st
             alone.fetch_shard(0, head.shard_hashes[0])
         except RefusedError as err:
             if not err.permanent:  # the stored bytes did not match their hash: try later
-                return [], [f"cluster {cluster!r}: secrets not proven: {err}"]
+                return [], [f"cluster {cluster!r}: secrets not proven: {err}"], False
             failed.append((secret.id, err.reason))
             continue
         except StoreError as err:
-            return [], [f"cluster {cluster!r}: secrets not proven: {err}"]
+            return [], [f"cluster {cluster!r}: secrets not proven: {err}"], False
         opened.append(secret.id)
-    return _judge(cluster, head.secret_ids, opened, failed)
+    errors, notices = _judge(cluster, head.secret_ids, opened, failed)
+    return errors, notices, bool(opened)
 
 
 def _judge(

@@ -30,8 +30,15 @@ from certfleet.bundle import (
     open_shard,
     validate_cluster_name,
 )
-from certfleet.bundle.layout import bundle_key, head_key, shard_key
-from certfleet.store import Store, StoredObject
+from certfleet.bundle.layout import (
+    BUNDLE_MAX_BYTES,
+    HEAD_MAX_BYTES,
+    SHARD_MAX_BYTES,
+    bundle_key,
+    head_key,
+    shard_key,
+)
+from certfleet.store import ObjectTooLarge, Store, StoredObject
 from node_agent.errors import RefusedError
 
 
@@ -61,7 +68,7 @@ class ClusterSource:
 
     def fetch_head(self, etag: str | None) -> StoredObject | None:
         """The head object, or None when its ETag is still ``etag`` (one conditional GET)."""
-        return self.store.get(head_key(self.cluster), if_none_match=etag)
+        return self.store.get(head_key(self.cluster), max_bytes=HEAD_MAX_BYTES, if_none_match=etag)
 
     def verify_head(self, data: bytes, *, now: int, min_generation: int) -> Head:
         """The verified head; raises ``FormatError`` (incl. ``ExpiredHeadError``) when refused."""
@@ -75,7 +82,7 @@ class ClusterSource:
 
     def fetch_shard(self, index: int, digest: bytes) -> Shard:
         name = shard_object(self.cluster, index, digest)
-        data = self._fetch(shard_key(self.cluster, digest.hex()), digest, name)
+        data = self._fetch(shard_key(self.cluster, digest.hex()), digest, name, SHARD_MAX_BYTES)
         try:
             return open_shard(data, cluster=self.cluster, index=index, secrets=self._secrets)
         except FormatError as err:
@@ -83,7 +90,7 @@ class ClusterSource:
 
     def fetch_bundle(self, order_name: str, digest: bytes) -> Bundle:
         name = bundle_object(self.cluster, order_name, digest)
-        data = self._fetch(bundle_key(self.cluster, digest.hex()), digest, name)
+        data = self._fetch(bundle_key(self.cluster, digest.hex()), digest, name, BUNDLE_MAX_BYTES)
         try:
             return open_bundle(
                 data, cluster=self.cluster, order_name=order_name, secrets=self._secrets
@@ -91,8 +98,15 @@ class ClusterSource:
         except FormatError as err:
             raise RefusedError(name, err.reason) from err
 
-    def _fetch(self, key: str, digest: bytes, name: str) -> bytes:
-        stored = self.store.get(key)
+    def _fetch(self, key: str, digest: bytes, name: str, max_bytes: int) -> bytes:
+        try:
+            stored = self.store.get(key, max_bytes=max_bytes)
+        except ObjectTooLarge as err:  # it cannot hash to what the head or shard names
+            raise RefusedError(
+                name,
+                f"integrity check failed: over the cap of {err.max_bytes} bytes",
+                permanent=False,  # the store may be repaired under the same key
+            ) from err
         if stored is None:  # only possible with if_none_match, which is not sent here
             raise RefusedError(
                 name, "the store answered 'not modified' to a plain GET", permanent=False

@@ -5,8 +5,10 @@
                                            cluster's accepted head (ETags, generations, the
                                            hash of each shard read), the owed on_update
                                            commands, the backoffs of versions that failed
-                                           their check_command or probe, and the record
-                                           file of each order bucket
+                                           their check_command or probe, the digest of
+                                           the last ack written and of the secrets last
+                                           proven per cluster, and the record file of
+                                           each order bucket
 <state_dir>/state.d/shards/<shard hash>    0600, the entries and tombstones of one shard, named
                                            by the hash of the stored shard (written once)
 <state_dir>/state.d/orders/<digest>        0600, the installed orders of one bucket (order
@@ -180,6 +182,12 @@ class StateStore:
         state.orders = OrderTable(orders)
         state.owed = [OwedCommand(**owed) for owed in raw["owed"]]
         state.backoff = backoffs(raw)
+        for name, digest in raw.get("acks", {}).items():  # absent in an older index
+            if name in state.clusters and isinstance(digest, str):
+                state.clusters[name].ack_digest = digest
+        for name, digest in raw.get("proven", {}).items():  # likewise
+            if name in state.clusters and isinstance(digest, str):
+                state.clusters[name].proven = digest
         shard_files = {r.hash for c in state.clusters.values() for r in c.shards.values()}
         self._track(state, buckets, members, shard_files)
         return state
@@ -248,6 +256,12 @@ class StateStore:
         }
         if state.backoff:  # absent when empty, as in an index written before backoffs
             index["backoff"] = backoff_json(state.backoff)
+        acks = {name: c.ack_digest for name, c in sorted(state.clusters.items()) if c.ack_digest}
+        if acks:  # a key of its own: an older agent (a downgrade) ignores it
+            index["acks"] = acks
+        proven = {name: c.proven for name, c in sorted(state.clusters.items()) if c.proven}
+        if proven:
+            index["proven"] = proven
         write_atomic(self.path, dumps(index), _STATE_MODE)
         # The new index is in place: forget the old one and remove what only it named.
         old_orders, old_shards = set(self._buckets.values()), self._shard_files

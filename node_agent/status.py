@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from certfleet.config import AgentConfig
+from certfleet.errors import printable
 from node_agent.health import HealthStore
 from node_agent.identity import NODE_ID_FILE
 from node_agent.schedule import deferral
@@ -171,6 +172,9 @@ def _span(seconds: int) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Aligned columns; every cell escaped (``printable``): order names, serials and errors
+    come from the store or its server."""
+    rows = [[printable(str(cell)) for cell in row] for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     return [
         "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
@@ -258,7 +262,9 @@ def format_status(status: dict[str, Any]) -> str:
     if failures:
         lines.append("")
         lines.append("backing off (a new version failed its check and was rolled back):")
-        lines += [f"  {o['failure']}; retry at {_when(o['retry_at'], now)}" for o in failures]
+        lines += [
+            f"  {printable(o['failure'])}; retry at {_when(o['retry_at'], now)}" for o in failures
+        ]
     lines.append("")
     lines.append(f"failed command runs (check_command, on_update): {status['hook_failures_total']}")
     return "\n".join(lines) + "\n"

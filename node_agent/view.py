@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from certfleet.bundle import ExpiredHeadError, FormatError, iso_utc
-from certfleet.store import StoreError
+from certfleet.store import ObjectTooLarge, StoreError
 from node_agent.errors import RefusedError
 from node_agent.result import FAILED, REFUSED
 from node_agent.source import ClusterSource, head_key
@@ -36,6 +36,10 @@ def refresh_view(
     subject = f"head of cluster {cluster}"
     try:
         stored = source.fetch_head(state.applied_etag)
+    except ObjectTooLarge as err:  # the store answered, with something no head can be
+        tally.heads[cluster] = "refused"
+        tally.problem(REFUSED, subject, f"{subject}: {err}", cluster)
+        return None
     except StoreError as err:
         tally.heads[cluster] = "unreachable"
         tally.problem(FAILED, subject, f"{subject}: {err}", cluster)

@@ -9,6 +9,8 @@ pytest_plugins = [
     "tests.plugins.publisher",
     "tests.plugins.faults",
     "tests.plugins.nginx",
+    "tests.plugins.trickle",
+    "tests.plugins.wire",
     "tests.plugins.cli",
     "tests.plugins.pebble",
 ]

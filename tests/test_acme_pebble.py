@@ -152,14 +152,14 @@ def test_an_order_is_issued_by_pebble_published_and_verifies_against_its_root(
     # the head is signed by the config's key and the bundle holds a chain to pebble's root
     cluster = config.cluster("web")
     head = verify_head(
-        store.get("v1/clusters/web/head").data,
+        store.get("v1/clusters/web/head", max_bytes=1 << 24).data,
         cluster="web",
         publishers=[config.signing_key.public_key()],
     )
     assert head.generation > 0
     record = published(config, store)["app.example.test"]
     bundle = open_bundle(
-        store.get(f"v1/clusters/web/bundles/{record.bundle}").data,
+        store.get(f"v1/clusters/web/bundles/{record.bundle}", max_bytes=1 << 24).data,
         cluster="web", order_name="app.example.test", secrets=cluster.secrets,
     )  # fmt: skip
     assert bundle.dns_names == NAMES

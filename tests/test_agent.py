@@ -211,6 +211,28 @@ def test_interrupted_copies_are_completed_at_next_start(world: World) -> None:
     ).read_bytes()
 
 
+def test_an_oversized_head_is_refused_before_it_is_read(world: World) -> None:
+    """A store writer puts a 2 MiB head: refused from its size (the head cap is 64 KiB),
+    next to nothing downloaded, the installed files untouched; the real head then applies."""
+    world.pub.issue("a.example")
+    world.pub.publish()
+    agent = world.agent()
+    assert agent.poll_once().ok
+    before = snapshot(world.state_dir / "orders")
+    head_key = f"v1/clusters/{world.pub.cluster}/head"
+    real = world.pub.store.get(head_key, max_bytes=1 << 24)
+    assert real is not None
+    world.pub.store.put(head_key, b"\x00" * (2 * 1024 * 1024))
+    received = agent.store.stats.bytes_in
+    result = agent.poll_once()
+    assert not result.ok and result.clusters[0].head == "refused"  # not "unreachable"
+    assert any("over the cap of 65536 bytes" in p.message for p in result.problems)
+    assert agent.store.stats.bytes_in - received < 65536
+    assert snapshot(world.state_dir / "orders") == before
+    world.pub.store.put(head_key, real.data)
+    assert agent.poll_once().ok
+
+
 # -- on_update, check_command -------------------------------------------------------------
 
 
@@ -238,6 +260,36 @@ def test_on_update_runs_once_per_poll_with_the_changed_orders(world: World) -> N
     assert agent.poll_once().installed == ("a.example",)
     assert log.read_text().splitlines()[1:] == [f"a.example||{world.pub.generation}"]
     assert len(other.read_text().splitlines()) == 1
+
+
+def test_commands_get_a_clean_environment_and_what_hook_env_names(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's store credentials never reach a hook; hook_env passes what it names."""
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY") or "not-a-real-secret-value"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("CERTFLEET_TEST_HIDDEN", "hidden-value")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    dump = world.tmp / "env.txt"
+    script = world.tmp / "env.sh"
+    script.write_text(f'env > "{dump}"\n')
+    extra = (
+        'hook_env = ["HTTPS_PROXY", "NOT_SET_ANYWHERE"]\n'
+        f'default {{\n  check_command = "/bin/sh {script}"\n'
+        f'  on_update = ["/bin/sh {script}"]\n}}\n'
+    )
+    world.pub.issue("a.example")
+    world.pub.publish()
+    assert world.agent(extra).poll_once().ok
+    env = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    assert secret not in dump.read_text()
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "CERTFLEET_TEST_HIDDEN" not in env
+    assert env["HTTPS_PROXY"] == "http://proxy.example:3128"
+    assert env["CERTFLEET_UPDATED_ORDERS"] == "a.example" and env["PATH"]
+    assert set(env) - {"PWD", "SHLVL", "_", "OLDPWD"} <= {
+        "PATH", "LANG", "LC_ALL", "HTTPS_PROXY",
+        "CERTFLEET_UPDATED_ORDERS", "CERTFLEET_REMOVED_ORDERS", "CERTFLEET_GENERATION",
+    }  # fmt: skip
 
 
 def test_failed_on_update_is_retried_after_a_restart(world: World) -> None:
@@ -303,14 +355,14 @@ def test_failed_check_command_rolls_back_the_switched_orders(world: World) -> No
 
 def _tamper(world: World) -> str:
     key = world.pub.bundle_key("a.example")
-    data = world.pub.store.get(key).data  # type: ignore[union-attr]
+    data = world.pub.store.get(key, max_bytes=1 << 24).data  # type: ignore[union-attr]
     world.pub.store.put(key, data[:100] + bytes([data[100] ^ 1]) + data[101:])
     return "integrity check failed"
 
 
 def _truncate(world: World) -> str:
     key = world.pub.bundle_key("a.example")
-    data = world.pub.store.get(key).data  # type: ignore[union-attr]
+    data = world.pub.store.get(key, max_bytes=1 << 24).data  # type: ignore[union-attr]
     world.pub.store.put(key, data[: len(data) // 2])
     return "integrity check failed"
 
@@ -353,7 +405,7 @@ def _tamper_shard(world: World) -> str:
     prefix = f"{world.pub.prefix()}/shards/"
     index = world.pub.index_of("a.example")
     digest = peek_head(world.pub.heads[-1]).shard_hashes[index].hex()
-    data = world.pub.store.get(prefix + digest).data  # type: ignore[union-attr]
+    data = world.pub.store.get(prefix + digest, max_bytes=1 << 24).data  # type: ignore[union-attr]
     world.pub.store.put(prefix + digest, data + b"x")
     return "integrity check failed"
 

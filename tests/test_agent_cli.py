@@ -24,6 +24,9 @@ from tests.plugins.closedpipe import run_into_closed_pipe
 
 if TYPE_CHECKING:
     from tests.plugins.publisher import Publisher
+    from tests.plugins.seaweedfs import SeaweedFS
+    from tests.plugins.trickle import Trickle
+    from tests.plugins.wire import WireProxy
 
 
 def agent_command(*args: str) -> subprocess.CompletedProcess[str]:
@@ -214,6 +217,128 @@ def test_sigterm_stops_the_daemon(tmp_path: Path, file_store: Publisher) -> None
         process.communicate()
     assert "stopped" in stderr
     assert os.path.exists(tmp_path / "state" / "state.json")
+
+
+def test_loop_logs_slow_polls_and_the_store_coming_back(caplog: pytest.LogCaptureFixture) -> None:
+    stop = threading.Event()
+    now = [0.0]
+    outcomes = iter(["unreachable", "unreachable", "new", "new"])
+
+    def poll() -> PollResult:
+        outcome = next(outcomes, "new")
+        now[0] += 31.0 if outcome == "unreachable" else 1.0  # a hung store: 31 s a poll
+        if now[0] > 62.5:  # after the first good poll
+            stop.set()
+        return _result(outcome)
+
+    class Instant(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            return self.is_set()
+
+    stop = Instant()
+    with caplog.at_level("INFO", logger="node_agent.loop"):
+        run_loop(poll, Schedule(10.0, jitter=0.0), stop, clock=lambda: now[0])
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("slow poll: it took 31.0 s" in m for m in messages) == 2
+    assert any("the store answers again: poll succeeded after 2 failed" in m for m in messages)
+
+
+def test_once_against_a_trickling_store_ends_at_the_deadline(
+    tmp_path: Path, file_store: Publisher, trickle: Trickle
+) -> None:
+    """A server that sends one byte every 0.2 s for ever: --once gives up on the head after
+    the store deadline (30 s) and exits 1, instead of hanging. (The secrets were proven by
+    an earlier run against the real store, as for a cron job whose store then hung.)"""
+    file_store.issue("a.example")
+    file_store.publish()
+    config = write_config(tmp_path / "agent.conf", file_store.store.url, file_store)
+    assert agent_command("--config", str(config), "--once").returncode == 0
+    write_config(tmp_path / "agent.conf", f"{trickle.url}/fleet", file_store)
+    started = time.monotonic()
+    done = agent_command("--config", str(config), "--once")
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr
+    assert 25 < took < 45, took
+    assert "deadline" in done.stderr
+
+
+def test_sigterm_during_a_hung_poll_stops_within_seconds(
+    tmp_path: Path, file_store: Publisher, trickle: Trickle
+) -> None:
+    config = write_config(tmp_path / "agent.conf", f"{trickle.url}/fleet", file_store)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "node_agent", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert trickle.first_request.wait(30), "the agent never asked for its head"
+        time.sleep(1.0)  # well inside the poll, the server still trickling
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+        took = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    assert process.returncode == 0
+    assert took < 3.0, took
+    assert "cancelled: the agent is stopping" in stderr and "stopped" in stderr
+
+
+def test_an_idle_once_run_is_one_conditional_get_and_no_ack(
+    tmp_path: Path,
+    make_publisher: Callable[..., Publisher],
+    s3_url: str,
+    seaweedfs: SeaweedFS,
+    wire_proxy: Callable[[str], WireProxy],
+) -> None:
+    """cron's ``--once`` after the first: the head answered 304, nothing else, no ack PUT
+    (the digest of the last ack written is kept in state.json)."""
+    publisher = make_publisher(s3_url)
+    publisher.issue("a.example")
+    publisher.publish()
+    proxy = wire_proxy(seaweedfs.endpoint)
+    config = write_config(
+        tmp_path / "agent.conf", s3_url, publisher, f'store_endpoint = "{proxy.url}"\n'
+    )
+    first = agent_command("--config", str(config), "--once")
+    assert first.returncode == 0, first.stderr
+    assert any(method == "PUT" and "/acks/" in path for method, path in proxy.seen())
+    proxy.requests.clear()
+    for _ in range(2):
+        again = agent_command("--config", str(config), "--once")
+        assert again.returncode == 0, again.stderr
+    seen = proxy.seen()
+    assert [method for method, _ in seen] == ["GET", "GET"], seen
+    assert all(path.endswith("/head") for _, path in seen)
+    assert all("If-None-Match" in headers for _, _, headers in proxy.requests)
+    publisher.issue("a.example")  # a renewal: the next run installs it and reports it
+    publisher.publish()
+    proxy.requests.clear()
+    assert agent_command("--config", str(config), "--once").returncode == 0
+    assert sum(method == "PUT" for method, _ in proxy.seen()) == 1
+
+
+def test_what_a_store_server_says_is_escaped_in_logs_and_status(
+    tmp_path: Path, file_store: Publisher, trickle: Trickle
+) -> None:
+    """A status line with a terminal escape, a newline-free line break and a bidi override:
+    neither the --once log nor --status shows them raw."""
+    trickle.answer = "HTTP/1.1 2\x1b[31m00 OK\u202eevil\rforged: line\r\n\r\n".encode()
+    config = write_config(tmp_path / "agent.conf", f"{trickle.url}/fleet", file_store)
+    done = agent_command("--config", str(config), "--once")
+    assert done.returncode == 1
+    assert "\\x1b" in done.stderr, done.stderr  # shown escaped...
+    for raw in ("\x1b", "\u202e", "\r", "\xe2\x80\xae"):
+        assert raw not in done.stderr  # ...never raw
+    assert all(line.startswith(("20", "certfleet-agent:")) for line in done.stderr.splitlines())
+    status = agent_command("--config", str(config), "--status")
+    assert status.returncode == 0, status.stderr
+    assert "\\x1b" in status.stdout
+    assert "\x1b" not in status.stdout and "\r" not in status.stdout
 
 
 def test_version_prints_the_package_version() -> None:

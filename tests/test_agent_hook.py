@@ -11,9 +11,10 @@ from node_agent.hook import ShellRunner
 
 
 def test_environment_output_and_status() -> None:
-    runner = ShellRunner({"PATH": "/usr/bin:/bin", "KEPT": "yes"})
+    agent_env = {"PATH": "/usr/bin:/bin", "KEPT": "yes", "AWS_SECRET_ACCESS_KEY": "s3cret"}
+    runner = ShellRunner(agent_env, passed=["KEPT"])
     outcome = runner.run(
-        'echo "$CERTFLEET_UPDATED_ORDERS/$KEPT"; echo oops >&2; exit 3',
+        'echo "$CERTFLEET_UPDATED_ORDERS/$KEPT$AWS_SECRET_ACCESS_KEY"; echo oops >&2; exit 3',
         {"CERTFLEET_UPDATED_ORDERS": "a.example _.b.example"},
         timeout=10,
     )

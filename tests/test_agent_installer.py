@@ -13,7 +13,7 @@ from certfleet.config import OrderSettings, UnsafeFilesPathError
 from node_agent.agent import destinations
 from node_agent.diskfile import FileMode, write_atomic, write_new
 from node_agent.errors import InstallError, StateError
-from node_agent.installer import FileModes, Installer, write_copies
+from node_agent.installer import FileModes, Installer, remove_copies, write_copies
 from node_agent.material import FILE_TYPES, OrderFiles
 from node_agent.state import AgentState, InstalledOrder, OwedCommand, StateStore, node_id
 
@@ -134,6 +134,61 @@ def test_write_copies_key_first_and_modes(tmp_path: Path) -> None:
         order.append(path.name)
     assert order == ["key.pem", "crt.pem"]
     assert stat.S_IMODE((tmp_path / "out" / "key.pem").stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("where", ["parent", "grandparent"])
+def test_a_symlinked_directory_on_a_copy_path_is_refused(tmp_path: Path, where: str) -> None:
+    """``/etc/haproxy/certs -> /somewhere`` planted by a neighbour: the agent, as root,
+    would write the private key there. Refused, naming the link; nothing written."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "etc").mkdir()
+    if where == "parent":
+        (tmp_path / "etc" / "certs").symlink_to(elsewhere, target_is_directory=True)
+        link = tmp_path / "etc" / "certs"
+    else:
+        (elsewhere / "certs").mkdir()
+        (tmp_path / "etc" / "haproxy").symlink_to(elsewhere, target_is_directory=True)
+        link = tmp_path / "etc" / "haproxy"
+    prefix = "certs" if where == "parent" else "haproxy/certs"
+    destinations_ = {
+        kind: str(tmp_path / "etc" / prefix / f"{kind}.pem") for kind in ("crt", "key")
+    }
+    with pytest.raises(InstallError) as caught:
+        write_copies(files(), destinations_, MODES)
+    assert str(link) in str(caught.value) and "symlink" in str(caught.value)
+    assert tree(elsewhere) <= {"certs"}  # no key, no certificate
+    with pytest.raises(InstallError):
+        remove_copies(destinations_)
+
+
+def test_a_symlink_at_the_copy_itself_is_replaced_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "victim"
+    target.write_bytes(b"keep")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "key.pem").symlink_to(target)
+    write_copies(files(), {"key": str(tmp_path / "out" / "key.pem")}, MODES)
+    assert target.read_bytes() == b"keep"
+    assert not (tmp_path / "out" / "key.pem").is_symlink()
+
+
+def test_a_symlinked_versions_directory_or_an_open_state_dir_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "versions").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(InstallError, match="symlink"):
+        Installer(str(state))
+    (state / "versions").unlink()
+    installer = Installer(str(state))
+    (state / "versions" / "example.com").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(InstallError, match="symlink"):
+        installer.prepare("example.com", files(), MODES, "h")
+    assert tree(elsewhere) == set()
+    state.chmod(0o777)
+    with pytest.raises(InstallError, match="writable by anyone"):
+        Installer(str(state))
 
 
 def test_state_round_trip_and_corruption(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def prove(pub: Publisher, *secrets: ClusterSecret) -> SecretProof:
 
 
 def test_the_right_secret_is_proven(pub: Publisher) -> None:
-    assert prove(pub, *pub.secrets) == SecretProof()
+    assert prove(pub, *pub.secrets) == SecretProof(proven=("web",))
 
 
 def test_a_mistyped_secret_is_an_error_naming_the_cluster_and_the_secret_id(

@@ -38,7 +38,9 @@ from certfleet.apiv3 import (
     Unauthorized,
     csr_pubkey_hash,
 )
+from certfleet.apiv3.transport import MAX_ANSWER
 from tests.plugins.sandbox import Sandbox, unique_cluster
+from tests.plugins.trickle import Trickle
 
 API_KEY = "123_supersecretkeyvalue"
 
@@ -406,6 +408,28 @@ def test_long_poll_and_issued_certificate(scripted: tuple[Script, str]) -> None:
     assert cert.issued and cert.chain == ("INTERMEDIATE",) and cert.serial == "0a1b"
     assert cert.not_after is not None and cert.not_after.month == 8
     assert script.sent[0].path.endswith("?poll=60")
+
+
+def test_an_answer_over_the_cap_is_refused_before_it_is_read(
+    scripted: tuple[Script, str],
+) -> None:
+    """A hostile provider's 17 MiB answer: refused from its Content-Length, not retried."""
+    script, url = scripted
+    script.answers = [(200, {}, {**order_json(), "pad": "x" * (17 * 1024 * 1024)})]
+    with client_for(url, FakeTime()) as client, pytest.raises(MalformedResponse) as caught:
+        client.get_order("example.com")
+    assert "refused" in str(caught.value) and str(MAX_ANSWER) in str(caught.value)
+    assert len(script.sent) == 1
+
+
+def test_a_trickling_provider_is_given_up_on_at_the_deadline(trickle: Trickle) -> None:
+    """One byte every 0.2 s for ever: no per-read timeout trips, the call's deadline does."""
+    started = time.monotonic()
+    with client_for(f"{trickle.url}/api/v3", FakeTime(), attempts=1, seconds=2.0) as client:
+        with pytest.raises(ApiUnavailable) as caught:
+            client.get_order("example.com")
+    assert time.monotonic() - started < 4.0
+    assert "no complete answer" in str(caught.value)
 
 
 # -- against the sandbox -------------------------------------------------------------------

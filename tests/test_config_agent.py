@@ -233,7 +233,7 @@ BROKEN = [
     (
         MINIMAL + 'pol_interval = "5s"',
         'agent.conf:6: option "pol_interval": unknown option; did you mean "poll_interval"? '
-        "(valid: api_endpoint, api_key, cluster, default, hook_timeout, metrics_file, "
+        "(valid: api_endpoint, api_key, cluster, default, hook_env, hook_timeout, metrics_file, "
         "min_generation, order, poll_interval, stagger, state_dir, store, store_endpoint, "
         "update_days, update_window, urgent_before)",
     ),
@@ -523,6 +523,17 @@ BROKEN = [
         'false, a quoted string, a name, "{", "[", a number)',
     ),
 ]
+
+
+def test_hook_env_names_variables_each_once() -> None:
+    config = parse_agent_config(MINIMAL + 'hook_env = ["HTTPS_PROXY", "TZ", "TZ"]\n', "a.conf")
+    assert config.hook_env == ("HTTPS_PROXY", "TZ")
+    assert parse_agent_config(MINIMAL, "a.conf").hook_env == ()
+    with pytest.raises(ConfigError) as caught:
+        parse_agent_config(MINIMAL + 'hook_env = ["A=B"]\n', "a.conf")
+    assert "hook_env" in str(caught.value) and "not an environment variable name" in str(
+        caught.value
+    )
 
 
 @pytest.mark.parametrize(("text", "message"), BROKEN)

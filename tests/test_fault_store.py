@@ -94,11 +94,13 @@ class OutageAfter:
         self.readonly = inner.readonly
         self.stats = inner.stats
 
-    def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
+    def get(
+        self, key: str, *, max_bytes: int, if_none_match: str | None = None
+    ) -> StoredObject | None:
         if self.left == 0 and self.seaweedfs.running:
             self.seaweedfs.stop()
         self.left -= 1
-        return self.inner.get(key, if_none_match=if_none_match)
+        return self.inner.get(key, max_bytes=max_bytes, if_none_match=if_none_match)
 
     def __getattr__(self, name: str) -> Callable[..., object]:
         return getattr(self.inner, name)  # type: ignore[no-any-return]

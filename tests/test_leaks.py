@@ -93,7 +93,7 @@ def secret_needles(world: World, api_key: str) -> dict[str, str]:
             needles[piece] = f"the private key of {name}"
     state = world.state()
     for name, record in state.pending.items():
-        data = read_bytes(world.store, pending_key(world.cluster, record.object))
+        data = read_bytes(world.store, pending_key(world.cluster, record.object), max_bytes=1 << 24)
         pending = open_pending(
             data, cluster=world.cluster, order_name=name, secrets=[world.sync_keys().current]
         )

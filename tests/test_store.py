@@ -29,6 +29,7 @@ from certfleet.store import (
     HttpsStore,
     InvalidKey,
     ObjectNotFound,
+    ObjectTooLarge,
     PreconditionFailed,
     ReadOnlyStore,
     S3Store,
@@ -144,45 +145,62 @@ def writable(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 def test_round_trip(backend: Backend) -> None:
     etag = backend.writer.put(KEY, b"first")
-    got = backend.reader.get(KEY)
+    got = backend.reader.get(KEY, max_bytes=1 << 24)
     assert got == StoredObject(b"first", got.etag if got else "")
     assert got is not None and got.etag
     if backend.reader is backend.writer:
         assert got.etag == etag
     backend.writer.put(KEY, b"second")
-    again = backend.reader.get(KEY)
+    again = backend.reader.get(KEY, max_bytes=1 << 24)
     assert again is not None and again.data == b"second" and again.etag != got.etag
+
+
+def test_an_object_over_the_readers_cap_is_refused_before_it_is_buffered(
+    backend: Backend,
+) -> None:
+    """A 2 MiB object read with a 64 KiB cap (a head): ObjectTooLarge naming the key and
+    the cap, and next to nothing counted as received."""
+    backend.writer.put(KEY, b"h" * (2 * 1024 * 1024))
+    before = backend.reader.stats.bytes_in
+    with pytest.raises(ObjectTooLarge) as caught:
+        backend.reader.get(KEY, max_bytes=64 * 1024)
+    assert KEY in str(caught.value) and "65536" in str(caught.value)
+    assert caught.value.max_bytes == 64 * 1024 and caught.value.key == KEY
+    assert backend.reader.stats.bytes_in - before <= 64 * 1024
+    exact = backend.reader.get(KEY, max_bytes=2 * 1024 * 1024)  # at the cap: accepted
+    assert exact is not None and len(exact.data) == 2 * 1024 * 1024
+    assert caught.value.etag == exact.etag  # enough to replace it unread (a broken lease)
 
 
 def test_binary_and_empty_objects(backend: Backend) -> None:
     blob = bytes(range(256)) * 64
     backend.writer.put("v1/clusters/web/bundles/" + "ab" * 32, blob)
     backend.writer.put("v1/clusters/web/acks/empty", b"")
-    got = backend.reader.get("v1/clusters/web/bundles/" + "ab" * 32)
+    got = backend.reader.get("v1/clusters/web/bundles/" + "ab" * 32, max_bytes=1 << 24)
     assert got is not None and got.data == blob
-    empty = backend.reader.get("v1/clusters/web/acks/empty")
+    empty = backend.reader.get("v1/clusters/web/acks/empty", max_bytes=1 << 24)
     assert empty is not None and empty.data == b""
 
 
 def test_conditional_get(backend: Backend) -> None:
     backend.writer.put(KEY, b"v1")
-    first = backend.reader.get(KEY)
+    first = backend.reader.get(KEY, max_bytes=1 << 24)
     assert first is not None
-    assert backend.reader.get(KEY, if_none_match=first.etag) is None
+    assert backend.reader.get(KEY, if_none_match=first.etag, max_bytes=1 << 24) is None
     backend.writer.put(KEY, b"v2")
-    changed = backend.reader.get(KEY, if_none_match=first.etag)
+    changed = backend.reader.get(KEY, if_none_match=first.etag, max_bytes=1 << 24)
     assert changed is not None and changed.data == b"v2"
-    assert backend.reader.get(KEY, if_none_match=changed.etag) is None
+    assert backend.reader.get(KEY, if_none_match=changed.etag, max_bytes=1 << 24) is None
 
 
 def test_missing_key(backend: Backend) -> None:
     missing = "v1/clusters/web/shards/" + "0" * 64
     with pytest.raises(ObjectNotFound) as caught:
-        backend.reader.get(missing)
+        backend.reader.get(missing, max_bytes=1 << 24)
     assert caught.value.key == missing
     assert missing in str(caught.value) and backend.reader.url in str(caught.value)
     with pytest.raises(ObjectNotFound):
-        backend.reader.get(missing, if_none_match='"whatever"')
+        backend.reader.get(missing, if_none_match='"whatever"', max_bytes=1 << 24)
 
 
 @pytest.mark.parametrize(
@@ -190,7 +208,7 @@ def test_missing_key(backend: Backend) -> None:
 )
 def test_invalid_keys_are_refused_before_io(backend: Backend, key: str) -> None:
     with pytest.raises(InvalidKey) as caught:
-        backend.reader.get(key)
+        backend.reader.get(key, max_bytes=1 << 24)
     assert caught.value.key == key
     with pytest.raises(InvalidKey):
         backend.writer.put(key, b"x")
@@ -199,9 +217,9 @@ def test_invalid_keys_are_refused_before_io(backend: Backend, key: str) -> None:
 def test_stats_count_calls_and_bytes(backend: Backend) -> None:
     backend.writer.put(KEY, b"12345")
     before = backend.reader.stats.as_dict()
-    got = backend.reader.get(KEY)
+    got = backend.reader.get(KEY, max_bytes=1 << 24)
     assert got is not None
-    backend.reader.get(KEY, if_none_match=got.etag)
+    backend.reader.get(KEY, if_none_match=got.etag, max_bytes=1 << 24)
     after = backend.reader.stats.as_dict()
     assert after["reads"] - before["reads"] == 2
     assert after["requests"] - before["requests"] == 2
@@ -218,7 +236,7 @@ def test_put_if_absent_twice(writable: Backend) -> None:
     with pytest.raises(PreconditionFailed) as caught:
         store.put_if_absent(KEY, b"theirs")
     assert caught.value.key == KEY and store.url in str(caught.value)
-    got = store.get(KEY)
+    got = store.get(KEY, max_bytes=1 << 24)
     assert got == StoredObject(b"mine", etag)
 
 
@@ -233,9 +251,9 @@ def test_put_if_match(writable: Backend) -> None:
         store.put_if_match(KEY, b"made up", '"' + "f" * 32 + '"')
     with pytest.raises(PreconditionFailed):
         store.put_if_match("v1/clusters/web/nothing-here", b"x", second)
-    assert store.get(KEY) == StoredObject(b"two", second)
+    assert store.get(KEY, max_bytes=1 << 24) == StoredObject(b"two", second)
     with pytest.raises(ObjectNotFound):
-        store.get("v1/clusters/web/nothing-here")
+        store.get("v1/clusters/web/nothing-here", max_bytes=1 << 24)
 
 
 def test_list_all_pages(writable: Backend) -> None:
@@ -266,7 +284,7 @@ def test_delete_is_idempotent(writable: Backend) -> None:
     store.put(KEY, b"x")
     store.delete(KEY)
     with pytest.raises(ObjectNotFound):
-        store.get(KEY)
+        store.get(KEY, max_bytes=1 << 24)
     store.delete(KEY)
     store.delete("v1/never/existed")
     assert list(store.list("v1/")) == []
@@ -302,7 +320,7 @@ def test_concurrent_put_if_absent_threads(writable: Backend) -> None:
         thread.join()
     winners = [i for i, outcome in results.items() if outcome == "won"]
     assert len(results) == contenders and len(winners) == 1
-    got = store.get("v1/sync/lease")
+    got = store.get("v1/sync/lease", max_bytes=1 << 24)
     assert got is not None and got.data == f"thread-{winners[0]}".encode()
 
 
@@ -350,7 +368,7 @@ def test_concurrent_put_if_absent_processes(writable: Backend, tmp_path: Path) -
     go.touch()  # all have their store open: release them together
     outcomes = [process.communicate(timeout=60)[0].strip() for process in contenders]
     assert sorted(outcomes) == ["lost"] * (count - 1) + ["won"]
-    got = writable.writer.get(key)
+    got = writable.writer.get(key, max_bytes=1 << 24)
     assert got is not None and got.data == f"proc-{outcomes.index('won')}".encode()
 
 
@@ -379,7 +397,7 @@ def test_https_server_error_is_unavailable(web_root: tuple[Path, str]) -> None:
     try:
         store = HttpsStore(web_root[1] + "/x", max_attempts=1)
         with pytest.raises(StoreUnavailable) as caught:
-            store.get(KEY)
+            store.get(KEY, max_bytes=1 << 24)
         assert "503" in str(caught.value)
     finally:
         StoreDirHandler.fail_with = None
@@ -417,7 +435,7 @@ def test_wrong_s3_secret_is_access_denied(
     wrong = "wrong-" + seaweedfs.secret_key
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
     store = open_store(s3_url, endpoint=seaweedfs.endpoint)
-    for attempt in (lambda: store.get(KEY), lambda: store.put(KEY, b"x")):
+    for attempt in (lambda: store.get(KEY, max_bytes=1 << 24), lambda: store.put(KEY, b"x")):
         with pytest.raises(StoreAccessDenied) as caught:
             attempt()
         shown = str(caught.value) + repr(caught.value) + repr(store)
@@ -429,7 +447,7 @@ def test_s3_default_chain_finds_the_endpoint(seaweedfs: SeaweedFS, s3_url: str) 
     """No explicit endpoint: AWS_ENDPOINT_URL_S3 and the keys come from the environment."""
     store = open_store(s3_url)
     etag = store.put(KEY, b"via the chain")
-    assert store.get(KEY) == StoredObject(b"via the chain", etag)
+    assert store.get(KEY, max_bytes=1 << 24) == StoredObject(b"via the chain", etag)
 
 
 def closed_port() -> int:
@@ -444,7 +462,7 @@ def test_unreachable_stores_are_unavailable() -> None:
     web = HttpsStore(f"http://127.0.0.1:{port}/x", max_attempts=1)
     for store in (s3, web):
         with pytest.raises(StoreUnavailable) as caught:
-            store.get(KEY)
+            store.get(KEY, max_bytes=1 << 24)
         assert KEY in str(caught.value) and str(port) in str(caught.value)
     with pytest.raises(StoreUnavailable):
         s3.put_if_absent(KEY, b"x")
@@ -536,8 +554,8 @@ def test_seaweedfs_outage_and_recovery(seaweedfs: SeaweedFS, s3_url: str) -> Non
     seaweedfs.stop()
     try:
         with pytest.raises(StoreUnavailable):
-            store.get(KEY)
+            store.get(KEY, max_bytes=1 << 24)
     finally:
         seaweedfs.start()
-    assert store.get(KEY) == StoredObject(b"survives restarts", etag)
+    assert store.get(KEY, max_bytes=1 << 24) == StoredObject(b"survives restarts", etag)
     assert os.environ["AWS_ENDPOINT_URL_S3"] == seaweedfs.endpoint

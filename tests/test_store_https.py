@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import pytest
 
-from certfleet.store import HttpsStore, StoreError, StoreUnavailable
+from certfleet.store import HttpsStore, ObjectTooLarge, StoreError, StoreUnavailable
 from certfleet.store.https import tls_context
 from tests.plugins.publisher import TestCa
 
@@ -91,14 +91,14 @@ def test_tls_is_verified(tls: tuple[int, Path], monkeypatch: pytest.MonkeyPatch)
     port, root = tls
     Scripted.script = [(200, {"ETag": '"e1"'}, b"signed head")]
     store = HttpsStore(f"https://localhost:{port}/fleet", cafile=str(root))
-    stored = store.get(KEY)
+    stored = store.get(KEY, max_bytes=1 << 24)
     assert stored is not None and stored.data == b"signed head" and stored.etag == '"e1"'
     assert Scripted.seen[-1]["User-Agent"] == "certfleet"
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     untrusted = HttpsStore(f"https://localhost:{port}/fleet", max_attempts=3)
     before = len(Scripted.seen)
     with pytest.raises(StoreError) as caught:
-        untrusted.get(KEY)
+        untrusted.get(KEY, max_bytes=1 << 24)
     assert "TLS certificate verification failed" in str(caught.value)
     assert len(Scripted.seen) == before  # no request went out, and no retry
 
@@ -112,13 +112,13 @@ def test_the_default_context_verifies_names_and_certificates() -> None:
 def test_answers_over_the_size_cap_are_refused(plain: int, chunked: bool) -> None:
     headers = {"Transfer-Encoding": "chunked"} if chunked else {}
     Scripted.script = [(200, headers, b"y" * 300_000)]
-    store = HttpsStore(f"http://127.0.0.1:{plain}/fleet", max_bytes=200_000)
-    with pytest.raises(StoreError) as caught:
-        store.get(KEY)
-    assert "at most 200000 accepted" in str(caught.value)
+    store = HttpsStore(f"http://127.0.0.1:{plain}/fleet")
+    with pytest.raises(ObjectTooLarge) as caught:
+        store.get(KEY, max_bytes=200_000)
+    assert "over the cap of 200000 bytes" in str(caught.value) and KEY in str(caught.value)
     assert not isinstance(caught.value, StoreUnavailable)
     Scripted.script = [(200, {}, b"small")]
-    stored = store.get(KEY)  # the connection was dropped and a new one works
+    stored = store.get(KEY, max_bytes=200_000)  # the connection was dropped and a new one works
     assert stored is not None and stored.data == b"small"
 
 
@@ -126,31 +126,33 @@ def test_server_errors_are_retried_with_retry_after(plain: int) -> None:
     Scripted.script = [(503, {"Retry-After": "2"}, b""), (429, {}, b""), (200, {}, b"ok")]
     waits: list[float] = []
     store = HttpsStore(f"http://127.0.0.1:{plain}/fleet", max_attempts=3, sleep=waits.append)
-    stored = store.get(KEY)
+    stored = store.get(KEY, max_bytes=1 << 24)
     assert stored is not None and stored.data == b"ok"
     assert waits == [2.0, 0.4]
     assert store.stats.requests == 3 and store.stats.reads == 1
     Scripted.script = [(500, {}, b"")]
     with pytest.raises(StoreUnavailable) as caught:
-        store.get(KEY)
+        store.get(KEY, max_bytes=1 << 24)
     assert "HTTP 500" in str(caught.value)
 
 
 def test_a_connection_closed_while_idle_is_reopened_silently(plain: int) -> None:
     store = HttpsStore(f"http://127.0.0.1:{plain}/fleet", max_attempts=1)
     Scripted.script = [(200, {"ETag": '"a"'}, b"one")]
-    assert store.get(KEY) is not None
+    assert store.get(KEY, max_bytes=1 << 24) is not None
     Scripted.close_after = True  # the server drops the kept-alive connection after answering
-    assert store.get(KEY, if_none_match='"b"') is not None
-    assert store.get(KEY) is not None  # max_attempts=1: no failure may be counted
-    assert store.get(KEY, if_none_match='"a"') is None  # 200 with the same ETag: unchanged
+    assert store.get(KEY, if_none_match='"b"', max_bytes=1 << 24) is not None
+    # max_attempts=1: no failure may be counted
+    assert store.get(KEY, max_bytes=1 << 24) is not None
+    # 200 with the same ETag: unchanged
+    assert store.get(KEY, if_none_match='"a"', max_bytes=1 << 24) is None
 
 
 def test_basic_auth_from_the_url_is_sent_but_never_shown(plain: int) -> None:
     store = HttpsStore(f"http://reader:s3cret@127.0.0.1:{plain}/fleet", max_attempts=1)
     Scripted.script = [(403, {}, b"")]
     with pytest.raises(StoreError) as caught:
-        store.get(KEY)
+        store.get(KEY, max_bytes=1 << 24)
     expected = "Basic " + base64.b64encode(b"reader:s3cret").decode()
     assert Scripted.seen[-1]["Authorization"] == expected
     assert "s3cret" not in str(caught.value) + repr(store) + store.url

@@ -16,6 +16,7 @@ import pytest
 from certfleet.config import parse_agent_config
 from certfleet.store import Store
 from certfleet.sync import RunSummary
+from certfleet.sync.fleet import MAX_ACK_BYTES
 from node_agent.agent import Agent
 from tests.plugins.faults import agent_config_text, cluster_stanza
 from tests.plugins.sandbox import Sandbox
@@ -134,7 +135,7 @@ def test_current_stale_failing_and_tampered_nodes_once_per_interval(
 
     # a tampered ack is unreadable; the run goes on and the others are counted
     key = f"v1/clusters/{world.cluster}/acks/{good.node_id}"
-    stored = world.store.get(key)
+    stored = world.store.get(key, max_bytes=1 << 24)
     assert stored is not None
     world.store.put(key, stored.data[:-1] + bytes([stored.data[-1] ^ 1]))
     world.store.put(f"v1/clusters/{world.cluster}/acks/bad.id", b"\x1b[31m not an ack")
@@ -207,7 +208,7 @@ def test_s3_store(sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS, tmp_path:
     assert good.poll_once().ok
     assert not broken.poll_once().ok
     key = f"v1/clusters/{world.cluster}/acks/{broken.node_id}"
-    stored = world.store.get(key)
+    stored = world.store.get(key, max_bytes=1 << 24)
     assert stored is not None
     world.offset = HOUR
     assert figures(world.sync()) == fleet_of(2, current=2, failing=1, problem_nodes=1)
@@ -215,3 +216,12 @@ def test_s3_store(sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS, tmp_path:
     world.store.put(key, stored.data[:at] + bytes(8) + stored.data[at + 8 :])
     world.offset = 2 * HOUR
     assert figures(world.sync()) == fleet_of(2, current=1, unreadable=1, problem_nodes=1)
+    # a node writes an ack over the cap (a 1 GB one made every run fail): refused from its
+    # size before it is read, reported for that node, and the run goes on
+    world.store.put(key, b"\0" * (MAX_ACK_BYTES + 1))
+    received = world.store.stats.bytes_in
+    world.offset = 3 * HOUR
+    oversized = world.sync()
+    assert oversized.ok and oversized.errors == {}
+    assert figures(oversized) == fleet_of(2, current=1, unreadable=1, problem_nodes=1)
+    assert world.store.stats.bytes_in - received < MAX_ACK_BYTES

@@ -43,7 +43,7 @@ def two_orders(world: World) -> tuple[str, int]:
     first, second = world.add(world.host("one")), world.add(world.host("two"))
     assert world.sync().errors == {}
     for index, digest in enumerate(world.published().head.shard_hashes):
-        stored = world.store.get(shard_key(world.cluster, digest.hex()))
+        stored = world.store.get(shard_key(world.cluster, digest.hex()), max_bytes=1 << 24)
         assert stored is not None
         shard = open_shard(stored.data, cluster=world.cluster, index=index, secrets=world.secrets)
         if any(entry.order_name == second for entry in shard.entries):
@@ -102,7 +102,7 @@ def test_verify_store_finds_corruption_that_the_sweep_cannot_see(
     first, index = two_orders(world)
     corrupt_bundle, corrupt_shard = damaged_objects(world, first, index)
     for key in (corrupt_bundle, corrupt_shard):  # other bytes under the same keys
-        stored = world.store.get(key)
+        stored = world.store.get(key, max_bytes=1 << 24)
         assert stored is not None
         world.store.put(key, stored.data[:-1] + bytes([stored.data[-1] ^ 1]))
     force_sweep(world)
@@ -138,7 +138,9 @@ def test_lost_pending_key_and_bundle_of_one_order_give_one_new_key(
     assert summary.errors == {} and summary.objects_repaired == 2
     assert summary.keys_generated == 1, "one new key, stored before its CSR"
     replaced = world.state().pending[name].object
-    assert replaced != lost and world.store.get(pending_key(world.cluster, replaced))
+    assert replaced != lost and world.store.get(
+        pending_key(world.cluster, replaced), max_bytes=1 << 24
+    )
     world.settings["issue_wait"] = 5.0
     assert world.sync().certificates_published == 1
     assert world.published().bundles[name].private_key_pem != old_key

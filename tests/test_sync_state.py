@@ -85,12 +85,14 @@ def test_state_and_pending_keys_are_sealed_for_the_sync_secret_only(
     world.settings["issue_wait"] = 0.0  # the certificate stays pending: a pending key remains
     world.add(world.host("sealed"))
     assert world.sync().errors == {}
-    state_data = read_bytes(world.store, state_key(world.cluster))
+    state_data = read_bytes(world.store, state_key(world.cluster), max_bytes=1 << 24)
     assert wrapped_for(state_data) == ("sync-state",)
     (record,) = world.state().pending.values()
-    pending_data = read_bytes(world.store, pending_key(world.cluster, record.object))
+    pending_data = read_bytes(
+        world.store, pending_key(world.cluster, record.object), max_bytes=1 << 24
+    )
     assert wrapped_for(pending_data) == ("sync-state",)
-    lease = json.loads(read_bytes(world.store, f"v1/sync/lease/{world.cluster}"))
+    lease = json.loads(read_bytes(world.store, f"v1/sync/lease/{world.cluster}", max_bytes=1 << 24))
     assert set(lease) == {"owner", "expires_at", "mac"}
 
 
@@ -197,7 +199,7 @@ def test_a_state_from_an_older_version_is_migrated_once_and_a_forged_one_is_refu
     assert set(state.pending) == {waiting}
     # what an older version left behind: state and pending keys sealed for the cluster secret
     for name, record in list(state.pending.items()):
-        data = read_bytes(world.store, pending_key(world.cluster, record.object))
+        data = read_bytes(world.store, pending_key(world.cluster, record.object), max_bytes=1 << 24)
         pending = open_pending(
             data, cluster=world.cluster, order_name=name, secrets=[world.sync_keys().current]
         )
@@ -214,7 +216,9 @@ def test_a_state_from_an_older_version_is_migrated_once_and_a_forged_one_is_refu
         summary = world.sync()
     assert summary.errors == {} and summary.keys_generated == 0, summary.errors
     assert "sealed with the cluster secrets; rewriting it under the sync key" in caplog.text
-    assert wrapped_for(read_bytes(world.store, state_key(world.cluster))) == ("sync-state",)
+    assert wrapped_for(read_bytes(world.store, state_key(world.cluster), max_bytes=1 << 24)) == (
+        "sync-state",
+    )
     migrated = world.state()
     for name, pubkey_hash in keys_before.items():  # the stored keys were kept, not replaced
         record = migrated.orders.get(name) or migrated.pending[name]

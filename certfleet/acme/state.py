@@ -37,6 +37,9 @@ KIND = "acme"
 IDENTITY = "/state"
 VERSION = 1
 FUTURE_SLACK_MS = 86_400_000
+# The largest state read (the store contract's ``get(max_bytes=)``): about 1.5 KB per order
+# in flight or with ARI data, so this is the sync state's cap, for as many orders.
+MAX_BYTES = 256 * 1024 * 1024
 
 
 def acme_state_key(cluster: str) -> str:
@@ -135,7 +138,7 @@ class AcmeStateStore:
     def load(self) -> AcmeState:
         """The stored state, or an empty one."""
         try:
-            stored = self._store.get(self._key)
+            stored = self._store.get(self._key, max_bytes=MAX_BYTES)
         except ObjectNotFound:
             self._etag, self._saved = None, None
             return AcmeState()

@@ -17,12 +17,20 @@ Retry rules:
   checked with ``recover`` too (our own earlier attempt may be what it reports).
 * Other 4xx answers are final.
 
+The provider is not trusted with the sync's memory or time: an answer's body is read as a
+stream and refused past ``MAX_ANSWER`` bytes (from its Content-Length, or as it arrives:
+``MalformedResponse``, final), and each attempt has a total deadline (what is left of the
+call's ``max_seconds``), not only connect and per-read timeouts, so a server that trickles
+bytes is given up on (``ApiUnavailable``, retried like a timeout) instead of holding a run
+until the Lambda's own timeout (``certfleet.deadline``).
+
 The API key lives in one private attribute and only ever goes into the Authorization
 header: no repr, log line or error shows it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -43,12 +51,17 @@ from certfleet.apiv3.errors import (
     ServerError,
     Unauthorized,
 )
+from certfleet.deadline import Deadline, DeadlineExceeded, run_within
 from certfleet.retry import exponential, full_jitter, parse_retry_after
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"certfleet/{__version__}"
 BODY_KEPT = 4096
+# The largest answer body read: a page of orders or a certificate with its chain is far
+# smaller; anything larger is a broken or hostile server.
+MAX_ANSWER = 16 * 1024 * 1024
+_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -206,7 +219,8 @@ class Transport:
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
         }
-        try:
+
+        def exchange() -> tuple[requests.Response, bytes]:
             response = self._session.request(
                 method,
                 self.endpoint + path,
@@ -218,7 +232,20 @@ class Transport:
                     min(read_timeout or self.read_timeout, remaining),
                 ),
                 allow_redirects=False,
+                stream=True,
             )
+            with response:
+                return response, _capped_body(response, call)
+
+        try:
+            # At least a second: a call whose budget is nearly spent still gets one answer.
+            response, content = run_within(Deadline(max(remaining, 1.0)), exchange)
+        except DeadlineExceeded as err:
+            raise _Retry(
+                ApiUnavailable(call, f"no complete answer from the API: {err.reason}"),
+                ambiguous=True,
+                retry_after=None,
+            ) from None
         except requests.Timeout as err:
             raise _Retry(
                 ApiUnavailable(call, "timed out waiting for the API"),
@@ -232,31 +259,31 @@ class Transport:
                 retry_after=None,
             ) from err
         if 200 <= response.status_code < 300:
-            return self._success(response, call)
-        raise self._failure(response, call)
+            return self._success(response, content, call)
+        raise self._failure(response, content, call)
 
-    def _success(self, response: requests.Response, call: str) -> Reply:
+    def _success(self, response: requests.Response, content: bytes, call: str) -> Reply:
         if response.status_code == 204:
             return Reply(204, None)
         try:
-            data = response.json()
+            data = json.loads(content)
         except ValueError as err:
             raise _Retry(
                 MalformedResponse(
                     call,
                     "answer is not valid JSON (truncated?)",
                     status=response.status_code,
-                    body=response.text[:BODY_KEPT],
+                    body=_text(content),
                 ),
                 ambiguous=True,
                 retry_after=None,
             ) from err
         return Reply(response.status_code, data)
 
-    def _failure(self, response: requests.Response, call: str) -> Exception:
+    def _failure(self, response: requests.Response, content: bytes, call: str) -> Exception:
         status = response.status_code
-        text = response.text[:BODY_KEPT]
-        code, message, body_retry_after = _error_fields(response)
+        text = _text(content)
+        code, message, body_retry_after = _error_fields(content)
         message = message or response.reason or "request failed"
         if status == 429:
             retry_after = _retry_after(response.headers.get("Retry-After"))
@@ -284,10 +311,36 @@ def quote_segment(value: str) -> str:
     return quote(value, safe="*")
 
 
-def _error_fields(response: requests.Response) -> tuple[str, str, float | None]:
+def _capped_body(response: requests.Response, call: str) -> bytes:
+    """The answer's (decoded) body; ``MalformedResponse`` past ``MAX_ANSWER`` bytes."""
+    length = response.headers.get("Content-Length", "").strip()
+    if length.isdigit() and int(length) > MAX_ANSWER:
+        raise MalformedResponse(
+            call, f"answer of {length} bytes refused (at most {MAX_ANSWER})",
+            status=response.status_code,
+        )  # fmt: skip
+    chunks: list[bytes] = []
+    received = 0
+    for chunk in response.iter_content(_CHUNK):
+        received += len(chunk)
+        if received > MAX_ANSWER:
+            raise MalformedResponse(
+                call, f"answer refused: more than {MAX_ANSWER} bytes",
+                status=response.status_code,
+            )  # fmt: skip
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _text(content: bytes) -> str:
+    """The start of a body, as kept in an error (``body``)."""
+    return content[:BODY_KEPT].decode("utf-8", errors="replace")
+
+
+def _error_fields(content: bytes) -> tuple[str, str, float | None]:
     """The APIv3 error object's ``code`` and ``message`` (and APIv2-style ``retry_after``)."""
     try:
-        data = response.json()
+        data = json.loads(content)
     except ValueError:
         return "", "", None
     if not isinstance(data, dict):

@@ -28,11 +28,11 @@ from certfleet.cli.errors import CliError, UsageError
 from certfleet.config.duration import parse_duration
 from certfleet.config.errors import DurationError
 from certfleet.config.sync import ClusterSyncConfig, SyncConfig, load_sync_config
-from certfleet.store import ObjectNotFound, Store, open_store
+from certfleet.store import ObjectNotFound, ObjectTooLarge, Store, open_store
 from certfleet.sync.errors import printable
 from certfleet.sync.fleet import ClusterReport, read_cluster
 from certfleet.sync.fleetcheck import stale_after as fleet_stale_after
-from certfleet.sync.layout import ack_key
+from certfleet.sync.layout import ACK_MAX_BYTES, ack_key
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -150,7 +150,9 @@ def _forget(
     except FormatError as err:
         raise UsageError(f"--forget {printable(args.forget)!r}: {err.reason}") from err
     try:
-        store.get(key)
+        store.get(key, max_bytes=ACK_MAX_BYTES)
+    except ObjectTooLarge:
+        pass  # it exists: an oversized ack is one to forget
     except ObjectNotFound as err:
         raise CliError(f"cluster {clusters[0].name} has no ack of node {args.forget}") from err
     store.delete(key)

@@ -59,14 +59,15 @@ DAY = 86400.0
 
 _TOP_OPTIONS = (
     "store", "store_endpoint", "state_dir", "poll_interval", "min_generation",
-    "metrics_file", "hook_timeout", "api_key", "api_endpoint", "stagger", "update_window",
-    "update_days", "urgent_before",
+    "metrics_file", "hook_timeout", "hook_env", "api_key", "api_endpoint", "stagger",
+    "update_window", "update_days", "urgent_before",
 )  # fmt: skip
 _ORDER_OPTIONS = (
     "on_update", "check_command", "key_user", "key_group", "key_perm", "cert_perm",
     "p12_password", "remove", "remove_after", "probe", "probe_timeout", "probe_sni",
 )  # fmt: skip
 _PERM = re.compile(r"0?[0-7]{3}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10}")
 _PUBLISHER_FORM = '"ed25519:<base64url of 32 bytes>", or a list of them'
 _CLUSTER_STANZA = 'cluster "NAME" { secret = "...", publisher = "..." } (certfleet clusters add)'
@@ -139,6 +140,9 @@ class AgentConfig:
     min_generation: int = 0
     metrics_file: str | None = None
     hook_timeout: float = 300.0
+    # Names of the agent's environment variables passed on to check_command and on_update
+    # (besides PATH, LANG, LC_ALL and the CERTFLEET_* ones the agent sets).
+    hook_env: tuple[str, ...] = ()
     # When a replacement (not a first install, not a removal) may cut over: see
     # node_agent.schedule. 0 / None: off.
     stagger: float = 0.0
@@ -220,6 +224,7 @@ def parse_agent_config(text: str, source: str) -> AgentConfig:
         min_generation=root.integer("min_generation", 0, minimum=0),
         metrics_file=metrics_file,
         hook_timeout=root.duration("hook_timeout", 300.0, minimum=1.0),
+        hook_env=_hook_env(root),
         stagger=root.duration("stagger", 0.0, maximum=_MAX_STAGGER),
         update_window=_update_window(root),
         urgent_before=root.duration("urgent_before", 7 * DAY, maximum=_MAX_URGENT_BEFORE),
@@ -230,6 +235,20 @@ def parse_agent_config(text: str, source: str) -> AgentConfig:
     )
     root.finish()
     return config
+
+
+def _hook_env(root: Section) -> tuple[str, ...]:
+    """``hook_env``: environment variable names, each once."""
+    names = root.strings("hook_env")
+    for name in names:
+        if not _ENV_NAME.fullmatch(name):
+            root.error(
+                "hook_env",
+                f"{shown(name)} is not an environment variable name",
+                valid='a list of names of [A-Za-z_][A-Za-z0-9_]*, e.g. ["HTTPS_PROXY", "TZ"]',
+            )
+            return ()
+    return tuple(dict.fromkeys(names))
 
 
 def _check_absolute(section: Section, name: str, path: str) -> None:

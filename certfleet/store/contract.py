@@ -80,7 +80,22 @@ class Store(Protocol):
     ``ObjectNotFound`` (missing object), ``PreconditionFailed`` (a conditional write lost),
     ``StoreUnavailable`` (network or server trouble: transient, retry later),
     ``StoreAccessDenied`` (credentials refused or lacking), ``ReadOnlyStore`` (a write or
-    list on a read-only store). Messages name the key and the URL, never credentials.
+    list on a read-only store), ``ObjectTooLarge`` (over the reader's cap, below). Messages
+    name the key and the URL, never credentials.
+
+    The store is untrusted, so every read is bounded: ``get`` takes ``max_bytes``, the
+    largest object of that kind the caller accepts (the caps per kind are in
+    ``certfleet.bundle.layout`` and ``certfleet.sync.layout``). A backend checks the size it
+    is told (Content-Length, stat) before it buffers anything and counts again while the
+    bytes stream in, and raises ``ObjectTooLarge`` naming the key and the cap; it never holds
+    more than ``max_bytes`` (plus one read chunk) of an object in memory. A file-backed store
+    reads regular files only, never through a symlink.
+
+    Every network operation has a total deadline (the ``timeout`` a backend is opened with,
+    plus one second per MiB moved), not only a per-read socket timeout: a server that
+    trickles bytes cannot hold a caller longer. A backend opened with a ``cancel`` event
+    (the agent's stop request) ends an operation in flight within a fraction of a second
+    once it is set, with ``StoreUnavailable``; later operations then fail at once.
 
     Writes are atomic: a reader sees the old or the new object, never a mix.
     ``put_if_absent`` and ``put_if_match`` are linearizable across processes and hosts:
@@ -103,10 +118,13 @@ class Store(Protocol):
         """This handle's counters."""
         ...
 
-    def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
+    def get(
+        self, key: str, *, max_bytes: int, if_none_match: str | None = None
+    ) -> StoredObject | None:
         """The object; ``None`` ONLY when its ETag still equals ``if_none_match``.
 
-        A missing object raises ``ObjectNotFound``.
+        A missing object raises ``ObjectNotFound``; one over ``max_bytes`` bytes raises
+        ``ObjectTooLarge`` before it is read in full.
         """
         ...
 

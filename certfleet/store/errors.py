@@ -1,16 +1,18 @@
 """The errors every store backend raises, whatever it talks to underneath.
 
 Each error carries the store URL (never with credentials in it) and, where one is
-involved, the object key; its message names both. Callers branch on the class:
-``StoreUnavailable`` is transient and worth a retry later, ``PreconditionFailed`` means
-a conditional write lost a race, everything else needs a human.
+involved, the object key; its message names both, escaped (``certfleet.errors.printable``).
+Callers branch on the class: ``StoreUnavailable`` is transient and worth a retry later,
+``PreconditionFailed`` means a conditional write lost a race, everything else needs a human.
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from certfleet.errors import CertfleetError
+from certfleet.errors import CertfleetError, printable
+
+_MAX_MESSAGE = 1000
 
 
 def redact_url(url: str) -> str:
@@ -26,10 +28,12 @@ def redact_url(url: str) -> str:
 
 
 class StoreError(CertfleetError):
-    """Base class of every store error."""
+    """Base class of every store error. Its message often quotes the server (an S3 error
+    message, a malformed status line): it is escaped here, once for every subclass, so no
+    control or bidi character from a store reaches a log line or a terminal."""
 
     def __init__(self, message: str, *, url: str, key: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(printable(message, _MAX_MESSAGE))
         self.url = url
         self.key = key
 
@@ -43,6 +47,34 @@ class ObjectNotFound(StoreError):
 
     def __init__(self, key: str, *, url: str) -> None:
         super().__init__(f"no object {_where(url, key)}", url=url, key=key)
+
+
+class ObjectTooLarge(StoreError):
+    """An object over the size cap its reader gave (``get(max_bytes=)``): refused before it
+    is buffered, from its announced size (Content-Length, stat) or while it streams in.
+    ``etag`` is the object's ETag when the store told it (S3, a web server) or could compute
+    it without buffering (a file store): enough to replace a broken object by
+    ``put_if_match`` without reading it."""
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        url: str,
+        max_bytes: int,
+        size: int | None = None,
+        etag: str | None = None,
+    ) -> None:
+        found = f"{size} bytes" if size is not None else "more bytes than that"
+        super().__init__(
+            f"object {_where(url, key)} refused: {found}, over the cap of {max_bytes} bytes "
+            "for an object of its kind",
+            url=url,
+            key=key,
+        )
+        self.max_bytes = max_bytes
+        self.size = size
+        self.etag = etag
 
 
 class PreconditionFailed(StoreError):

@@ -21,8 +21,14 @@ in every idle agent. Behaviour:
 - 429 and 5xx answers and network errors are retried (``max_attempts`` in all, a short
   exponential backoff, ``Retry-After`` honoured up to 10 s: ``certfleet.retry``), then raise
   ``StoreUnavailable``.
-- The server is untrusted: an answer larger than ``max_bytes`` (64 MiB) is refused with a
-  ``StoreError`` before it is read in full. Redirects are not followed.
+- ``timeout`` is the total deadline of one ``get``, every attempt and sleep included (plus
+  one second per MiB received, ``certfleet.deadline``): a watchdog shuts the socket
+  down when it passes, so a server that trickles bytes cannot hold a caller. Connecting
+  and each read also time out on their own. A ``cancel`` event (the agent's stop request)
+  ends a GET in flight the same way.
+- The server is untrusted: an answer larger than the caller's ``max_bytes`` is refused
+  with ``ObjectTooLarge`` from its Content-Length, or as soon as more arrives; nothing over
+  the cap is buffered. Redirects are not followed.
 - Kept-alive connections are reused (one per concurrent caller); a connection the server
   closed while idle is replaced at once, without counting as a failed attempt. ``close()``
   closes them.
@@ -45,10 +51,12 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from certfleet.deadline import Deadline, DeadlineExceeded, watch
 from certfleet.retry import exponential, parse_retry_after
 from certfleet.store.contract import StoredObject, StoreStats, check_key
 from certfleet.store.errors import (
     ObjectNotFound,
+    ObjectTooLarge,
     ReadOnlyStore,
     StoreAccessDenied,
     StoreError,
@@ -58,14 +66,22 @@ from certfleet.store.errors import (
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
-MAX_BYTES = 64 * 1024 * 1024
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _BACKOFF = 0.2
 _MAX_RETRY_AFTER = 10.0
 _CHUNK = 256 * 1024
+_ERROR_BODY = 64 * 1024  # the most of a non-200 answer's body read (and thrown away)
 _HASHED = re.compile(r"[0-9a-f]{8}\.[0-9]+")
 # Errors of a kept-alive connection the server closed while it was idle.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """What bounds one ``get``: the size cap of its object and its total deadline."""
+
+    max_bytes: int
+    deadline: Deadline
 
 
 @dataclass(frozen=True)
@@ -87,9 +103,9 @@ class HttpsStore:
         *,
         timeout: float = 30.0,
         max_attempts: int = 3,
-        max_bytes: int = MAX_BYTES,
         cafile: str | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -101,7 +117,7 @@ class HttpsStore:
         self.url = self.base
         self.timeout = timeout
         self.max_attempts = max(1, max_attempts)
-        self.max_bytes = max_bytes
+        self.cancel = cancel
         self.stats = StoreStats()
         self._https = parts.scheme == "https"
         self._host = parts.hostname
@@ -121,13 +137,19 @@ class HttpsStore:
 
     # -- reads ---------------------------------------------------------------------------
 
-    def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
+    def get(
+        self, key: str, *, max_bytes: int, if_none_match: str | None = None
+    ) -> StoredObject | None:
         target = f"{self._path}/{quote(check_key(key, url=self.url))}"
         headers = dict(self._headers)
         if if_none_match is not None:
             headers["If-None-Match"] = if_none_match
         self.stats.count("reads", requests=0)
-        answer = self._get_with_retries(target, headers, key)
+        deadline = Deadline(self.timeout, self.cancel)
+        try:
+            answer = self._get_with_retries(target, headers, key, _Limits(max_bytes, deadline))
+        except DeadlineExceeded as err:
+            raise StoreUnavailable(err.reason, url=self.url, key=key) from None
         status = answer.status
         if status == 304:
             return None
@@ -151,13 +173,17 @@ class HttpsStore:
             return None  # the server ignored If-None-Match, but nothing changed
         return StoredObject(data=data, etag=etag)
 
-    def _get_with_retries(self, target: str, headers: dict[str, str], key: str) -> _Answer:
+    def _get_with_retries(
+        self, target: str, headers: dict[str, str], key: str, limits: _Limits
+    ) -> _Answer:
+        deadline = limits.deadline
         attempt = 0
         while True:
             attempt += 1
+            deadline.check()
             self.stats.count("")
             try:
-                answer = self._request(target, headers, key)
+                answer = self._request(target, headers, key, limits)
             except ssl.SSLCertVerificationError as err:
                 raise StoreError(
                     f"GET {key!r} from {self.url}: TLS certificate verification failed: "
@@ -166,6 +192,7 @@ class HttpsStore:
                     key=key,
                 ) from err
             except (OSError, http.client.HTTPException) as err:
+                deadline.check()  # the watchdog cut it: not worth another attempt
                 if attempt >= self.max_attempts:
                     raise StoreUnavailable(_reason(err), url=self.url, key=key) from err
                 delay = exponential(attempt, first=_BACKOFF, cap=_MAX_RETRY_AFTER)
@@ -175,31 +202,50 @@ class HttpsStore:
                 delay = exponential(attempt, first=_BACKOFF, cap=_MAX_RETRY_AFTER)
                 delay = max(delay, answer.retry_after or 0.0)
             log.debug("GET %r from %s: attempt %d failed; retrying", key, self.url, attempt)
-            self._sleep(min(delay, _MAX_RETRY_AFTER))
+            if self._sleep is not None:
+                self._sleep(min(delay, _MAX_RETRY_AFTER, max(0.0, deadline.remaining())))
+            else:
+                deadline.sleep(min(delay, _MAX_RETRY_AFTER))
 
-    def _request(self, target: str, headers: dict[str, str], key: str) -> _Answer:
+    def _request(self, target: str, headers: dict[str, str], key: str, limits: _Limits) -> _Answer:
         """One GET; a kept-alive connection the server dropped is replaced once, silently."""
         with self._lock:
             idle = self._idle.pop() if self._idle else None
         if idle is not None:
             try:
-                return self._exchange(idle, target, headers, key)
+                return self._exchange(idle, target, headers, key, limits)
             except _STALE:
-                pass  # closed by _exchange; try once on a new connection
-        return self._exchange(self._new_connection(), target, headers, key)
+                limits.deadline.check()
+                # closed by _exchange; try once on a new connection
+        return self._exchange(self._new_connection(), target, headers, key, limits)
 
     def _exchange(
-        self, connection: http.client.HTTPConnection, target: str, headers: dict[str, str], key: str
+        self,
+        connection: http.client.HTTPConnection,
+        target: str,
+        headers: dict[str, str],
+        key: str,
+        limits: _Limits,
     ) -> _Answer:
-        """One request and its whole answer; the connection is kept for reuse or closed."""
+        """One request and its whole answer; the connection is kept for reuse or closed.
+
+        A watchdog shuts the socket down if the deadline passes (or the caller is
+        cancelled) before the answer is complete."""
+        connection.timeout = max(0.001, min(self.timeout, limits.deadline.remaining()))
+        response: http.client.HTTPResponse | None = None
         try:
-            connection.request("GET", target, headers=headers)
-            response = connection.getresponse()
-            data = self._body(response, key)
+            with watch(limits.deadline, lambda: _shut_down(connection, response)):
+                connection.request("GET", target, headers=headers)
+                response = connection.getresponse()
+                data = self._body(response, key, limits)
+            # A socket shut down by the watchdog can look like an answer that ended early.
+            limits.deadline.check()
         except BaseException:
+            if response is not None:
+                response.close()  # it owns the socket when the server said "close"
             connection.close()
             raise
-        if response.will_close:
+        if response.will_close or not response.isclosed():  # not reusable
             connection.close()
         else:
             with self._lock:
@@ -211,28 +257,30 @@ class HttpsStore:
             parse_retry_after(response.getheader("Retry-After"), time.time()),
         )
 
-    def _body(self, response: http.client.HTTPResponse, key: str) -> bytes:
+    def _body(self, response: http.client.HTTPResponse, key: str, limits: _Limits) -> bytes:
+        """The answer's body, at most ``limits.max_bytes`` of it (``ObjectTooLarge``).
+
+        The body of any other answer than 200 is read up to 64 KiB and dropped (past that,
+        the connection is closed rather than drained)."""
+        if response.status != 200:
+            limits.deadline.credit(len(response.read(_ERROR_BODY)))
+            return b""
+        cap = limits.max_bytes
         length = response.getheader("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            raise self._too_large(key, f"announces {int(length)} bytes")
+        if length is not None and length.strip().isdigit() and int(length) > cap:
+            etag = response.getheader("ETag")
+            raise ObjectTooLarge(key, url=self.url, max_bytes=cap, size=int(length), etag=etag)
         chunks: list[bytes] = []
         received = 0
         while True:
-            chunk = response.read(_CHUNK)
+            chunk = response.read(min(_CHUNK, cap + 1 - received))
             if not chunk:
                 return b"".join(chunks)
             received += len(chunk)
-            if received > self.max_bytes:
-                raise self._too_large(key, f"sent more than {self.max_bytes} bytes")
+            limits.deadline.credit(len(chunk))
+            if received > cap:
+                raise ObjectTooLarge(key, url=self.url, max_bytes=cap)
             chunks.append(chunk)
-
-    def _too_large(self, key: str, detail: str) -> StoreError:
-        return StoreError(
-            f"GET {key!r} from {self.url}: refused, the answer {detail} "
-            f"(at most {self.max_bytes} accepted)",
-            url=self.url,
-            key=key,
-        )
 
     def _new_connection(self) -> http.client.HTTPConnection:
         if self._https:
@@ -291,6 +339,23 @@ def _hashed_directory(path: str) -> bool:
     except OSError:
         return False
     return any(_HASHED.fullmatch(name) for name in names)
+
+
+def _shut_down(
+    connection: http.client.HTTPConnection, response: http.client.HTTPResponse | None
+) -> None:
+    """Make a blocked read on ``connection`` return at once (called by the watchdog)."""
+    sock = connection.sock
+    if sock is None and response is not None:
+        # After an answer with "Connection: close" the response alone holds the socket,
+        # through its buffered reader over a ``socket.SocketIO``.
+        raw = getattr(response.fp, "raw", None)
+        sock = getattr(raw, "_sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
 
 
 def _reason(err: BaseException) -> str:

@@ -6,19 +6,30 @@ file or https store does not pay for it. Credentials come from the standard AWS 
 (``store_endpoint``, e.g. SeaweedFS or MinIO) requests use path-style addressing.
 Conditional writes use ``If-None-Match: *`` and ``If-Match: <etag>`` on PutObject; run
 ``check_conditional_writes`` once against servers that may ignore them.
+
+Bounded like every store: a GET whose ContentLength is over the caller's ``max_bytes`` is
+refused (``ObjectTooLarge``) and its connection dropped before the body is read, and the
+body is read in chunks that stop at the cap whatever the server announced. botocore's
+connect and read timeouts bound each socket operation; ``timeout`` is also the total
+deadline of each call (every retry included, plus one second per MiB moved,
+``certfleet.deadline``), enforced by running the call in a worker thread, and a
+``cancel`` event (the agent's stop request) ends the wait at once.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from certfleet import __version__
+from certfleet.deadline import Deadline, DeadlineExceeded, run_within
 from certfleet.store.contract import StoredObject, StoreStats, check_key, check_prefix
 from certfleet.store.errors import (
     ObjectNotFound,
+    ObjectTooLarge,
     PreconditionFailed,
     StoreAccessDenied,
     StoreError,
@@ -29,6 +40,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_CHUNK = 256 * 1024
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -67,6 +81,7 @@ class S3Store:
         timeout: float = 30.0,
         max_attempts: int = 4,
         page_size: int = 1000,
+        cancel: threading.Event | None = None,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -80,13 +95,15 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint
         self.page_size = page_size
+        self.timeout = timeout
+        self.cancel = cancel
         self.url = f"s3://{bucket}/{self.prefix}"
         self.stats = StoreStats()
         self._via = f" (endpoint {endpoint})" if endpoint else ""
         self._errors = (ClientError, BotoCoreError)
         config = Config(
-            connect_timeout=min(timeout, 10.0),
-            read_timeout=timeout,
+            connect_timeout=min(timeout, 5.0),
+            read_timeout=min(timeout, 10.0),
             retries={"max_attempts": max_attempts, "mode": "standard"},
             s3={"addressing_style": "path"} if endpoint else {},
             # A short User-Agent and no optional checksum headers: an idle poll is one small
@@ -106,23 +123,40 @@ class S3Store:
     def __repr__(self) -> str:
         return f"S3Store({self.url!r}, endpoint={self.endpoint!r})"
 
-    def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
+    def get(
+        self, key: str, *, max_bytes: int, if_none_match: str | None = None
+    ) -> StoredObject | None:
         name = self._name(key)
-        try:
+        deadline = Deadline(self.timeout, self.cancel)
+
+        def call() -> StoredObject:
             if if_none_match is None:
                 answer = self._client.get_object(Bucket=self.bucket, Key=name)
             else:
                 answer = self._client.get_object(
                     Bucket=self.bucket, Key=name, IfNoneMatch=if_none_match
                 )
-            data = answer["Body"].read()
+            body = answer["Body"]
+            try:
+                size = answer.get("ContentLength")
+                if isinstance(size, int) and size > max_bytes:
+                    raise ObjectTooLarge(
+                        key, url=self.url, max_bytes=max_bytes, size=size, etag=answer["ETag"]
+                    )
+                data = _read_capped(body, key, self.url, max_bytes, deadline)
+            finally:
+                body.close()  # unread bytes: the connection is dropped, not drained
+            return StoredObject(data=data, etag=answer["ETag"])
+
+        try:
+            stored = self._within(deadline, key, call)
         except self._errors as err:
             self.stats.count("reads")
             if _code(err) in ("304", "NotModified"):
                 return None
             raise self._translate(err, key) from err
-        self.stats.count("reads", bytes_in=len(data))
-        return StoredObject(data=data, etag=answer["ETag"])
+        self.stats.count("reads", bytes_in=len(stored.data))
+        return stored
 
     def put(self, key: str, data: bytes) -> str:
         return self._put(key, data)
@@ -142,7 +176,11 @@ class S3Store:
         name = self._name(key)
         self.stats.count("deletes")
         try:
-            self._client.delete_object(Bucket=self.bucket, Key=name)
+            self._within(
+                Deadline(self.timeout, self.cancel),
+                key,
+                lambda: self._client.delete_object(Bucket=self.bucket, Key=name),
+            )
         except self._errors as err:
             if _code(err) in ("NoSuchKey", "404"):
                 return
@@ -160,17 +198,21 @@ class S3Store:
     ) -> str:
         name = self._name(key)
         self.stats.count("writes", bytes_out=len(data))
-        try:
+        client, bucket = self._client, self.bucket
+
+        def call() -> Any:
             if if_none_match is not None:
-                answer = self._client.put_object(
-                    Bucket=self.bucket, Key=name, Body=data, IfNoneMatch=if_none_match
+                return client.put_object(
+                    Bucket=bucket, Key=name, Body=data, IfNoneMatch=if_none_match
                 )
-            elif if_match is not None:
-                answer = self._client.put_object(
-                    Bucket=self.bucket, Key=name, Body=data, IfMatch=if_match
-                )
-            else:
-                answer = self._client.put_object(Bucket=self.bucket, Key=name, Body=data)
+            if if_match is not None:
+                return client.put_object(Bucket=bucket, Key=name, Body=data, IfMatch=if_match)
+            return client.put_object(Bucket=bucket, Key=name, Body=data)
+
+        deadline = Deadline(self.timeout, self.cancel)
+        deadline.credit(len(data))
+        try:
+            answer = self._within(deadline, key, call)
         except self._errors as err:
             if if_match is not None and _code(err) in ("NoSuchKey", "404"):
                 raise PreconditionFailed(
@@ -185,13 +227,28 @@ class S3Store:
         pages = self._client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=root + prefix, PaginationConfig={"PageSize": self.page_size}
         )
+        iterator = iter(pages)
         try:
-            for page in pages:
+            while True:
+                page = self._within(
+                    Deadline(self.timeout, self.cancel),
+                    prefix or None,
+                    lambda: next(iterator, None),
+                )
+                if page is None:
+                    return
                 self.stats.count("")
                 for entry in page.get("Contents", []):
                     yield entry["Key"][len(root) :]
         except self._errors as err:
             raise self._translate(err, prefix or None) from err
+
+    def _within(self, deadline: Deadline, key: str | None, call: Callable[[], T]) -> T:
+        """``call()`` under ``deadline``; ``StoreUnavailable`` when it runs out or is cancelled."""
+        try:
+            return run_within(deadline, call)
+        except DeadlineExceeded as err:
+            raise StoreUnavailable(f"{err.reason}{self._via}", url=self.url, key=key) from None
 
     def _root(self) -> str:
         return f"{self.prefix}/" if self.prefix else ""
@@ -241,6 +298,23 @@ class S3Store:
         ):
             return StoreUnavailable(str(err), url=self.url, key=key)
         return StoreError(f"{self.url}: {key!r}: {err}{self._via}", url=self.url, key=key)
+
+
+def _read_capped(body: Any, key: str, url: str, max_bytes: int, deadline: Deadline) -> bytes:
+    """A streaming body read in chunks: ``ObjectTooLarge`` past ``max_bytes``, and given up
+    (``DeadlineExceeded``) once the caller stopped waiting."""
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        chunk = body.read(min(_CHUNK, max_bytes + 1 - received))
+        if not chunk:
+            return b"".join(chunks)
+        received += len(chunk)
+        if received > max_bytes:
+            raise ObjectTooLarge(key, url=url, max_bytes=max_bytes)
+        deadline.credit(len(chunk))
+        deadline.check()
+        chunks.append(chunk)
 
 
 def _code(err: Exception) -> str:

@@ -40,6 +40,8 @@ from certfleet.store import ObjectNotFound, Store
 from certfleet.sync.budget import Budget
 from certfleet.sync.context import RunContext
 from certfleet.sync.layout import (
+    BUNDLE_MAX_BYTES,
+    SHARD_MAX_BYTES,
     bundle_key,
     bundles_prefix,
     pending_key,
@@ -130,7 +132,8 @@ class Audit:
                 )
                 return
             try:
-                data = read_bytes(self.store, key)
+                cap = BUNDLE_MAX_BYTES if "/bundles/" in key else SHARD_MAX_BYTES
+                data = read_bytes(self.store, key, max_bytes=cap)
             except ObjectNotFound:
                 log.warning("cluster %s: %s is missing from the store", self.cluster, key)
                 self.damaged.add(key)

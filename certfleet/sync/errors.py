@@ -8,16 +8,9 @@ message never holds a raw control character when it reaches a terminal or a log 
 from __future__ import annotations
 
 from certfleet.bundle import iso_utc
+from certfleet.errors import MAX_MESSAGE as MAX_MESSAGE  # shared with the agent
 from certfleet.errors import CertfleetError
-
-MAX_MESSAGE = 400
-
-
-def printable(text: str, limit: int = MAX_MESSAGE) -> str:
-    """``text`` with each non-printable character repr-escaped (newline as ``\\n``, ESC as
-    ``\\x1b``, U+202E as ``\\u202e``), cut to about ``limit`` characters."""
-    shown = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
-    return shown if len(shown) <= limit else shown[:limit] + "...(cut)"
+from certfleet.errors import printable as printable
 
 
 class SyncError(CertfleetError):

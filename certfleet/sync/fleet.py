@@ -8,9 +8,10 @@ sync's own key, by ``certfleet.sync.headseen.read_head``), the head's index shar
 order's published serial: an ack of a cluster over 1,000 orders lists only exceptions, and
 an order it leaves out is installed with the serial the head of the ack's generation
 publishes), and ``acks/``. Acks are written by nodes and are untrusted: the listing stops
-at ``MAX_ACKS``, an object over ``MAX_ACK_BYTES`` is refused, and an ack that does not open
-(tampered, wrapped for other secrets, garbage) is a ``NodeReport`` with an ``error``; it
-never stops the others.
+at ``MAX_ACKS``, an object over ``MAX_ACK_BYTES`` is refused before it is read (the
+store's size cap, so at most ``READERS`` acks of that size are in memory at once), and an
+ack that does not open (tampered, wrapped for other secrets, garbage) is a ``NodeReport``
+with an ``error``; it never stops the others.
 
 A node is *current* when its ack's generation is the head's, *behind* when lower, *ahead*
 when higher (the store's head is older than what the node applied: a restored store).
@@ -48,13 +49,13 @@ from certfleet.bundle import (
     validate_node_id,
 )
 from certfleet.bundle.ack import ORDER_STATES
-from certfleet.store import ObjectNotFound, Store, StoreError
+from certfleet.store import ObjectNotFound, ObjectTooLarge, Store, StoreError
 from certfleet.sync.headseen import read_head
-from certfleet.sync.layout import acks_prefix, shard_key
+from certfleet.sync.layout import ACK_MAX_BYTES, SHARD_MAX_BYTES, acks_prefix, shard_key
 from certfleet.sync.state import read_bytes
 
 MAX_ACKS = 100_000
-MAX_ACK_BYTES = 64 * 1024 * 1024
+MAX_ACK_BYTES = ACK_MAX_BYTES
 READERS = 8
 PROBLEMS = ("unreadable", "failing", "stale", "ahead")
 # How agents from before the ack's declared ``owed`` list worded an owed on_update in an
@@ -267,7 +268,7 @@ def _read_published(
     index: dict[str, ShardEntry] = {}
     for number, digest in enumerate(head.shard_hashes):
         try:
-            data = read_bytes(store, shard_key(cluster, digest.hex()))
+            data = read_bytes(store, shard_key(cluster, digest.hex()), max_bytes=SHARD_MAX_BYTES)
             if hashlib.sha256(data).digest() != digest:
                 raise IntegrityError(f"shard {number} of cluster {cluster}", "hash mismatch")
             shard = open_shard(data, cluster=cluster, index=number, secrets=secrets)
@@ -295,15 +296,14 @@ def _read_ack(
             node_id, error="not a node id (1-64 of A-Z a-z 0-9 _ -)", error_kind="malformed"
         )
     try:
-        data = read_bytes(store, key)
+        data = read_bytes(store, key, max_bytes=MAX_ACK_BYTES)
     except ObjectNotFound:
         return None  # forgotten (or replaced) between the listing and the read
+    except ObjectTooLarge as err:
+        size = f"{err.size} bytes" if err.size is not None else "more"
+        return NodeReport(node_id, error=f"{size}, over {MAX_ACK_BYTES}", error_kind="too-large")
     except StoreError as err:
         return NodeReport(node_id, error=str(err), error_kind="store")
-    if len(data) > MAX_ACK_BYTES:
-        return NodeReport(
-            node_id, error=f"{len(data)} bytes, over {MAX_ACK_BYTES}", error_kind="too-large"
-        )
     try:
         return NodeReport(
             node_id, open_ack(data, cluster=cluster, node_id=node_id, secrets=secrets)

@@ -18,7 +18,7 @@ from certfleet.bundle import (
     verify_head,
 )
 from certfleet.store import ObjectNotFound, Store
-from certfleet.sync.layout import head_key
+from certfleet.sync.layout import HEAD_MAX_BYTES, head_key
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def read_head(
     ahead is refused like an unreadable one (``head`` None): it must not raise the next
     generation, whoever signed it."""
     try:
-        stored = store.get(head_key(cluster))
+        stored = store.get(head_key(cluster), max_bytes=HEAD_MAX_BYTES)
     except ObjectNotFound:
         return HeadSeen(None, None)
     if stored is None:  # only possible with if_none_match, which is not given

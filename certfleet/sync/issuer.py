@@ -33,7 +33,7 @@ from certfleet.sync.keypair import (
     private_key_pem,
     pubkey_hash,
 )
-from certfleet.sync.layout import bundle_key, pending_key
+from certfleet.sync.layout import PENDING_MAX_BYTES, bundle_key, pending_key
 from certfleet.sync.plan import IMMEDIATE_REASONS, Issue
 from certfleet.sync.provider import Provider, ProviderError, ProviderNotFound
 from certfleet.sync.renewal import install_after
@@ -150,7 +150,11 @@ class Issuer:
     def _key(self, name: str, pending: PendingRecord) -> PrivateKey:
         key = self._keys.get(name)
         if key is None:
-            data = read_bytes(self.writer.store, pending_key(self.cluster, pending.object))
+            data = read_bytes(
+                self.writer.store,
+                pending_key(self.cluster, pending.object),
+                max_bytes=PENDING_MAX_BYTES,
+            )
             opened = open_pending(
                 data, cluster=self.cluster, order_name=name, secrets=[self.ctx.keys.current]
             )

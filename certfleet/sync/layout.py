@@ -9,6 +9,10 @@ DNS name (the store is untrusted, and object keys are visible to anyone who can 
 from __future__ import annotations
 
 from certfleet.bundle.layout import (
+    ACK_MAX_BYTES,
+    BUNDLE_MAX_BYTES,
+    HEAD_MAX_BYTES,
+    SHARD_MAX_BYTES,
     ack_key,
     acks_prefix,
     bundle_key,
@@ -20,6 +24,13 @@ from certfleet.bundle.layout import (
     shards_prefix,
 )
 from certfleet.bundle.names import validate_cluster_name
+
+# The largest sync-private object of each kind the sync reads (the store contract's
+# ``get(max_bytes=)``; the published kinds' caps come from ``certfleet.bundle.layout``).
+# The state of a 100,000-order cluster is about 60 MB.
+LEASE_MAX_BYTES = 64 * 1024
+STATE_MAX_BYTES = 256 * 1024 * 1024
+PENDING_MAX_BYTES = 1024 * 1024
 
 
 def lease_key(cluster: str) -> str:
@@ -39,6 +50,8 @@ def pending_key(cluster: str, digest: str) -> str:
 
 
 __all__ = [
+    "ACK_MAX_BYTES", "BUNDLE_MAX_BYTES", "HEAD_MAX_BYTES", "LEASE_MAX_BYTES",
+    "PENDING_MAX_BYTES", "SHARD_MAX_BYTES", "STATE_MAX_BYTES",
     "ack_key", "acks_prefix", "bundle_key", "bundles_prefix", "cluster_prefix", "head_key",
     "lease_key", "pending_key", "pending_prefix", "shard_key", "shards_prefix", "state_key",
 ]  # fmt: skip

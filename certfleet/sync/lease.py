@@ -44,9 +44,16 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from certfleet.bundle import ClusterSecret
-from certfleet.store import ObjectNotFound, PreconditionFailed, Store, check_conditional_writes
+from certfleet.store import (
+    ObjectNotFound,
+    ObjectTooLarge,
+    PreconditionFailed,
+    Store,
+    StoredObject,
+    check_conditional_writes,
+)
 from certfleet.sync.errors import LeaseHeldError, LeaseLostError
-from certfleet.sync.layout import lease_key
+from certfleet.sync.layout import LEASE_MAX_BYTES, lease_key
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +156,13 @@ class Lease:
         now = self._clock()
         data = self._encode(now + self._duration)
         try:
-            current = self._store.get(self._key)
+            current = self._store.get(self._key, max_bytes=LEASE_MAX_BYTES)
         except ObjectNotFound:
             current = None
+        except ObjectTooLarge as err:  # broken: taken over unread, by its ETag
+            if err.etag is None:
+                raise
+            current = StoredObject(b"", err.etag)
         try:
             if current is None:
                 check_conditional_writes(self._store)

@@ -36,7 +36,7 @@ from certfleet.errors import CertfleetError
 from certfleet.store import PreconditionFailed, Store
 from certfleet.sync.errors import StateError
 from certfleet.sync.headseen import HeadSeen
-from certfleet.sync.layout import pending_key, shard_key
+from certfleet.sync.layout import PENDING_MAX_BYTES, SHARD_MAX_BYTES, pending_key, shard_key
 from certfleet.sync.sealing import LEGACY, SyncKeys
 from certfleet.sync.state import ClusterState, read_bytes
 
@@ -98,7 +98,7 @@ def check_against_head(
     tombstones: dict[str, int] = {}
     for index, digest in enumerate(head.shard_hashes):
         try:
-            data = read_bytes(store, shard_key(cluster, digest.hex()))
+            data = read_bytes(store, shard_key(cluster, digest.hex()), max_bytes=SHARD_MAX_BYTES)
             shard = open_shard(data, cluster=cluster, index=index, secrets=secrets)
         except CertfleetError as err:
             raise StateError(cluster, f"cannot be checked against shard {index}: {err}") from err
@@ -123,7 +123,8 @@ def reseal_pending(
     for name, record in sorted(state.pending.items()):
         old = pending_key(cluster, record.object)
         try:
-            pending = _open_old(read_bytes(store, old), cluster, name, keys)
+            data = read_bytes(store, old, max_bytes=PENDING_MAX_BYTES)
+            pending = _open_old(data, cluster, name, keys)
             sealed = seal_pending(pending, cluster=cluster, secrets=[keys.current])
         except CertfleetError as err:
             log.warning("cluster %s: dropping pending key of %s: %s", cluster, name, err)

@@ -35,7 +35,7 @@ from typing import Any, Optional
 from certfleet.bundle import ClusterSecret, FormatError, generation_too_far, open_sealed
 from certfleet.store import ObjectNotFound, PreconditionFailed, Store
 from certfleet.sync.errors import ConcurrentWriteError, StateError
-from certfleet.sync.layout import state_key
+from certfleet.sync.layout import STATE_MAX_BYTES, state_key
 from certfleet.sync.sealing import CURRENT, SyncKeys
 
 KIND = "pending"
@@ -161,9 +161,9 @@ def _pending(raw: dict[str, Any]) -> PendingRecord:
     return PendingRecord(**dict(raw, dns_names=tuple(raw["dns_names"])))
 
 
-def read_bytes(store: Store, key: str) -> bytes:
-    """The object's bytes (``ObjectNotFound`` if missing)."""
-    stored = store.get(key)
+def read_bytes(store: Store, key: str, *, max_bytes: int) -> bytes:
+    """The object's bytes (``ObjectNotFound`` if missing, ``ObjectTooLarge`` over the cap)."""
+    stored = store.get(key, max_bytes=max_bytes)
     if stored is None:  # only possible with if_none_match, which is not given
         raise ObjectNotFound(key, url=store.url)
     return stored.data
@@ -188,7 +188,7 @@ class StateStore:
         or ``legacy`` (see ``certfleet.sync.sealing``), and the next ``save`` rewrites it.
         """
         try:
-            stored = self._store.get(self._key)
+            stored = self._store.get(self._key, max_bytes=STATE_MAX_BYTES)
         except ObjectNotFound:
             self._etag, self._saved, self.sealing = None, None, CURRENT
             return ClusterState.new()

@@ -19,7 +19,7 @@ from typing import Callable
 from certfleet.bundle import Bundle, open_bundle
 from certfleet.store import PreconditionFailed, Store
 from certfleet.sync.context import RunContext
-from certfleet.sync.layout import bundle_key
+from certfleet.sync.layout import BUNDLE_MAX_BYTES, bundle_key
 from certfleet.sync.state import ClusterState, OrderRecord, StateStore, read_bytes
 
 Checkpoint = Callable[[str], None]
@@ -77,5 +77,7 @@ class RunWriter:
     def open_bundle(self, name: str, record: OrderRecord) -> Bundle:
         """The published bundle of an order, opened with the cluster's secrets."""
         ctx = self.ctx
-        data = read_bytes(self.store, bundle_key(ctx.cluster, record.bundle))
+        data = read_bytes(
+            self.store, bundle_key(ctx.cluster, record.bundle), max_bytes=BUNDLE_MAX_BYTES
+        )
         return open_bundle(data, cluster=ctx.cluster, order_name=name, secrets=ctx.secrets)
