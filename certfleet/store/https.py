@@ -19,8 +19,8 @@ in every idle agent. Behaviour:
   ``http://`` is accepted for loopback hosts only (tests).
 - ``user:password@`` in the URL becomes HTTP Basic auth; it never appears in a message.
 - 429 and 5xx answers and network errors are retried (``max_attempts`` in all, a short
-  exponential backoff, ``Retry-After`` honoured up to 10 s: ``certfleet.retry``), then raise
-  ``StoreUnavailable``.
+  exponential backoff, ``Retry-After`` in either form honoured up to 10 s:
+  ``certfleet.retry``), then raise ``StoreUnavailable``.
 - ``timeout`` is the total deadline of one ``get``, every attempt and sleep included (plus
   one second per MiB received, ``certfleet.deadline``): a watchdog shuts the socket
   down when it passes, so a server that trickles bytes cannot hold a caller. Connecting
@@ -254,7 +254,7 @@ class HttpsStore:
             response.status,
             response.getheader("ETag"),
             data,
-            parse_retry_after(response.getheader("Retry-After"), time.time()),
+            parse_retry_after(response.getheader("Retry-After"), time.time(), cap=_MAX_RETRY_AFTER),
         )
 
     def _body(self, response: http.client.HTTPResponse, key: str, limits: _Limits) -> bytes:
