@@ -20,6 +20,7 @@ from certfleet.sync import IssuedCert, ProviderOrder
 from certfleet.sync.audit import Audit
 from certfleet.sync.budget import MAX_RESERVE, Budget
 from certfleet.sync.context import RunContext
+from certfleet.sync.engine import ClusterRun
 from certfleet.sync.fleetcheck import FleetCheck
 from certfleet.sync.headseen import HeadSeen, read_head
 from certfleet.sync.issuer import Issuer
@@ -279,3 +280,33 @@ def test_the_fleet_check_leaves_itself_to_the_next_run_with_under_a_second_left(
     clock.now += 14.5
     assert FleetCheck(ctx, store, state, NOW, budget=budget, tally=tally).run_if_due() is False
     assert state.last_fleet_check != NOW and CLUSTER not in tally.fleet
+
+
+# -- ClusterRun: the parts together, on a fake clock -------------------------------------
+
+
+def test_a_cluster_run_past_its_budget_issues_nothing_and_reports_itself_incomplete(
+    tmp_path: Path,
+) -> None:
+    ctx, store = context(tmp_path)
+    clock = FakeMonotonic()
+    tally = Tally()
+    steps: list[str] = []
+    run = ClusterRun(
+        cluster=CLUSTER,
+        policy=ctx.policy,
+        settings=ctx.settings,
+        store=store,
+        provider=InProcessProvider([ORDER]),
+        clock=lambda: float(NOW),
+        deadline=clock.now + 4.0,  # reserve 1 s
+        tally=tally,
+        checkpoint=steps.append,
+        monotonic=clock,
+    )
+    clock.now += 3.0
+    run.run()
+    assert tally.keys_generated == 0 and tally.complete is False
+    assert steps[:2] == ["lease", "loaded"] and {"listed", "saved"} <= set(steps)
+    assert "pending-key" not in steps and "csr" not in steps
+    assert tally.orders_seen == 1 and tally.errors == {}
