@@ -119,7 +119,9 @@ import yaml
 source, target = sys.argv[1:]
 with open(source, encoding="utf-8") as f:
     template = yaml.safe_load(f)
-template["Resources"]["Sync"]["Properties"]["CodeUri"] = "build/package/deployment.zip"
+for resource in template["Resources"].values():  # Sync and Http: the one zip
+    if resource.get("Properties", {}).get("CodeUri") == "./deployment.zip":
+        resource["Properties"]["CodeUri"] = "build/package/deployment.zip"
 order = ["AWSTemplateFormatVersion", "Transform", "Description", "Parameters", "Conditions",
          "Resources", "Outputs"]
 ordered = {key: template[key] for key in order if key in template}

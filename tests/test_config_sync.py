@@ -150,7 +150,8 @@ BROKEN = [
         'sync.conf:3: option "stor": unknown option; did you mean "store"? (valid: acme, '
         "api_endpoint, api_key, cluster, dns, dns_resolvers, fleet_check_interval, "
         "fleet_stale_after, gc_grace, head_validity, issue_wait, lease_duration, "
-        "previous_signing_key, provider, signing_key, skew_margin, store, store_endpoint)",
+        "order_api_key, previous_signing_key, provider, signing_key, skew_margin, store, "
+        "store_endpoint)",
     ),
     (
         MINIMAL + 'store = "file:///y"',

@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import json
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -718,3 +719,45 @@ def test_sigint_stops_cleanly_and_removes_the_temporary_data() -> None:
     assert data_dir is not None and not Path(data_dir.group(1)).exists()
     process.stdout.close()
     process.stderr.close()
+
+
+# -- the help page's REST example -------------------------------------------------------------
+
+HELP_PAGE_CURL = (
+    "curl -X POST -u KEY: -H 'Content-Type: application/json' -d "
+    """'{"cluster": "webservers", "dns_names": ["example.com", "www.example.com"]}' """
+    "https://HOST/api/v3/orders"
+)
+
+
+def test_the_help_page_curl_orders_with_dns_names(make_sandbox: Make) -> None:
+    sb = make_sandbox()
+    command = HELP_PAGE_CURL.replace("KEY", sb.api_key).replace("https://HOST/api/v3", sb.url)
+    words = [*shlex.split(command), "-s", "-w", "\n%{http_code}"]
+    done = subprocess.run(
+        [require_binary("curl"), *words[1:]], capture_output=True, text=True, timeout=30
+    )
+    body, _, status = done.stdout.rpartition("\n")
+    assert status == "201", done.stdout
+    order = json.loads(body)
+    assert order["dns_names"] == ["example.com", "www.example.com"]
+    assert [(i["value"], i["approval"]) for i in order["identifiers"]] == [
+        ("example.com", "http"),
+        ("www.example.com", "http"),
+    ]
+    both = call(
+        sb,
+        "POST",
+        "/orders",
+        json={"cluster": "c", "dns_names": ["b.example"], "identifiers": [{"value": "b.example"}]},
+    )
+    assert (both.status_code, error_code(both)) == (400, "conflicting_fields")
+    patched = call(
+        sb, "PATCH", "/orders/example.com", json={"dns_names": ["example.com", "*.example.com"]}
+    )
+    assert patched.status_code == 200
+    assert patched.json()["identifiers"][1] == {
+        "type": "dns",
+        "value": "*.example.com",
+        "approval": "dns",
+    }

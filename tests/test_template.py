@@ -82,7 +82,7 @@ def iam_documents(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any
 
 def test_no_wildcard_actions_or_resources_in_any_allow(template: dict[str, Any]) -> None:
     documents = list(iam_documents(template)) + list(iam_documents(load(NODE_POLICY_TEMPLATE)))
-    assert {name for name, _ in documents} == {"SyncRole", "NodePolicy"}
+    assert {name for name, _ in documents} == {"SyncRole", "HttpRole", "NodePolicy"}
     for name, document in documents:
         for statement in allow_statements(document):
             assert "NotAction" not in statement and "NotResource" not in statement, name
@@ -128,6 +128,52 @@ def test_sync_role_reaches_its_prefix_its_secret_and_its_logs_only(
     acks = "${StorePrefix}/v1/clusters/web/acks/"
     assert fnmatch.fnmatchcase(acks, sub(listing["Condition"]["StringLike"]["s3:prefix"]))
     assert fnmatch.fnmatchcase(BUCKET_ARN + "/" + acks + "node-1", objects)
+
+
+def test_http_function_reaches_the_registry_its_secret_and_its_logs_only(
+    template: dict[str, Any],
+) -> None:
+    resources = template["Resources"]
+    function = resources["Http"]["Properties"]
+    assert function["Handler"] == "app.http"
+    assert function["Role"] == {"Fn::GetAtt": ["HttpRole", "Arn"]}
+    assert function["FunctionUrlConfig"] == {"AuthType": {"Ref": "HttpAuthType"}}
+    assert template["Parameters"]["HttpAuthType"]["AllowedValues"] == ["NONE", "AWS_IAM"]
+    variables = function["Environment"]["Variables"]
+    assert variables["CERTFLEET_HTTP_CONFIG_SECRET"] == {"Ref": "HttpConfigSecret"}
+    assert variables["CERTFLEET_CONFIG_SECRET"] == ""
+    assert variables["CERTFLEET_SYNC_FUNCTION"] == {"Ref": "Sync"}
+    assert function["ReservedConcurrentExecutions"] == {
+        "Fn::If": [
+            "HasHttpReservedConcurrency",
+            {"Ref": "HttpReservedConcurrency"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    (policy,) = resources["HttpRole"]["Properties"]["Policies"]
+    grants = {
+        (action, str(sub(resource)))
+        for statement in allow_statements(policy["PolicyDocument"])
+        for action in listed(statement["Action"])
+        for resource in listed(statement["Resource"])
+    }
+    registry = BUCKET_ARN + "/${StorePrefix}/v1/sync/orders/*"
+    assert grants == {
+        ("s3:GetObject", registry),
+        ("s3:PutObject", registry),
+        ("s3:ListBucket", BUCKET_ARN),
+        ("secretsmanager:GetSecretValue", str({"Ref": "HttpConfigSecret"})),
+        ("lambda:InvokeFunction", str({"Fn::GetAtt": ["Sync", "Arn"]})),
+        ("logs:CreateLogStream", "${HttpLogGroup.Arn}"),
+        ("logs:PutLogEvents", "${HttpLogGroup.Arn}"),
+    }
+    (listing,) = [
+        s for s in policy["PolicyDocument"]["Statement"] if s["Action"] == "s3:ListBucket"
+    ]
+    prefix = sub(listing["Condition"]["StringLike"]["s3:prefix"])
+    assert prefix == "${StorePrefix}/v1/sync/orders/*"
+    assert not fnmatch.fnmatchcase("${StorePrefix}/v1/sync/state/web", prefix)
+    assert template["Outputs"]["OrderApiUrl"]["Value"] == {"Fn::GetAtt": ["HttpUrl", "FunctionUrl"]}
 
 
 def test_node_policy_is_read_only_on_its_cluster_plus_its_acks(template: dict[str, Any]) -> None:
@@ -437,7 +483,7 @@ def test_zip_imports_in_a_fresh_interpreter(package: Package, tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["python"] == [3, 12]
-    assert report["app"] == ["certfleet-sync", ["sync"]]
+    assert report["app"] == ["certfleet-sync", ["http", "sync"]]
     for module in (
         "certfleet.sync.engine",
         "certfleet.sync.runner",
@@ -447,6 +493,8 @@ def test_zip_imports_in_a_fresh_interpreter(package: Package, tmp_path: Path) ->
         "certfleet.bundle.envelope",
         "certfleet.config.sync",
         "certfleet.cli.sandbox",
+        "certfleet.serve.api",
+        "certfleet.registry.registry",
     ):
         assert module in report["modules"], module
     assert report["outside"] == []

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from certfleet.apiv3.errors import MalformedResponse
+from certfleet.orders import default_approval
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Order:
             "name": self.name,
             "cluster": self.cluster,
             "identifiers": [ident.to_json() for ident in self.identifiers],
+            "dns_names": list(self.dns_names),
             "state": self.state,
             "created_at": _format_time(self.created_at),
             "updated_at": _format_time(self.updated_at),
@@ -88,10 +90,19 @@ class CertResult:
 
 
 def parse_order(data: Any, call: str) -> Order:
+    """An order answered with ``identifiers``, ``dns_names`` (approvals then take their
+    defaults: ``dns`` for ``*.`` names, ``http`` otherwise), or both (``identifiers`` wins)."""
     obj = _object(data, call, "order")
     identifiers = obj.get("identifiers")
+    if identifiers is None and isinstance(obj.get("dns_names"), list):
+        identifiers = [
+            {"type": "dns", "value": name, "approval": default_approval(name)}
+            if isinstance(name, str)
+            else name
+            for name in obj["dns_names"]
+        ]
     if not isinstance(identifiers, list):
-        raise _malformed(call, "order has no identifiers list")
+        raise _malformed(call, "order has neither an identifiers nor a dns_names list")
     cluster = obj.get("cluster")
     if cluster is not None and not isinstance(cluster, str):
         raise _malformed(call, "order cluster is not a string")

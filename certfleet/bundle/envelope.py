@@ -68,6 +68,7 @@ _OBJECT_NAMES = {
     "bundle": "bundle for order {identity} in cluster {cluster}",
     "ack": "ack of node {identity} in cluster {cluster}",
     "pending": "pending key for order {identity} in cluster {cluster}",
+    "registry": "order registry of cluster {cluster}",
     "acme": "ACME state {identity} of cluster {cluster}",
 }
 

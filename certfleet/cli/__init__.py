@@ -22,7 +22,19 @@ from typing import Any
 from certfleet import __version__
 from certfleet.apiv3 import ApiError, Unauthorized
 from certfleet.bundle import FormatError
-from certfleet.cli import acme, clusters, doctor, init, nodes, orders, sandbox, sync
+from certfleet.cli import (
+    acme,
+    apikeys,
+    clusters,
+    doctor,
+    init,
+    nodes,
+    orders,
+    registry,
+    sandbox,
+    serve,
+    sync,
+)
 from certfleet.cli.context import Context
 from certfleet.cli.errors import CliError
 from certfleet.config.errors import ConfigError
@@ -43,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"certfleet {__version__}")
     _add_common_options(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (init, clusters, orders, sync, nodes, doctor, acme, sandbox):
+    for module in (
+        init, clusters, orders, apikeys, serve, registry, sync, nodes, doctor, acme, sandbox,
+    ):  # fmt: skip
         module.register(subparsers)
     for name, subparser in subparsers.choices.items():
         if name != sandbox.COMMAND:

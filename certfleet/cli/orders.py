@@ -1,4 +1,5 @@
-"""``certfleet add | edit | list | show | rm``: managing orders through the APIv3.
+"""``certfleet add | edit | list | show | rm``: managing orders through the APIv3, or, with
+a sync config in ACME mode, in the order registry (``certfleet.cli.orderstore``).
 
 Every name on the command line is checked against docs/format.md "Text forms and names"
 before any request is made; a refusal names the name and the rule (exit 2). ``show`` and
@@ -14,15 +15,22 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from certfleet.apiv3 import ApiClient, Identifier, NotFound, Order, RetryPolicy, Unauthorized
+from certfleet.apiv3 import Identifier, Order
 from certfleet.bundle import validate_cluster_name, validate_dns_name, validate_order_name
 from certfleet.cli.context import Context
 from certfleet.cli.display import order_details, order_table
-from certfleet.cli.errors import CliError, OrderNotFound, UsageError
-from certfleet.cli.settings import ApiSettings, resolve_api
+from certfleet.cli.errors import UsageError
+from certfleet.cli.orderstore import (
+    MixedBackend,
+    OrderBackend,
+    api_backend,
+    registry_backend,
+)
+from certfleet.cli.settings import resolve_api
+from certfleet.config.sync import load_sync_config
+from certfleet.registry.mode import acme_clusters
 
 APPROVALS = ("http", "dns")
-CLI_RETRY = RetryPolicy(max_attempts=5, max_seconds=30.0, base_delay=0.5, max_delay=8.0)
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -63,11 +71,10 @@ def run_add(args: argparse.Namespace, ctx: Context) -> int:
     order_name = validate_order_name(args.name if args.name is not None else names[0])
     identifiers = [Identifier(name, _approval(name, args.approval)) for name in names]
     cluster = validate_cluster_name(args.cluster) if args.cluster is not None else None
-    settings = resolve_api(args.config, ctx.environ, ctx.home)
-    if cluster is None:
-        cluster = _default_cluster(args.config)
-    with _client(settings) as client:
-        order = client.create_order(identifiers, cluster=cluster, name=order_name)
+    with _backend(args, ctx) as backend:
+        if cluster is None:
+            cluster = _default_cluster(args.config)
+        order = backend.create(identifiers, cluster, order_name)
     _print_order(order, args, ctx)
     return 0
 
@@ -81,24 +88,22 @@ def run_edit(args: argparse.Namespace, ctx: Context) -> int:
     both = sorted(set(adds) & set(removes))
     if both:
         raise UsageError(f"DNS name {both[0]!r} is both added and removed")
-    settings = resolve_api(args.config, ctx.environ, ctx.home)
-    with _client(settings) as client, _known(name, settings):
-        order = client.get_order(name)
+    with _backend(args, ctx) as backend:
+        order = backend.get(name)
         wanted = _edited(order, adds, removes, args.approval, ctx)
         if wanted == list(order.identifiers):
             ctx.note(f"order {name!r} already has these DNS names and approvals; nothing sent")
             updated = order
         else:
-            updated = client.update_order(name, wanted)
+            updated = backend.update(name, wanted)
     _print_order(updated, args, ctx)
     return 0
 
 
 def run_list(args: argparse.Namespace, ctx: Context) -> int:
     cluster = validate_cluster_name(args.cluster) if args.cluster is not None else None
-    settings = resolve_api(args.config, ctx.environ, ctx.home)
-    with _client(settings) as client:
-        orders = list(client.iter_orders(cluster))
+    with _backend(args, ctx) as backend:
+        orders = backend.orders(cluster)
     if args.json:
         ctx.say(json.dumps([order.to_json() for order in orders], indent=2))
     elif orders:
@@ -110,18 +115,28 @@ def run_list(args: argparse.Namespace, ctx: Context) -> int:
 
 def run_show(args: argparse.Namespace, ctx: Context) -> int:
     name = _any_order_name(args.order)
-    settings = resolve_api(args.config, ctx.environ, ctx.home)
-    with _client(settings) as client, _known(name, settings):
-        order = client.get_order(name)
-    _print_order(order, args, ctx)
+    with _backend(args, ctx) as backend:
+        order = backend.get(name)
+        details = backend.details(order)
+    if args.json:
+        document = order.to_json()
+        if details:
+            document["acme"] = details
+        ctx.say(json.dumps(document, indent=2))
+    else:
+        labels = {"status": "acme", "unreadable": "acme", "problem": "problem"}
+        rows = [
+            f"{labels.get(label, label.replace('_', ' ')):<10} {value}"
+            for label, value in details.items()
+        ]
+        ctx.say("\n".join([order_details(order), *rows]))
     return 0
 
 
 def run_rm(args: argparse.Namespace, ctx: Context) -> int:
     name = _any_order_name(args.order)
-    settings = resolve_api(args.config, ctx.environ, ctx.home)
-    with _client(settings) as client, _known(name, settings):
-        client.delete_order(name)
+    with _backend(args, ctx) as backend:
+        backend.delete(name)
     if args.json:
         ctx.say(json.dumps({"removed": name}))
     else:
@@ -193,28 +208,21 @@ def _default_cluster(config_path: str | None) -> str:
 
 
 @contextmanager
-def _client(settings: ApiSettings) -> Iterator[ApiClient]:
-    try:
-        client = ApiClient(settings.endpoint, settings.api_key, retry=CLI_RETRY)
-    except ValueError as err:
-        raise UsageError(
-            f"API endpoint {settings.endpoint!r} (from {settings.source}): {err}"
-        ) from err
-    try:
-        yield client
-    except Unauthorized as err:
-        raise CliError(f"{err} (the API key from {settings.source} was refused)") from err
-    finally:
-        client.close()
-
-
-@contextmanager
-def _known(name: str, settings: ApiSettings) -> Iterator[None]:
-    """Turns the API's 404 for ``name`` into an error that names the order."""
-    try:
-        yield
-    except NotFound as err:
-        raise OrderNotFound(name, settings.endpoint) from err
+def _backend(args: argparse.Namespace, ctx: Context) -> Iterator[OrderBackend]:
+    """The registry when ``--config`` is a sync config in ACME mode, else the APIv3."""
+    acme: tuple[str, ...] = ()
+    if args.config is not None:
+        config = load_sync_config(args.config)
+        acme = acme_clusters(config)
+        if acme and len(acme) == len(config.clusters):
+            yield registry_backend(config)
+            return
+    settings = resolve_api(args.config, ctx.environ, ctx.home)
+    with api_backend(settings) as backend:
+        if acme:
+            yield MixedBackend(registry_backend(config), backend, acme)
+        else:
+            yield backend
 
 
 def _print_order(order: Order, args: argparse.Namespace, ctx: Context) -> None:

@@ -38,6 +38,7 @@ from certfleet.config.cluster import check_label, cluster_secrets
 from certfleet.config.errors import ConfigError, ConfigErrors, UnknownClusterError
 from certfleet.config.hcl import load_hcl, read_config_text
 from certfleet.config.section import Section
+from certfleet.config.serve import API_KEY_BLOCK, ApiKeyEntry, api_key_entries
 from certfleet.config.url import check_http_url, check_store_url
 
 DEFAULT_API_ENDPOINT = "https://sslmate.com/api/v3"
@@ -132,6 +133,7 @@ class SyncConfig:
     acme: AcmeConfig | None = None
     dns: tuple[DnsProviderConfig, ...] = ()
     dns_resolvers: tuple[str, ...] = ()
+    api_keys: tuple[ApiKeyEntry, ...] = ()  # the order API's keys (order_api_key blocks)
 
     def cluster(self, name: str) -> ClusterSyncConfig:
         """The cluster called ``name``; UnknownClusterError if the config has none."""
@@ -160,7 +162,7 @@ def load_sync_config(path: str | Path) -> SyncConfig:
 def parse_sync_config(text: str, source: str) -> SyncConfig:
     """Check the sync config ``text`` (read from ``source``); no disk, no network."""
     root = load_hcl(text, source)
-    root.allow(_TOP_OPTIONS, ("cluster", "acme", "dns"))
+    root.allow(_TOP_OPTIONS, ("cluster", "acme", "dns", API_KEY_BLOCK))
     api_key = root.optional_string("api_key", secret=True)
     if api_key is not None and not api_key.strip():
         root.error(
@@ -212,6 +214,7 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
         )
     dns = parse_dns_blocks(root)
     dns_resolvers = parse_resolvers(root)
+    api_keys = api_key_entries(root)
     root.finish()
     if not signing_keys:  # unreachable after finish(); keeps the types honest
         raise ConfigErrors([ConfigError(source, None, "signing_key", "is required")])
@@ -235,6 +238,7 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
         acme=acme,
         dns=dns,
         dns_resolvers=dns_resolvers,
+        api_keys=api_keys,
     )
 
 

@@ -1,5 +1,8 @@
 """What each APIv3 call of docs/sandbox.md "Endpoints" does in the sandbox, minus HTTP.
 
+Order bodies are parsed, and order answers built, by ``certfleet.orders`` (shared with the
+order API over the registry): ``dns_names`` or ``identifiers``, answers with both.
+
 Methods take the parsed JSON body or query and return the JSON answer (a dict), or raise
 :class:`ApiError` with the status and APIv3-style ``code`` to serve. Times in answers are
 RFC 3339 in UTC with whole seconds, e.g. ``2026-01-31T12:00:00Z``; ``serial`` is lowercase
@@ -8,45 +11,27 @@ hexadecimal without separators.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 from cryptography.hazmat.primitives import serialization
 
 from certfleet.bundle.errors import UnsafeNameError
-from certfleet.bundle.names import validate_cluster_name, validate_dns_name, validate_order_name
+from certfleet.bundle.names import validate_cluster_name
+from certfleet.orders import OrderRequestError, order_answer, parse_change, parse_create
+from certfleet.orders.page import encode_cursor, page_after, page_limit
+from certfleet.orders.request import rfc3339
 from certfleet.sandbox.ca import SandboxCa
 from certfleet.sandbox.csr import check_csr
 from certfleet.sandbox.errors import ApiError
-from certfleet.sandbox.state import CertRecord, Identifier, OrderBook, OrderRecord
+from certfleet.sandbox.state import CertRecord, OrderBook, OrderRecord
 
 MAX_POLL = 60.0
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
-MAX_IDENTIFIERS = 100
 _KEPT_CERTS = 10  # per order; older CSRs are forgotten
-
-
-def rfc3339(timestamp: float) -> str:
-    """``timestamp`` (Unix seconds) as RFC 3339 UTC with whole seconds."""
-    moment = datetime.datetime.fromtimestamp(int(timestamp), datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def encode_cursor(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, ValueError) as err:
-        raise ApiError(400, "invalid_cursor", "after is not a cursor this API returned") from err
 
 
 class SandboxApi:
@@ -73,19 +58,16 @@ class SandboxApi:
 
     def create_order(self, body: object) -> dict[str, object]:
         """``POST /orders``: 201 with the order; 409 ``order_exists``."""
-        fields = _object(body, required=("cluster", "identifiers"), optional=("name",))
-        cluster = self._cluster(fields["cluster"])
-        identifiers = self._identifiers(fields["identifiers"])
-        name = fields.get("name", identifiers[0].value)
-        if not isinstance(name, str) or not name:
-            raise ApiError(400, "invalid_order_name", "name must be a non-empty string")
-        if not self._unsafe:
-            self._checked(validate_order_name, name, "invalid_order_name")
+        with _refused():
+            request = parse_create(body, unsafe_names=self._unsafe)
+        name = request.order_name
         with self._book.lock:
             if self._book.get(name) is not None:
                 raise ApiError(409, "order_exists", f"an order named {name!r} already exists")
             now = self._clock()
-            order = OrderRecord(name, cluster, identifiers, created_at=now, updated_at=now)
+            order = OrderRecord(
+                name, request.cluster, request.identifiers, created_at=now, updated_at=now
+            )
             self._book.put(order)
         return self._order_json(order)
 
@@ -93,18 +75,14 @@ class SandboxApi:
         """``GET /orders?cluster=C&limit=N&after=CURSOR``, by name; ``next`` null at the end."""
         cluster = query.get("cluster", [None])[-1]
         if cluster is not None:
-            self._cluster(cluster)
-        raw_limit = query.get("limit", [str(DEFAULT_LIMIT)])[-1]
-        try:
-            limit = min(int(raw_limit), MAX_LIMIT)
-        except ValueError as err:
-            raise ApiError(400, "invalid_limit", "limit must be an integer") from err
-        if limit < 1:
-            raise ApiError(400, "invalid_limit", "limit must be at least 1")
-        after = query.get("after", [None])[-1]
-        orders, last = self._book.page(
-            cluster, None if after is None else decode_cursor(after), limit
-        )
+            try:
+                validate_cluster_name(cluster)
+            except UnsafeNameError as err:
+                raise ApiError(400, "invalid_cluster", str(err)) from err
+        with _refused():
+            limit = page_limit(query)
+            after = page_after(query)
+        orders, last = self._book.page(cluster, after, limit)
         return {
             "orders": [self._order_json(o) for o in orders],
             "next": None if last is None else encode_cursor(last),
@@ -115,18 +93,16 @@ class SandboxApi:
         return self._order_json(self._order(name))
 
     def patch_order(self, name: str, body: object) -> dict[str, object]:
-        """``PATCH /orders/{name}``: ``identifiers`` (the full new set) and/or ``cluster``."""
-        fields = _object(body, required=(), optional=("identifiers", "cluster"))
-        if not fields:
-            raise ApiError(400, "invalid_request", "give identifiers and/or cluster to change")
-        cluster = self._cluster(fields["cluster"]) if "cluster" in fields else None
-        identifiers = self._identifiers(fields["identifiers"]) if "identifiers" in fields else None
+        """``PATCH /orders/{name}``: ``identifiers`` or ``dns_names`` (the full new set) and/or
+        ``cluster``."""
+        with _refused():
+            change = parse_change(body, unsafe_names=self._unsafe)
         with self._book.lock:
             order = self._order(name)
             changed = dataclasses.replace(
                 order,
-                cluster=order.cluster if cluster is None else cluster,
-                identifiers=order.identifiers if identifiers is None else identifiers,
+                cluster=order.cluster if change.cluster is None else change.cluster,
+                identifiers=change.identifiers_for(order.identifiers),
             )
             if changed != order:
                 changed = dataclasses.replace(changed, updated_at=self._clock())
@@ -146,8 +122,9 @@ class SandboxApi:
 
         The same public key for the same names again is a no-op.
         """
-        fields = _object(body, required=("csr",), optional=())
-        pem = fields["csr"]
+        if not isinstance(body, dict) or set(body) != {"csr"}:
+            raise ApiError(400, "invalid_request", 'expected {"csr": PEM}')
+        pem = body["csr"]
         if not isinstance(pem, str):
             raise ApiError(400, "invalid_csr", "csr must be a PEM string")
         with self._book.lock:
@@ -244,72 +221,20 @@ class SandboxApi:
         wanted = set(order.dns_names)
         matching = [c for c in order.certs if set(c.names) == wanted]
         state = self._state(matching[-1]) if matching else "awaiting_csr"
-        return {
-            "name": order.name,
-            "cluster": order.cluster,
-            "identifiers": [
-                {"type": "dns", "value": i.value, "approval": i.approval} for i in order.identifiers
-            ],
-            "state": state,
-            "created_at": rfc3339(order.created_at),
-            "updated_at": rfc3339(order.updated_at),
-        }
-
-    def _cluster(self, value: object) -> str:
-        if not isinstance(value, str):
-            raise ApiError(400, "invalid_cluster", "cluster must be a string")
-        return self._checked(validate_cluster_name, value, "invalid_cluster")
-
-    def _identifiers(self, raw: object) -> tuple[Identifier, ...]:
-        if not isinstance(raw, list) or not raw:
-            raise ApiError(400, "invalid_request", "identifiers must be a non-empty list")
-        if len(raw) > MAX_IDENTIFIERS:
-            raise ApiError(400, "too_many_identifiers", f"at most {MAX_IDENTIFIERS} identifiers")
-        found: list[Identifier] = []
-        for item in raw:
-            fields = _object(item, required=("value",), optional=("type", "approval"))
-            if fields.get("type", "dns") != "dns":
-                raise ApiError(400, "unsupported_identifier", "identifier type must be dns")
-            value = fields["value"]
-            if not isinstance(value, str) or not value:
-                raise ApiError(400, "invalid_dns_name", "identifier value must be a string")
-            if not self._unsafe:
-                value = self._checked(validate_dns_name, value, "invalid_dns_name")
-            approval = fields.get("approval", "dns" if _is_wildcard(value) else "http")
-            if approval not in ("http", "dns"):
-                raise ApiError(400, "invalid_approval", "approval must be http or dns")
-            if approval == "http" and _is_wildcard(value):
-                raise ApiError(
-                    422,
-                    "approval_not_allowed",
-                    f"{value}: wildcard names cannot use http approval; use dns",
-                )
-            if any(f.value == value for f in found):
-                raise ApiError(400, "duplicate_identifier", f"{value} is listed twice")
-            found.append(Identifier(value, approval))
-        return tuple(found)
-
-    @staticmethod
-    def _checked(check: Callable[[str], str], value: str, code: str) -> str:
-        try:
-            return check(value)
-        except UnsafeNameError as err:
-            raise ApiError(400, code, str(err)) from err
+        return order_answer(
+            name=order.name,
+            cluster=order.cluster,
+            identifiers=order.identifiers,
+            state=state,
+            created_at=order.created_at,
+            updated_at=order.updated_at,
+        )
 
 
-def _is_wildcard(dns_name: str) -> bool:
-    return dns_name.startswith("*.")
-
-
-def _object(
-    body: object, required: tuple[str, ...], optional: tuple[str, ...]
-) -> dict[str, object]:
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_request", "expected a JSON object")
-    unknown = sorted(set(body) - set(required) - set(optional))
-    if unknown:
-        raise ApiError(400, "unknown_field", f"unknown fields: {', '.join(unknown)}")
-    missing = [k for k in required if k not in body]
-    if missing:
-        raise ApiError(400, "missing_field", f"missing fields: {', '.join(missing)}")
-    return body
+@contextmanager
+def _refused() -> Iterator[None]:
+    """A refused request body as the sandbox's :class:`ApiError`."""
+    try:
+        yield
+    except OrderRequestError as err:
+        raise ApiError(err.status, err.code, err.message) from err

@@ -26,18 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from certfleet.bundle.names import validate_cluster_name, validate_dns_name, validate_order_name
+from certfleet.orders import Identifier
 from certfleet.sandbox.ca import SandboxCa
 from certfleet.sandbox.errors import DataDirError, SpecRefused
 
 FORMAT = 1
-
-
-@dataclass(frozen=True)
-class Identifier:
-    """One DNS name of an order and how it is approved (``http`` or ``dns``)."""
-
-    value: str
-    approval: str
 
 
 @dataclass(frozen=True)

@@ -33,17 +33,21 @@ def open_acme_provider(config: SyncSettings, cluster: str, store: Store) -> Prov
             "the ACME provider needs Python >= 3.10 and certbot's acme package "
             f"(pip install 'certfleet[acme]'); this is Python {sys.version.split()[0]}"
         ) from err
-    from certfleet.registry import (  # type: ignore[import-not-found, unused-ignore]
-        OrderRegistry,
-        RegistryNotFound,
-    )
+    from certfleet.registry import OrderRegistry, RegistryNotFound
 
     signing_key = config.signing_key
-    registry = OrderRegistry(store, signing_key.sync_secret("registry"), [cluster])
+    previous = getattr(config, "previous_signing_key", None)
+    # During a signing key rotation the registry opens with the old key's secret too
+    # (certfleet registry reseal rewrites it for the new one).
+    registry = OrderRegistry(
+        store,
+        signing_key.sync_secret("registry"),
+        [cluster],
+        previous=() if previous is None else (previous.sync_secret("registry"),),
+    )
     client = AcmeClient(
         acme.directory, load_account_key(acme.account_key), ca_bundle=acme.ca_bundle
     )
-    previous = getattr(config, "previous_signing_key", None)
     states = AcmeStateStore(
         store,
         cluster,

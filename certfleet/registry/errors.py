@@ -1,0 +1,46 @@
+"""The order registry's errors (one root, subclasses with fields)."""
+
+from __future__ import annotations
+
+from certfleet.errors import CertfleetError
+
+
+class RegistryError(CertfleetError):
+    """The registry could not be read or written (names the cluster; never a secret)."""
+
+
+class RegistryNotFound(RegistryError):
+    """No order of that name in any cluster the registry serves."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no order named {name!r}")
+        self.name = name
+
+
+class OrderExists(RegistryError):
+    """An order of that name exists already (the API's 409 ``order_exists``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"an order named {name!r} already exists")
+        self.name = name
+
+
+class UnknownCluster(RegistryError):
+    """A cluster the registry does not serve (not configured, or not in ACME mode)."""
+
+    def __init__(self, cluster: str, known: tuple[str, ...]) -> None:
+        shown = ", ".join(known) or "none"
+        super().__init__(f"cluster {cluster!r} has no order registry here (clusters: {shown})")
+        self.cluster = cluster
+        self.known = known
+
+
+class RegistryContended(RegistryError):
+    """Conditional writes kept losing to other writers; nothing was changed."""
+
+    def __init__(self, cluster: str, attempts: int) -> None:
+        super().__init__(
+            f"the order registry of cluster {cluster!r} kept changing under {attempts} "
+            "attempts; try again"
+        )
+        self.cluster = cluster

@@ -1,0 +1,316 @@
+"""``OrderRegistry``: the orders of ACME-mode clusters, one sealed object per cluster.
+
+Each cluster's object is read whole (at most :data:`MAX_REGISTRY_BYTES`), changed in
+memory and written back with ``put_if_absent`` (no object yet) or ``put_if_match`` (the
+ETag read); a write that loses a race re-reads and re-applies the change, at most
+:data:`MAX_ATTEMPTS` times. So of two concurrent creates of one name in one cluster one
+wins and the other gets :class:`OrderExists`. Order names are one namespace across the
+clusters: a create first looks for the name in the other clusters' objects (a race
+between creates of one name in two different clusters within that instant is not
+excluded; the agent refuses a name that two of its clusters share).
+
+Everything read is checked again (names, approvals, fields): the store is untrusted, and
+an object that does not open under the registry secret, or that does not parse, is a
+:class:`RegistryError`, never an empty registry.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from certfleet.bundle import ClusterSecret, FormatError, open_sealed, seal
+from certfleet.bundle.errors import UnsafeNameError
+from certfleet.bundle.names import validate_cluster_name, validate_dns_name, validate_order_name
+from certfleet.orders import MAX_IDENTIFIERS, Identifier, OrderRequestError, check_approval
+from certfleet.registry.errors import (
+    OrderExists,
+    RegistryContended,
+    RegistryError,
+    RegistryNotFound,
+    UnknownCluster,
+)
+from certfleet.store import ObjectNotFound, ObjectTooLarge, PreconditionFailed, Store
+
+KIND = "registry"
+IDENTITY = "/orders"
+VERSION = 1
+MAX_REGISTRY_BYTES = 32 * 1024 * 1024
+MAX_ATTEMPTS = 10
+
+_T = TypeVar("_T")
+
+
+def registry_key(cluster: str) -> str:
+    """The store key of ``cluster``'s registry object: ``v1/sync/orders/<cluster>``."""
+    return f"v1/sync/orders/{validate_cluster_name(cluster)}"
+
+
+@dataclass(frozen=True)
+class RegistryOrder:
+    """One order: its name, cluster, identifiers (in order) and times (Unix seconds)."""
+
+    name: str
+    cluster: str
+    identifiers: tuple[Identifier, ...]
+    created_at: int
+    updated_at: int
+
+    @property
+    def dns_names(self) -> tuple[str, ...]:
+        return tuple(ident.value for ident in self.identifiers)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cluster": self.cluster,
+            "identifiers": [{"value": i.value, "approval": i.approval} for i in self.identifiers],
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+class OrderRegistry:
+    """The registry objects of ``clusters`` in ``store``, sealed with ``secret``.
+
+    ``previous`` (the registry secrets of a ``previous_signing_key``, during a rotation)
+    also open objects; every write seals with ``secret`` alone.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        secret: ClusterSecret,
+        clusters: Sequence[str],
+        *,
+        previous: Sequence[ClusterSecret] = (),
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._store = store
+        self._secret = secret
+        self._previous = tuple(previous)
+        self._clusters = tuple(validate_cluster_name(c) for c in clusters)
+        self._clock = clock
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"OrderRegistry(store={self._store.url!r}, clusters={self._clusters!r})"
+
+    @property
+    def clusters(self) -> tuple[str, ...]:
+        return self._clusters
+
+    def list(self, cluster: str) -> tuple[RegistryOrder, ...]:
+        """``cluster``'s orders, sorted by name (none when it has no registry object yet)."""
+        return self._read(self._known(cluster))[0]
+
+    def get(self, name: str) -> RegistryOrder:
+        """The order called ``name``, whichever cluster holds it; :class:`RegistryNotFound`."""
+        for cluster in self._clusters:
+            for order in self._read(cluster)[0]:
+                if order.name == name:
+                    return order
+        raise RegistryNotFound(name)
+
+    def create(
+        self, cluster: str, identifiers: Sequence[Identifier], name: str | None = None
+    ) -> RegistryOrder:
+        """A new order (name: the first DNS name unless given); :class:`OrderExists`.
+
+        Names and approvals are checked as the order API checks them: a name that breaks
+        the rules raises ``certfleet.bundle.UnsafeNameError``, a wildcard with ``http``
+        approval ``certfleet.orders.OrderRequestError``, an empty or over-long list or a
+        repeated name ``ValueError``; nothing is written then.
+        """
+        cluster = self._known(cluster)
+        checked = _identifiers(identifiers)
+        order_name = validate_order_name(checked[0].value if name is None else name)
+        for other in self._clusters:
+            if other != cluster and any(o.name == order_name for o in self._read(other)[0]):
+                raise OrderExists(order_name)
+        now = int(self._clock())
+        order = RegistryOrder(order_name, cluster, checked, now, now)
+
+        def add(orders: list[RegistryOrder]) -> tuple[list[RegistryOrder] | None, RegistryOrder]:
+            if any(o.name == order_name for o in orders):
+                raise OrderExists(order_name)
+            return sorted([*orders, order], key=lambda o: o.name), order
+
+        return self._update(cluster, add)
+
+    def set_identifiers(self, name: str, identifiers: Sequence[Identifier]) -> RegistryOrder:
+        """Replace the order's identifiers (the full new set); unchanged → no write."""
+        checked = _identifiers(identifiers)
+        cluster = self.get(name).cluster
+
+        def change(orders: list[RegistryOrder]) -> tuple[list[RegistryOrder] | None, RegistryOrder]:
+            current = _find(orders, name)
+            if current.identifiers == checked:
+                return None, current
+            updated = RegistryOrder(name, cluster, checked, current.created_at, int(self._clock()))
+            return [updated if o.name == name else o for o in orders], updated
+
+        return self._update(cluster, change)
+
+    def delete(self, name: str) -> None:
+        """Remove the order; :class:`RegistryNotFound` if there is none of that name."""
+        cluster = self.get(name).cluster
+
+        def remove(orders: list[RegistryOrder]) -> tuple[list[RegistryOrder] | None, None]:
+            _find(orders, name)
+            return [o for o in orders if o.name != name], None
+
+        self._update(cluster, remove)
+
+    def reseal(self, cluster: str) -> int:
+        """Rewrite ``cluster``'s registry sealed with ``secret`` if it opens only with a
+        ``previous`` one (after a signing key rotation); the number of orders it holds.
+
+        An object that opens with ``secret`` is left as it is; none at all is 0.
+        """
+        key = registry_key(self._known(cluster))
+        current = OrderRegistry(self._store, self._secret, [cluster])
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                return len(current._read(cluster)[0])
+            except RegistryError:
+                if not self._previous:
+                    raise
+            orders, etag = self._read(cluster)
+            if etag is None:
+                return 0
+            data = seal(KIND, cluster, IDENTITY, _encode(orders), [self._secret])
+            try:
+                self._store.put_if_match(key, data, etag)
+            except PreconditionFailed:
+                continue
+            return len(orders)
+        raise RegistryContended(cluster, MAX_ATTEMPTS)
+
+    # -- inside -------------------------------------------------------------------------
+
+    def _known(self, cluster: str) -> str:
+        if cluster not in self._clusters:
+            raise UnknownCluster(cluster, self._clusters)
+        return cluster
+
+    def _update(
+        self,
+        cluster: str,
+        change: Callable[
+            [builtins.list[RegistryOrder]], tuple[builtins.list[RegistryOrder] | None, _T]
+        ],
+    ) -> _T:
+        """Read, apply ``change`` (None: nothing to write), write conditionally; retry."""
+        key = registry_key(cluster)
+        for attempt in range(MAX_ATTEMPTS):
+            orders, etag = self._read(cluster)
+            new, result = change(list(orders))
+            if new is None:
+                return result
+            data = seal(KIND, cluster, IDENTITY, _encode(new), [self._secret])
+            try:
+                if etag is None:
+                    self._store.put_if_absent(key, data)
+                else:
+                    self._store.put_if_match(key, data, etag)
+            except PreconditionFailed:
+                self._sleep(random.uniform(0, 0.02 * (attempt + 1)))  # noqa: S311 - jitter
+                continue
+            return result
+        raise RegistryContended(cluster, MAX_ATTEMPTS)
+
+    def _read(self, cluster: str) -> tuple[tuple[RegistryOrder, ...], str | None]:
+        key = registry_key(cluster)
+        where = f"the order registry of cluster {cluster!r} ({key} in {self._store.url})"
+        try:
+            stored = self._store.get(key, max_bytes=MAX_REGISTRY_BYTES)
+        except ObjectNotFound:
+            return (), None
+        except ObjectTooLarge as err:
+            raise RegistryError(f"{where} is larger than {MAX_REGISTRY_BYTES} bytes") from err
+        if stored is None:  # only possible with if_none_match, which is not given
+            raise ObjectNotFound(key, url=self._store.url)
+        try:
+            plain = open_sealed(
+                KIND, cluster, IDENTITY, stored.data, [self._secret, *self._previous]
+            )
+        except FormatError as err:
+            raise RegistryError(f"{where} cannot be opened: {err}") from err
+        try:
+            return _decode(plain, cluster), stored.etag
+        except (ValueError, KeyError, TypeError, UnsafeNameError, OrderRequestError) as err:
+            raise RegistryError(f"{where} is malformed: {_short(err)}") from err
+
+
+def _find(orders: Sequence[RegistryOrder], name: str) -> RegistryOrder:
+    for order in orders:
+        if order.name == name:
+            return order
+    raise RegistryNotFound(name)
+
+
+def _identifiers(identifiers: Sequence[Identifier]) -> tuple[Identifier, ...]:
+    """Checked identifiers: 1 to the cap, valid lowercase names, allowed approvals, unique."""
+    if not identifiers:
+        raise ValueError("an order needs at least one DNS name")
+    if len(identifiers) > MAX_IDENTIFIERS:
+        raise ValueError(f"an order has at most {MAX_IDENTIFIERS} DNS names")
+    found: list[Identifier] = []
+    for ident in identifiers:
+        value = validate_dns_name(ident.value)
+        approval = check_approval(value, ident.approval)
+        if any(f.value == value for f in found):
+            raise ValueError(f"DNS name {value!r} is listed twice")
+        found.append(Identifier(value, approval))
+    return tuple(found)
+
+
+def _encode(orders: Sequence[RegistryOrder]) -> bytes:
+    document = {"version": VERSION, "orders": [o.to_json() for o in orders]}
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _decode(plain: bytes, cluster: str) -> tuple[RegistryOrder, ...]:
+    document = json.loads(plain)
+    if not isinstance(document, dict) or document.get("version") != VERSION:
+        raise ValueError(f"not a version {VERSION} registry")
+    raw_orders = document["orders"]
+    if not isinstance(raw_orders, list):
+        raise TypeError("orders is not a list")
+    orders: list[RegistryOrder] = []
+    for raw in raw_orders:
+        if not isinstance(raw, dict) or raw.get("cluster") != cluster:
+            raise ValueError("an order is not an object of this cluster")
+        idents = raw["identifiers"]
+        if not isinstance(idents, list):
+            raise TypeError("identifiers is not a list")
+        created, updated = raw["created_at"], raw["updated_at"]
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in (created, updated)):
+            raise TypeError("created_at / updated_at are not integers")
+        orders.append(
+            RegistryOrder(
+                name=validate_order_name(raw["name"]),
+                cluster=cluster,
+                identifiers=_identifiers(
+                    [Identifier(str(i["value"]), str(i["approval"])) for i in idents]
+                ),
+                created_at=created,
+                updated_at=updated,
+            )
+        )
+    names = [o.name for o in orders]
+    if len(set(names)) != len(names):
+        raise ValueError("an order name appears twice")
+    return tuple(sorted(orders, key=lambda o: o.name))
+
+
+def _short(err: Exception) -> str:
+    text = err.message if isinstance(err, OrderRequestError) else str(err)
+    return text[:200]
