@@ -53,7 +53,7 @@ from typing import Callable
 
 from certfleet.config import AgentConfig
 from certfleet.store import Store, open_store
-from node_agent.ack import AckWriter, ack_orders
+from node_agent.ack import AckWriter, ack_orders, ack_owed
 from node_agent.health import HealthStore
 from node_agent.hook import CommandRunner, ShellRunner
 from node_agent.installer import Installer
@@ -240,20 +240,22 @@ class Agent:
             if not changed and trust.name not in self.acks.unsent:
                 continue  # the same as the last one
             cluster_state = self.state.cluster(trust.name)
+            orders = ack_orders(
+                self.state,
+                trust.name,
+                result,
+                self.acks.last_orders(trust.name),
+                self.planner.deferrals(),
+            )
             written = self.acks.report(
                 trust.name,
                 trust.secrets,
                 publishers=trust.publishers,
                 generation=cluster_state.applied_generation,
-                orders=ack_orders(
-                    self.state,
-                    trust.name,
-                    result,
-                    self.acks.last_orders(trust.name),
-                    self.planner.deferrals(),
-                ),
+                orders=orders,
                 now=now,
                 state=cluster_state,
+                owed=ack_owed(self.state, trust.name, orders),
             )
             self._dirty = self._dirty or written
 
