@@ -1,5 +1,6 @@
 # certfleet — the commands that matter.
 #   make demo   the whole system on this machine (SeaweedFS S3, the APIv3 sandbox, a sync, two agents)
+#   make demo-acme   the same with the ACME provider: pebble, bind9 (DNS-01), nginx (HTTP-01)
 #   make test   lint, types, import boundaries and the test suite (then again under Python 3.9)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,10 +12,10 @@ PY39 ?= $(shell for p in python3.9 $$HOME/.pyenv/versions/3.9*/bin/python3.9 /ro
 	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 9))' 2>/dev/null && { command -v $$p; break; }; done)
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint test test-py311 test-py39 demo up down package bench clean
+.PHONY: help venv lint test test-py311 test-py39 demo demo-acme up down package bench clean
 
 help:
-	@sed -n '1,4p' Makefile
+	@sed -n '1,5p' Makefile
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +59,10 @@ test: lint test-py311 test-py39
 
 demo: venv
 	$(BIN)/python scripts/demo.py
+
+# Needs the system packages pebble, bind9, nginx and openssl (it says so when they are absent).
+demo-acme: venv
+	$(BIN)/python scripts/demo_acme.py
 
 up: venv
 	$(BIN)/python scripts/stack.py up

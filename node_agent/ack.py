@@ -5,7 +5,9 @@ applied: its node id, hostname (a label only), the generation of its applied hea
 order's state (installed, deferred, failed, removed) with its serial, and in ``detail`` why
 an order is deferred or failed (a version backing off after a failed check_command or probe
 is failed until it is tried again: "<the failure>; retry at T (attempt N failed)") or which
-on_update command is still owed for it.
+on_update command is still owed for it. Owed commands are also declared in the ack's
+``owed`` list (``ack_owed``), which is what the sync's fleet check reads: the ``detail``
+wording is for people and may change.
 
 An ack is written only when its content changed since the last one this node wrote (the
 time does not count): the digest of the last one is kept in the cluster's durable state
@@ -30,6 +32,7 @@ from certfleet.bundle import (
     AckOrder,
     ClusterSecret,
     FormatError,
+    OwedUpdate,
     PublicKey,
     ShardEntry,
     iso_utc,
@@ -64,7 +67,7 @@ class AckWriter:
         self.node_id = node_id
         self.hostname = hostname if hostname is not None else hostname_label()
         self.enabled = not store.readonly
-        self._written: dict[str, tuple[int, tuple[AckOrder, ...]]] = {}
+        self._written: dict[str, tuple[int, tuple[AckOrder, ...], tuple[OwedUpdate, ...]]] = {}
         self.unsent: set[str] = set()  # clusters whose last ack could not be written
         if not self.enabled:
             log.debug("store %s is read-only: no acks", store.url)
@@ -74,10 +77,15 @@ class AckWriter:
         written = self._written.get(cluster)
         return {order.order_name: order for order in written[1]} if written else {}
 
-    def digest(self, generation: int, orders: Sequence[AckOrder]) -> str:
-        """What identifies an ack's content (not its time): SHA-256 of a canonical form."""
-        content = [self.node_id, self.hostname, generation]
+    def digest(
+        self, generation: int, orders: Sequence[AckOrder], owed: Sequence[OwedUpdate] = ()
+    ) -> str:
+        """What identifies an ack's content (not its time): SHA-256 of a canonical form
+        (the same as before the ``owed`` list for an ack that owes nothing)."""
+        content: list[object] = [self.node_id, self.hostname, generation]
         content += [[o.order_name, o.state, o.serial, o.detail] for o in orders]
+        if owed:
+            content.append({"owed": [[o.order_name, o.command] for o in owed]})
         return hashlib.sha256(json.dumps(content).encode("utf-8")).hexdigest()
 
     def report(
@@ -90,6 +98,7 @@ class AckWriter:
         orders: Sequence[AckOrder],
         now: int,
         state: ClusterState | None = None,
+        owed: Sequence[OwedUpdate] = (),
     ) -> bool:
         """Write the ack if it changed; True when one was written.
 
@@ -97,8 +106,8 @@ class AckWriter:
         written, across processes; the caller saves it when this returns True."""
         if not self.enabled:
             return False
-        content = (generation, tuple(orders))
-        digest = self.digest(generation, orders)
+        content = (generation, tuple(orders), tuple(owed))
+        digest = self.digest(generation, orders, owed)
         if self._written.get(cluster) == content or (
             state is not None and state.ack_digest == digest
         ):
@@ -106,7 +115,7 @@ class AckWriter:
             self.unsent.discard(cluster)
             return False
         try:
-            ack = Ack(self.node_id, self.hostname, generation, now, tuple(orders))
+            ack = Ack(self.node_id, self.hostname, generation, now, tuple(orders), tuple(owed))
             data = seal_ack(ack, cluster=cluster, secrets=secrets, publishers=publishers[:4])
         except FormatError as err:
             log.warning("ack for cluster %s not written: %s", cluster, err)
@@ -219,6 +228,24 @@ class _Look:
             return AckOrder(name, order_state, serial, detail)
         except FormatError:
             return None
+
+
+def ack_owed(state: AgentState, cluster: str, orders: Sequence[AckOrder]) -> tuple[OwedUpdate, ...]:
+    """The on_update commands owed (failed at least once) for the acked ``orders`` of
+    ``cluster``: the ack's declared ``owed`` list, one entry per order."""
+    owed = {safe: owed for owed in state.owed for safe in (*owed.updated, *owed.removed)}
+    found: list[OwedUpdate] = []
+    for order in orders:
+        mine = state.orders.get(order.order_name)
+        if mine is None or mine.cluster != cluster:
+            continue
+        command = owed.get(mine.safe_name)
+        if command is not None and command.failures:
+            try:
+                found.append(OwedUpdate(order.order_name, _cut(command.command)))
+            except FormatError:
+                continue
+    return tuple(found)
 
 
 def _cut(text: str) -> str:

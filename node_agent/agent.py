@@ -55,7 +55,7 @@ from typing import Callable
 from certfleet.bundle import AckOrder
 from certfleet.config import AgentConfig
 from certfleet.store import Store, open_store
-from node_agent.ack import MAX_LISTED_ORDERS, AckWriter, ack_orders
+from node_agent.ack import MAX_LISTED_ORDERS, AckWriter, ack_orders, ack_owed
 from node_agent.health import HealthStore
 from node_agent.hook import CommandRunner, ShellRunner
 from node_agent.installer import Installer
@@ -300,6 +300,7 @@ class Agent:
                 orders=orders,
                 now=now,
                 state=cluster_state,
+                owed=ack_owed(self.state, trust.name, orders),
             )
             self._dirty = self._dirty or written
 

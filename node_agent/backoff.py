@@ -3,7 +3,8 @@
 After a failed ``check_command`` or ``probe`` rolls order X back from the version of bundle
 hash B, the agent does not fetch, switch or check B again for X before ``retry_at``. The
 delay doubles with each failed attempt in a row: 1 min, 2, 4, ... capped at 1 h, each
-± 10 % (``JITTER``) so that a fleet that failed together does not retry in step. Orders
+± 10 % (``JITTER``) so that a fleet that failed together does not retry in step (the
+project's one retry rule, ``certfleet.retry``). Orders
 that fail in the same poll share one draw, so they are retried together (one check_command
 run for all of them).
 
@@ -20,6 +21,7 @@ does ``--once`` (cron runs it every minute, which must not become a retry storm)
 
 from __future__ import annotations
 
+from certfleet.retry import exponential, spread
 from node_agent.record import AgentState, Backoff
 
 FIRST_DELAY = 60
@@ -31,8 +33,8 @@ _MAX_ERROR = 512
 def retry_delay(attempts: int, fraction: float) -> int:
     """Seconds to wait after the ``attempts``-th failure in a row (``attempts`` >= 1);
     ``fraction`` in [0, 1) sets the jitter: 0.5 is none."""
-    base = min(FIRST_DELAY * 2 ** min(max(attempts, 1) - 1, 16), MAX_DELAY)
-    return max(1, round(base * (1.0 + JITTER * (2.0 * fraction - 1.0))))
+    base = exponential(max(attempts, 1), first=FIRST_DELAY, cap=MAX_DELAY)
+    return max(1, round(spread(base, JITTER, fraction)))
 
 
 def hold(

@@ -5,8 +5,9 @@ event that its stop and reload requests both set), so SIGTERM or SIGINT ends the
 once, after the current poll, and SIGHUP cuts the sleep short. A poll that raises is
 logged and counted as a failure, never propagated (``Exception`` only:
 ``KeyboardInterrupt``/``SystemExit`` still stop the process). After ``n`` failed polls in
-a row the wait is ``interval * 2**n``, capped. The first poll that succeeds after failed
-ones is logged ("the store answers again"), and so is any poll slower than ``SLOW_POLL``.
+a row the wait is ``interval * 2**n``, capped (the project's one retry rule,
+``certfleet.retry``). The first poll that succeeds after failed ones is logged ("the
+store answers again"), and so is any poll slower than ``SLOW_POLL``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from certfleet.retry import exponential, spread
 from node_agent.result import PollResult
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,9 @@ class Schedule:
     backoff_cap: float = 900.0
 
     def wait(self, failures: int, rng: Callable[[], float] = random.random) -> float:
-        base = self.interval * (2 ** min(failures, 16))
-        base = min(base, max(self.backoff_cap, self.interval))
-        return max(0.0, base * (1.0 + self.jitter * (2.0 * rng() - 1.0)))
+        cap = max(self.backoff_cap, self.interval)
+        base = exponential(failures + 1, first=self.interval, cap=cap)
+        return max(0.0, spread(base, self.jitter, rng()))
 
 
 class Waits(Protocol):

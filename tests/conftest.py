@@ -13,4 +13,6 @@ pytest_plugins = [
     "tests.plugins.wire",
     "tests.plugins.cli",
     "tests.plugins.pebble",
+    "tests.plugins.acme_lab",  # after pebble: it builds on tests.plugins.pebble
+    "tests.plugins.faultproxy",
 ]

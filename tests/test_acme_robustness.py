@@ -4,11 +4,10 @@ after finalize, an order cut by the time budget."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -28,7 +27,8 @@ from certfleet.store import Store, open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
 from tests.plugins.binaries import require_binary
-from tests.plugins.pebble import FaultProxy, Http01Nginx, Pebble, docs_nginx_snippet, problem
+from tests.plugins.faultproxy import FaultProxy
+from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,6 @@ class Lab:
     key_text: str
     config: SyncConfig
     store: Store
-    rules: list[Rule]
 
     def provider(
         self, registry: FakeRegistry, states: AcmeStateStore | None = None
@@ -99,25 +98,15 @@ class Lab:
         return AcmeStateStore(self.store, "web", secret, time.time)
 
 
-Rule = Any
-
-
 @pytest.fixture
-def lab(pebble: Pebble, tmp_path: Path):  # type: ignore[no-untyped-def]
+def lab(pebble: Pebble, tmp_path: Path, fault_proxy: Callable[..., FaultProxy]):  # type: ignore[no-untyped-def]
     pebble.start()
     key = generate_account_key()
     snippet = docs_nginx_snippet(thumbprint(key))
     nginx = Http01Nginx(require_binary("nginx"), tmp_path / "nginx", pebble.http_port, snippet)
-    rules: list[Rule] = []
-
-    def rule(method: str, path: str, payload: bytes) -> Any:
-        for one in rules:
-            answer = one(method, path, payload)
-            if answer is not None:
-                return answer
-        return None
-
-    proxy = FaultProxy(pebble, rule)
+    proxy = fault_proxy(
+        pebble.directory_url, ca_bundle=pebble.ca_bundle, tls=(pebble.certificate, pebble.key)
+    )
     text = f'''
 provider = "acme"
 store = "file://{tmp_path}/store"
@@ -134,34 +123,24 @@ cluster "web" {{
 }}
 '''
     config = parse_sync_config(text, "sync.hcl")
-    yield Lab(pebble, proxy, account_key_text(key), config, open_store(config.store), rules)
-    proxy.stop()
+    yield Lab(pebble, proxy, account_key_text(key), config, open_store(config.store))
     nginx.stop()
 
 
-def _new_order_for(name: str) -> Any:
-    def match(method: str, path: str, payload: bytes) -> bool:
-        if method != "POST" or not payload:
-            return False
-        try:
-            doc = json.loads(payload)
-        except ValueError:
-            return False
-        values = [i.get("value") for i in doc.get("identifiers", ())] if "csr" not in doc else []
-        return name in values
+def _new_order_for(name: str) -> Callable[[dict[str, Any]], bool]:
+    """A fault proxy ``when``: the new-order request of ``name`` (by its JWS payload)."""
+
+    def match(payload: dict[str, Any]) -> bool:
+        return name in [i.get("value") for i in payload.get("identifiers", ())]
 
     return match
 
 
 def test_a_rate_limit_delays_that_order_only_for_the_retry_after(lab: Lab) -> None:
-    limited = _new_order_for("limited.example.test")
-    lab.rules.append(
-        lambda m, p, b: (
-            problem(429, "rateLimited", "too many certificates", "3600")
-            if limited(m, p, b)
-            else None
-        )
-    )
+    lab.proxy.rate_limit(
+        "/order-plz", retry_after=3600, times=5, when=_new_order_for("limited.example.test"),
+        detail="too many certificates",
+    )  # fmt: skip
     registry = FakeRegistry("limited.example.test", "ok.example.test")
     provider = lab.provider(registry)
     before = time.time()
@@ -180,12 +159,10 @@ def test_a_rate_limit_delays_that_order_only_for_the_retry_after(lab: Lab) -> No
 
 
 def test_a_503_with_retry_after_is_honoured(lab: Lab) -> None:
-    busy = _new_order_for("busy.example.test")
-    lab.rules.append(
-        lambda m, p, b: (
-            problem(503, "serverInternal", "maintenance", "120") if busy(m, p, b) else None
-        )
-    )
+    lab.proxy.unavailable(
+        "/order-plz", retry_after=120, times=5, when=_new_order_for("busy.example.test"),
+        detail="maintenance",
+    )  # fmt: skip
     provider = lab.provider(FakeRegistry("busy.example.test"))
     before = time.time()
     summary = run_sync(lab.config, store=lab.store, provider=provider)
@@ -195,22 +172,13 @@ def test_a_503_with_retry_after_is_honoured(lab: Lab) -> None:
 
 
 def test_bad_nonces_are_retried_more_than_once(lab: Lab) -> None:
-    storm = {"left": 4}
-
-    def bad_nonce(method: str, path: str, payload: bytes) -> Any:
-        if (
-            method == "POST"
-            and storm["left"] > 0
-            and _new_order_for("nonce.example.test")(method, path, payload)
-        ):
-            storm["left"] -= 1
-            return problem(400, "badNonce", "JWS has an invalid anti-replay nonce", None)
-        return None
-
-    lab.rules.append(bad_nonce)
+    storm = lab.proxy.inject(
+        "/order-plz", status=400, problem="badNonce", times=4,
+        when=_new_order_for("nonce.example.test"), detail="JWS has an invalid anti-replay nonce",
+    )  # fmt: skip
     provider = lab.provider(FakeRegistry("nonce.example.test"))
     summary = run_sync(lab.config, store=lab.store, provider=provider)
-    assert storm["left"] == 0
+    assert storm.injected == 4
     assert summary.errors == {} and summary.certificates_published == 1
 
 
@@ -257,19 +225,14 @@ def test_an_order_cut_by_the_time_budget_resumes_from_its_url(lab: Lab) -> None:
 
 
 def test_a_rate_limited_poll_keeps_the_order_and_resumes_it_after_the_wait(lab: Lab) -> None:
-    hits = {"n": 0}
-
-    def limit_first_poll(method: str, path: str, payload: bytes) -> Any:
-        if method == "POST" and path.startswith("/my-order/") and not payload and hits["n"] == 0:
-            hits["n"] += 1
-            return problem(429, "rateLimited", "polling too fast", "2")
-        return None
-
-    lab.rules.append(limit_first_poll)
+    hits = lab.proxy.rate_limit(
+        "^/my-order/", retry_after=2, times=1, when=lambda payload: not payload,  # POST-as-GET
+        detail="polling too fast",
+    )  # fmt: skip
     registry = FakeRegistry("poll.example.test")
     first = lab.provider(registry)
     summary = run_sync(lab.config, store=lab.store, provider=first)
-    assert hits["n"] == 1 and "polling too fast" in summary.errors["poll.example.test"]
+    assert hits.injected == 1 and "polling too fast" in summary.errors["poll.example.test"]
     kept = lab.states().load().orders["poll.example.test"]
     assert kept.url and kept.retry_at > time.time()
 

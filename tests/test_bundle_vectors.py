@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from certfleet import bundle as fmt
-from certfleet.bundle.ack import encode_ack
+from certfleet.bundle.ack import decode_ack, encode_ack
 from certfleet.bundle.envelope import associated_data, wrapping_key
 from certfleet.bundle.pending import encode_pending
 from certfleet.sync.lease import encode_lease, mac_key
@@ -103,6 +103,15 @@ def _ack() -> fmt.Ack:
     return fmt.Ack(v["node_id"], v["hostname"], v["generation"], v["reported_at"], orders)
 
 
+def _ack_owed() -> fmt.Ack:
+    v = VECTORS["ack_owed"]
+    orders = tuple(
+        fmt.AckOrder(o["order_name"], o["state"], o["serial"], o["detail"]) for o in v["orders"]
+    )
+    owed = tuple(fmt.OwedUpdate(o["order_name"], o["command"]) for o in v["owed"])
+    return fmt.Ack(v["node_id"], v["hostname"], v["generation"], v["reported_at"], orders, owed)
+
+
 def _pending() -> fmt.PendingKey:
     v = VECTORS["pending"]
     return fmt.PendingKey(
@@ -165,6 +174,7 @@ def compute() -> dict[str, Any]:
         _ack(), cluster=v["cluster"], secrets=_secrets(v["secrets"]), rng=_rng(v["rng_hex"])
     )
     out["ack"] = _sealed("ack", v["node_id"], encode_ack(_ack()), sealed)
+    out["ack_owed"] = {"plaintext_hex": encode_ack(_ack_owed()).hex()}
     v = VECTORS["pending"]
     sealed = fmt.seal_pending(
         _pending(), cluster=v["cluster"], secrets=_secrets(v["secrets"]), rng=_rng(v["rng_hex"])
@@ -329,6 +339,43 @@ def test_spec_reading_of_the_shard_plaintext() -> None:
     (name_len,) = struct.unpack(">I", plaintext[4:8])
     # sorted by order name: "*" (0x2a) sorts before "e"
     assert plaintext[8 : 8 + name_len] == b"*.example.org"
+
+
+def _spec_texts(data: bytes, pos: int, count: int) -> tuple[list[str], int]:
+    """``count`` length-prefixed UTF-8 texts from ``pos`` (the spec's ``text``)."""
+    texts = []
+    for _ in range(count):
+        (size,) = struct.unpack(">I", data[pos : pos + 4])
+        texts.append(data[pos + 4 : pos + 4 + size].decode())
+        pos += 4 + size
+    return texts, pos
+
+
+def test_spec_reading_of_the_ack_plaintexts_with_and_without_the_owed_list() -> None:
+    expected = VECTORS["expected"]
+    for kind, owed in (("ack", []), ("ack_owed", VECTORS["ack_owed"]["owed"])):
+        data = bytes.fromhex(expected[kind]["plaintext_hex"])
+        (_, pos) = _spec_texts(data, 0, 2)  # node id, hostname
+        pos += 16  # generation, reported_at
+        (n_orders,) = struct.unpack(">I", data[pos : pos + 4])
+        _, pos = _spec_texts(data, pos + 4, 4 * n_orders)
+        if not owed:
+            assert pos == len(data)  # no owed list: the bytes an ack always had
+            assert encode_ack(_ack()) == data
+            continue
+        (n_owed,) = struct.unpack(">I", data[pos : pos + 4])
+        texts, pos = _spec_texts(data, pos + 4, 2 * n_owed)
+        assert pos == len(data)
+        assert [{"order_name": n, "command": c} for n, c in zip(texts[::2], texts[1::2])] == owed
+        assert decode_ack(data) == _ack_owed()
+    assert decode_ack(bytes.fromhex(expected["ack"]["plaintext_hex"])).owed is None
+
+
+def test_an_empty_owed_list_is_not_canonical() -> None:
+    data = bytes.fromhex(VECTORS["expected"]["ack"]["plaintext_hex"]) + struct.pack(">I", 0)
+    with pytest.raises(fmt.MalformedError, match="empty owed list"):
+        decode_ack(data)
+    assert fmt.Ack("n-1", "h", 1, 1, (), ()).owed is None  # and is never written
 
 
 if __name__ == "__main__" and "--write" in sys.argv:

@@ -18,6 +18,7 @@ from certfleet.bundle import (
     AckOrder,
     ClusterSecret,
     FormatError,
+    OwedUpdate,
     SigningKey,
     open_sealed,
     seal,
@@ -319,6 +320,11 @@ def test_the_fleet_cache_keeps_what_the_check_needs_sealed_for_the_sync_only(
     known = {"node1": known_ack('"etag1"', ack)}
     assert known["node1"].ack.orders == (failed,)  # the installed order is not kept
     assert decode_known(encode_known(known)) == known
+    owing = Ack("node2", "web-2", 5_000, 6, (AckOrder("c.example.com", "installed", "0c", ""),),
+                (OwedUpdate("c.example.com", "systemctl reload nginx"),))  # fmt: skip
+    kept = known_ack('"etag2"', owing)  # declared owed: the order and the list are kept
+    assert kept.ack.orders == owing.orders and kept.ack.owed == owing.owed
+    assert decode_known(encode_known({"node2": kept})) == {"node2": kept}
     cache = AckCache(store, "web", keys)
     assert cache.load() == {} and cache.save(known)
     assert not cache.save(known)  # unchanged: not written again

@@ -433,7 +433,7 @@ import importlib, json, pkgutil, sys
 unpacked, site = sys.argv[1:3]
 sys.path[:0] = [unpacked]
 sys.path.append(site)
-import app, certfleet, cryptography, hcl, requests, acme, josepy
+import app, certfleet, cryptography, hcl, requests, acme, josepy, dns
 names = sorted(
     m.name for m in pkgutil.walk_packages(certfleet.__path__, "certfleet.")
     if not m.name.endswith(".__main__")
@@ -448,7 +448,7 @@ print(json.dumps({
     "outside": sorted(
         m.__name__ for m in loaded
         if m.__name__.split(".")[0] in ("app", "chalicelib", "certfleet", "cryptography", "hcl",
-                                         "requests", "acme", "josepy", "chalice")
+                                         "requests", "acme", "josepy", "dns", "chalice")
         and not m.__file__.startswith(unpacked)
     ),
     "tooling": sorted(
@@ -490,6 +490,8 @@ def test_zip_imports_in_a_fresh_interpreter(package: Package, tmp_path: Path) ->
         "certfleet.store.s3",
         "certfleet.apiv3.client",
         "certfleet.acme.flow",
+        "certfleet.acme.dns.rfc2136",
+        "certfleet.acme.dns.route53",
         "certfleet.bundle.envelope",
         "certfleet.config.sync",
         "certfleet.cli.sandbox",

@@ -7,13 +7,15 @@
 - anything else (an invalid authorization, a refused order) waits ``backoff(attempts)``:
   5 minutes doubling to a day, so a failing name is never retried in a hot loop.
 
-Pure functions of times in Unix seconds.
+Pure functions of times in Unix seconds, on the project's one retry rule
+(``certfleet.retry``: the doubling delay and the Retry-After parser).
 """
 
 from __future__ import annotations
 
-import email.utils
 from typing import Optional
+
+from certfleet import retry
 
 BAD_NONCE_TRIES = 8
 BACKOFF_FIRST = 300.0
@@ -24,26 +26,13 @@ WAIT_CODES = frozenset({"rateLimited"})
 
 def backoff(attempts: int) -> float:
     """Seconds to wait after ``attempts`` failed attempts (1, 2, ...)."""
-    if attempts <= 0:
-        return 0.0
-    return min(BACKOFF_CAP, BACKOFF_FIRST * 2.0 ** min(attempts - 1, 20))
+    return retry.exponential(attempts, first=BACKOFF_FIRST, cap=BACKOFF_CAP)
 
 
 def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
-    """Seconds from ``now`` that a Retry-After header asks for (delta-seconds or an HTTP
+    """Seconds from ``now`` that a CA's Retry-After asks for (delta-seconds or an HTTP
     date), capped at a week; None when absent or unreadable."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return min(float(text), RETRY_AFTER_CAP)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return min(max(0.0, when.timestamp() - now), RETRY_AFTER_CAP)
+    return retry.parse_retry_after(value, now, cap=RETRY_AFTER_CAP)
 
 
 def retry_at(

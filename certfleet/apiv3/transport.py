@@ -7,7 +7,8 @@ Retry rules:
   retried with exponential backoff and full jitter (a random delay between 0 and
   ``min(max_delay, base_delay * 2**(attempt-1))``), never sooner than the answer's
   ``Retry-After``; bounded both by ``max_attempts`` and by ``max_seconds`` of total time
-  (a retry whose wait would end past the budget is not made).
+  (a retry whose wait would end past the budget is not made). The delays and the
+  ``Retry-After`` parser are the project's one retry rule (``certfleet.retry``).
 * A call that is not safe to repeat (a POST, a DELETE) passes ``recover``. After an
   *ambiguous* failure (the request may have taken effect: connection dropped, 5xx,
   truncated answer) the transport asks ``recover`` before sending again; ``recover``
@@ -29,13 +30,11 @@ header: no repr, log line or error shows it.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 from urllib.parse import quote, urlsplit
 
@@ -53,6 +52,7 @@ from certfleet.apiv3.errors import (
     Unauthorized,
 )
 from certfleet.deadline import Deadline, DeadlineExceeded, run_within
+from certfleet.retry import exponential, full_jitter, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,8 @@ class Transport:
                 self._sleep(delay)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        cap = min(self.retry.max_delay, self.retry.base_delay * (2 ** (attempt - 1)))
-        delay = self._rng.uniform(0.0, cap)
+        cap = exponential(attempt, first=self.retry.base_delay, cap=self.retry.max_delay)
+        delay = full_jitter(cap, self._rng.random())
         if retry_after is not None:
             delay = max(delay, retry_after)
         return delay
@@ -358,18 +358,5 @@ def _error_fields(content: bytes) -> tuple[str, str, float | None]:
 
 
 def _retry_after(header: str | None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
-    if not header:
-        return None
-    header = header.strip()
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    """``Retry-After`` as seconds from now (``certfleet.retry.parse_retry_after``)."""
+    return parse_retry_after(header, time.time())

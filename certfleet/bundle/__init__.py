@@ -9,6 +9,7 @@ from __future__ import annotations
 from certfleet.bundle.ack import (
     Ack,
     AckOrder,
+    OwedUpdate,
     ack_label,
     open_ack,
     seal_ack,
@@ -81,6 +82,7 @@ __all__ = [
     "IntegrityError",
     "MalformedError",
     "NoUsableSecretError",
+    "OwedUpdate",
     "PendingKey",
     "PublicKey",
     "Rng",

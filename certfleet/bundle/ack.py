@@ -9,6 +9,12 @@ an ack it cannot open (a wrong or retired secret) while the store still sees cip
 only. The sealed ack follows. Objects without a label (agents before it) start with the
 envelope's ``CFSE`` and are read the same. docs/format.md "Ack" is the byte-level
 description.
+
+An ack declares the on_update commands its node still owes (``owed``: a command that failed
+and is retried, with the order it is for) in a list after the orders. The list is written
+only when it is not empty, so an ack that owes nothing is the same bytes as before the list
+existed; ``owed`` is None for an ack without the list (nothing owed, or an agent from before
+it, which only said so in an order's ``detail``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 from certfleet.bundle.acklabel import open_label, seal_label, split_label
 from certfleet.bundle.codec import Reader, Writer
@@ -65,14 +72,28 @@ class AckOrder:
 
 
 @dataclass(frozen=True)
+class OwedUpdate:
+    """An on_update command the node still owes for an order: it failed and is retried."""
+
+    order_name: str
+    command: str
+
+    def __post_init__(self) -> None:
+        validate_order_name(self.order_name, where="ack")
+        _check_text(self.command, "command", f"owed on_update for {self.order_name}")
+
+
+@dataclass(frozen=True)
 class Ack:
-    """A node's report: the generation it applied and the state of each order."""
+    """A node's report: the generation it applied, the state of each order and the
+    on_update commands it owes (None: the ack has no such list)."""
 
     node_id: str
     hostname: str
     generation: int
     reported_at: int
     orders: tuple[AckOrder, ...] = ()
+    owed: Optional[tuple[OwedUpdate, ...]] = None
 
     def __post_init__(self) -> None:
         validate_node_id(self.node_id)
@@ -81,6 +102,8 @@ class Ack:
         check_time(self.generation, "generation", where)
         check_time(self.reported_at, "reported_at", where)
         object.__setattr__(self, "orders", tuple(self.orders))
+        if self.owed is not None:
+            object.__setattr__(self, "owed", tuple(self.owed) or None)
 
 
 def encode_ack(ack: Ack) -> bytes:
@@ -88,6 +111,10 @@ def encode_ack(ack: Ack) -> bytes:
     writer.u64(ack.reported_at).u32(len(ack.orders))
     for order in ack.orders:
         writer.text(order.order_name).text(order.state).text(order.serial).text(order.detail)
+    if ack.owed:
+        writer.u32(len(ack.owed))
+        for owed in ack.owed:
+            writer.text(owed.order_name).text(owed.command)
     return writer.getvalue()
 
 
@@ -105,8 +132,22 @@ def decode_ack(payload: bytes, name: str = "ack") -> Ack:
             orders.append(AckOrder(order_name, state, serial, detail))
         except MalformedError as err:
             raise MalformedError(name, err.reason) from err
+    owed: list[OwedUpdate] | None = None
+    if reader.position < len(payload):
+        owed = []
+        for _ in range(reader.count(8, MAX_ORDERS)):
+            order_name = validate_order_name(reader.text(253), where=name)
+            try:
+                owed.append(OwedUpdate(order_name, reader.text(MAX_TEXT)))
+            except MalformedError as err:
+                raise MalformedError(name, err.reason) from err
+        if not owed:
+            raise reader.fail("an empty owed list is written as no list")
     reader.end()
-    return Ack(node_id, hostname, generation, reported_at, tuple(orders))
+    return Ack(
+        node_id, hostname, generation, reported_at, tuple(orders),
+        None if owed is None else tuple(owed),
+    )  # fmt: skip
 
 
 def seal_ack(

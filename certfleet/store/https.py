@@ -19,7 +19,8 @@ in every idle agent. Behaviour:
   ``http://`` is accepted for loopback hosts only (tests).
 - ``user:password@`` in the URL becomes HTTP Basic auth; it never appears in a message.
 - 429 and 5xx answers and network errors are retried (``max_attempts`` in all, a short
-  exponential backoff, ``Retry-After`` honoured up to 10 s), then raise ``StoreUnavailable``.
+  exponential backoff, ``Retry-After`` in either form honoured up to 10 s:
+  ``certfleet.retry``), then raise ``StoreUnavailable``.
 - ``timeout`` is the total deadline of one ``get``, every attempt and sleep included (plus
   one second per MiB received, ``certfleet.deadline``): a watchdog shuts the socket
   down when it passes, so a server that trickles bytes cannot hold a caller. Connecting
@@ -44,12 +45,14 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from certfleet.deadline import Deadline, DeadlineExceeded, watch
+from certfleet.retry import exponential, parse_retry_after
 from certfleet.store.contract import StoredObject, StoreStats, check_key
 from certfleet.store.errors import (
     ObjectNotFound,
@@ -192,11 +195,12 @@ class HttpsStore:
                 deadline.check()  # the watchdog cut it: not worth another attempt
                 if attempt >= self.max_attempts:
                     raise StoreUnavailable(_reason(err), url=self.url, key=key) from err
-                delay = _BACKOFF * 2 ** (attempt - 1)
+                delay = exponential(attempt, first=_BACKOFF, cap=_MAX_RETRY_AFTER)
             else:
                 if answer.status not in _RETRY_STATUSES or attempt >= self.max_attempts:
                     return answer
-                delay = max(_BACKOFF * 2 ** (attempt - 1), answer.retry_after or 0.0)
+                delay = exponential(attempt, first=_BACKOFF, cap=_MAX_RETRY_AFTER)
+                delay = max(delay, answer.retry_after or 0.0)
             log.debug("GET %r from %s: attempt %d failed; retrying", key, self.url, attempt)
             if self._sleep is not None:
                 self._sleep(min(delay, _MAX_RETRY_AFTER, max(0.0, deadline.remaining())))
@@ -250,7 +254,7 @@ class HttpsStore:
             response.status,
             response.getheader("ETag"),
             data,
-            _retry_after(response.getheader("Retry-After")),
+            parse_retry_after(response.getheader("Retry-After"), time.time(), cap=_MAX_RETRY_AFTER),
         )
 
     def _body(self, response: http.client.HTTPResponse, key: str, limits: _Limits) -> bytes:
@@ -338,13 +342,6 @@ def _hashed_directory(path: str) -> bool:
     except OSError:
         return False
     return any(_HASHED.fullmatch(name) for name in names)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (the HTTP-date form is ignored: a short backoff is used)."""
-    if value is None or not value.strip().isdigit():
-        return None
-    return float(value.strip())
 
 
 def _shut_down(

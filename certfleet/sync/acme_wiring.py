@@ -61,9 +61,7 @@ def open_acme_provider(config: SyncSettings, cluster: str, store: Store) -> Prov
     if blocks:
 
         def dns_factory() -> DnsChallengeWriter:
-            from certfleet.acme.dns import (  # type: ignore[import-not-found, unused-ignore]
-                dns_challenges,
-            )
+            from certfleet.acme.dns import dns_challenges
 
             writer: DnsChallengeWriter = dns_challenges(blocks, resolvers)
             return writer

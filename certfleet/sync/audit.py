@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import TYPE_CHECKING
 
 from certfleet.bundle import FormatError, open_bundle
-from certfleet.store import ObjectNotFound
+from certfleet.store import ObjectNotFound, Store
+from certfleet.sync.budget import Budget
+from certfleet.sync.context import RunContext
 from certfleet.sync.layout import (
     BUNDLE_MAX_BYTES,
     SHARD_MAX_BYTES,
@@ -49,10 +50,8 @@ from certfleet.sync.layout import (
     shards_prefix,
 )
 from certfleet.sync.state import ClusterState, read_bytes
+from certfleet.sync.summary import Tally
 from certfleet.sync.verifier import published_problem
-
-if TYPE_CHECKING:
-    from certfleet.sync.engine import ClusterRun
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +59,38 @@ MIN_SWEEP_INTERVAL = 6 * 3600
 
 
 class Audit:
-    """The store audit of one ``ClusterRun``; ``damaged`` collects the object keys found
-    missing or corrupted (the publisher rewrites the shards among them)."""
+    """The store audit of one cluster run (``ctx``) at its time ``now``: it reads ``store``
+    (never writes), repairs ``state``, counts into ``tally`` and stops verifying when the
+    ``budget`` is spent; ``damaged`` collects the object keys found missing or corrupted
+    (the publisher rewrites the shards among them)."""
 
-    def __init__(self, run: ClusterRun, state: ClusterState, now: int) -> None:
-        self.run = run
+    def __init__(
+        self,
+        ctx: RunContext,
+        store: Store,
+        state: ClusterState,
+        now: int,
+        *,
+        budget: Budget,
+        tally: Tally,
+    ) -> None:
+        self.ctx = ctx
+        self.store = store
         self.state = state
         self.now = now
-        self.cluster = run.cluster
+        self.budget = budget
+        self.tally = tally
+        self.cluster = ctx.cluster
         self.damaged: set[str] = set()
 
     def due(self, forced: bool) -> bool:
         """True when this run must list the store: forced, or the periodic sweep is due."""
-        interval = max(self.run.settings.gc_grace, MIN_SWEEP_INTERVAL)
+        interval = max(self.ctx.settings.gc_grace, MIN_SWEEP_INTERVAL)
         return forced or self.now - self.state.last_sweep >= interval
 
     def list_objects(self) -> frozenset[str]:
         """Every bundle, shard and pending key of the cluster in the store (all pages)."""
-        store = self.run.store
+        store = self.store
         prefixes = (bundles_prefix(self.cluster), shards_prefix(self.cluster))
         keys = [key for prefix in prefixes for key in store.list(prefix)]
         keys.extend(store.list(pending_prefix(self.cluster)))
@@ -109,24 +122,23 @@ class Audit:
         self._repair()
 
     def _verify(self, keys: list[str]) -> None:
-        run = self.run
         bundles = {
             bundle_key(self.cluster, rec.bundle): name for name, rec in self.state.orders.items()
         }
         for key in keys:
-            if run.out_of_time():
+            if self.budget.out_of_time():
                 log.warning(
                     "cluster %s: store verification stopped by the time budget", self.cluster
                 )
                 return
             try:
                 cap = BUNDLE_MAX_BYTES if "/bundles/" in key else SHARD_MAX_BYTES
-                data = read_bytes(run.store, key, max_bytes=cap)
+                data = read_bytes(self.store, key, max_bytes=cap)
             except ObjectNotFound:
                 log.warning("cluster %s: %s is missing from the store", self.cluster, key)
                 self.damaged.add(key)
                 continue
-            run.tally.objects_verified += 1
+            self.tally.objects_verified += 1
             if hashlib.sha256(data).hexdigest() != key.rsplit("/", 1)[1]:
                 log.warning("cluster %s: %s does not match its hash", self.cluster, key)
                 self.damaged.add(key)
@@ -136,9 +148,9 @@ class Audit:
     def _check_certificates(self, name: str, key: str, data: bytes) -> None:
         """A bundle whose certificates agents would refuse (published by a version that
         did not normalise chains or check the leaf) is repaired like a lost one."""
-        run = self.run
+        secrets = self.ctx.secrets
         try:
-            bundle = open_bundle(data, cluster=self.cluster, order_name=name, secrets=run.secrets)
+            bundle = open_bundle(data, cluster=self.cluster, order_name=name, secrets=secrets)
         except FormatError:
             return  # sealed for other secrets: re-wrapping deals with it
         problem = published_problem(bundle.certificate_pem, bundle.chain_pem)
@@ -150,7 +162,7 @@ class Audit:
     def _repair(self) -> None:
         """Pending keys: dropped; then bundles: a new key for the order, unless a pending
         key (a renewal under way) will replace it anyway. (Shards: the publisher.)"""
-        state, cluster, tally = self.state, self.cluster, self.run.tally
+        state, cluster, tally = self.state, self.cluster, self.tally
         for name, pending in sorted(state.pending.items()):
             if pending_key(cluster, pending.object) in self.damaged:
                 del state.pending[name]

@@ -24,6 +24,12 @@ An object written by a run that crashed before recording it is found by the peri
 sweep and collected like any other unreferenced object. The sweep's listing is made at the
 start of the run, so the same run also repairs referenced objects that went missing
 (``audit``).
+
+The parts of a run each take a few explicit inputs and can be built alone: the frozen
+``RunContext`` (cluster, policy, settings, keys, clock), the ``Budget`` (the time budget,
+with its monotonic clock), the ``RunWriter`` (content-addressed writes, retired objects,
+the state, the checkpoint that keeps the lease fresh), the ``Tally`` and the state.
+``ClusterRun`` builds them and runs the parts in order.
 """
 
 from __future__ import annotations
@@ -31,35 +37,31 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Callable
 
-from certfleet.bundle import (
-    Bundle,
-    open_bundle,
-)
 from certfleet.errors import CertfleetError
-from certfleet.store import PreconditionFailed, Store
+from certfleet.store import Store
 from certfleet.sync.audit import Audit
+from certfleet.sync.budget import Budget, Monotonic
+from certfleet.sync.context import Clock, RunContext
 from certfleet.sync.errors import RUN_FATAL
 from certfleet.sync.fleetcheck import FleetCheck
 from certfleet.sync.headseen import HeadSeen, read_head
 from certfleet.sync.issuer import Issuer
-from certfleet.sync.layout import BUNDLE_MAX_BYTES, bundle_key, pending_key
+from certfleet.sync.layout import bundle_key, pending_key
 from certfleet.sync.lease import Lease
 from certfleet.sync.migration import migrate
 from certfleet.sync.plan import plan_cluster
 from certfleet.sync.provider import Provider, ProviderError, ProviderNotFound, ProviderOrder
 from certfleet.sync.publisher import Publisher
-from certfleet.sync.sealing import CURRENT, SyncKeys
+from certfleet.sync.sealing import CURRENT
 from certfleet.sync.settings import ClusterPolicy, SyncSettings
-from certfleet.sync.state import ClusterState, OrderRecord, StateStore, read_bytes
+from certfleet.sync.state import ClusterState, StateStore
 from certfleet.sync.summary import Tally
+from certfleet.sync.writer import Checkpoint, RunWriter
 
 log = logging.getLogger(__name__)
 
-Checkpoint = Callable[[str], None]
-Clock = Callable[[], float]
-MAX_RESERVE = 5.0
+__all__ = ("Checkpoint", "Clock", "ClusterRun")
 
 
 class ClusterRun:
@@ -78,127 +80,100 @@ class ClusterRun:
         tally: Tally,
         checkpoint: Checkpoint,
         verify_store: bool = False,
+        monotonic: Monotonic = time.monotonic,
     ) -> None:
+        self.ctx = ctx = RunContext.of(cluster, policy, settings, clock)
         self.cluster = cluster
-        self.policy = policy
-        self.settings = settings
         self.store = store
         self.provider = provider
-        self.clock = clock
-        self.deadline = deadline
         self.tally = tally
-        self._checkpoint = checkpoint
         self.verify_store = verify_store
-        self.secrets = tuple(policy.secrets)
-        self.keys = SyncKeys.of(settings, self.secrets)
+        self.budget = Budget(deadline, monotonic=monotonic)
         self.lease = Lease(
             store,
             cluster,
             duration=settings.lease_duration,
             clock=clock,
-            secret=self.keys.current,
-            previous=self.keys.previous,
+            secret=ctx.keys.current,
+            previous=ctx.keys.previous,
         )
-        self.states = StateStore(store, cluster, self.keys)
-        left = float("inf") if deadline is None else deadline - time.monotonic()
-        self.reserve = min(MAX_RESERVE, max(0.0, left) / 4)
-        self._retired: list[str] = []
+        self.states = StateStore(store, cluster, ctx.keys)
+        self.writer = RunWriter(
+            store, ctx, states=self.states, checkpoint=checkpoint, refresh=self.lease.refresh
+        )
 
     # -- flow ---------------------------------------------------------------------------
 
     def run(self) -> None:
         """Take the lease, do the work, release the lease (not on a simulated crash)."""
         self.lease.acquire()
-        self.step("lease")
         try:
-            self._run_locked()
-        except Exception:
+            self.writer.step("lease")
+            try:
+                self._run_locked()
+            except Exception:
+                self.lease.release()
+                raise
             self.lease.release()
-            raise
-        self.lease.release()
-
-    def retire(self, key: str) -> None:
-        """Note an object that the next head (or state) no longer references."""
-        self._retired.append(key)
-
-    def step(self, name: str) -> None:
-        """A point where a crash may be injected; also keeps the lease fresh."""
-        self._checkpoint(name)
-        self.lease.refresh()
-
-    def put_content(self, key: str, sealed: bytes) -> None:
-        """Write a content-addressed object (its key is its hash): one that exists already
-        holds the same bytes, so losing the create is success."""
-        try:
-            self.store.put_if_absent(key, sealed)
-        except PreconditionFailed:
-            pass
-
-    def open_bundle(self, name: str, record: OrderRecord) -> Bundle:
-        """The published bundle of an order, opened with the cluster's secrets."""
-        data = read_bytes(
-            self.store, bundle_key(self.cluster, record.bundle), max_bytes=BUNDLE_MAX_BYTES
-        )
-        return open_bundle(data, cluster=self.cluster, order_name=name, secrets=self.secrets)
-
-    def out_of_time(self) -> bool:
-        if self.deadline is None:
-            return False
-        if time.monotonic() >= self.deadline - self.reserve:
-            self.tally.complete = False
-            return True
-        return False
+        finally:
+            if self.budget.exhausted:
+                self.tally.complete = False
 
     def _run_locked(self) -> None:
         seen = self._read_head()
-        now = int(self.clock())
-        state = self.states.load(now_ms=int(self.clock() * 1000), accept_old=True)
+        clock = self.ctx.clock
+        now = int(clock())
+        state = self.states.load(now_ms=int(clock() * 1000), accept_old=True)
         if self.states.sealing != CURRENT:
             migrate(
-                self.store, self.cluster, self.keys, state,
+                self.store, self.cluster, self.ctx.keys, state,
                 sealing=self.states.sealing, seen=seen, now=now,
             )  # fmt: skip
             self.states.save(state)
-            self.step("migrated")
-        self.step("loaded")
+            self.writer.step("migrated")
+        self.writer.step("loaded")
         try:
             self._work_and_publish(state, seen, now)
         except Exception:
             self._keep(state)
             raise
         self.states.save(state)
-        self.step("saved")
+        self.writer.step("saved")
 
     def _work_and_publish(self, state: ClusterState, seen: HeadSeen, now: int) -> None:
-        audit = Audit(self, state, now)
+        ctx, budget, tally = self.ctx, self.budget, self.tally
+        audit = Audit(ctx, self.store, state, now, budget=budget, tally=tally)
         stored: frozenset[str] | None = None
         if audit.due(forced=self.verify_store):
             stored = audit.list_objects()
             audit.check(stored, verify=self.verify_store)
-            self.step("audited")
+            self.writer.step("audited")
         try:
             listing: Sequence[ProviderOrder] | None = self.provider.list_orders(self.cluster)
         except ProviderError as err:
             log.warning("cluster %s: listing failed, nothing removed: %s", self.cluster, err)
-            self.tally.error(f"cluster:{self.cluster}", err)
+            tally.error(f"cluster:{self.cluster}", err)
             listing = None
-        self.step("listed")
+        self.writer.step("listed")
         if listing is not None:
             self._work(state, listing, now)
-        publisher = Publisher(self, state, now, damaged=audit.damaged)
+        publisher = Publisher(
+            ctx, self.writer, state, now, budget=budget, tally=tally, damaged=audit.damaged
+        )
         publisher.rewrap_bundles()
-        publisher.publish(seen, self._retired)
+        publisher.publish(seen)
         publisher.collect_garbage(seen, stored)
         try:
-            checked = FleetCheck(self, state, now).run_if_due()
+            check = FleetCheck(ctx, self.store, state, now, budget=budget, tally=tally)
+            checked = check.run_if_due()
         except RUN_FATAL:
             raise
         except Exception as err:  # noqa: BLE001 - published work stays published and recorded
             log.warning("cluster %s: fleet check failed: %s", self.cluster, type(err).__name__)
-            self.tally.error(f"cluster:{self.cluster}", err)
+            tally.error(f"cluster:{self.cluster}", err)
             checked = False
         if checked:
-            self.step("fleet-checked")
+            self.writer.step("fleet-checked")
 
     def _keep(self, state: ClusterState) -> None:
         """After a failure of any kind mid-run, save what the state records: each record
@@ -223,16 +198,18 @@ class ClusterRun:
             listing,
             state,
             now=now,
-            key_type_for=self.policy.key_type_for,
-            renew_days=self.policy.renew_days,
+            key_type_for=self.ctx.policy.key_type_for,
+            renew_days=self.ctx.policy.renew_days,
             renew_at=self._renewal_times(state),
         )
         for name, reason in plan.invalid.items():
             self.tally.error(name, f"order refused: {reason}")
         self._confirm_removals(state, plan.missing, now)
         for name in plan.drop_pending:
-            self.retire(pending_key(self.cluster, state.pending.pop(name).object))
-        issuer = Issuer(self, state)
+            self.writer.retire(pending_key(self.cluster, state.pending.pop(name).object))
+        issuer = Issuer(
+            self.ctx, self.writer, self.provider, state, budget=self.budget, tally=self.tally
+        )
         issuer.generate(plan.issue, now)
         issuer.collect(plan.resume)
 
@@ -252,8 +229,8 @@ class ClusterRun:
         seen = read_head(
             self.store,
             self.cluster,
-            self.settings.signing_key.public_key(),
-            now_ms=int(self.clock() * 1000),
+            self.ctx.settings.signing_key.public_key(),
+            now_ms=int(self.ctx.clock() * 1000),
         )
         if seen.problem is not None and seen.head is None:
             log.warning("cluster %s: the stored head is unreadable: %s", self.cluster, seen.problem)
@@ -267,7 +244,7 @@ class ClusterRun:
     def _confirm_removals(self, state: ClusterState, missing: Sequence[str], now: int) -> None:
         """Tombstone an order only on the provider's 404 or when it moved to another cluster."""
         for name in missing:
-            if self.out_of_time():
+            if self.budget.out_of_time():
                 return
             try:
                 order = self.provider.get_order(name)
@@ -282,11 +259,11 @@ class ClusterRun:
                 continue  # the listing missed it: keep everything
             record = state.orders.pop(name, None)
             if record is not None:
-                self.retire(bundle_key(self.cluster, record.bundle))
+                self.writer.retire(bundle_key(self.cluster, record.bundle))
                 state.tombstones[name] = now
                 self.tally.tombstones += 1
             pending = state.pending.pop(name, None)
             if pending is not None:
-                self.retire(pending_key(self.cluster, pending.object))
+                self.writer.retire(pending_key(self.cluster, pending.object))
             state.rekey.discard(name)
-            self.step("removed")
+            self.writer.step("removed")

@@ -59,7 +59,8 @@ MAX_ACKS = 100_000
 MAX_ACK_BYTES = ACK_MAX_BYTES
 READERS = 8
 PROBLEMS = ("unreadable", "failing", "stale", "ahead")
-# How node_agent/ack.py words an owed on_update in an order's detail: "on_update 'CMD' why".
+# How agents from before the ack's declared ``owed`` list worded an owed on_update in an
+# order's detail: "on_update 'CMD' why". Read only from an ack without that list.
 _OWED = re.compile(r"(?:^|; )on_update ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
 
 
@@ -172,8 +173,10 @@ class KnownAck:
 
 
 def known_ack(etag: str, ack: Ack) -> KnownAck:
-    problems = tuple(o for o in ack.orders if o.state == "failed" or _OWED.search(o.detail))
-    return KnownAck(etag, Ack(ack.node_id, ack.hostname, ack.generation, ack.reported_at, problems))
+    """What to keep of ``ack``: its orders that fail or owe an on_update, its owed list."""
+    _, problems = _owed_and_failed(ack)
+    kept = Ack(ack.node_id, ack.hostname, ack.generation, ack.reported_at, problems, ack.owed)
+    return KnownAck(etag, kept)
 
 
 @dataclass(frozen=True)
@@ -373,8 +376,7 @@ def _assess(
         return node
     counts = Counter({state: 0 for state in ORDER_STATES})
     counts.update(order.state for order in ack.orders)
-    owed = sorted({_command(m.group(1)) for o in ack.orders for m in _OWED.finditer(o.detail)})
-    failed = tuple(o for o in ack.orders if o.state == "failed" or _OWED.search(o.detail))
+    owed, failed = _owed_and_failed(ack)
     applied, behind, stale = "unknown", 0, False
     if published is not None:
         if ack.generation == published.generation:
@@ -400,8 +402,22 @@ def _assess(
     )
 
 
+def _owed_and_failed(ack: Ack) -> tuple[list[str], tuple[AckOrder, ...]]:
+    """The on_update commands the node owes (sorted, distinct) and its failing orders (failed,
+    or owing an on_update). From the ack's declared ``owed`` list; an ack without one (no
+    command owed, or an agent from before the list) is read the old way, from the wording
+    of each order's detail."""
+    if ack.owed is not None:
+        names = {owed.order_name for owed in ack.owed}
+        owed = sorted({owed.command for owed in ack.owed})
+        return owed, tuple(o for o in ack.orders if o.state == "failed" or o.order_name in names)
+    owed = sorted({_command(m.group(1)) for o in ack.orders for m in _OWED.finditer(o.detail)})
+    failed = tuple(o for o in ack.orders if o.state == "failed" or _OWED.search(o.detail))
+    return owed, failed
+
+
 def _command(quoted: str) -> str:
-    """The command of an owed on_update, from the agent's ``repr`` of it."""
+    """The command of an owed on_update, from an old agent's ``repr`` of it."""
     try:
         command = ast.literal_eval(quoted)
     except (ValueError, SyntaxError):

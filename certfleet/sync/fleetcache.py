@@ -2,11 +2,11 @@
 
 So that a check reads only the acks that changed since the last one: for each node whose
 ack opened, the ETag the listing gave it and what the check needs to assess the node again
-(``certfleet.sync.fleet.KnownAck``: hostname, generation, report time, and the orders that
-failed or owe an on_update). One object per cluster, JSON sealed as the sync state is
-(``certfleet.sync.sealing``: for the sync-only secret, kind ``pending`` under the reserved
-identity ``/fleet``, which no order name can take): no node can read it, nor forge it to
-hide a problem node.
+(``certfleet.sync.fleet.KnownAck``: hostname, generation, report time, the orders that
+failed or owe an on_update, and the ack's declared owed list). One object per cluster, JSON
+sealed as the sync state is (``certfleet.sync.sealing``: for the sync-only secret, kind
+``pending`` under the reserved identity ``/fleet``, which no order name can take): no node
+can read it, nor forge it to hide a problem node.
 
 Written unconditionally (the run holds the cluster's lease) and only when it changed. It is
 a cache: a missing one, or one that does not open with the current sync secret (a signing
@@ -21,7 +21,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from certfleet.bundle import Ack, AckOrder, FormatError, open_sealed
+from certfleet.bundle import Ack, AckOrder, FormatError, OwedUpdate, open_sealed
 from certfleet.store import ObjectNotFound, ObjectTooLarge, Store
 from certfleet.sync.fleet import KnownAck
 from certfleet.sync.layout import FLEET_CACHE_MAX_BYTES, fleet_cache_key
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 KIND = "pending"
 IDENTITY = "/fleet"
-VERSION = 1
+VERSION = 2  # 2: with each ack's declared owed list (a version-1 cache is an empty one)
 
 
 def encode_known(known: Mapping[str, KnownAck]) -> bytes:
@@ -43,6 +43,7 @@ def encode_known(known: Mapping[str, KnownAck]) -> bytes:
             item.ack.generation,
             item.ack.reported_at,
             [[o.order_name, o.state, o.serial, o.detail] for o in item.ack.orders],
+            None if item.ack.owed is None else [[o.order_name, o.command] for o in item.ack.owed],
         ]
         for node_id, item in known.items()
     }
@@ -56,9 +57,12 @@ def decode_known(data: bytes) -> dict[str, KnownAck]:
     if document.get("version") != VERSION:
         raise ValueError(f"unknown fleet cache version {document.get('version')!r}")
     known: dict[str, KnownAck] = {}
-    for node_id, (etag, hostname, generation, reported_at, orders) in document["acks"].items():
+    for node_id, (etag, hostname, generation, reported_at, orders, owed) in document[
+        "acks"
+    ].items():
         problems = tuple(AckOrder(*order) for order in orders)
-        ack = Ack(node_id, hostname, int(generation), int(reported_at), problems)
+        owing = None if owed is None else tuple(OwedUpdate(*item) for item in owed)
+        ack = Ack(node_id, hostname, int(generation), int(reported_at), problems, owing)
         known[node_id] = KnownAck(str(etag), ack)
     return known
 

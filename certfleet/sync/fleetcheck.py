@@ -30,18 +30,16 @@ logged escaped. A check that cannot list or read the acks records the error
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING
 
-from certfleet.store import StoreError
+from certfleet.store import Store, StoreError
+from certfleet.sync.budget import Budget
+from certfleet.sync.context import RunContext
 from certfleet.sync.errors import printable
 from certfleet.sync.fleet import NodeReport, Published, count_nodes, read_nodes
 from certfleet.sync.fleetcache import AckCache
 from certfleet.sync.settings import ClusterPolicy, SyncSettings
 from certfleet.sync.state import ClusterState
-
-if TYPE_CHECKING:
-    from certfleet.sync.engine import ClusterRun
+from certfleet.sync.summary import Tally
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +55,28 @@ def stale_after(policy: ClusterPolicy, settings: SyncSettings) -> float:
 
 
 class FleetCheck:
-    """The fleet check of one ``ClusterRun``, at the run's time ``now``."""
+    """The fleet check of one cluster run (``ctx``), at the run's time ``now``: it reads
+    the acks in ``store``, records the check in ``state`` and the figures in ``tally``,
+    within a share of the ``budget``."""
 
-    def __init__(self, run: ClusterRun, state: ClusterState, now: int) -> None:
-        self.run = run
+    def __init__(
+        self,
+        ctx: RunContext,
+        store: Store,
+        state: ClusterState,
+        now: int,
+        *,
+        budget: Budget,
+        tally: Tally,
+    ) -> None:
+        self.ctx = ctx
+        self.store = store
         self.state = state
         self.now = now
-        self.cluster = run.cluster
-        policy, settings = run.policy, run.settings
+        self.budget = budget
+        self.tally = tally
+        self.cluster = ctx.cluster
+        policy, settings = ctx.policy, ctx.settings
         self.interval = (
             settings.fleet_check_interval
             if policy.fleet_check_interval is None
@@ -84,33 +96,33 @@ class FleetCheck:
         """Check the fleet when due and the budget allows; True when a check completed."""
         if not self.due():
             return False
-        left = self._time_left()
+        left = self.budget.left()
         if left is not None and left < MIN_SECONDS:
             log.info("cluster %s: fleet check left for the next run: %.1f s of budget left",
                      self.cluster, max(left, 0.0))  # fmt: skip
             return False
-        deadline = None if left is None else time.monotonic() + left * BUDGET_SHARE
+        deadline = None if left is None else self.budget.monotonic() + left * BUDGET_SHARE
         head = self.state.head
         assert head is not None  # due() checked it
         published = Published(head.generation, head.issued_at, head.valid_until, None)
-        secrets = self.run.secrets
-        cache = AckCache(self.run.store, self.cluster, self.run.keys)
+        secrets = self.ctx.secrets
+        cache = AckCache(self.store, self.cluster, self.ctx.keys)
         try:
             found = read_nodes(
-                self.run.store,
+                self.store,
                 self.cluster,
                 secrets,
                 published,
                 now=self.now,
                 stale_after=self.stale_after,
                 deadline=deadline,
-                signing_key=self.run.settings.signing_key,
+                signing_key=self.ctx.settings.signing_key,
                 known=cache.load(),
             )
             cache.save(found.known)  # also after a partial read: the next one goes on
         except StoreError as err:
             log.warning("cluster %s: fleet check failed: %s", self.cluster, err)
-            self.run.tally.error(f"fleet:{self.cluster}", err)
+            self.tally.error(f"fleet:{self.cluster}", err)
             return False
         log.debug("cluster %s: fleet check read %d of %d acks (the others unchanged)",
                   self.cluster, found.reads, len(found.nodes))  # fmt: skip
@@ -127,18 +139,11 @@ class FleetCheck:
         self.state.last_fleet_check = self.now
         return True
 
-    def _time_left(self) -> float | None:
-        """Seconds of the run's budget left beyond its reserve; None without a budget."""
-        run = self.run
-        if run.deadline is None:
-            return None
-        return run.deadline - run.reserve - time.monotonic()
-
     def _report(self, nodes: tuple[NodeReport, ...], truncated: bool) -> None:
         figures = count_nodes(nodes)
         problems = [node for node in nodes if node.problems]
         figures["problem_nodes"] = len(problems)
-        self.run.tally.fleet[self.cluster] = figures
+        self.tally.fleet[self.cluster] = figures
         log.info(
             "cluster %s: fleet check: %s",
             self.cluster,

@@ -12,9 +12,7 @@ One order's failure is counted in the tally and never stops the others.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from certfleet.bundle import (
     Bundle,
@@ -24,6 +22,8 @@ from certfleet.bundle import (
     seal_bundle,
     seal_pending,
 )
+from certfleet.sync.budget import Budget
+from certfleet.sync.context import RunContext
 from certfleet.sync.errors import RUN_FATAL, StateError
 from certfleet.sync.keypair import (
     PrivateKey,
@@ -35,13 +35,12 @@ from certfleet.sync.keypair import (
 )
 from certfleet.sync.layout import PENDING_MAX_BYTES, bundle_key, pending_key
 from certfleet.sync.plan import IMMEDIATE_REASONS, Issue
-from certfleet.sync.provider import ProviderError, ProviderNotFound
+from certfleet.sync.provider import Provider, ProviderError, ProviderNotFound
 from certfleet.sync.renewal import install_after
 from certfleet.sync.state import ClusterState, OrderRecord, PendingRecord, read_bytes
+from certfleet.sync.summary import Tally
 from certfleet.sync.verifier import verify_issued
-
-if TYPE_CHECKING:
-    from certfleet.sync.engine import ClusterRun
+from certfleet.sync.writer import RunWriter
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +48,27 @@ KEY_BATCH = 100
 
 
 class Issuer:
-    """The issuing half of a ``ClusterRun``: pending keys, CSRs, certificates."""
+    """Issuance for one cluster run (``ctx``): pending keys, CSRs and certificates from
+    ``provider``, written through ``writer`` into ``state``, counted into ``tally``, within
+    the ``budget``."""
 
-    def __init__(self, run: ClusterRun, state: ClusterState) -> None:
-        self.run = run
+    def __init__(
+        self,
+        ctx: RunContext,
+        writer: RunWriter,
+        provider: Provider,
+        state: ClusterState,
+        *,
+        budget: Budget,
+        tally: Tally,
+    ) -> None:
+        self.ctx = ctx
+        self.writer = writer
+        self.provider = provider
         self.state = state
-        self.cluster = run.cluster
+        self.budget = budget
+        self.tally = tally
+        self.cluster = ctx.cluster
         self._keys: dict[str, PrivateKey] = {}
         self._submitted: set[str] = set()
 
@@ -64,14 +78,14 @@ class Issuer:
         """Store a pending key for each issue, then submit the CSRs batch by batch."""
         batch: list[Issue] = []
         for issue in issues:
-            if self.run.out_of_time():
+            if self.budget.out_of_time():
                 break
             try:
                 self._store_pending_key(issue, now)
             except RUN_FATAL:
                 raise
             except Exception as err:  # noqa: BLE001 - one order's failure, of any kind, is its own
-                self.run.tally.error(issue.order.name, err)
+                self.tally.error(issue.order.name, err)
                 continue
             batch.append(issue)
             if len(batch) >= KEY_BATCH:
@@ -81,22 +95,22 @@ class Issuer:
             self._submit(batch)
 
     def _store_pending_key(self, issue: Issue, now: int) -> None:
-        run, state, order = self.run, self.state, issue.order
-        key_type = run.policy.key_type_for(order.name)
+        ctx, writer, state, order = self.ctx, self.writer, self.state, issue.order
+        key_type = ctx.policy.key_type_for(order.name)
         key = self._reused_key(issue, key_type) or generate_key(key_type)
         pending = PendingKey(
             order.name, key_type, private_key_pem(key), pubkey_hash(key), order.dns_names, now
         )
-        sealed = seal_pending(pending, cluster=self.cluster, secrets=[run.keys.current])
+        sealed = seal_pending(pending, cluster=self.cluster, secrets=[ctx.keys.current])
         digest = content_hash_hex(sealed)
-        run.put_content(pending_key(self.cluster, digest), sealed)
-        run.tally.keys_generated += 1
+        writer.put_content(pending_key(self.cluster, digest), sealed)
+        self.tally.keys_generated += 1
         state.pending[order.name] = PendingRecord(
             digest, pending.pubkey_hash, order.dns_names, key_type, now, issue.reason
         )
         state.rekey.discard(order.name)
         self._keys[order.name] = key
-        run.step("pending-key")
+        writer.step("pending-key")
 
     def _reused_key(self, issue: Issue, key_type: str) -> PrivateKey | None:
         """The current key, for a renewal of an order configured with ``reuse_key``."""
@@ -105,16 +119,16 @@ class Issuer:
             issue.reason != "renewal"
             or record is None
             or record.key_type != key_type
-            or not self.run.policy.reuse_key_for(issue.order.name)
+            or not self.ctx.policy.reuse_key_for(issue.order.name)
         ):
             return None
-        bundle = self.run.open_bundle(issue.order.name, record)
+        bundle = self.writer.open_bundle(issue.order.name, record)
         return load_private_key(bundle.private_key_pem)
 
     def _submit(self, batch: Sequence[Issue]) -> None:
         """Persist the batch's pending keys, then submit their CSRs."""
-        self.run.states.save(self.state)
-        self.run.step("pending-saved")
+        self.writer.save_state(self.state)
+        self.writer.step("pending-saved")
         for issue in batch:
             name = issue.order.name
             try:
@@ -122,28 +136,27 @@ class Issuer:
             except RUN_FATAL:
                 raise
             except Exception as err:  # noqa: BLE001 - that order's failure
-                self.run.tally.error(name, err)
+                self.tally.error(name, err)
 
     def _submit_one(self, name: str, pending: PendingRecord) -> None:
         key = self._key(name, pending)
-        answered = self.run.provider.submit_csr(name, build_csr(key, pending.dns_names))
-        self.run.tally.csrs_submitted += 1
+        answered = self.provider.submit_csr(name, build_csr(key, pending.dns_names))
+        self.tally.csrs_submitted += 1
         if answered != pending.pubkey_hash:
             raise ProviderError("submit CSR", f"order {name}", "answered another public key hash")
         self._submitted.add(name)
-        self.run.step("csr")
+        self.writer.step("csr")
 
     def _key(self, name: str, pending: PendingRecord) -> PrivateKey:
         key = self._keys.get(name)
         if key is None:
-            run = self.run
             data = read_bytes(
-                run.store,
+                self.writer.store,
                 pending_key(self.cluster, pending.object),
                 max_bytes=PENDING_MAX_BYTES,
             )
             opened = open_pending(
-                data, cluster=self.cluster, order_name=name, secrets=[run.keys.current]
+                data, cluster=self.cluster, order_name=name, secrets=[self.ctx.keys.current]
             )
             if opened.pubkey_hash != pending.pubkey_hash:
                 raise StateError(self.cluster, f"pending key of {name} does not match its record")
@@ -155,31 +168,29 @@ class Issuer:
     def collect(self, resume: Sequence[str]) -> None:
         """Fetch the certificate of each resumed order, then of each CSR submitted by this
         run, waiting at most ``issue_wait`` in all."""
-        run = self.run
-        until = time.monotonic() + run.settings.issue_wait
-        if run.deadline is not None:
-            until = min(until, run.deadline - run.reserve)
+        budget = self.budget
+        until = budget.until(self.ctx.settings.issue_wait)
         for name in dict.fromkeys([*resume, *sorted(self._submitted)]):
-            if name not in self.state.pending or run.out_of_time():
+            if name not in self.state.pending or budget.out_of_time():
                 continue
             try:
-                self._collect_one(name, max(0.0, until - time.monotonic()))
+                self._collect_one(name, budget.remaining(until))
             except RUN_FATAL:
                 raise
             except Exception as err:  # noqa: BLE001 - that order's failure
-                run.tally.error(name, err)
+                self.tally.error(name, err)
 
     def _collect_one(self, name: str, wait: float) -> None:
-        run, state = self.run, self.state
+        ctx, writer, state = self.ctx, self.writer, self.state
         pending = state.pending[name]
         key = self._key(name, pending)
         try:
-            cert = run.provider.fetch_certificate(name, pending.pubkey_hash, wait=wait)
+            cert = self.provider.fetch_certificate(name, pending.pubkey_hash, wait=wait)
         except ProviderNotFound:
             if name in self._submitted:
                 raise
             self._submit_one(name, pending)  # stored before a crash, never submitted
-            cert = run.provider.fetch_certificate(name, pending.pubkey_hash, wait=wait)
+            cert = self.provider.fetch_certificate(name, pending.pubkey_hash, wait=wait)
         if cert is None:
             log.info("cluster %s: certificate of %s still pending", self.cluster, name)
             return
@@ -189,7 +200,7 @@ class Issuer:
             dns_names=pending.dns_names,
             certificate_pem=cert.certificate_pem,
             chain_pem=cert.chain_pem,
-            now=int(run.clock()),
+            now=int(ctx.clock()),
         )
         previous = state.orders.get(name)
         serial = cert.serial or verified.serial
@@ -203,14 +214,14 @@ class Issuer:
             verified.certificate_pem, verified.chain_pem, serial, verified.not_before,
             verified.not_after,
         )  # fmt: skip
-        sealed = seal_bundle(bundle, cluster=self.cluster, secrets=run.secrets)
+        sealed = seal_bundle(bundle, cluster=self.cluster, secrets=ctx.secrets)
         digest = content_hash_hex(sealed)
-        run.put_content(bundle_key(self.cluster, digest), sealed)
-        run.step("bundle")
+        writer.put_content(bundle_key(self.cluster, digest), sealed)
+        writer.step("bundle")
         immediate = previous is None or pending.reason in IMMEDIATE_REASONS
         if previous is not None:
-            run.retire(bundle_key(self.cluster, previous.bundle))
-        run.retire(pending_key(self.cluster, pending.object))
+            writer.retire(bundle_key(self.cluster, previous.bundle))
+        writer.retire(pending_key(self.cluster, pending.object))
         del state.pending[name]
         state.tombstones.pop(name, None)
         state.orders[name] = OrderRecord(
@@ -222,8 +233,8 @@ class Issuer:
             not_before=verified.not_before,
             not_after=verified.not_after,
             install_after=install_after(
-                verified.not_before, int(run.settings.skew_margin), immediate=immediate
+                verified.not_before, int(ctx.settings.skew_margin), immediate=immediate
             ),
-            secret_ids=tuple(secret.id for secret in run.secrets),
+            secret_ids=tuple(secret.id for secret in ctx.secrets),
         )
-        run.tally.certificates_published += 1
+        self.tally.certificates_published += 1

@@ -20,7 +20,6 @@ import hashlib
 import logging
 from collections.abc import Sequence, Set
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from certfleet.bundle import (
     FormatError,
@@ -41,7 +40,10 @@ from certfleet.bundle import (
 from certfleet.bundle.head import MAX_VALIDITY_SECONDS
 from certfleet.errors import CertfleetError
 from certfleet.store import PreconditionFailed
+from certfleet.sync.budget import Budget
+from certfleet.sync.context import RunContext
 from certfleet.sync.errors import ConcurrentWriteError, StateError
+from certfleet.sync.headseen import HeadSeen
 from certfleet.sync.layout import (
     bundle_key,
     head_key,
@@ -49,10 +51,8 @@ from certfleet.sync.layout import (
     shard_key,
 )
 from certfleet.sync.state import ClusterState, HeadRecord, OrderRecord, ShardRecord
-
-if TYPE_CHECKING:
-    from certfleet.sync.engine import ClusterRun
-    from certfleet.sync.headseen import HeadSeen
+from certfleet.sync.summary import Tally
+from certfleet.sync.writer import RunWriter
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +60,30 @@ TOMBSTONE_RETENTION = 90 * 86400
 
 
 class Publisher:
-    """The publishing half of a ``ClusterRun``."""
+    """Publication for one cluster run (``ctx``) at its time ``now``: from ``state`` to
+    bundles, shards and the head, written through ``writer``, counted into ``tally``, within
+    the ``budget``; ``damaged`` holds the object keys the audit found missing or corrupted."""
 
     def __init__(
-        self, run: ClusterRun, state: ClusterState, now: int, *, damaged: Set[str] = frozenset()
+        self,
+        ctx: RunContext,
+        writer: RunWriter,
+        state: ClusterState,
+        now: int,
+        *,
+        budget: Budget,
+        tally: Tally,
+        damaged: Set[str] = frozenset(),
     ) -> None:
-        self.run = run
+        self.ctx = ctx
+        self.writer = writer
         self.state = state
         self.now = now
+        self.budget = budget
+        self.tally = tally
         self.damaged = damaged
-        self.cluster = run.cluster
-        self.secret_ids = tuple(secret.id for secret in run.secrets)
+        self.cluster = ctx.cluster
+        self.secret_ids = tuple(secret.id for secret in ctx.secrets)
         self.published = False
 
     # -- secret rotation ----------------------------------------------------------------
@@ -78,33 +91,33 @@ class Publisher:
     def rewrap_bundles(self) -> None:
         """Re-seal bundles sealed for other secrets than configured (pending keys are sealed
         with the sync's own secret: a cluster secret rotation does not touch them)."""
-        state, run = self.state, self.run
+        state = self.state
         wanted = sorted(self.secret_ids)
         for name, record in sorted(state.orders.items()):
             if sorted(record.secret_ids) == wanted:
                 continue
-            if run.out_of_time():
+            if self.budget.out_of_time():
                 return
             try:
                 self._rewrap_bundle(name, record)
             except FormatError as err:
                 log.warning("cluster %s: cannot re-wrap %s, rekeying it", self.cluster, name)
-                run.tally.error(name, err)
+                self.tally.error(name, err)
                 state.rekey.add(name)
             except CertfleetError as err:
-                run.tally.error(name, err)
+                self.tally.error(name, err)
 
     def _rewrap_bundle(self, name: str, record: OrderRecord) -> None:
         """Re-seal one order's bundle for the configured secrets."""
-        run = self.run
+        writer = self.writer
         sealed = seal_bundle(
-            run.open_bundle(name, record), cluster=self.cluster, secrets=run.secrets
+            writer.open_bundle(name, record), cluster=self.cluster, secrets=self.ctx.secrets
         )
         digest = content_hash_hex(sealed)
-        run.put_content(bundle_key(self.cluster, digest), sealed)
-        run.retire(bundle_key(self.cluster, record.bundle))
+        writer.put_content(bundle_key(self.cluster, digest), sealed)
+        writer.retire(bundle_key(self.cluster, record.bundle))
         self.state.orders[name] = replace(record, bundle=digest, secret_ids=self.secret_ids)
-        run.step("rewrapped")
+        writer.step("rewrapped")
 
     # -- shards and head ----------------------------------------------------------------
 
@@ -125,8 +138,11 @@ class Publisher:
             stones[shard_index(state.shard_key, name, count)].append(Tombstone(name, removed_at))
         return [Shard(tuple(e), tuple(t)) for e, t in zip(entries, stones)]
 
-    def publish(self, seen: HeadSeen, retired: list[str]) -> None:
-        state, run = self.state, self.run
+    def publish(self, seen: HeadSeen) -> None:
+        """Write the shards that changed and, when needed, the head; record in the state
+        what it now references and what stopped being referenced (the writer's retired
+        objects and replaced shards)."""
+        state, writer = self.state, self.writer
         shards = self._shards()
         same_layout = len(state.shards) == len(shards) and state.shard_secret_ids == self.secret_ids
         records: list[ShardRecord] = []
@@ -140,12 +156,12 @@ class Publisher:
             ):
                 records.append(state.shards[index])
                 continue
-            sealed = seal_shard(shard, cluster=self.cluster, index=index, secrets=run.secrets)
+            sealed = seal_shard(shard, cluster=self.cluster, index=index, secrets=self.ctx.secrets)
             obj = content_hash_hex(sealed)
-            run.put_content(shard_key(self.cluster, obj), sealed)
+            writer.put_content(shard_key(self.cluster, obj), sealed)
             records.append(ShardRecord(digest, obj))
             changed = True
-            run.step("shard")
+            writer.step("shard")
         hashes = tuple(bytes.fromhex(record.object) for record in records)
         head = seen.head
         recorded = state.head
@@ -158,6 +174,7 @@ class Publisher:
             or not seen.signed
             or self.now >= (head.issued_at + head.valid_until) // 2
         )
+        retired = writer.take_retired()
         if changed or stale:
             self._write_head(seen, hashes)
             retired.extend(
@@ -166,23 +183,22 @@ class Publisher:
                 if old.object not in {record.object for record in records}
             )
         elif recorded is not None:
-            run.tally.generations[self.cluster] = recorded.generation
+            self.tally.generations[self.cluster] = recorded.generation
         state.shards = records
         state.shard_secret_ids = self.secret_ids
         for key in retired:
             state.unreferenced.setdefault(key, self.now)
-        retired.clear()
         if changed or stale:
-            run.step("head")  # once the state records all the head references
+            writer.step("head")  # once the state records all the head references
 
     def _write_head(self, seen: HeadSeen, hashes: tuple[bytes, ...]) -> None:
-        state, run = self.state, self.run
+        state, settings = self.state, self.ctx.settings
         previous = max(
             seen.head.generation if seen.head and seen.signed else 0,
             state.head.generation if state.head else 0,
         )
-        validity = min(int(run.settings.head_validity), MAX_VALIDITY_SECONDS)
-        now_ms = int(run.clock() * 1000)
+        validity = min(int(settings.head_validity), MAX_VALIDITY_SECONDS)
+        now_ms = int(self.ctx.clock() * 1000)
         generation = next_generation(previous, now_ms)
         if generation_too_far(generation, now_ms):
             raise StateError(self.cluster, f"generation {previous} is more than a day ahead")
@@ -194,17 +210,18 @@ class Publisher:
             self.secret_ids,
             hashes,
         )
-        data = encode_head(head, run.settings.signing_key)
+        data = encode_head(head, settings.signing_key)
+        store = self.writer.store
         try:
             if seen.etag is None:
-                run.store.put_if_absent(head_key(self.cluster), data)
+                store.put_if_absent(head_key(self.cluster), data)
             else:
-                run.store.put_if_match(head_key(self.cluster), data, seen.etag)
+                store.put_if_match(head_key(self.cluster), data, seen.etag)
         except PreconditionFailed as err:
             raise ConcurrentWriteError(self.cluster, "head was changed by another writer") from err
         state.head = HeadRecord(head.generation, head.issued_at, head.valid_until, head.secret_ids)
-        run.tally.generations[self.cluster] = head.generation
-        run.tally.heads_published += 1
+        self.tally.generations[self.cluster] = head.generation
+        self.tally.heads_published += 1
         self.published = True
 
     # -- garbage ------------------------------------------------------------------------
@@ -213,8 +230,8 @@ class Publisher:
         """Delete objects unreferenced for ``gc_grace``; with ``stored`` (the audit's
         listing of the cluster's objects, made at the start of the run), first record the
         orphans among them."""
-        state, run = self.state, self.run
-        grace = run.settings.gc_grace
+        state, writer = self.state, self.writer
+        grace = self.ctx.settings.gc_grace
         consistent = self.published or (
             seen.head is not None
             and state.head is not None
@@ -225,12 +242,12 @@ class Publisher:
         for key, since in sorted(state.unreferenced.items()):
             if self.now - since < grace:
                 continue
-            if run.out_of_time():
+            if self.budget.out_of_time():
                 return
-            run.store.delete(key)
+            writer.store.delete(key)
             del state.unreferenced[key]
-            run.tally.objects_deleted += 1
-            run.step("deleted")
+            self.tally.objects_deleted += 1
+            writer.step("deleted")
 
     def _sweep(self, stored: Set[str]) -> None:
         """Record listed objects no state entry references (left by a crashed run, or

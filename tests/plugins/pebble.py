@@ -8,8 +8,10 @@ is validated on ``http_port``: a test puts nginx there (``Pebble.nginx_http01``)
 ``PEBBLE_VA_ALWAYS_VALID`` is never set, and the default nonce rejection (5 %) stays on;
 ``PEBBLE_VA_NOSLEEP=1`` only removes pebble's random wait before validating.
 
-``binary`` may name another pebble (the newer one with ARI and profiles): h18b's lab
-reuses :class:`Pebble` with it.
+``binary`` may name another pebble (the newer one with ARI and profiles: fixture
+``pebble_ari``). With ``dns_server`` ("IP:port") set before ``start()``, pebble asks that
+server instead and no challtestsrv is started (the DNS-01 lab of tests/plugins/acme_lab.py
+points it at bind9). ``certificate`` and ``key`` are its listener's (for a proxy in front).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -36,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from certfleet.devstack import pick_ports
-from tests.plugins.binaries import missing, require_binary
+from tests.plugins.binaries import require_binary
 
 
 def free_ports(count: int) -> list[int]:
@@ -122,6 +124,16 @@ class Pebble:
         self.env: dict[str, str] = {}
         self.validity: int | None = None
         self.extra_config: dict[str, object] = {}
+        self.dns_server: str | None = None
+
+    @property
+    def certificate(self) -> Path:
+        """The listener certificate of pebble's HTTPS API (localhost, 127.0.0.1)."""
+        return self._cert
+
+    @property
+    def key(self) -> Path:
+        return self._key
 
     @property
     def directory_url(self) -> str:
@@ -134,14 +146,16 @@ class Pebble:
         self.processes.append(process)
 
     def start(self) -> None:
-        """Start challtestsrv and pebble, and wait (bounded) until both listen."""
-        self._spawn(
-            [self.challtestsrv, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-             "-dns01", f"127.0.0.1:{self.dns_port}", "-http01", "", "-https01", "",
-             "-tlsalpn01", "", "-management", f"127.0.0.1:{self.chall_mgmt}"],
-            "challtestsrv.log", dict(os.environ),
-        )  # fmt: skip
-        _wait_listening(self.chall_mgmt, self.processes[-1], self.dir / "challtestsrv.log")
+        """Start challtestsrv (unless ``dns_server`` is set) and pebble, and wait (bounded)
+        until they listen."""
+        if self.dns_server is None:
+            self._spawn(
+                [self.challtestsrv, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+                 "-dns01", f"127.0.0.1:{self.dns_port}", "-http01", "", "-https01", "",
+                 "-tlsalpn01", "", "-management", f"127.0.0.1:{self.chall_mgmt}"],
+                "challtestsrv.log", dict(os.environ),
+            )  # fmt: skip
+            _wait_listening(self.chall_mgmt, self.processes[-1], self.dir / "challtestsrv.log")
         config: dict[str, object] = {
             "listenAddress": f"127.0.0.1:{self.port}",
             "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
@@ -161,7 +175,7 @@ class Pebble:
         assert "PEBBLE_VA_ALWAYS_VALID" not in env
         self._spawn(
             [self.binary, "-config", str(self.dir / "pebble.json"),
-             "-dnsserver", f"127.0.0.1:{self.dns_port}"],
+             "-dnsserver", self.dns_server or f"127.0.0.1:{self.dns_port}"],
             "pebble.log", env,
         )  # fmt: skip
         _wait_listening(self.port, self.processes[-1], self.dir / "pebble.log")
@@ -179,6 +193,12 @@ class Pebble:
 
     def intermediate_pem(self) -> bytes:
         return self._get("/intermediates/0")
+
+    def directory(self) -> dict[str, object]:
+        """pebble's ACME directory document."""
+        context = ssl.create_default_context(cafile=str(self.ca_bundle))
+        with urllib.request.urlopen(self.directory_url, context=context, timeout=10) as answer:
+            return dict(json.loads(answer.read()))
 
     def log(self) -> str:
         return (self.dir / "pebble.log").read_text(errors="replace")
@@ -261,16 +281,11 @@ class Http01Nginx:
 
 
 @pytest.fixture
-def pebble_ari(tmp_path: Path) -> Iterator[Pebble]:
-    """The newer pebble (ARI, profiles) from the directory named by ``CERTFLEET_PEBBLE_NEW``
-    (built by the vendored source's build-pebble.sh); not started yet."""
-    where = os.environ.get("CERTFLEET_PEBBLE_NEW", "")
-    binary = Path(where) / "pebble" if where else None
-    if binary is None or not binary.is_file():
-        missing("the newer pebble (ARI, profiles): set CERTFLEET_PEBBLE_NEW to its directory")
-        raise AssertionError("unreachable")
+def pebble_ari(tmp_path: Path, pebble_new: str) -> Iterator[Pebble]:
+    """The newer pebble (ARI, profiles): the binary of ``pebble_new`` (tests/plugins/acme_lab.py,
+    from ``CERTFLEET_PEBBLE_NEW``), with challtestsrv; not started yet."""
     # the distribution's challtestsrv serves DNS (the newer one has other flags)
-    server = Pebble(str(binary), require_binary("pebble-challtestsrv"), tmp_path / "pebble-ari")
+    server = Pebble(pebble_new, require_binary("pebble-challtestsrv"), tmp_path / "pebble-ari")
     yield server
     server.stop()
 
@@ -283,107 +298,6 @@ def pebble(tmp_path: Path) -> Iterator[Pebble]:
     )
     yield server
     server.stop()
-
-
-class FaultProxy:
-    """An HTTPS proxy in front of pebble that answers some requests itself.
-
-    pebble builds every URL from the request's Host, so passing Host through makes the
-    client see only the proxy. ``rule(method, path, payload)`` returns None to forward, or
-    ``(status, headers, body)`` to answer instead; ``payload`` is the decoded JWS payload of
-    a POST (b"" for POST-as-GET). ``seen`` lists (method, path) of every request.
-    """
-
-    def __init__(
-        self,
-        pebble: Pebble,
-        rule: Callable[[str, str, bytes], tuple[int, dict[str, str], bytes] | None],
-    ) -> None:
-        import http.client
-        import http.server
-        import threading
-
-        self.pebble = pebble
-        self.rule = rule
-        self.seen: list[tuple[str, str]] = []
-        proxy = self
-        upstream_context = ssl.create_default_context(cafile=str(pebble.ca_bundle))
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                proxy.seen.append((self.command, self.path))
-                answer = proxy.rule(self.command, self.path, _jws_payload(body))
-                if answer is None:
-                    connection = http.client.HTTPSConnection(
-                        "127.0.0.1", pebble.port, context=upstream_context, timeout=30
-                    )
-                    headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-                    connection.request(self.command, self.path, body=body or None, headers=headers)
-                    response = connection.getresponse()
-                    status, data = response.status, response.read()
-                    out = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP]
-                    connection.close()
-                else:
-                    status, extra, data = answer
-                    out = list(extra.items())
-                self.send_response(status)
-                for key, value in out:
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_HEAD = _handle
-
-        self.port = free_port()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(pebble._cert), str(pebble._key))
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def directory_url(self) -> str:
-        return f"https://127.0.0.1:{self.port}/dir"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
-
-
-_HOP = ("transfer-encoding", "connection", "content-length")
-
-
-def _jws_payload(body: bytes) -> bytes:
-    import base64
-
-    try:
-        encoded = json.loads(body)["payload"]
-    except (ValueError, KeyError, TypeError):
-        return b""
-    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-
-
-def problem(
-    status: int, code: str, detail: str, retry_after: str | None
-) -> tuple[int, dict[str, str], bytes]:
-    """An ACME problem answer (``rateLimited``, ``serverInternal``...)."""
-    headers = {"Content-Type": "application/problem+json"}
-    if retry_after is not None:
-        headers["Retry-After"] = retry_after
-    body = json.dumps(
-        {"type": f"urn:ietf:params:acme:error:{code}", "detail": detail, "status": status}
-    ).encode()
-    return status, headers, body
 
 
 def published(config: Any, store: Any, cluster: str = "web") -> dict[str, Any]:
