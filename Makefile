@@ -75,7 +75,15 @@ down: venv
 package:
 	scripts/package.sh
 
-bench: venv
+# The AWS CLI (awscli from PyPI) for the bench's do-it-yourself baseline (bench/bench_peer.py),
+# in its own venv: it pins its own botocore. Without it the bench still runs and says the
+# peer section was skipped.
+.venv-bench/.installed:
+	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	@if .venv-bench/bin/python -m pip install -q --disable-pip-version-check awscli; then \
+	  touch $@; else echo "awscli not installed: make bench skips its peer section"; fi
+
+bench: venv .venv-bench/.installed
 	$(BIN)/python bench/run.py
 
 clean:

@@ -16,7 +16,8 @@ Run: .venv/bin/python bench/bench_agent.py [--json] [--orders 1,1000]
   node with ``metrics_file`` and acks: loading the state (``Agent(...)``), the first poll
   (head and every shard), an idle poll, a change of one order (CPU, and the bytes the state
   save wrote), the state and metrics file sizes, and ``--status`` (``build_status`` +
-  ``format_status``).
+  ``format_status``); then the same node without a metrics file (whose per-order lines make
+  a change cost O(N) bytes written) over 5 renewals: the median CPU of a change poll.
 
 Publications come from ``tests.plugins.publisher`` (the format code, no sync engine).
 With ``--json`` the last stdout line is a JSON object (bench/run.py reads it).
@@ -77,6 +78,7 @@ from tests.plugins.publisher import Publisher, TestCa  # noqa: E402
 IDLE_POLLS = 20
 IDLE_ORDERS = 100
 STATE_SIZES = "1000,10000,100000"
+CHANGES = 5
 DAY = 86400
 
 
@@ -392,6 +394,19 @@ def state_scale(orders: int, ca: TestCa, work: Path) -> dict[str, Any]:
     started = time.perf_counter()
     status_text = format_status(build_status(config, now=int(time.time())))
     status_seconds = time.perf_counter() - started
+    # The same node without a metrics file (whose per-order lines are rewritten on every
+    # change): what the poll itself costs, over CHANGES renewals of one order.
+    bare = Agent(parse_agent_config(text.replace(f'metrics_file = "{metrics}"\n', ""), "bare"))
+    if not bare.poll_once().ok:
+        raise RuntimeError("the agent without a metrics file failed its first poll")
+    changes = []
+    for _ in range(CHANGES):
+        publication.renew(changed)
+        started_cpu = time.thread_time()
+        result = bare.poll_once()
+        changes.append(round((time.thread_time() - started_cpu) * 1000, 2))
+        if result.installed != (changed,):
+            raise RuntimeError(f"unexpected poll: {result.summary()}")
     assert config.metrics_file is not None
     metrics_bytes = Path(config.metrics_file).stat().st_size
     for directory in (root, state_dir):
@@ -402,6 +417,8 @@ def state_scale(orders: int, ca: TestCa, work: Path) -> dict[str, Any]:
         "first_poll_cpu_ms": first,
         "idle_poll_cpu_ms": round(min(idle), 2),
         "change_poll_cpu_ms": change,
+        "change_poll_cpu_ms_without_metrics": sorted(changes)[len(changes) // 2],
+        "change_poll_cpu_ms_without_metrics_all": changes,
         "idle_poll_after_change_cpu_ms": idle_after,
         "change_state_bytes_written": written,
         "state_index_bytes": index_size,
@@ -455,6 +472,11 @@ def run(order_counts: list[int], state_sizes: list[int]) -> dict[str, Any]:
             "+ requests": import_rss(env, "import node_agent.cli, requests"),
             "+ boto3 S3 client": import_rss(
                 env, "import node_agent.cli, boto3; boto3.client('s3', region_name='us-east-1')"
+            ),
+            "+ botocore S3 client (what S3Store makes)": import_rss(
+                env,
+                "import node_agent.cli, botocore.session; botocore.session.get_session()"
+                ".create_client('s3', region_name='us-east-1')",
             ),
         }
         results["install_seconds"] = {}

@@ -32,12 +32,14 @@ import io
 import json
 import os
 import pstats
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -82,6 +84,7 @@ class Wire:
     up: int = 0
     down: int = 0
     connections: int = 0
+    requests: Counter[str] = field(default_factory=Counter)  # by kind: list, get, put, ...
     last: dict[str, bytes] = field(default_factory=dict, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -90,10 +93,33 @@ class Wire:
             setattr(self, direction, getattr(self, direction) + count)
             if data:
                 self.last[direction] = data
+            if direction == "up":
+                self.requests.update(request_kinds(data))
 
     def snapshot(self) -> tuple[int, int]:
         with self.lock:
             return self.up, self.down
+
+    def request_counts(self) -> Counter[str]:
+        with self.lock:
+            return Counter(self.requests)
+
+
+# A request line at the start of what a client sent, or right after a line end. The clients
+# here (boto3, the AWS CLI, http.client) send a request's head in one write and do not
+# pipeline; bodies are PEM, JSON or ciphertext, which hold no such line.
+_REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|PUT|HEAD|POST|DELETE) (\S+) HTTP/1\.[01]\r\n")
+
+
+def request_kinds(data: bytes) -> list[str]:
+    """The S3 request kinds whose request lines are in ``data``: list, get, put, head, ..."""
+    kinds = []
+    for method, target in _REQUEST_LINE.findall(data):
+        if method == b"GET" and (b"list-type=" in target or b"?prefix=" in target):
+            kinds.append("list")
+        else:
+            kinds.append(method.decode().lower())
+    return kinds
 
 
 class CountingProxy:

@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from certfleet.bundle import (
     Ack,
@@ -34,14 +34,15 @@ from certfleet.bundle import (
     FormatError,
     OwedUpdate,
     PublicKey,
+    ShardEntry,
     iso_utc,
     seal_ack,
 )
 from certfleet.bundle.layout import ack_key
 from certfleet.store import Store, StoreAccessDenied, StoreError
-from node_agent.result import PollResult
+from node_agent.result import PollResult, Problem
 from node_agent.schedule import Deferral
-from node_agent.state import AgentState, ClusterState
+from node_agent.state import AgentState, ClusterState, OwedCommand
 
 log = logging.getLogger(__name__)
 
@@ -146,26 +147,56 @@ def ack_orders(
     result: PollResult,
     last: Mapping[str, AckOrder] | None = None,
     deferrals: Mapping[str, Deferral] | None = None,
+    only: Collection[str] | None = None,
 ) -> list[AckOrder]:
     """What an ack reports for each order of ``cluster`` after the poll that gave ``result``.
 
     ``last`` (the orders of the last ack, by name) are reused where nothing changed, which
     spares checking 100,000 order names again after a change of one. ``deferrals`` (the
     planner's waits, by name) say why a deferred order waits: ``install_after``, ``stagger``
-    or ``update window``."""
+    or ``update window``. ``only``: the names that may have changed since ``last`` (the
+    caller knows nothing else did); with over ``MAX_LISTED_ORDERS`` published, only those
+    are looked at and the rest of ``last`` is kept as it is."""
     entries = state.cluster(cluster).entries()
     owed = {safe: owed for owed in state.owed for safe in (*owed.updated, *owed.removed)}
     problems = [p for p in result.problems if p.cluster == cluster]
-    names = set(entries).union(n for n, o in state.orders.items() if o.cluster == cluster)
     known = last or {}
+    look = _Look(state, cluster, entries, owed, problems, deferrals or {})
+    if only is not None and len(entries) > MAX_LISTED_ORDERS:
+        kept = {name: order for name, order in known.items() if name not in only}
+        for name in only:
+            found = look.order(name, known.get(name), compact=True)
+            if found is not None:
+                kept[name] = found
+        return [kept[name] for name in sorted(kept)]
+    names = set(entries).union(n for n, o in state.orders.items() if o.cluster == cluster)
     compact = len(names) > MAX_LISTED_ORDERS
-    orders: list[AckOrder] = []
-    for name in sorted(names):
-        installed = state.orders.get(name)
-        mine = installed if installed is not None and installed.cluster == cluster else None
+    orders = (look.order(name, known.get(name), compact=compact) for name in sorted(names))
+    return [order for order in orders if order is not None]
+
+
+class _Look:
+    """What ``ack_orders`` looks at to say one order's state."""
+
+    def __init__(
+        self,
+        state: AgentState,
+        cluster: str,
+        entries: Mapping[str, ShardEntry],
+        owed: Mapping[str, OwedCommand],
+        problems: Sequence[Problem],
+        deferrals: Mapping[str, Deferral],
+    ) -> None:
+        self.state, self.cluster, self.entries = state, cluster, entries
+        self.owed, self.problems, self.deferrals = owed, problems, deferrals
+
+    def order(self, name: str, last: AckOrder | None, *, compact: bool) -> AckOrder | None:
+        """The order's line in the ack (``last`` again if unchanged); None if not listed."""
+        installed = self.state.orders.get(name)
+        mine = installed if installed is not None and installed.cluster == self.cluster else None
         serial = mine.serial if mine else ""
-        entry = entries.get(name)
-        failed = [p.message for p in problems if repr(name) in p.subject] if problems else []
+        entry = self.entries.get(name)
+        failed = [p.message for p in self.problems if repr(name) in p.subject]
         if failed:
             order_state, detail = "failed", failed[0]
         elif mine is not None and mine.removed_at is not None:
@@ -174,31 +205,29 @@ def ack_orders(
                 f"removed upstream at {iso_utc(mine.removed_at)}; files kept",
             )
         elif entry is not None and (mine is None or mine.bundle_hash != entry.bundle_hash.hex()):
-            wait = deferrals.get(name) if deferrals else None
+            wait = self.deferrals.get(name)
             order_state = "deferred"
             detail = wait.detail() if wait else f"install_after {iso_utc(entry.install_after)}"
         elif mine is not None:
             order_state, detail = "installed", ""
         else:
-            continue
-        command = owed.get(mine.safe_name) if mine else None
+            return None
+        command = self.owed.get(mine.safe_name) if mine else None
         if command is not None and command.failures:
             detail = (f"{detail}; " if detail else "") + (
                 f"on_update {command.command!r} {command.last_error}"
             )
         detail = _cut(detail) if detail else ""
         if compact and order_state == "installed" and not detail:
-            continue  # implied by the generation (see MAX_LISTED_ORDERS)
-        ack_order = known.get(name)
-        if ack_order is None or (ack_order.state, ack_order.serial, ack_order.detail) != (
+            return None  # implied by the generation (see MAX_LISTED_ORDERS)
+        if last is not None and (last.state, last.serial, last.detail) == (
             order_state, serial, detail
         ):  # fmt: skip
-            try:
-                ack_order = AckOrder(name, order_state, serial, detail)
-            except FormatError:
-                continue
-        orders.append(ack_order)
-    return orders
+            return last
+        try:
+            return AckOrder(name, order_state, serial, detail)
+        except FormatError:
+            return None
 
 
 def ack_owed(state: AgentState, cluster: str, orders: Sequence[AckOrder]) -> tuple[OwedUpdate, ...]:

@@ -49,11 +49,13 @@ import os
 import random
 import threading
 import time
+from collections.abc import Mapping
 from typing import Callable
 
+from certfleet.bundle import AckOrder
 from certfleet.config import AgentConfig
 from certfleet.store import Store, open_store
-from node_agent.ack import AckWriter, ack_orders, ack_owed
+from node_agent.ack import MAX_LISTED_ORDERS, AckWriter, ack_orders, ack_owed
 from node_agent.health import HealthStore
 from node_agent.hook import CommandRunner, ShellRunner
 from node_agent.installer import Installer
@@ -61,10 +63,11 @@ from node_agent.metrics import OrderMetrics, render_metrics, write_metrics
 from node_agent.planner import Planner, destinations
 from node_agent.result import PollResult
 from node_agent.rollout import Clock, Rollout
+from node_agent.schedule import Deferral
 from node_agent.source import ClusterSource
 from node_agent.state import AgentState, StateStore, node_id
 from node_agent.tally import Tally
-from node_agent.view import refresh_view
+from node_agent.view import changed_names, refresh_view
 
 __all__ = ["Agent", "destinations"]  # destinations: still imported from here
 
@@ -111,6 +114,8 @@ class Agent:
         self.health_store = HealthStore(config.state_dir)
         self.health = self.health_store.load()
         self.acks = AckWriter(self.store, self.node_id)
+        # The orders of the last compact ack computed, by cluster: where the next starts.
+        self._acked: dict[str, dict[str, AckOrder]] = {}
         self._orphans_reported = False
         self.sources = {
             trust.name: ClusterSource(
@@ -149,8 +154,10 @@ class Agent:
         now = int(self.clock())
         tally = Tally()
         fresh: dict[str, tuple[str, int]] = {}
+        touched: dict[str, set[str]] | None = {}  # None: a full pass
         for trust in self.config.clusters:
             cluster_state = self.state.cluster(trust.name)
+            before, before_count = cluster_state.shards, cluster_state.shard_count
             new_head = refresh_view(
                 self.sources[trust.name],
                 cluster_state,
@@ -161,16 +168,26 @@ class Agent:
             if new_head is not None:
                 fresh[trust.name] = new_head
                 self._dirty = True
+                names = changed_names(before, before_count, cluster_state)
+                if names is None or touched is None or self.planner.needs_full(names):
+                    touched = None
+                else:
+                    touched[trust.name] = names
         view_problems = len(tally.problems)
         revision = self.state.orders.revision
         backoff = dict(self.state.backoff)
-        full, self._full_next = self._full_next or bool(fresh), True  # until this poll ends
-        plan = self.planner.plan_all if full else self.planner.plan_due
+        full, self._full_next = self._full_next or touched is None, True  # until this poll ends
         waits = self.planner.deferrals()
-        prepared = plan(self.state, now, tally)
+        every: set[str] = set()
+        if full or touched is None:
+            touched = None
+            prepared = self.planner.plan_all(self.state, now, tally)
+        else:
+            every = set().union(*touched.values())
+            prepared = self.planner.plan_changed(self.state, now, tally, every)
         rollout = self.rollout
         switched = rollout.switch(self.state, prepared, tally)
-        removed = rollout.removals(self.state, now, tally, full)
+        removed = rollout.removals(self.state, now, tally, full, touched)
         rollout.owe(self.state, switched, removed)
         copies = (
             self.state.orders if self._recheck_copies else rollout.copies_failed | set(switched)
@@ -193,11 +210,13 @@ class Agent:
         log.info("poll done: %s", result.summary())
         changed = (
             full
+            or bool(fresh)
             or self.state.orders.revision != revision
             or bool(result.commands)
             or self.planner.deferrals() != waits  # e.g. a missed window: the next one
         )
-        self._report(result, now, changed)
+        scope = None if full else self._ack_scope(result, waits, every)
+        self._report(result, now, changed, scope)
         self._save()  # once, with the digests of the acks just written
         # An order that failed is retried by a full pass (its head may be applied already).
         self._full_next = any(p.cluster is not None for p in tally.problems[view_problems:])
@@ -212,11 +231,29 @@ class Agent:
 
     # -- reporting: health, metrics file, acks --------------------------------------------
 
-    def _report(self, result: PollResult, now: int, changed: bool) -> None:
+    def _ack_scope(
+        self, result: PollResult, waits: Mapping[str, Deferral], touched: set[str]
+    ) -> set[str] | None:
+        """The order names an ack after this poll (not a full pass) may report otherwise
+        than the last one: those it ``touched``, installed, deferred (now or before),
+        removed or rolled back. None: any, when the poll had a problem or an on_update
+        command keeps failing."""
+        if result.problems or any(owed.failures for owed in self.state.owed):
+            return None
+        scope = set(touched).union(
+            result.installed, result.deferred, result.removed, result.retired,
+            result.rolled_back, waits, self.planner.deferrals(),
+        )  # fmt: skip
+        return scope
+
+    def _report(
+        self, result: PollResult, now: int, changed: bool, scope: set[str] | None = None
+    ) -> None:
         """After a poll: record its health, rewrite the metrics file, write changed acks.
 
-        Unless ``changed`` (a full pass, or an order or command changed), the per-order
-        metrics are the cached ones and only acks that could not be written are tried."""
+        Unless ``changed`` (a full pass, a new head, or an order or command changed), the
+        per-order metrics are the cached ones and only acks that could not be written are
+        tried. ``scope``: the only names whose ack lines may have changed (None: any)."""
         self._report_orphans()
         self.health.record(result, now)
         self.health_store.save(self.health)
@@ -240,13 +277,21 @@ class Agent:
             if not changed and trust.name not in self.acks.unsent:
                 continue  # the same as the last one
             cluster_state = self.state.cluster(trust.name)
+            compact = len(cluster_state.entries()) > MAX_LISTED_ORDERS
+            last = self._acked.get(trust.name)
+            if scope is None or last is None or trust.name in self.acks.unsent or not compact:
+                last, only = self.acks.last_orders(trust.name), None
+            else:
+                only = scope
             orders = ack_orders(
-                self.state,
-                trust.name,
-                result,
-                self.acks.last_orders(trust.name),
-                self.planner.deferrals(),
+                self.state, trust.name, result, last, self.planner.deferrals(), only
             )
+            # What this ack lists is what the next one starts from (when it is compact: a
+            # compact one is the same for the orders a poll did not touch).
+            if compact:
+                self._acked[trust.name] = {order.order_name: order for order in orders}
+            else:
+                self._acked.pop(trust.name, None)
             written = self.acks.report(
                 trust.name,
                 trust.secrets,

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
+from operator import itemgetter
 
 from certfleet.store.nofollow import open_directory
 from node_agent.diskfile import FileMode, write_atomic_in
@@ -74,12 +76,13 @@ def _order_samples(name: str, order: InstalledOrder) -> tuple[str, str]:
     return not_after.lines[-1], installed.lines[-1]
 
 
-def _order_text(samples: Mapping[str, tuple[str, str]]) -> str:
-    names = sorted(samples)
-    not_after, installed = _Family(*_NOT_AFTER), _Family(*_INSTALLED)
-    not_after.lines.extend(samples[name][0] for name in names)
-    installed.lines.extend(samples[name][1] for name in names)
-    return "\n".join((*not_after.lines, *installed.lines))
+def _order_text(samples: Mapping[str, tuple[str, str]], names: Sequence[str] | None = None) -> str:
+    """Both per-order families, in the order of ``names`` (default: name order)."""
+    lines = [samples[name] for name in (sorted(samples) if names is None else names)]
+    not_after, installed = _Family(*_NOT_AFTER).lines, _Family(*_INSTALLED).lines
+    return "\n".join(
+        chain(not_after, map(itemgetter(0), lines), installed, map(itemgetter(1), lines))
+    )
 
 
 def render_order_metrics(orders: Mapping[str, InstalledOrder]) -> str:
@@ -92,10 +95,13 @@ class OrderMetrics:
 
     ``text(orders)`` returns the last text while the table's ``revision`` has not moved;
     otherwise it renders the lines of the orders whose record changed (a new
-    ``InstalledOrder`` object) and joins them again in name order."""
+    ``InstalledOrder`` object) and joins them again in name order (the names are sorted
+    again only when an order came or went)."""
 
     def __init__(self) -> None:
-        self._samples: dict[str, tuple[InstalledOrder, tuple[str, str]]] = {}
+        self._orders: dict[str, InstalledOrder] = {}
+        self._samples: dict[str, tuple[str, str]] = {}
+        self._names: list[str] = []  # sorted
         self._seen: tuple[int, int] | None = None  # (id of the table, its revision)
         self._text = ""
 
@@ -103,15 +109,20 @@ class OrderMetrics:
         seen = (id(orders), orders.revision)
         if seen == self._seen:
             return self._text
-        samples: dict[str, tuple[InstalledOrder, tuple[str, str]]] = {}
+        known, samples = self._orders, self._samples
+        came = False
         for name, order in orders.items():
-            known = self._samples.get(name)
-            samples[name] = (
-                known if known is not None and known[0] is order
-                else (order, _order_samples(name, order))
-            )  # fmt: skip
-        self._samples, self._seen = samples, seen
-        self._text = _order_text({name: lines for name, (_, lines) in samples.items()})
+            before = known.get(name)
+            if before is order:
+                continue
+            came = came or before is None
+            known[name], samples[name] = order, _order_samples(name, order)
+        if came or len(known) != len(orders):
+            for name in [name for name in known if name not in orders]:
+                del known[name], samples[name]
+            self._names = sorted(known)
+        self._seen = seen
+        self._text = _order_text(samples, self._names)
         return self._text
 
 

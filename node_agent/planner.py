@@ -17,14 +17,15 @@ what a poll installs and readies it, without switching anything in:
   and the time of the retry, which keeps its cluster's head unapplied.
 
 ``plan_all`` is a full pass over every order (it rebuilds the deferred index);
-``plan_due`` only takes the deferred orders whose time has come. ``node_agent.rollout``
-switches the prepared versions in.
+``plan_changed`` only looks at the order names a new head may have changed (those of the
+shards whose hash moved) and at the deferred orders whose time has come; ``plan_due`` only
+at the latter. ``node_agent.rollout`` switches the prepared versions in.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from certfleet.bundle import FormatError, ShardEntry, iso_utc, safe_dir_name
@@ -112,13 +113,7 @@ class Planner:
             for name in sorted(names):
                 owner = owners.setdefault(name, trust.name)
                 if owner != trust.name:
-                    tally.problem(
-                        REFUSED,
-                        f"order {name!r} of cluster {trust.name}",
-                        f"order {name!r} of cluster {trust.name}: refused, cluster {owner} "
-                        "(first in the config) publishes the same order name",
-                        trust.name,
-                    )
+                    self._refuse_duplicate(tally, name, trust.name, owner)
                     continue
                 if "*" not in name and "_" not in name:
                     continue
@@ -139,6 +134,16 @@ class Planner:
                     )
         return owners
 
+    @staticmethod
+    def _refuse_duplicate(tally: Tally, name: str, cluster: str, owner: str) -> None:
+        tally.problem(
+            REFUSED,
+            f"order {name!r} of cluster {cluster}",
+            f"order {name!r} of cluster {cluster}: refused, cluster {owner} "
+            "(first in the config) publishes the same order name",
+            cluster,
+        )
+
     def deferrals(self) -> dict[str, Deferral]:
         """The orders waiting (as of the last poll), by name, with why and until when."""
         return {name: wait for name, (_, wait) in self._deferred.items()}
@@ -156,6 +161,48 @@ class Planner:
             names = [name for name, owner in owners.items() if owner == trust.name]
             prepared.extend(self._plan(state, trust.name, names, now, tally))
         return prepared
+
+    def plan_changed(
+        self, state: AgentState, now: int, tally: Tally, names: Collection[str]
+    ) -> list[Prepared]:
+        """A new head after a clean poll: only ``names`` (those its changed shards hold, or
+        held before), then the deferred orders whose time has come.
+
+        The other orders are as the last pass left them. Names with ``*`` or ``_`` (which
+        may share a directory) call for ``plan_all``: the caller checks ``needs_full``."""
+        owners: dict[str, str] = {}
+        for name in sorted(names):
+            self._deferred.pop(name, None)
+            publishers = [
+                trust.name
+                for trust in self.config.clusters
+                if name in state.cluster(trust.name).entries()
+                or (
+                    not state.cluster(trust.name).complete()
+                    and self._installed(state, name, trust.name)
+                )
+            ]
+            if not publishers:
+                state.backoff.pop(name, None)  # no longer published: nothing to retry
+                continue
+            owners[name] = publishers[0]
+            for other in publishers[1:]:
+                self._refuse_duplicate(tally, name, other, publishers[0])
+        prepared = self.plan_due(state, now, tally)
+        for trust in self.config.clusters:
+            mine = [name for name, owner in owners.items() if owner == trust.name]
+            prepared.extend(self._plan(state, trust.name, mine, now, tally))
+        return prepared
+
+    @staticmethod
+    def needs_full(names: Iterable[str]) -> bool:
+        """True when ``names`` hold a name that may share its directory (``*`` or ``_``)."""
+        return any("*" in name or "_" in name for name in names)
+
+    @staticmethod
+    def _installed(state: AgentState, name: str, cluster: str) -> bool:
+        order = state.orders.get(name)
+        return order is not None and order.cluster == cluster
 
     def plan_due(self, state: AgentState, now: int, tally: Tally) -> list[Prepared]:
         """A poll without a new head: only the deferred orders whose time has come."""

@@ -23,6 +23,10 @@ class ShardRecord:
     tombstones: tuple[Tombstone, ...] = ()
 
 
+def _hash(record: ShardRecord | None) -> str | None:
+    return None if record is None else record.hash
+
+
 @dataclass
 class ClusterState:
     """What the agent accepted from one cluster.
@@ -53,13 +57,40 @@ class ClusterState:
     def _indexes(self) -> tuple[dict[str, ShardEntry], dict[str, Tombstone]]:
         cache = self._cache
         if cache is None or cache[0] is not self.shards:
-            entries = {e.order_name: e for record in self.shards.values() for e in record.entries}
-            stones = {t.order_name: t for record in self.shards.values() for t in record.tombstones}
-            cache = self._cache = (self.shards, entries, stones)
+            cache = self._cache = self._indexed(cache)
         return cache[1], cache[2]
 
+    def _indexed(
+        self, cache: tuple[object, dict[str, ShardEntry], dict[str, Tombstone]] | None
+    ) -> tuple[object, dict[str, ShardEntry], dict[str, Tombstone]]:
+        """The indexes of ``shards``: those of the shards before, patched in place, when few
+        shards changed (a new head of one renewal changes one), else built anew."""
+        shards = self.shards
+        old = cache[0] if cache is not None else None
+        if cache is not None and isinstance(old, dict):
+            moved = [i for i in set(old).union(shards) if _hash(old.get(i)) != _hash(shards.get(i))]
+            if len(moved) <= len(shards) // 4:
+                entries, stones = cache[1], cache[2]
+                for index in moved:
+                    before = old.get(index)
+                    if before is not None:
+                        for entry in before.entries:
+                            if entries.get(entry.order_name) == entry:
+                                del entries[entry.order_name]
+                        for stone in before.tombstones:
+                            if stones.get(stone.order_name) == stone:
+                                del stones[stone.order_name]
+                for index in sorted(i for i in moved if i in shards):
+                    entries.update((e.order_name, e) for e in shards[index].entries)
+                    stones.update((t.order_name, t) for t in shards[index].tombstones)
+                return shards, entries, stones
+        entries = {e.order_name: e for record in shards.values() for e in record.entries}
+        stones = {t.order_name: t for record in shards.values() for t in record.tombstones}
+        return shards, entries, stones
+
     def entries(self) -> dict[str, ShardEntry]:
-        """Every entry of the accepted head by order name (do not modify: it is cached)."""
+        """Every entry of the accepted head by order name (do not modify: it is cached, and
+        patched in place when ``shards`` is replaced: do not keep it across a new head)."""
         return self._indexes()[0]
 
     def tombstones(self) -> dict[str, Tombstone]:

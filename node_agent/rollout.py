@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Callable
 
@@ -216,11 +216,19 @@ class Rollout:
 
     # -- removals ------------------------------------------------------------------------
 
-    def removals(self, state: AgentState, now: int, tally: Tally, full: bool) -> list[str]:
+    def removals(
+        self,
+        state: AgentState,
+        now: int,
+        tally: Tally,
+        full: bool,
+        touched: Mapping[str, Collection[str]] | None = None,
+    ) -> list[str]:
         """Handle installed orders their cluster no longer publishes; return deleted names.
 
         A full pass finds them (and keeps the index of those whose files are kept); any
-        other poll only looks at that index."""
+        other poll looks at that index and at the ``touched`` names (by cluster: those a
+        new head's changed shards hold, or held before)."""
         if full:
             self._retired.clear()
             candidates: list[tuple[str, str]] = []
@@ -236,6 +244,20 @@ class Rollout:
                 candidates.extend((trust.name, name) for name in sorted(gone))
         else:
             candidates = [(cluster, name) for name, cluster in self._retired.items()]
+            for cluster, names in (touched or {}).items():
+                cluster_state = state.cluster(cluster)
+                if not cluster_state.complete():
+                    continue
+                entries = cluster_state.entries()
+                for name in sorted(names):
+                    held = state.orders.get(name)
+                    if (
+                        held is not None
+                        and held.cluster == cluster
+                        and name not in entries
+                        and name not in self._retired
+                    ):
+                        candidates.append((cluster, name))
             self._retired.clear()
         return [n for cluster, n in candidates if self._remove(state, cluster, n, now, tally)]
 

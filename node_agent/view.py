@@ -6,11 +6,15 @@ cluster, the rollback floor (the newest accepted generation, or ``min_generation
 expiry; then only the shards whose hashes differ from the cached ones are fetched, checked
 and opened. A shard that fails is left out of the view (its orders keep what is installed)
 and the view is then incomplete, so nothing is removed on its account.
+
+``changed_names`` says which order names a new head may have changed (those of the shards
+whose hash moved), so that a poll after a clean one looks only at those.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from certfleet.bundle import ExpiredHeadError, FormatError, iso_utc
 from certfleet.store import ObjectTooLarge, StoreError
@@ -88,6 +92,26 @@ def refresh_view(
     return stored.etag, head.generation
 
 
+def changed_names(
+    before: Mapping[int, ShardRecord], before_count: int, state: ClusterState
+) -> set[str] | None:
+    """The order names a newly read head may have changed: every name (entry or
+    tombstone) of each shard whose hash differs from ``before``'s, old and new. None when
+    the shard count changed or a shard of the new head is unread: then any may have."""
+    if state.shard_count != before_count or not state.complete():
+        return None
+    names: set[str] = set()
+    for index, record in state.shards.items():
+        old = before.get(index)
+        if old is not None and old.hash == record.hash:
+            continue
+        for shard in (old, record):
+            if shard is not None:
+                names.update(entry.order_name for entry in shard.entries)
+                names.update(stone.order_name for stone in shard.tombstones)
+    return names
+
+
 def _expired(tally: Tally, subject: str, cluster: str, valid_until: int, now: int) -> None:
     tally.expired_heads.append(cluster)
     tally.problem(
@@ -99,4 +123,4 @@ def _expired(tally: Tally, subject: str, cluster: str, valid_until: int, now: in
     )
 
 
-__all__ = ["head_key", "refresh_view"]
+__all__ = ["changed_names", "head_key", "refresh_view"]

@@ -13,10 +13,22 @@ from typing import Any
 
 import pytest
 
+from certfleet.bundle import (
+    Ack,
+    AckOrder,
+    ClusterSecret,
+    FormatError,
+    OwedUpdate,
+    SigningKey,
+    open_sealed,
+    seal,
+)
 from certfleet.config import parse_agent_config
-from certfleet.store import Store
+from certfleet.store import FileStore, Store, StoredObject
 from certfleet.sync import RunSummary
-from certfleet.sync.fleet import MAX_ACK_BYTES
+from certfleet.sync.fleet import MAX_ACK_BYTES, known_ack
+from certfleet.sync.fleetcache import AckCache, decode_known, encode_known
+from certfleet.sync.sealing import SyncKeys
 from node_agent.agent import Agent
 from tests.plugins.faults import agent_config_text, cluster_stanza
 from tests.plugins.sandbox import Sandbox
@@ -28,15 +40,28 @@ FAILING_HOOK = 'default { on_update = ["echo reload failed >&2; exit 3"] }\n'
 
 
 class ListingSpy:
-    """The world's store, recording every prefix listed (the fleet check lists acks/)."""
+    """The world's store, recording every prefix listed (the fleet check lists acks/) and
+    every ack read."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.listed: list[str] = []
+        self.acks_read: list[str] = []
 
     def list(self, prefix: str) -> Iterator[str]:
         self.listed.append(prefix)
         return self.inner.list(prefix)
+
+    def list_etags(self, prefix: str) -> Iterator[tuple[str, str]]:
+        self.listed.append(prefix)
+        return self.inner.list_etags(prefix)
+
+    def get(
+        self, key: str, *, max_bytes: int, if_none_match: str | None = None
+    ) -> StoredObject | None:
+        if "/acks/" in key:
+            self.acks_read.append(key.rsplit("/", 1)[1])
+        return self.inner.get(key, max_bytes=max_bytes, if_none_match=if_none_match)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -225,3 +250,93 @@ def test_s3_store(sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS, tmp_path:
     assert oversized.ok and oversized.errors == {}
     assert figures(oversized) == fleet_of(2, current=1, unreadable=1, problem_nodes=1)
     assert world.store.stats.bytes_in - received < MAX_ACK_BYTES
+
+
+def test_a_second_check_reads_only_the_acks_that_changed(
+    spied: tuple[World, ListingSpy], tmp_path: Path
+) -> None:
+    world, spy = spied
+    world.add(world.host("a"))
+    assert world.sync().certificates_published == 1
+    nodes = [agent(world, tmp_path, f"web-{n}") for n in range(4)]
+    assert all(node.poll_once().ok for node in nodes)
+    world.offset = HOUR
+    assert figures(world.sync()) == fleet_of(4, current=4)
+    assert sorted(spy.acks_read) == sorted(node.node_id for node in nodes)
+    cache = f"v1/sync/fleet/{world.cluster}"
+    assert world.store.get(cache, max_bytes=1 << 24) is not None
+
+    # a new head; one node applies it and writes a new ack, the others do not
+    world.add(world.host("b"))
+    assert world.sync().certificates_published == 1  # within the interval: no check
+    assert nodes[0].poll_once().ok
+    spy.acks_read.clear()
+    world.offset = 3 * HOUR
+    third = world.sync()
+    assert figures(third) == fleet_of(4, current=1, behind=3, stale=3, problem_nodes=3)
+    assert spy.acks_read == [nodes[0].node_id]
+
+    # nothing changed: no ack read, the cache not written again
+    before = world.store.get(cache, max_bytes=1 << 24)
+    spy.acks_read.clear()
+    world.offset = 5 * HOUR
+    assert figures(world.sync()) == fleet_of(4, current=1, behind=3, stale=3, problem_nodes=3)
+    assert spy.acks_read == []
+    after = world.store.get(cache, max_bytes=1 << 24)
+    assert before is not None and after is not None and after.etag == before.etag
+
+    # an unusable cache is an empty one: every ack read again, nothing fails
+    world.store.put(cache, b"garbage")
+    world.offset = 7 * HOUR
+    assert figures(world.sync()) == fleet_of(4, current=1, behind=3, stale=3, problem_nodes=3)
+    assert len(spy.acks_read) == 4
+
+
+def test_a_failing_node_read_from_the_cache_still_fails(
+    spied: tuple[World, ListingSpy], tmp_path: Path
+) -> None:
+    world, spy = spied
+    world.add(world.host("a"))
+    assert world.sync().certificates_published == 1
+    broken = agent(world, tmp_path, "web-broken", extra=FAILING_HOOK)
+    assert not broken.poll_once().ok
+    world.offset = HOUR
+    assert figures(world.sync()) == fleet_of(1, current=1, failing=1, problem_nodes=1)
+    spy.acks_read.clear()
+    world.offset = 3 * HOUR
+    assert figures(world.sync()) == fleet_of(1, current=1, failing=1, problem_nodes=1)
+    assert spy.acks_read == []
+
+
+def test_the_fleet_cache_keeps_what_the_check_needs_sealed_for_the_sync_only(
+    tmp_path: Path,
+) -> None:
+    store = FileStore(tmp_path)
+    node_secret = ClusterSecret.generate("k1")  # what every node holds
+    keys = SyncKeys(SigningKey.generate().sync_secret("state"), legacy=(node_secret,))
+    failed = AckOrder("a.example.com", "failed", "0a", "check_command 'x' exited 1")
+    ack = Ack("node1", "web-1", 5_000, 6, (AckOrder("b.example.com", "installed", "0b", ""),
+                                            failed))  # fmt: skip
+    known = {"node1": known_ack('"etag1"', ack)}
+    assert known["node1"].ack.orders == (failed,)  # the installed order is not kept
+    assert decode_known(encode_known(known)) == known
+    owing = Ack("node2", "web-2", 5_000, 6, (AckOrder("c.example.com", "installed", "0c", ""),),
+                (OwedUpdate("c.example.com", "systemctl reload nginx"),))  # fmt: skip
+    kept = known_ack('"etag2"', owing)  # declared owed: the order and the list are kept
+    assert kept.ack.orders == owing.orders and kept.ack.owed == owing.owed
+    assert decode_known(encode_known({"node2": kept})) == {"node2": kept}
+    cache = AckCache(store, "web", keys)
+    assert cache.load() == {} and cache.save(known)
+    assert not cache.save(known)  # unchanged: not written again
+    assert AckCache(store, "web", keys).load() == known
+    other = SyncKeys(SigningKey.generate().sync_secret("state"))
+    assert AckCache(store, "web", other).load() == {}  # another signing key: an empty cache
+    stored = store.get("v1/sync/fleet/web", max_bytes=1 << 24)
+    assert stored is not None and b"web-1" not in stored.data  # sealed
+    with pytest.raises(FormatError):  # not for the nodes' secret
+        open_sealed("pending", "web", "/fleet", stored.data, [node_secret])
+    # one a node sealed with the cluster secret (to hide itself) is not believed
+    store.put(
+        "v1/sync/fleet/web", seal("pending", "web", "/fleet", encode_known(known), [node_secret])
+    )
+    assert AckCache(store, "web", keys).load() == {}

@@ -147,6 +147,11 @@ class Store(Protocol):
         """Every key starting with ``prefix`` (a plain string prefix), sorted, all pages."""
         ...
 
+    def list_etags(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Every (key, ETag) starting with ``prefix``, sorted, all pages: what ``list``
+        gives, with each object's ETag as the listing reports it (S3's LIST has it)."""
+        ...
+
     def delete(self, key: str) -> None:
         """Remove the object; deleting a missing object is not an error."""
         ...

@@ -137,6 +137,13 @@ class FileStore:
             raise self._os_error(err, "list", prefix) from err
         return iter(sorted(keys))
 
+    def list_etags(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """As ``list``, each key with the ETag ``get`` gives (each file hashed as it streams)."""
+        for key in self.list(prefix):
+            etag = self._current_etag(*self._split(key), key)
+            if etag is not None:  # else removed since the listing
+                yield key, etag
+
     # -- writes ------------------------------------------------------------------------
     # Each write opens the key's directory from the root without following a symlink
     # (``nofollow.open_directory``), creates its temp file there with O_EXCL|O_NOFOLLOW and

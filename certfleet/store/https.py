@@ -314,6 +314,9 @@ class HttpsStore:
     def list(self, prefix: str) -> Iterator[str]:
         raise ReadOnlyStore("list", url=self.url)
 
+    def list_etags(self, prefix: str) -> Iterator[tuple[str, str]]:
+        raise ReadOnlyStore("list", url=self.url)
+
     def delete(self, key: str) -> None:
         raise ReadOnlyStore("delete", url=self.url, key=key)
 

@@ -1,9 +1,12 @@
 """A store in an S3 bucket (``s3://bucket/prefix``), on AWS or any S3-compatible server.
 
-boto3 is imported when a store is opened, never when this module is: an agent reading a
-file or https store does not pay for it. Credentials come from the standard AWS chain
-(environment, shared files, instance or task role). With an explicit endpoint
-(``store_endpoint``, e.g. SeaweedFS or MinIO) requests use path-style addressing.
+botocore is imported when a store is opened, never when this module is: an agent reading
+a file or https store does not pay for it. The client is botocore's own (boto3 adds nothing
+a GET, PUT, LIST or DELETE uses, and importing it costs an agent ~3 MB of memory), and its
+S3 model is the one under ``s3model/``: botocore's, cut to the four operations called here.
+Credentials come from the standard AWS chain (environment, shared files, instance or task
+role). With an explicit endpoint (``store_endpoint``, e.g. SeaweedFS or MinIO) requests use
+path-style addressing.
 Conditional writes use ``If-None-Match: *`` and ``If-Match: <etag>`` on PutObject; run
 ``check_conditional_writes`` once against servers that may ignore them.
 
@@ -19,10 +22,11 @@ deadline of each call (every retry included, plus one second per MiB moved,
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from certfleet import __version__
 from certfleet.deadline import Deadline, DeadlineExceeded, run_within
@@ -40,6 +44,11 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
+
+# botocore's S3 model, cut to the operations this store calls (scripts/trim_s3_model.py): the
+# whole one, parsed, costs an agent ~3.4 MB of memory. botocore loads a model from the first
+# directory of its search path that holds the API version it asks for.
+_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "s3model")
 
 T = TypeVar("T")
 _CHUNK = 256 * 1024
@@ -83,7 +92,7 @@ class S3Store:
         page_size: int = 1000,
         cancel: threading.Event | None = None,
     ) -> None:
-        import boto3
+        import botocore.session
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -112,12 +121,17 @@ class S3Store:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        session = boto3.session.Session()
-        self._client: S3Client = session.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=session.region_name or "us-east-1",
-            config=config,
+        session = botocore.session.get_session()
+        if os.path.isdir(_MODEL_DIR):  # the S3 model cut to what this store calls
+            session.get_component("data_loader").search_paths.insert(0, _MODEL_DIR)
+        self._client: S3Client = cast(
+            "S3Client",
+            session.create_client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=session.get_config_variable("region") or "us-east-1",
+                config=config,
+            ),
         )
 
     def __repr__(self) -> str:
@@ -168,6 +182,11 @@ class S3Store:
         return self._put(key, data, if_match=etag)
 
     def list(self, prefix: str) -> Iterator[str]:
+        check_prefix(prefix, url=self.url)
+        self.stats.count("lists", requests=0)
+        return (key for key, _ in self._pages(prefix))
+
+    def list_etags(self, prefix: str) -> Iterator[tuple[str, str]]:
         check_prefix(prefix, url=self.url)
         self.stats.count("lists", requests=0)
         return self._pages(prefix)
@@ -221,8 +240,8 @@ class S3Store:
             raise self._translate(err, key) from err
         return answer["ETag"]
 
-    def _pages(self, prefix: str) -> Iterator[str]:
-        """Every key starting with ``prefix``, relative to the store root, page by page."""
+    def _pages(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Every (key, ETag) starting with ``prefix``, keys relative to the store root."""
         root = self._root()
         pages = self._client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=root + prefix, PaginationConfig={"PageSize": self.page_size}
@@ -239,7 +258,7 @@ class S3Store:
                     return
                 self.stats.count("")
                 for entry in page.get("Contents", []):
-                    yield entry["Key"][len(root) :]
+                    yield entry["Key"][len(root) :], entry.get("ETag", "")
         except self._errors as err:
             raise self._translate(err, prefix or None) from err
 

@@ -2,8 +2,9 @@
 
 ``read_nodes`` reads and assesses every ``acks/<node-id>`` against a published head (one
 LIST, one GET per ack); the sync's fleet check (``certfleet.sync.fleetcheck``) calls it with
-the head it just published and a deadline. ``read_cluster`` reads one cluster for
-``certfleet nodes``: the head (verified with the
+the head it just published, a deadline and what it kept of the acks it read before
+(``KnownAck``, by the ETag the listing gives): then only the acks that changed are read.
+``read_cluster`` reads one cluster for ``certfleet nodes``: the head (verified with the
 sync's own key, by ``certfleet.sync.headseen.read_head``), the head's index shards (for each
 order's published serial: an ack of a cluster over 1,000 orders lists only exceptions, and
 an order it leaves out is installed with the serial the head of the ack's generation
@@ -162,13 +163,34 @@ class ClusterReport:
 
 
 @dataclass(frozen=True)
+class KnownAck:
+    """What the fleet check keeps of an ack that opened, under the ETag the listing gave
+    it: enough to assess the node again without reading the ack. ``ack`` keeps only the
+    orders that failed or owe an on_update (the problems a report names)."""
+
+    etag: str
+    ack: Ack
+
+
+def known_ack(etag: str, ack: Ack) -> KnownAck:
+    """What to keep of ``ack``: its orders that fail or owe an on_update, its owed list."""
+    _, problems = _owed_and_failed(ack)
+    kept = Ack(ack.node_id, ack.hostname, ack.generation, ack.reported_at, problems, ack.owed)
+    return KnownAck(etag, kept)
+
+
+@dataclass(frozen=True)
 class NodeReports:
     """What ``read_nodes`` found: the nodes, problems first; ``truncated`` when the listing
-    held more than ``MAX_ACKS``; ``unread`` counts acks left unread at the deadline."""
+    held more than ``MAX_ACKS``; ``unread`` counts acks left unread at the deadline;
+    ``known`` what to keep of every ack that opened (by node id, when the listing gave
+    ETags); ``reads`` how many acks were read."""
 
     nodes: tuple[NodeReport, ...]
     truncated: bool = False
     unread: int = 0
+    known: Mapping[str, KnownAck] = field(default_factory=dict)
+    reads: int = 0
 
 
 def count_nodes(nodes: Sequence[NodeReport]) -> dict[str, int]:
@@ -218,28 +240,54 @@ def read_nodes(
     stale_after: float,
     deadline: float | None = None,
     signing_key: SigningKey | None = None,
+    known: Mapping[str, KnownAck] | None = None,
 ) -> NodeReports:
     """Every node's ack (one LIST, then one GET per ack, ``READERS`` at a time), assessed
     against ``published``. A read not started by ``deadline`` (a ``time.monotonic()``
     value) is skipped and counted in ``unread``. The listing's store errors propagate; an
-    ack that cannot be read or opened is a ``NodeReport`` with an ``error``."""
-    keys = list(islice(store.list(acks_prefix(cluster)), MAX_ACKS + 1))
+    ack that cannot be read or opened is a ``NodeReport`` with an ``error``.
 
-    def read(key: str) -> tuple[bool, NodeReport | None]:
+    With ``known`` (what an earlier call returned in ``NodeReports.known``) the listing
+    gives each ack's ETag, and only the acks whose ETag differs from the known one are
+    read: the others are assessed from what was kept of them (``KnownAck``: their reports
+    count only the orders that failed or owe an on_update)."""
+    prefix = acks_prefix(cluster)
+    if known is None:
+        listed: list[tuple[str, str]] = [
+            (key, "") for key in islice(store.list(prefix), MAX_ACKS + 1)
+        ]
+    else:
+        listed = list(islice(store.list_etags(prefix), MAX_ACKS + 1))
+    truncated = len(listed) > MAX_ACKS
+    kept: dict[str, KnownAck] = {}
+    nodes: list[NodeReport] = []
+    to_read: list[tuple[str, str]] = []
+    for key, etag in listed[:MAX_ACKS]:
+        cached = known.get(key[len(prefix) :]) if known is not None and etag else None
+        if cached is not None and cached.etag == etag:
+            kept[cached.ack.node_id] = cached
+            nodes.append(NodeReport(cached.ack.node_id, cached.ack))
+        else:
+            to_read.append((key, etag))
+
+    def read(item: tuple[str, str]) -> tuple[bool, NodeReport | None]:
         if deadline is not None and time.monotonic() >= deadline:
             return False, None
-        return True, _read_ack(store, cluster, secrets, key, signing_key)
+        return True, _read_ack(store, cluster, secrets, item[0], signing_key)
 
     with ThreadPoolExecutor(READERS) as pool:
-        results = list(pool.map(read, keys[:MAX_ACKS]))
-    nodes = [
-        _assess(node, published, now, stale_after)
-        for done, node in results
-        if done and node is not None
-    ]
-    nodes.sort(key=_problems_first)
-    unread = sum(1 for done, _ in results if not done)
-    return NodeReports(tuple(nodes), len(keys) > MAX_ACKS, unread)
+        results = list(pool.map(read, to_read))
+    unread = 0
+    for (_, etag), (done, node) in zip(to_read, results):
+        unread += not done
+        if node is None:
+            continue
+        nodes.append(node)
+        if node.ack is not None and etag:
+            kept[node.node_id] = known_ack(etag, node.ack)
+    assessed = [_assess(node, published, now, stale_after) for node in nodes]
+    assessed.sort(key=_problems_first)
+    return NodeReports(tuple(assessed), truncated, unread, kept, len(to_read) - unread)
 
 
 def _problems_first(node: NodeReport) -> tuple[int, int, str, str]:

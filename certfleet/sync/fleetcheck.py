@@ -3,18 +3,21 @@
 Agents write an encrypted ack of what they installed (``acks/<node-id>``, docs/format.md
 §5.3); ``certfleet nodes`` shows them on demand. The check makes the sync tell someone: at
 most once per ``fleet_check_interval`` (the cluster's, else the sync-wide one; 0 turns it
-off) a cluster run reads every ack with ``certfleet.sync.fleet.read_nodes`` against the
-head the state records (no head read, no shard read: one LIST and one GET per node), puts
-the cluster's figures into the run summary (``fleet``; ``fleet_problem_nodes`` in all) and
-logs a warning per node that is stale (behind a head out for longer than
-``fleet_stale_after``), failing, unreadable or ahead of the head.
+off) a cluster run reads the acks with ``certfleet.sync.fleet.read_nodes`` against the head
+the state records (no head read, no shard read: one LIST, then one GET per ack whose ETag
+changed since the last check; what it kept of the others is ``certfleet.sync.fleetcache``'s
+object: one GET and, when it changed, one PUT), puts the cluster's figures into the run
+summary (``fleet``; ``fleet_problem_nodes`` in all) and logs a warning per node that is
+stale (behind a head out for longer than ``fleet_stale_after``), failing, unreadable or
+ahead of the head.
 
 It is the last step of a cluster run, after publishing and garbage collection, under the
 run's lease, and it never takes time from publishing:
 
 - it starts only with at least ``MIN_SECONDS`` of the time budget left beyond the run's
   reserve, and reads acks for at most ``BUDGET_SHARE`` of what is left; a check that did
-  not read every ack by then reports nothing and is tried again by the next run;
+  not read every ack by then reports nothing and is tried again by the next run, which
+  reads only the acks this one did not (the cache keeps those it read);
 - the time of a check that completed is kept in the cluster's sync state
   (``last_fleet_check``), written with the rest of the state at the end of the run; a crash
   between the check and that write only means one more check.
@@ -33,6 +36,7 @@ from certfleet.sync.budget import Budget
 from certfleet.sync.context import RunContext
 from certfleet.sync.errors import printable
 from certfleet.sync.fleet import NodeReport, Published, count_nodes, read_nodes
+from certfleet.sync.fleetcache import AckCache
 from certfleet.sync.settings import ClusterPolicy, SyncSettings
 from certfleet.sync.state import ClusterState
 from certfleet.sync.summary import RunTally
@@ -102,6 +106,7 @@ class FleetCheck:
         assert head is not None  # due() checked it
         published = Published(head.generation, head.issued_at, head.valid_until, None)
         secrets = self.ctx.secrets
+        cache = AckCache(self.store, self.cluster, self.ctx.keys)
         try:
             found = read_nodes(
                 self.store,
@@ -112,11 +117,15 @@ class FleetCheck:
                 stale_after=self.stale_after,
                 deadline=deadline,
                 signing_key=self.ctx.settings.signing_key,
+                known=cache.load(),
             )
+            cache.save(found.known)  # also after a partial read: the next one goes on
         except StoreError as err:
             log.warning("cluster %s: fleet check failed: %s", self.cluster, err)
             self.tally.error(f"fleet:{self.cluster}", err)
             return False
+        log.debug("cluster %s: fleet check read %d of %d acks (the others unchanged)",
+                  self.cluster, found.reads, len(found.nodes))  # fmt: skip
         if found.unread:
             log.warning(
                 "cluster %s: fleet check stopped by the time budget (%d of %d acks unread); "

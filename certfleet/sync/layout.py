@@ -31,6 +31,7 @@ from certfleet.bundle.names import validate_cluster_name
 LEASE_MAX_BYTES = 64 * 1024
 STATE_MAX_BYTES = 256 * 1024 * 1024
 PENDING_MAX_BYTES = 1024 * 1024
+FLEET_CACHE_MAX_BYTES = 64 * 1024 * 1024  # ~110 bytes per node: 11 MB at 100,000
 
 
 def lease_key(cluster: str) -> str:
@@ -39,6 +40,10 @@ def lease_key(cluster: str) -> str:
 
 def state_key(cluster: str) -> str:
     return f"v1/sync/state/{validate_cluster_name(cluster)}"
+
+
+def fleet_cache_key(cluster: str) -> str:
+    return f"v1/sync/fleet/{validate_cluster_name(cluster)}"
 
 
 def pending_prefix(cluster: str) -> str:
@@ -50,8 +55,9 @@ def pending_key(cluster: str, digest: str) -> str:
 
 
 __all__ = [
-    "ACK_MAX_BYTES", "BUNDLE_MAX_BYTES", "HEAD_MAX_BYTES", "LEASE_MAX_BYTES",
-    "PENDING_MAX_BYTES", "SHARD_MAX_BYTES", "STATE_MAX_BYTES",
-    "ack_key", "acks_prefix", "bundle_key", "bundles_prefix", "cluster_prefix", "head_key",
-    "lease_key", "pending_key", "pending_prefix", "shard_key", "shards_prefix", "state_key",
+    "ACK_MAX_BYTES", "BUNDLE_MAX_BYTES", "FLEET_CACHE_MAX_BYTES", "HEAD_MAX_BYTES",
+    "LEASE_MAX_BYTES", "PENDING_MAX_BYTES", "SHARD_MAX_BYTES", "STATE_MAX_BYTES",
+    "ack_key", "acks_prefix", "bundle_key", "bundles_prefix", "cluster_prefix",
+    "fleet_cache_key", "head_key", "lease_key", "pending_key", "pending_prefix", "shard_key",
+    "shards_prefix", "state_key",
 ]  # fmt: skip
