@@ -47,15 +47,6 @@ class StateError(AgentError):
         super().__init__(f"agent state {path}: {reason}")
 
 
-class HookError(AgentError):
-    """A check_command or on_update command failed, timed out or could not start."""
-
-    def __init__(self, command: str, reason: str) -> None:
-        self.command = command
-        self.reason = reason
-        super().__init__(f"command {command!r}: {reason}")
-
-
 class PidFileError(AgentError):
     """The pid file names a running agent, or cannot be written."""
 

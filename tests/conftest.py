@@ -1,5 +1,7 @@
 """Shared pytest wiring: each plugin module below owns one kind of real local server (and
-``cli``, the admin CLI run in a home directory of its own)."""
+``cli``, the admin CLI run in a home directory of its own), or holds what several test
+modules share (test modules never import each other: tests/test_import_graph.py checks).
+Helpers without fixtures are listed too, so that pytest rewrites their asserts."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ pytest_plugins = [
     "tests.plugins.publisher",
     "tests.plugins.faults",
     "tests.plugins.nginx",
+    "tests.plugins.nginx_site",  # after nginx and publisher: it builds on both
     "tests.plugins.trickle",
     "tests.plugins.wire",
     "tests.plugins.cli",
     "tests.plugins.pebble",
     "tests.plugins.acme_lab",  # after pebble: it builds on tests.plugins.pebble
     "tests.plugins.faultproxy",
+    "tests.plugins.sync_world",
+    "tests.plugins.fake_time",
 ]

@@ -31,7 +31,7 @@ from node_agent.result import PollResult
 from node_agent.state import STATE_FILE, StateStore
 from node_agent.status import build_status, format_status
 from tests.plugins.nginx import SERVER_NAME as WWW
-from tests.test_agent_probe import Site, closed_port, site  # noqa: F401 (the fixture)
+from tests.plugins.nginx_site import Site, closed_port
 
 if TYPE_CHECKING:
     from tests.plugins.publisher import Publisher
@@ -328,7 +328,7 @@ def test_a_state_file_without_backoffs_loads(failed: tuple[Node, str, str]) -> N
     assert "backoff" in json.loads(path.read_text())
 
 
-def test_a_failed_probe_backs_off_with_real_nginx(site: Site) -> None:  # noqa: F811
+def test_a_failed_probe_backs_off_with_real_nginx(site: Site) -> None:
     clock = [float(NOW)]
     config = site.probing("true").config  # nginx never loads the new files
     agent = Agent(config, clock=lambda: clock[0], rng=lambda: 0.5)

@@ -17,24 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from certfleet.bundle import Bundle
 from certfleet.config import parse_agent_config
 from node_agent.agent import Agent
 from node_agent.status import build_status
 from tests.plugins.nginx import SERVER_NAME as WWW
 from tests.plugins.nginx import Nginx
+from tests.plugins.nginx_site import weak_bundle
 
 if TYPE_CHECKING:
     from tests.plugins.publisher import Publisher
-
-
-def weak_bundle(pub: Publisher) -> Bundle:
-    """A bundle every agent check accepts but nginx refuses: a P-192 leaf key."""
-    now = int(time.time())
-    weak_key = ec.generate_private_key(ec.SECP192R1())
-    return pub.make_bundle(WWW, key=weak_key, not_before=now - 3600, lifetime=3600 + 86400)
 
 
 def test_nginx_serves_what_the_agent_installs(

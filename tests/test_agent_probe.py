@@ -2,8 +2,8 @@
 
 A Python ``ssl`` server in a thread serves a certificate the test chooses and can switch
 to another one while the probe runs. Time is a fake clock that only the probe's sleeps
-advance (test_apiv3's ``FakeTime``), except where the new certificate appears after a real
-delay.
+advance (``tests.plugins.fake_time.FakeTime``), except where the new certificate appears
+after a real delay.
 """
 
 from __future__ import annotations
@@ -33,19 +33,13 @@ from node_agent.probe import (
     server_name,
 )
 from node_agent.status import build_status
+from tests.plugins.fake_time import FakeTime
 from tests.plugins.nginx import SERVER_NAME as WWW
 from tests.plugins.nginx import Nginx
-from tests.test_agent_nginx import weak_bundle
-from tests.test_apiv3 import FakeTime
+from tests.plugins.nginx_site import Site, closed_port, weak_bundle
 
 if TYPE_CHECKING:
     from tests.plugins.publisher import Issued, Publisher, TestCa
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])  # nothing listens there once closed
 
 
 def probe_in_fake_time(
@@ -219,63 +213,6 @@ def test_server_name(
 
 
 # -- the agent with real nginx on loopback -------------------------------------------------
-
-
-class Site:
-    """nginx serving www.example.com from an agent's state directory (first install done)."""
-
-    def __init__(self, tmp: Path, pub: Publisher, nginx: Nginx) -> None:
-        self.tmp = tmp
-        self.pub = pub
-        self.nginx = nginx
-        self.root = tmp / "root.pem"
-        self.root.write_bytes(pub.ca.root_pem)
-        self.state = tmp / "state"
-        self.crt = self.state / "orders" / WWW / "ecdsa.crt.pem"
-        self.first = pub.issue(WWW)
-        pub.publish()
-        assert self.agent().poll_once().installed == (WWW,)
-        order_dir = self.crt.parent
-        nginx.write_config(order_dir / "ecdsa.chained.pem", order_dir / "ecdsa.key.pem")
-        nginx.start()
-
-    def agent(self, on_update: str = "", probe: str = "") -> Agent:
-        block = ""
-        if on_update:
-            block = f'default {{\n  on_update = ["{on_update}"]\n{probe}}}\n'
-        text = (
-            f'store = "{self.pub.store.url}"\nstate_dir = "{self.state}"\n'
-            f'hook_timeout = "20s"\nmetrics_file = "{self.tmp / "agent.prom"}"\n'
-            + self.pub.cluster_stanza()
-            + block
-        )
-        return Agent(parse_agent_config(text, str(self.tmp / "agent.conf")))
-
-    def probing(self, on_update: str) -> Agent:
-        """An agent that runs ``on_update`` and then probes nginx (1 s at most)."""
-        probe = f'  probe = "127.0.0.1:{self.nginx.port}"\n  probe_timeout = "1s"\n'
-        return self.agent(on_update, probe)
-
-    def served_serial(self) -> int:
-        return int(self.nginx.served(self.root).serial_number)
-
-    def served_after_reload(self, serial: str) -> int:
-        """The serial served once ``serial`` is (old workers may answer for a moment)."""
-        return int(self.nginx.served_after_reload(self.root, int(serial, 16)).serial_number)
-
-    def ack(self, agent: Agent) -> dict[str, tuple[str, str, str]]:
-        """The orders of this node's ack: name -> (state, serial, detail)."""
-        path = Path(self.pub.store.url[len("file://") :]) / ack_key("web", agent.node_id)
-        ack = open_ack(
-            path.read_bytes(), cluster="web", node_id=agent.node_id, secrets=self.pub.secrets
-        )
-        return {o.order_name: (o.state, o.serial, o.detail) for o in ack.orders}
-
-
-@pytest.fixture
-def site(tmp_path: Path, make_publisher: Callable[..., Publisher], nginx: Nginx) -> Site:
-    (tmp_path / "store").mkdir()
-    return Site(tmp_path, make_publisher(f"file://{tmp_path}/store"), nginx)
 
 
 def test_a_reload_that_serves_the_new_certificate_passes_the_probe(site: Site) -> None:

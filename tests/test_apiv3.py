@@ -39,6 +39,7 @@ from certfleet.apiv3 import (
     csr_pubkey_hash,
 )
 from certfleet.apiv3.transport import MAX_ANSWER
+from tests.plugins.fake_time import FakeTime
 from tests.plugins.sandbox import Sandbox, unique_cluster
 from tests.plugins.trickle import Trickle
 
@@ -135,22 +136,6 @@ def scripted() -> Iterator[tuple[Script, str]]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-class FakeTime:
-    """An injected clock that only moves when the client sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def client_for(url: str, fake: FakeTime, *, attempts: int = 5, seconds: float = 60.0) -> ApiClient:

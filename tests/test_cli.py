@@ -25,6 +25,7 @@ from certfleet.cli import main
 from certfleet.config import parse_agent_config
 from certfleet.config.sync import load_sync_config
 from node_agent.agent import Agent
+from tests.plugins.cli import CliRun
 from tests.plugins.closedpipe import run_into_closed_pipe
 from tests.plugins.sandbox import Sandbox, unique_cluster
 
@@ -34,16 +35,6 @@ STANZA = re.compile(
     r'  publisher = "(?P<publisher>ed25519:[A-Za-z0-9_-]{43})"\n'
     r"\}\n"
 )
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 @pytest.fixture(autouse=True)
@@ -60,11 +51,11 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Any:
-    def run(*argv: str) -> Run:
+    def run(*argv: str) -> CliRun:
         code = main(list(argv))
         captured = capsys.readouterr()
         assert "Traceback" not in captured.err
-        return Run(code, captured.out, captured.err)
+        return CliRun(code, captured.out, captured.err)
 
     return run
 

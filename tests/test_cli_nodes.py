@@ -16,7 +16,7 @@ from certfleet.bundle import Ack, ClusterSecret, seal_ack
 from certfleet.cli import main
 from certfleet.config import parse_agent_config
 from node_agent.agent import Agent
-from tests.test_cli import Run
+from tests.plugins.cli import CliRun
 
 if TYPE_CHECKING:  # registered in conftest.py, so that pytest rewrites its asserts
     from tests.plugins.publisher import Publisher
@@ -69,12 +69,12 @@ def fleet(tmp_path: Path, make_publisher: Callable[..., Publisher]) -> Fleet:
 
 
 @pytest.fixture
-def nodes(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
-    def run(*argv: str) -> Run:
+def nodes(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
+    def run(*argv: str) -> CliRun:
         code = main(["nodes", *argv, "--config", str(fleet.config)])
         captured = capsys.readouterr()
         assert "Traceback" not in captured.err
-        return Run(code, captured.out, captured.err)
+        return CliRun(code, captured.out, captured.err)
 
     return run
 
@@ -84,7 +84,7 @@ def by_host(document: dict[str, Any], cluster: str = "web") -> dict[str, dict[st
     return {node["hostname"] or node["node_id"]: node for node in found["nodes"]}
 
 
-def test_current_behind_and_stale_nodes(fleet: Fleet, nodes: Callable[..., Run]) -> None:
+def test_current_behind_and_stale_nodes(fleet: Fleet, nodes: Callable[..., CliRun]) -> None:
     first = fleet.web.issue("a.example")
     fleet.web.issue("b.example")
     fleet.web.publish()
@@ -137,7 +137,7 @@ def test_current_behind_and_stale_nodes(fleet: Fleet, nodes: Callable[..., Run])
     assert nodes("--order", "a.example", "--check").code == 0
 
 
-def test_a_failing_node_is_reported_with_why(fleet: Fleet, nodes: Callable[..., Run]) -> None:
+def test_a_failing_node_is_reported_with_why(fleet: Fleet, nodes: Callable[..., CliRun]) -> None:
     fleet.web.issue("a.example")
     fleet.web.publish()
     broken = fleet.agent("web-bad", extra='default { on_update = ["echo no >&2; exit 3"] }\n')
@@ -157,7 +157,7 @@ def test_a_failing_node_is_reported_with_why(fleet: Fleet, nodes: Callable[..., 
     assert node["failures"][0]["order"] == "a.example"
 
 
-def test_a_failed_check_command_fails_the_order(fleet: Fleet, nodes: Callable[..., Run]) -> None:
+def test_a_failed_check_command_fails_the_order(fleet: Fleet, nodes: Callable[..., CliRun]) -> None:
     fleet.web.issue("a.example")
     fleet.web.publish()
     agent = fleet.agent("web-1", extra='default {\n  check_command = "exit 1"\n}\n')
@@ -169,7 +169,7 @@ def test_a_failed_check_command_fails_the_order(fleet: Fleet, nodes: Callable[..
 
 
 def test_a_tampered_ack_is_unreadable_and_the_others_shown(
-    fleet: Fleet, nodes: Callable[..., Run]
+    fleet: Fleet, nodes: Callable[..., CliRun]
 ) -> None:
     fleet.web.issue("a.example")
     fleet.web.publish()
@@ -198,7 +198,7 @@ def test_a_tampered_ack_is_unreadable_and_the_others_shown(
     assert nodes("--check").code == 1
 
 
-def test_hostnames_are_printed_escaped(fleet: Fleet, nodes: Callable[..., Run]) -> None:
+def test_hostnames_are_printed_escaped(fleet: Fleet, nodes: Callable[..., CliRun]) -> None:
     fleet.web.issue("a.example")
     fleet.web.publish()
     agent = fleet.agent("web-1")
@@ -211,7 +211,7 @@ def test_hostnames_are_printed_escaped(fleet: Fleet, nodes: Callable[..., Run]) 
 
 
 def test_cluster_filter_and_nodes_of_another_cluster(
-    fleet: Fleet, nodes: Callable[..., Run]
+    fleet: Fleet, nodes: Callable[..., CliRun]
 ) -> None:
     fleet.web.issue("a.example")
     fleet.web.publish()
@@ -231,7 +231,7 @@ def test_cluster_filter_and_nodes_of_another_cluster(
     assert unknown.code == 2 and "'db' is not in" in unknown.err
 
 
-def test_json_document(fleet: Fleet, nodes: Callable[..., Run]) -> None:
+def test_json_document(fleet: Fleet, nodes: Callable[..., CliRun]) -> None:
     fleet.web.issue("a.example")
     fleet.web.issue("b.example", install_after=int(time.time()) + HOUR)
     fleet.web.publish()
@@ -263,7 +263,7 @@ def test_json_document(fleet: Fleet, nodes: Callable[..., Run]) -> None:
 
 
 def test_compact_acks_count_implied_orders(
-    fleet: Fleet, nodes: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+    fleet: Fleet, nodes: Callable[..., CliRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An ack of a large cluster leaves out installed orders: they count as installed with
     the serial the head publishes, when the ack is of the head's generation."""
@@ -279,7 +279,7 @@ def test_compact_acks_count_implied_orders(
     assert cluster["order"]["nodes"][0]["serial"] == bundles[1].serial
 
 
-def test_forget_deletes_one_ack(fleet: Fleet, nodes: Callable[..., Run]) -> None:
+def test_forget_deletes_one_ack(fleet: Fleet, nodes: Callable[..., CliRun]) -> None:
     fleet.web.issue("a.example")
     fleet.web.publish()
     gone, kept = fleet.agent("web-1"), fleet.agent("web-2")
@@ -294,7 +294,7 @@ def test_forget_deletes_one_ack(fleet: Fleet, nodes: Callable[..., Run]) -> None
     assert again.code == 1 and "has no ack of node" in again.err
 
 
-def test_usage_and_head_problems(fleet: Fleet, nodes: Callable[..., Run]) -> None:
+def test_usage_and_head_problems(fleet: Fleet, nodes: Callable[..., CliRun]) -> None:
     assert nodes("--stale-after", "soon").code == 2
     assert main(["nodes"]) == 2  # no --config
     result = nodes("--check")  # nothing published yet
@@ -329,7 +329,7 @@ def test_s3_store(
 
 
 def test_an_unreadable_ack_is_named_by_its_clear_hostname_label_marked_unverified(
-    fleet: Fleet, nodes: Callable[..., Run]
+    fleet: Fleet, nodes: Callable[..., CliRun]
 ) -> None:
     fleet.web.issue("a.example")
     fleet.web.publish()
@@ -350,7 +350,7 @@ def test_an_unreadable_ack_is_named_by_its_clear_hostname_label_marked_unverifie
 
 
 def test_a_node_that_never_applied_a_head_says_never_applied(
-    fleet: Fleet, nodes: Callable[..., Run]
+    fleet: Fleet, nodes: Callable[..., CliRun]
 ) -> None:
     fleet.web.issue("a.example")
     fleet.web.publish()

@@ -21,7 +21,7 @@ from certfleet.sync import mark_rekey
 from node_agent.agent import Agent
 from tests.plugins.faults import Ledger, agent_config_text, cluster_stanza, installed_orders
 from tests.plugins.sandbox import Sandbox
-from tests.test_sync_world import World, make_world
+from tests.plugins.sync_world import World, make_world
 
 HOUR = 3600.0
 DAY = 86400.0

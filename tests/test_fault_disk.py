@@ -26,7 +26,7 @@ from node_agent.state import StateStore
 from tests.plugins.binaries import missing
 from tests.plugins.faults import Ledger, agent_config_text, cluster_stanza, installed_orders
 from tests.plugins.sandbox import Sandbox
-from tests.test_sync_world import make_world
+from tests.plugins.sync_world import make_world
 
 DISK_SIZE = "1m"
 ORDERS = 3

@@ -41,24 +41,12 @@ from certfleet.sync.keypair import load_private_key, pubkey_hash, spki_hash
 from certfleet.sync.lease import Lease
 from tests.plugins.faults import Ledger
 from tests.plugins.sandbox import Sandbox
-from tests.test_sync_world import World, make_world
+from tests.plugins.sync_world import World, make_world, sync_config_text
 
 ITERATIONS = 50
 SEED = 20240611
 WORK_GUESS = 0.3  # seconds a run works after taking its lease, until one is measured
 START_TIMEOUT = 30.0
-
-
-def sync_config_text(world: World) -> str:
-    secrets = ", ".join(f'"{secret.export()}"' for secret in world.secrets)
-    return (
-        f'api_key = "{world.sandbox.api_key}"\n'
-        f'api_endpoint = "{world.sandbox.url}"\n'
-        f'store = "{world.store.url}"\n'
-        f'signing_key = "{world.signing_key.export()}"\n'
-        'issue_wait = "5s"\nlease_duration = "60s"\n'
-        f'cluster "{world.cluster}" {{\n  secret = [{secrets}]\n  key_type = "ecdsa"\n}}\n'
-    )
 
 
 def provider_csrs(sandbox: Sandbox, cluster: str) -> dict[str, list[str]]:

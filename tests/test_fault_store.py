@@ -23,7 +23,7 @@ from node_agent.agent import Agent
 from tests.plugins.faults import Ledger, agent_config_text, cluster_stanza, installed_orders
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
-from tests.test_sync_world import World, make_world
+from tests.plugins.sync_world import World, make_world
 
 OUTAGE_STEPS = ("csr", "shard")  # where the store goes down
 HIGH_FAULT_RATE = 0.5

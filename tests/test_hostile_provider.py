@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,7 +34,7 @@ from node_agent.certificate import check_bundle
 from node_agent.errors import RefusedError
 from tests.plugins.faults import Ledger, agent_config_text, cluster_stanza, installed_orders
 from tests.plugins.sandbox import Sandbox
-from tests.test_sync_world import make_world
+from tests.plugins.sync_world import make_world, post_order
 
 HOSTILE_ORDER_NAMES = [
     "../../etc/passwd",
@@ -62,16 +61,6 @@ HOSTILE_DNS_NAMES = [
 ]
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
 HUGE_COUNT = 100  # DNS names in one order, each ~250 characters (the sandbox allows 100)
-
-
-def post_order(sandbox: Sandbox, cluster: str, name: str, dns_names: Sequence[str]) -> None:
-    body = {
-        "name": name,
-        "cluster": cluster,
-        "identifiers": [{"type": "dns", "value": n, "approval": "dns"} for n in dns_names],
-    }
-    answer = requests.post(f"{sandbox.url}/orders", json=body, headers=sandbox.headers, timeout=30)
-    assert answer.status_code == 201, (name, answer.status_code, answer.text[:200])
 
 
 @pytest.mark.fault

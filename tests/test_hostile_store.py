@@ -46,7 +46,7 @@ from tests.plugins.faults import (
     installed_orders,
 )
 from tests.plugins.sandbox import Sandbox
-from tests.test_sync_world import make_world
+from tests.plugins.sync_world import make_world
 
 SEED = 1101
 NODE = "node-1"

@@ -1,10 +1,16 @@
 """No import cycle in certfleet or node_agent, imports under TYPE_CHECKING included (the
 import-linter contract "no import cycle" says the same for ``make lint``; this test names
-the modules of a cycle)."""
+the modules of a cycle). And no test module imports another test module: what several
+share lives in tests/plugins/."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import grimp
+
+TESTS = Path(__file__).resolve().parent
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -60,3 +66,56 @@ def test_no_module_of_certfleet_or_node_agent_imports_itself_back() -> None:
     edges = {m: graph.find_modules_directly_imported_by(m) & modules for m in modules}
     assert len(modules) > 100
     assert cycles(edges) == []
+
+
+def imported_test_modules(source: str, package: str) -> set[str]:
+    """The ``tests.test_*`` modules ``source`` (a module of ``package``) imports, anywhere in
+    it (in a function or under ``TYPE_CHECKING`` too), absolute or relative."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if len(parts) >= 2 and parts[0] == "tests" and parts[1].startswith("test_"):
+                found.add(".".join(parts[:2]))
+    return found
+
+
+def test_the_finder_sees_every_way_to_import_a_test_module() -> None:
+    source = (
+        "import tests.test_a\n"
+        "from tests.test_b import thing\n"
+        "from tests import test_c, plugins\n"
+        "from .test_d import thing\n"
+        "from . import test_e\n"
+        "def later():\n    from tests.test_f import thing\n"
+        "from tests.plugins.sandbox import Sandbox\n"
+        "from ..test_g import thing\n"
+    )
+    assert imported_test_modules(source, "tests") == {f"tests.test_{letter}" for letter in "abcdef"}
+    assert imported_test_modules(source, "tests.plugins") == {
+        f"tests.test_{letter}" for letter in "abcfg"
+    }
+
+
+def test_no_test_module_imports_another_test_module() -> None:
+    modules = sorted(TESTS.rglob("*.py"))
+    assert len(modules) > 50
+    imports = {
+        str(path.relative_to(TESTS.parent)): sorted(
+            imported_test_modules(
+                path.read_text(encoding="utf-8"),
+                ".".join(path.relative_to(TESTS.parent).parent.parts),
+            )
+        )
+        for path in modules
+    }
+    assert {path: found for path, found in imports.items() if found} == {}

@@ -37,8 +37,7 @@ from node_agent.agent import Agent
 from tests.plugins.faults import Ledger, agent_config_text, cluster_stanza
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
-from tests.test_fault_kill import sync_config_text
-from tests.test_sync_world import World, make_world
+from tests.plugins.sync_world import World, make_world, sync_config_text
 
 FAULT_RATE = 0.3
 SEED = 7

@@ -14,22 +14,18 @@ from cryptography import x509
 from certfleet.bundle import (
     ClusterSecret,
     NoUsableSecretError,
-    PublicKey,
     SigningKey,
     head_publisher,
     open_bundle,
 )
-from certfleet.config import parse_agent_config
 from certfleet.sync import IssuedCert, ProviderOrder, RunSummary, mark_rekey, run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
 from certfleet.sync.keypair import load_private_key, pubkey_hash, spki_hash
 from certfleet.sync.layout import bundle_key
-from node_agent.agent import Agent
-from node_agent.result import PollResult
-from tests.plugins.faults import agent_config_text, cluster_stanza, installed_orders
+from tests.plugins.faults import installed_orders
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
-from tests.test_sync_world import World, make_world
+from tests.plugins.sync_world import World, fresh_agent_poll, make_world
 
 ISSUE_DELAY = 3  # seconds the sandbox takes to issue, in the edit test
 ISSUE_BOUND = 30.0  # seconds a test waits at most for a certificate to be issued
@@ -255,15 +251,6 @@ def test_secret_rotation_two_secrets_then_one(world: World) -> None:
     with pytest.raises(NoUsableSecretError):
         open_bundle(data.data, cluster=world.cluster, order_name=name, secrets=[old])
     assert world.sync().store_writes == 2, "settled: the lease only"
-
-
-def fresh_agent_poll(
-    world: World, state_dir: Path, endpoint: str, publishers: Sequence[PublicKey]
-) -> PollResult:
-    """One poll of a new agent that trusts the world's secrets and only ``publishers``."""
-    stanza = cluster_stanza(world.cluster, world.secrets, publishers)
-    text = agent_config_text(world.store.url, state_dir, stanza, endpoint=endpoint)
-    return Agent(parse_agent_config(text, str(state_dir.parent / "agent.conf"))).poll_once()
 
 
 def test_changing_only_the_signing_key_re_signs_the_head_in_one_run(

@@ -17,7 +17,7 @@ from certfleet.sync import IssuedCert, ProviderOrder, RunSummary, run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
 from tests.plugins.faults import Ledger
 from tests.plugins.sandbox import Sandbox
-from tests.test_sync_world import World, make_world
+from tests.plugins.sync_world import World, make_world
 
 
 class OddProvider:

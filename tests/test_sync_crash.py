@@ -24,7 +24,7 @@ from certfleet.sync import IssuedCert, ProviderOrder, mark_rekey, run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
 from certfleet.sync.keypair import load_private_key, pubkey_hash
 from tests.plugins.sandbox import Sandbox
-from tests.test_sync_world import World, make_world
+from tests.plugins.sync_world import World, make_world
 
 
 class Crash(BaseException):

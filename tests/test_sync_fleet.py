@@ -33,7 +33,7 @@ from node_agent.agent import Agent
 from tests.plugins.faults import agent_config_text, cluster_stanza
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
-from tests.test_sync_world import World, make_world
+from tests.plugins.sync_world import World, make_world
 
 HOUR = 3600.0
 FAILING_HOOK = 'default { on_update = ["echo reload failed >&2; exit 3"] }\n'

@@ -24,8 +24,7 @@ from certfleet.sync import run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
 from certfleet.sync.errors import MAX_MESSAGE
 from tests.plugins.sandbox import Sandbox
-from tests.test_hostile_provider import post_order
-from tests.test_sync_world import FAST_RETRY, make_world
+from tests.plugins.sync_world import FAST_RETRY, make_world, post_order
 
 CONTROL_ORDER_NAMES = [
     "ctl\x01.example",

@@ -30,7 +30,7 @@ from certfleet.sync.plan import Issue
 from certfleet.sync.provider import ProviderNotFound
 from certfleet.sync.publisher import Publisher
 from certfleet.sync.state import ClusterState
-from certfleet.sync.summary import Tally
+from certfleet.sync.summary import RunTally
 from certfleet.sync.writer import RunWriter
 
 CLUSTER = "parts"
@@ -106,7 +106,7 @@ ORDER = ProviderOrder("web", CLUSTER, ("web.example.com",))
 
 
 def issue_one(
-    ctx: RunContext, store: Store, tally: Tally
+    ctx: RunContext, store: Store, tally: RunTally
 ) -> tuple[RunWriter, ClusterState, InProcessProvider]:
     writer = RunWriter(store, ctx)
     state = fresh_state(writer)
@@ -178,7 +178,7 @@ def test_the_writer_checkpoints_refreshes_and_hands_over_retired_objects(tmp_pat
 
 def test_the_issuer_alone_turns_an_issue_into_a_recorded_bundle(tmp_path: Path) -> None:
     ctx, store = context(tmp_path)
-    tally = Tally()
+    tally = RunTally()
     writer, state, _ = issue_one(ctx, store, tally)
     assert tally.errors == {}
     assert (tally.keys_generated, tally.csrs_submitted, tally.certificates_published) == (1, 1, 1)
@@ -198,7 +198,7 @@ def test_the_issuer_starts_nothing_once_the_budget_is_spent(tmp_path: Path) -> N
     clock.now += 10.0
     writer = RunWriter(store, ctx)
     state = fresh_state(writer)
-    tally = Tally()
+    tally = RunTally()
     provider = InProcessProvider([ORDER])
     Issuer(ctx, writer, provider, state, budget=budget, tally=tally).generate(
         [Issue(ORDER, "new")], NOW
@@ -214,7 +214,7 @@ def test_the_publisher_alone_writes_a_signed_head_and_collects_garbage_after_gra
     tmp_path: Path,
 ) -> None:
     ctx, store = context(tmp_path, gc_grace=3600.0)
-    tally = Tally()
+    tally = RunTally()
     writer, state, _ = issue_one(ctx, store, tally)
     publisher = Publisher(ctx, writer, state, NOW, budget=Budget(None), tally=tally)
     seen = HeadSeen(None, None)
@@ -237,7 +237,7 @@ def test_the_audit_alone_marks_an_order_whose_bundle_is_lost_for_a_new_key(
     tmp_path: Path,
 ) -> None:
     ctx, store = context(tmp_path)
-    tally = Tally()
+    tally = RunTally()
     _, state, _ = issue_one(ctx, store, tally)
     lost = bundle_key(CLUSTER, state.orders["web"].bundle)
     store.delete(lost)
@@ -255,7 +255,7 @@ def test_the_fleet_check_alone_waits_for_a_head_then_reports_an_empty_fleet(
     tmp_path: Path,
 ) -> None:
     ctx, store = context(tmp_path, fleet_check_interval=60.0)
-    tally = Tally()
+    tally = RunTally()
     writer, state, _ = issue_one(ctx, store, tally)
     check = FleetCheck(ctx, store, state, NOW, budget=Budget(None), tally=tally)
     assert check.run_if_due() is False  # nothing published yet
@@ -270,7 +270,7 @@ def test_the_fleet_check_leaves_itself_to_the_next_run_with_under_a_second_left(
     tmp_path: Path,
 ) -> None:
     ctx, store = context(tmp_path, fleet_check_interval=60.0)
-    tally = Tally()
+    tally = RunTally()
     writer, state, _ = issue_one(ctx, store, tally)
     Publisher(ctx, writer, state, NOW, budget=Budget(None), tally=tally).publish(
         HeadSeen(None, None)
@@ -290,7 +290,7 @@ def test_a_cluster_run_past_its_budget_issues_nothing_and_reports_itself_incompl
 ) -> None:
     ctx, store = context(tmp_path)
     clock = FakeMonotonic()
-    tally = Tally()
+    tally = RunTally()
     steps: list[str] = []
     run = ClusterRun(
         cluster=CLUSTER,

@@ -20,8 +20,7 @@ from certfleet.sync.layout import bundle_key, head_key, pending_key, shard_key
 from tests.plugins.faults import installed_orders
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
-from tests.test_sync import fresh_agent_poll
-from tests.test_sync_world import World, make_world
+from tests.plugins.sync_world import World, fresh_agent_poll, make_world
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from certfleet.sync.sealing import SyncKeys
 from certfleet.sync.state import ClusterState, read_bytes
 from tests.plugins.faults import Ledger
 from tests.plugins.sandbox import Sandbox
-from tests.test_sync_world import World, make_world
+from tests.plugins.sync_world import World, make_world
 
 FAR = 2**63 - 2
 

@@ -95,10 +95,6 @@ class OrderSettings:
     probe_timeout: float = 10.0
     probe_sni: str | None = None
 
-    def file_template(self, file_type: str) -> str | None:
-        """The ``files`` template for ``file_type`` ("key", "crt", ...), if configured."""
-        return dict(self.files).get(file_type)
-
     def expanded_files(self, safe_name: str) -> tuple[tuple[str, str], ...]:
         """(file type, path) of every ``files`` copy for the order whose safe name is given.
 

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from certfleet.bundle import ClusterSecret, UnsafeNameError, validate_cluster_name
 from certfleet.config.cluster import check_label
 from certfleet.config.errors import ConfigError, ConfigErrors
-from certfleet.config.hcl import load_hcl, read_config_text
+from certfleet.config.hcl import load_hcl
 from certfleet.config.section import Section
 from certfleet.config.url import check_http_url, check_store_url
 
@@ -108,11 +107,6 @@ def api_key_entries(root: Section) -> tuple[ApiKeyEntry, ...]:
 def is_sync_config(text: str, source: str) -> bool:
     """True when ``text`` is a sync config (it has ``signing_key``), not an HTTP-side one."""
     return load_hcl(text, source).has("signing_key")
-
-
-def load_serve_config(path: str | Path) -> ServeConfig:
-    """The HTTP-side config at ``path`` (see the module doc)."""
-    return parse_serve_config(read_config_text(path), str(path))
 
 
 def parse_serve_config(text: str, source: str) -> ServeConfig:

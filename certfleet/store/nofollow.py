@@ -91,15 +91,3 @@ def open_regular(name: str, dir_fd: int) -> int:
         os.close(fd)
         raise
     return fd
-
-
-def check_regular_or_absent(name: str, dir_fd: int) -> bool:
-    """True when ``name`` in ``dir_fd`` is a regular file, False when it does not exist;
-    ``UnsafePathError`` for a symlink or anything else (never followed)."""
-    try:
-        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    if not stat.S_ISREG(info.st_mode):
-        raise UnsafePathError(name, "is not a regular file (a symlink, FIFO or device)")
-    return True

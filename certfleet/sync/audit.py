@@ -50,7 +50,7 @@ from certfleet.sync.layout import (
     shards_prefix,
 )
 from certfleet.sync.state import ClusterState, read_bytes
-from certfleet.sync.summary import Tally
+from certfleet.sync.summary import RunTally
 from certfleet.sync.verifier import published_problem
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class Audit:
         now: int,
         *,
         budget: Budget,
-        tally: Tally,
+        tally: RunTally,
     ) -> None:
         self.ctx = ctx
         self.store = store

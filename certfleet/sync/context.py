@@ -5,7 +5,7 @@ intervals), the sync-wide settings, the keys derived from them (``SyncKeys``: th
 sync-private secret and the cluster's secrets) and the wall clock (Unix seconds). It is
 frozen: the parts of a run (``audit``, ``issuer``, ``publisher``, ``fleetcheck``) each take
 it with the other few inputs they need (the store or a ``RunWriter``, the ``Budget``, the
-``Tally``, the state), so each can be built on its own.
+``RunTally``, the state), so each can be built on its own.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ start of the run, so the same run also repairs referenced objects that went miss
 The parts of a run each take a few explicit inputs and can be built alone: the frozen
 ``RunContext`` (cluster, policy, settings, keys, clock), the ``Budget`` (the time budget,
 with its monotonic clock), the ``RunWriter`` (content-addressed writes, retired objects,
-the state, the checkpoint that keeps the lease fresh), the ``Tally`` and the state.
+the state, the checkpoint that keeps the lease fresh), the ``RunTally`` and the state.
 ``ClusterRun`` builds them and runs the parts in order.
 """
 
@@ -56,7 +56,7 @@ from certfleet.sync.publisher import Publisher
 from certfleet.sync.sealing import CURRENT
 from certfleet.sync.settings import ClusterPolicy, SyncSettings
 from certfleet.sync.state import ClusterState, StateStore
-from certfleet.sync.summary import Tally
+from certfleet.sync.summary import RunTally
 from certfleet.sync.writer import Checkpoint, RunWriter
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class ClusterRun:
         provider: Provider,
         clock: Clock,
         deadline: float | None,
-        tally: Tally,
+        tally: RunTally,
         checkpoint: Checkpoint,
         verify_store: bool = False,
         monotonic: Monotonic = time.monotonic,

@@ -39,7 +39,7 @@ from certfleet.sync.fleet import NodeReport, Published, count_nodes, read_nodes
 from certfleet.sync.fleetcache import AckCache
 from certfleet.sync.settings import ClusterPolicy, SyncSettings
 from certfleet.sync.state import ClusterState
-from certfleet.sync.summary import Tally
+from certfleet.sync.summary import RunTally
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class FleetCheck:
         now: int,
         *,
         budget: Budget,
-        tally: Tally,
+        tally: RunTally,
     ) -> None:
         self.ctx = ctx
         self.store = store

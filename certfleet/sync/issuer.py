@@ -38,7 +38,7 @@ from certfleet.sync.plan import IMMEDIATE_REASONS, Issue
 from certfleet.sync.provider import Provider, ProviderError, ProviderNotFound
 from certfleet.sync.renewal import install_after
 from certfleet.sync.state import ClusterState, OrderRecord, PendingRecord, read_bytes
-from certfleet.sync.summary import Tally
+from certfleet.sync.summary import RunTally
 from certfleet.sync.verifier import verify_issued
 from certfleet.sync.writer import RunWriter
 
@@ -60,7 +60,7 @@ class Issuer:
         state: ClusterState,
         *,
         budget: Budget,
-        tally: Tally,
+        tally: RunTally,
     ) -> None:
         self.ctx = ctx
         self.writer = writer

@@ -30,10 +30,6 @@ def generate_key(key_type: str) -> PrivateKey:
     raise ValueError(f"unknown key type {key_type!r} (expected 'rsa' or 'ecdsa')")
 
 
-def key_type_of(key: PrivateKey) -> str:
-    return "rsa" if isinstance(key, rsa.RSAPrivateKey) else "ecdsa"
-
-
 def private_key_pem(key: PrivateKey) -> bytes:
     """Unencrypted PKCS#8 PEM (it is sealed before it leaves memory)."""
     return key.private_bytes(

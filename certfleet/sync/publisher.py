@@ -51,7 +51,7 @@ from certfleet.sync.layout import (
     shard_key,
 )
 from certfleet.sync.state import ClusterState, HeadRecord, OrderRecord, ShardRecord
-from certfleet.sync.summary import Tally
+from certfleet.sync.summary import RunTally
 from certfleet.sync.writer import RunWriter
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class Publisher:
         now: int,
         *,
         budget: Budget,
-        tally: Tally,
+        tally: RunTally,
         damaged: Set[str] = frozenset(),
     ) -> None:
         self.ctx = ctx

@@ -22,7 +22,7 @@ from certfleet.sync.provider import IssuedCert, Provider, ProviderOrder
 from certfleet.sync.sealing import SyncKeys
 from certfleet.sync.settings import ClusterPolicy, SyncSettings
 from certfleet.sync.state import StateStore
-from certfleet.sync.summary import RunSummary, Tally
+from certfleet.sync.summary import RunSummary, RunTally
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def run_sync(
     store = store if store is not None else open_config_store(config)
     providers: list[CountingProvider] = []
     before = store.stats.as_dict()
-    tally = Tally()
+    tally = RunTally()
     for policy in policies:
         if deadline is not None and time.monotonic() >= deadline:
             tally.complete = False

@@ -96,7 +96,7 @@ class RunSummary:
 
 
 @dataclass
-class Tally:
+class RunTally:
     """Mutable counters filled in during a run, frozen into a ``RunSummary`` at the end."""
 
     orders_seen: int = 0

@@ -1,28 +1,38 @@
 """A sync test world: the sandbox, a store prefix, a cluster, and a clock to move.
 
-Imported by the ``test_sync*`` modules; it has no tests of its own. ``World.sync()``
-runs ``certfleet.sync.run_sync`` against the real sandbox over HTTP and a real store;
-``World.published()`` reads what a node would see: the head (signature checked), the
-shards and the bundles (opened with the cluster secret).
+Plain helpers for the ``test_sync*``, ``test_fault*``, ``test_hostile*`` and other sync
+tests (no fixtures; registered in conftest.py so that pytest rewrites its asserts).
+``World.sync()`` runs ``certfleet.sync.run_sync`` against the real sandbox over HTTP and a
+real store; ``World.published()`` reads what a node would see: the head (signature
+checked), the shards and the bundles (opened with the cluster secret). Also: the same
+world as a sync config file (:func:`sync_config_text`), one poll of a new agent
+(:func:`fresh_agent_poll`) and an order posted straight to the sandbox, past the client's
+checks (:func:`post_order`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
+
+import requests
 
 from certfleet.apiv3 import ApiClient, Identifier, RetryPolicy
 from certfleet.bundle import (
     Bundle,
     ClusterSecret,
     Head,
+    PublicKey,
     ShardEntry,
     SigningKey,
     decode_head,
     open_bundle,
     open_shard,
 )
+from certfleet.config import parse_agent_config
 from certfleet.config.sync import ClusterSyncConfig, SyncConfig
 from certfleet.store import Store, open_store
 from certfleet.sync import RunSummary, run_sync
@@ -31,6 +41,9 @@ from certfleet.sync.engine import Checkpoint
 from certfleet.sync.layout import bundle_key, head_key, shard_key
 from certfleet.sync.sealing import SyncKeys
 from certfleet.sync.state import ClusterState, StateStore
+from node_agent.agent import Agent
+from node_agent.result import PollResult
+from tests.plugins.faults import agent_config_text, cluster_stanza
 from tests.plugins.sandbox import Sandbox, unique_cluster
 
 # Two attempts, short back-off; 10 s per call leaves room for the engine's long polls
@@ -191,3 +204,34 @@ def make_world(sandbox: Sandbox, store_url: str, endpoint: str, **kwargs: Any) -
         signing_key=SigningKey.generate(),
     )
     return replace(world, **kwargs)
+
+
+def sync_config_text(world: World) -> str:
+    secrets = ", ".join(f'"{secret.export()}"' for secret in world.secrets)
+    return (
+        f'api_key = "{world.sandbox.api_key}"\n'
+        f'api_endpoint = "{world.sandbox.url}"\n'
+        f'store = "{world.store.url}"\n'
+        f'signing_key = "{world.signing_key.export()}"\n'
+        'issue_wait = "5s"\nlease_duration = "60s"\n'
+        f'cluster "{world.cluster}" {{\n  secret = [{secrets}]\n  key_type = "ecdsa"\n}}\n'
+    )
+
+
+def fresh_agent_poll(
+    world: World, state_dir: Path, endpoint: str, publishers: Sequence[PublicKey]
+) -> PollResult:
+    """One poll of a new agent that trusts the world's secrets and only ``publishers``."""
+    stanza = cluster_stanza(world.cluster, world.secrets, publishers)
+    text = agent_config_text(world.store.url, state_dir, stanza, endpoint=endpoint)
+    return Agent(parse_agent_config(text, str(state_dir.parent / "agent.conf"))).poll_once()
+
+
+def post_order(sandbox: Sandbox, cluster: str, name: str, dns_names: Sequence[str]) -> None:
+    body = {
+        "name": name,
+        "cluster": cluster,
+        "identifiers": [{"type": "dns", "value": n, "approval": "dns"} for n in dns_names],
+    }
+    answer = requests.post(f"{sandbox.url}/orders", json=body, headers=sandbox.headers, timeout=30)
+    assert answer.status_code == 201, (name, answer.status_code, answer.text[:200])
