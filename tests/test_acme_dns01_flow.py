@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,46 +20,15 @@ from certfleet.acme.state import AcmeStateStore
 from certfleet.bundle import ClusterSecret, SigningKey
 from certfleet.config.accountkey import (
     account_key_text,
-    generate_account_key,
     load_account_key,
-    thumbprint,
 )
 from certfleet.config.sync import parse_sync_config
 from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
+from tests.plugins.acme_world import Ident, MemoryRegistry, NotFound, Order, start_http01
 from tests.plugins.binaries import require_binary
-from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet, published
-
-
-@dataclass(frozen=True)
-class Ident:
-    value: str
-    approval: str
-
-
-@dataclass(frozen=True)
-class Order:
-    name: str
-    cluster: str
-    identifiers: tuple[Ident, ...]
-
-
-class NotFound(Exception):
-    pass
-
-
-class Orders:
-    def __init__(self, *orders: Order) -> None:
-        self.orders = {order.name: order for order in orders}
-
-    def list(self, cluster: str) -> list[Order]:
-        return list(self.orders.values())
-
-    def get(self, name: str) -> Order:
-        if name not in self.orders:
-            raise NotFound(name)
-        return self.orders[name]
+from tests.plugins.pebble import Pebble, published
 
 
 class ChalltestsrvTxt:
@@ -98,10 +66,7 @@ class ChalltestsrvTxt:
 def test_wildcards_and_apexes_by_dns01_with_one_wait_and_http01_beside_them(
     pebble: Pebble, tmp_path: Path
 ) -> None:
-    pebble.start()
-    key = generate_account_key()
-    snippet = docs_nginx_snippet(thumbprint(key))
-    nginx = Http01Nginx(require_binary("nginx"), tmp_path / "n", pebble.http_port, snippet)
+    key, nginx = start_http01(pebble, require_binary("nginx"), tmp_path / "n")
     try:
         text = f'''
 provider = "acme"
@@ -130,7 +95,7 @@ cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
         assert acme is not None
         ChalltestsrvTxt.log = []
         provider = AcmeProvider(
-            cluster="web", registry=Orders(order, other), not_found=(NotFound,),
+            cluster="web", registry=MemoryRegistry(order, other), not_found=(NotFound,),
             client=AcmeClient(acme.directory, load_account_key(acme.account_key),
                               ca_bundle=acme.ca_bundle),
             config=acme,
