@@ -15,16 +15,18 @@ pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Pyth
 
 from certfleet.acme.client import AcmeClient
 from certfleet.acme.state import AcmeStateStore
-from certfleet.bundle import ClusterSecret, SigningKey
-from certfleet.config.accountkey import (
-    account_key_text,
-    load_account_key,
-)
+from certfleet.config.accountkey import load_account_key
 from certfleet.config.sync import parse_sync_config
 from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
-from tests.plugins.acme_world import MemoryRegistry, NotFound, one_name_orders, start_http01
+from tests.plugins.acme_world import (
+    MemoryRegistry,
+    NotFound,
+    one_name_orders,
+    start_http01,
+    sync_config_text,
+)
 from tests.plugins.binaries import require_binary
 from tests.plugins.pebble import Pebble, published
 
@@ -50,18 +52,8 @@ def test_a_short_lived_profile_certificate_is_renewed_in_the_ari_window_with_rep
     }
     key, nginx = start_http01(pebble_ari, require_binary("nginx"), tmp_path / "n")
     try:
-        text = f'''
-provider = "acme"
-store = "file://{tmp_path}/store"
-signing_key = "{SigningKey.generate().export()}"
-acme {{
-  directory = "{pebble_ari.directory_url}"
-  account_key = "{account_key_text(key)}"
-  ca_bundle = "{pebble_ari.ca_bundle}"
-  profile = "shortlived"
-}}
-cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
-'''
+        profile = '  profile = "shortlived"\n'
+        text = sync_config_text(tmp_path / "store", pebble_ari, key, profile)
         config = parse_sync_config(text, "sync.hcl")
         store = open_store(config.store)
         registry = MemoryRegistry(*one_name_orders("short.example.test"))

@@ -17,16 +17,19 @@ pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Pyth
 
 from certfleet.acme.client import AcmeClient
 from certfleet.acme.state import AcmeStateStore
-from certfleet.bundle import ClusterSecret, SigningKey
-from certfleet.config.accountkey import (
-    account_key_text,
-    load_account_key,
-)
+from certfleet.config.accountkey import load_account_key
 from certfleet.config.sync import parse_sync_config
 from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
-from tests.plugins.acme_world import Ident, MemoryRegistry, NotFound, Order, start_http01
+from tests.plugins.acme_world import (
+    Ident,
+    MemoryRegistry,
+    NotFound,
+    Order,
+    start_http01,
+    sync_config_text,
+)
 from tests.plugins.binaries import require_binary
 from tests.plugins.pebble import Pebble, published
 
@@ -68,17 +71,7 @@ def test_wildcards_and_apexes_by_dns01_with_one_wait_and_http01_beside_them(
 ) -> None:
     key, nginx = start_http01(pebble, require_binary("nginx"), tmp_path / "n")
     try:
-        text = f'''
-provider = "acme"
-store = "file://{tmp_path}/store"
-signing_key = "{SigningKey.generate().export()}"
-acme {{
-  directory = "{pebble.directory_url}"
-  account_key = "{account_key_text(key)}"
-  ca_bundle = "{pebble.ca_bundle}"
-}}
-cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
-'''
+        text = sync_config_text(tmp_path / "store", pebble, key)
         config = parse_sync_config(text, "sync.hcl")
         store = open_store(config.store)
         order = Order(

@@ -16,10 +16,7 @@ pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Pyth
 from certfleet.acme.client import AcmeClient
 from certfleet.acme.state import AcmeState, AcmeStateStore
 from certfleet.bundle import ClusterSecret, SigningKey
-from certfleet.config.accountkey import (
-    account_key_text,
-    load_account_key,
-)
+from certfleet.config.accountkey import account_key_text, load_account_key
 from certfleet.config.sync import SyncConfig, parse_sync_config
 from certfleet.store import Store, open_store
 from certfleet.sync.acme_provider import AcmeProvider

@@ -1,6 +1,7 @@
 """The small world the ACME tests and ``bench/bench_acme.py`` issue into: an in-memory
-order registry (the read side the ACME provider asks) and a started pebble with nginx
-answering HTTP-01 for a new account key by the stateless snippet of docs/acme.md.
+order registry (the read side the ACME provider asks), a started pebble with nginx
+answering HTTP-01 for a new account key by the stateless snippet of docs/acme.md, and the
+sync config of an ACME provider with one cluster ``web`` publishing to a ``file://`` store.
 
 No fixtures here: plain classes and functions, imported by the modules that use them.
 """
@@ -12,7 +13,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
-from certfleet.config.accountkey import generate_account_key, thumbprint
+from certfleet.bundle import ClusterSecret, SigningKey
+from certfleet.config.accountkey import account_key_text, generate_account_key, thumbprint
 from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet
 
 
@@ -66,3 +68,22 @@ def start_http01(
     key = generate_account_key()
     snippet = docs_nginx_snippet(thumbprint(key))
     return key, Http01Nginx(nginx_binary, directory, pebble.http_port, snippet)
+
+
+def sync_config_text(
+    store: Path, pebble: Pebble, key: EllipticCurvePrivateKey, acme_extra: str = ""
+) -> str:
+    """A sync config (new signing key and cluster secret) for the ACME provider on
+    ``pebble`` with ``key``, publishing to ``file://{store}``; ``acme_extra``: more lines of
+    the ``acme`` block."""
+    return f'''
+provider = "acme"
+store = "file://{store}"
+signing_key = "{SigningKey.generate().export()}"
+acme {{
+  directory = "{pebble.directory_url}"
+  account_key = "{account_key_text(key)}"
+  ca_bundle = "{pebble.ca_bundle}"
+{acme_extra}}}
+cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
+'''
