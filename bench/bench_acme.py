@@ -15,7 +15,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,46 +23,20 @@ sys.path.insert(0, str(REPO))
 from certfleet.bundle import ClusterSecret, SigningKey  # noqa: E402
 from certfleet.config.accountkey import (  # noqa: E402
     account_key_text,
-    generate_account_key,
     load_account_key,
-    thumbprint,
 )
 from certfleet.config.sync import SyncConfig, parse_sync_config  # noqa: E402
 from certfleet.store import Store, open_store  # noqa: E402
-from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet  # noqa: E402
+from tests.plugins.acme_world import (  # noqa: E402
+    MemoryRegistry,
+    NotFound,
+    one_name_orders,
+    start_http01,
+)
+from tests.plugins.pebble import Pebble  # noqa: E402
 
 
-@dataclass(frozen=True)
-class Ident:
-    value: str
-    approval: str = "http"
-
-
-@dataclass(frozen=True)
-class Order:
-    name: str
-    cluster: str
-    identifiers: tuple[Ident, ...]
-
-
-class Missing(Exception):
-    pass
-
-
-class Registry:
-    def __init__(self, names: list[str]) -> None:
-        self.orders = {n: Order(n, "web", (Ident(n),)) for n in names}
-
-    def list(self, cluster: str) -> list[Order]:
-        return list(self.orders.values())
-
-    def get(self, name: str) -> Order:
-        if name not in self.orders:
-            raise Missing(name)
-        return self.orders[name]
-
-
-def _provider(config: SyncConfig, store: Store, registry: Registry):  # type: ignore[no-untyped-def]
+def _provider(config: SyncConfig, store: Store, registry: MemoryRegistry):  # type: ignore[no-untyped-def]
     from certfleet.acme.client import AcmeClient
     from certfleet.acme.state import AcmeStateStore
     from certfleet.sync.acme_provider import AcmeProvider
@@ -75,7 +48,7 @@ def _provider(config: SyncConfig, store: Store, registry: Registry):  # type: ig
     )
     states = AcmeStateStore(store, "web", config.signing_key.sync_secret("state"), time.time)
     return AcmeProvider(
-        cluster="web", registry=registry, not_found=(Missing,), client=client, config=acme,
+        cluster="web", registry=registry, not_found=(NotFound,), client=client, config=acme,
         states=states,
     )  # fmt: skip
 
@@ -90,10 +63,7 @@ def issuance(orders: int, work: Path) -> dict[str, object]:
     if not (pebble_bin and chall and nginx_bin):
         return {"skipped": "pebble, pebble-challtestsrv or nginx is not installed"}
     pebble = Pebble(pebble_bin, chall, work / "pebble")
-    pebble.start()
-    key = generate_account_key()
-    snippet = docs_nginx_snippet(thumbprint(key))
-    nginx = Http01Nginx(nginx_bin, work / "nginx", pebble.http_port, snippet)
+    key, nginx = start_http01(pebble, nginx_bin, work / "nginx")
     try:
         text = f'''
 provider = "acme"
@@ -112,7 +82,8 @@ cluster "web" {{
 '''
         config = parse_sync_config(text, "bench.hcl")
         store = open_store(config.store)
-        registry = Registry([f"n{i:04d}.example.test" for i in range(orders)])
+        names = [f"n{i:04d}.example.test" for i in range(orders)]
+        registry = MemoryRegistry(*one_name_orders(*names))
         provider = _provider(config, store, registry)
         started = time.monotonic()
         summary = run_sync(config, store=store, provider=provider)

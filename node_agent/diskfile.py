@@ -45,18 +45,23 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _fill(fd: int, data: bytes, mode: FileMode) -> None:
+    """Give the new file ``fd`` its owner and ``mode``, write all of ``data`` and fsync it."""
+    if mode.uid != -1 or mode.gid != -1:
+        os.fchown(fd, mode.uid, mode.gid)
+    os.fchmod(fd, mode.perm)
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    os.fsync(fd)
+
+
 def write_new(path: str, data: bytes, mode: FileMode) -> None:
     """Create ``path`` (which must not exist) with ``mode``, write ``data`` and fsync it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode.perm & 0o600)
     try:
-        if mode.uid != -1 or mode.gid != -1:
-            os.fchown(fd, mode.uid, mode.gid)
-        os.fchmod(fd, mode.perm)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
+        _fill(fd, data, mode)
     except BaseException:
         os.close(fd)
         _unlink_quietly(path)
@@ -82,14 +87,7 @@ def write_new_in(dir_fd: int, name: str, data: bytes, mode: FileMode) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(name, flags, mode.perm & 0o600, dir_fd=dir_fd)
     try:
-        if mode.uid != -1 or mode.gid != -1:
-            os.fchown(fd, mode.uid, mode.gid)
-        os.fchmod(fd, mode.perm)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
+        _fill(fd, data, mode)
     except BaseException:
         os.close(fd)
         _unlink_quietly_in(dir_fd, name)

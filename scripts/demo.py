@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, ModuleType
@@ -364,23 +364,41 @@ def on_signal(signum: int, frame: FrameType | None) -> None:
     raise Stopped(signal.Signals(signum).name)
 
 
-def main() -> int:
+def run_demo(
+    body: Callable[[], None],
+    name: str,
+    failures: tuple[type[BaseException], ...],
+    *closing: str,
+) -> int:
+    """Run ``body`` as the demo ``name``: SIGTERM/SIGHUP unwind like Ctrl-C (130), an
+    exception of ``failures`` is reported as the demo's failure (1); on success the time
+    taken and the ``closing`` lines are shown (0)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     started = time.monotonic()
     try:
-        demo()
+        body()
     except (KeyboardInterrupt, Stopped):
         show("\ndemo interrupted; everything it started is stopped")
         return 130
-    except (DemoFailed, StackError) as err:
+    except failures as err:
         show(f"\ndemo FAILED: {err}")
         return 1
     show()
-    show(f"demo finished in {time.monotonic() - started:.1f} s: every step worked.")
-    show("Next: `make up` leaves the same stack running for you to explore (README.md).")
+    show(f"{name} finished in {time.monotonic() - started:.1f} s: every step worked.")
+    for line in closing:
+        show(line)
     return 0
+
+
+def main() -> int:
+    return run_demo(
+        demo,
+        "demo",
+        (DemoFailed, StackError),
+        "Next: `make up` leaves the same stack running for you to explore (README.md).",
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -32,11 +31,10 @@ sys.path.insert(0, str(REPO))  # certfleet, when the venv's editable install is 
 
 from demo import (  # noqa: E402  (scripts/demo.py: the same printing and checks)
     DemoFailed,
-    Stopped,
     heading,
     installed_files,
-    on_signal,
     run,
+    run_demo,
     show,
     shown_path,
 )
@@ -233,21 +231,8 @@ def steps(
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
-    started = time.monotonic()
-    try:
-        demo()
-    except (KeyboardInterrupt, Stopped):
-        show("\ndemo interrupted; everything it started is stopped")
-        return 130
-    except (DemoFailed, StackError, AssertionError) as err:  # the lab's servers assert
-        show(f"\ndemo FAILED: {err}")
-        return 1
-    show()
-    show(f"demo-acme finished in {time.monotonic() - started:.1f} s: every step worked.")
-    return 0
+    # AssertionError too: the lab's servers assert
+    return run_demo(demo, "demo-acme", (DemoFailed, StackError, AssertionError))
 
 
 if __name__ == "__main__":

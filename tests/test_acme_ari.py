@@ -6,7 +6,6 @@ certificate (``replaces``)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,51 +15,22 @@ pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Pyth
 
 from certfleet.acme.client import AcmeClient
 from certfleet.acme.state import AcmeStateStore
-from certfleet.bundle import ClusterSecret, SigningKey
-from certfleet.config.accountkey import (
-    account_key_text,
-    generate_account_key,
-    load_account_key,
-    thumbprint,
-)
+from certfleet.config.accountkey import load_account_key
 from certfleet.config.sync import parse_sync_config
 from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
+from tests.plugins.acme_world import (
+    MemoryRegistry,
+    NotFound,
+    one_name_orders,
+    start_http01,
+    sync_config_text,
+)
 from tests.plugins.binaries import require_binary
-from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet, published
+from tests.plugins.pebble import Pebble, published
 
 SIX_DAYS = 518400
-
-
-@dataclass(frozen=True)
-class Ident:
-    value: str
-    approval: str = "http"
-
-
-@dataclass(frozen=True)
-class Order:
-    name: str
-    cluster: str
-    identifiers: tuple[Ident, ...]
-
-
-class NotFound(Exception):
-    pass
-
-
-class OneOrder:
-    def __init__(self, name: str) -> None:
-        self.order = Order(name, "web", (Ident(name),))
-
-    def list(self, cluster: str) -> list[Order]:
-        return [self.order]
-
-    def get(self, name: str) -> Order:
-        if name != self.order.name:
-            raise NotFound(name)
-        return self.order
 
 
 class RecordingClient(AcmeClient):
@@ -80,26 +50,13 @@ def test_a_short_lived_profile_certificate_is_renewed_in_the_ari_window_with_rep
             "shortlived": {"description": "6 days", "validityPeriod": SIX_DAYS},
         }
     }
-    pebble_ari.start()
-    key = generate_account_key()
-    snippet = docs_nginx_snippet(thumbprint(key))
-    nginx = Http01Nginx(require_binary("nginx"), tmp_path / "n", pebble_ari.http_port, snippet)
+    key, nginx = start_http01(pebble_ari, require_binary("nginx"), tmp_path / "n")
     try:
-        text = f'''
-provider = "acme"
-store = "file://{tmp_path}/store"
-signing_key = "{SigningKey.generate().export()}"
-acme {{
-  directory = "{pebble_ari.directory_url}"
-  account_key = "{account_key_text(key)}"
-  ca_bundle = "{pebble_ari.ca_bundle}"
-  profile = "shortlived"
-}}
-cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
-'''
+        profile = '  profile = "shortlived"\n'
+        text = sync_config_text(tmp_path / "store", pebble_ari, key, profile)
         config = parse_sync_config(text, "sync.hcl")
         store = open_store(config.store)
-        registry = OneOrder("short.example.test")
+        registry = MemoryRegistry(*one_name_orders("short.example.test"))
         ahead = {"s": 0.0}  # the runs' clock: real time, moved forward for the renewal
 
         def clock() -> float:

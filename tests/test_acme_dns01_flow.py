@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,49 +17,21 @@ pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Pyth
 
 from certfleet.acme.client import AcmeClient
 from certfleet.acme.state import AcmeStateStore
-from certfleet.bundle import ClusterSecret, SigningKey
-from certfleet.config.accountkey import (
-    account_key_text,
-    generate_account_key,
-    load_account_key,
-    thumbprint,
-)
+from certfleet.config.accountkey import load_account_key
 from certfleet.config.sync import parse_sync_config
 from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
+from tests.plugins.acme_world import (
+    Ident,
+    MemoryRegistry,
+    NotFound,
+    Order,
+    start_http01,
+    sync_config_text,
+)
 from tests.plugins.binaries import require_binary
-from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet, published
-
-
-@dataclass(frozen=True)
-class Ident:
-    value: str
-    approval: str
-
-
-@dataclass(frozen=True)
-class Order:
-    name: str
-    cluster: str
-    identifiers: tuple[Ident, ...]
-
-
-class NotFound(Exception):
-    pass
-
-
-class Orders:
-    def __init__(self, *orders: Order) -> None:
-        self.orders = {order.name: order for order in orders}
-
-    def list(self, cluster: str) -> list[Order]:
-        return list(self.orders.values())
-
-    def get(self, name: str) -> Order:
-        if name not in self.orders:
-            raise NotFound(name)
-        return self.orders[name]
+from tests.plugins.pebble import Pebble, published
 
 
 class ChalltestsrvTxt:
@@ -98,22 +69,9 @@ class ChalltestsrvTxt:
 def test_wildcards_and_apexes_by_dns01_with_one_wait_and_http01_beside_them(
     pebble: Pebble, tmp_path: Path
 ) -> None:
-    pebble.start()
-    key = generate_account_key()
-    snippet = docs_nginx_snippet(thumbprint(key))
-    nginx = Http01Nginx(require_binary("nginx"), tmp_path / "n", pebble.http_port, snippet)
+    key, nginx = start_http01(pebble, require_binary("nginx"), tmp_path / "n")
     try:
-        text = f'''
-provider = "acme"
-store = "file://{tmp_path}/store"
-signing_key = "{SigningKey.generate().export()}"
-acme {{
-  directory = "{pebble.directory_url}"
-  account_key = "{account_key_text(key)}"
-  ca_bundle = "{pebble.ca_bundle}"
-}}
-cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
-'''
+        text = sync_config_text(tmp_path / "store", pebble, key)
         config = parse_sync_config(text, "sync.hcl")
         store = open_store(config.store)
         order = Order(
@@ -130,7 +88,7 @@ cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
         assert acme is not None
         ChalltestsrvTxt.log = []
         provider = AcmeProvider(
-            cluster="web", registry=Orders(order, other), not_found=(NotFound,),
+            cluster="web", registry=MemoryRegistry(order, other), not_found=(NotFound,),
             client=AcmeClient(acme.directory, load_account_key(acme.account_key),
                               ca_bundle=acme.ca_bundle),
             config=acme,

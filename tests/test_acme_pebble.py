@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,42 +26,11 @@ from certfleet.config.sync import parse_sync_config
 from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
+from tests.plugins.acme_world import Ident, MemoryRegistry, NotFound, Order, start_http01
 from tests.plugins.binaries import require_binary
 from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet, published
 
 NAMES = ("app.example.test", "www.example.test")
-
-
-@dataclass(frozen=True)
-class Ident:
-    value: str
-    approval: str
-
-
-@dataclass(frozen=True)
-class Order:
-    name: str
-    cluster: str
-    identifiers: tuple[Ident, ...]
-
-
-class NotFound(Exception):
-    pass
-
-
-class FakeRegistry:
-    """The order registry's read side, in memory."""
-
-    def __init__(self, *orders: Order) -> None:
-        self.orders = {order.name: order for order in orders}
-
-    def list(self, cluster: str) -> list[Order]:
-        return [o for o in self.orders.values() if o.cluster == cluster]
-
-    def get(self, name: str) -> Order:
-        if name not in self.orders:
-            raise NotFound(name)
-        return self.orders[name]
 
 
 def test_the_docs_nginx_snippet_answers_token_dot_thumbprint(tmp_path: Path) -> None:
@@ -83,10 +52,7 @@ def _port() -> int:
 
 @pytest.fixture
 def lab(pebble: Pebble, tmp_path: Path):  # type: ignore[no-untyped-def]
-    pebble.start()
-    key = generate_account_key()
-    snippet = docs_nginx_snippet(thumbprint(key))
-    server = Http01Nginx(require_binary("nginx"), tmp_path / "nginx", pebble.http_port, snippet)
+    key, server = start_http01(pebble, require_binary("nginx"), tmp_path / "nginx")
     yield pebble, key
     server.stop()
 
@@ -136,7 +102,7 @@ def test_an_order_is_issued_by_pebble_published_and_verifies_against_its_root(
     pebble, key = lab
     config = _config(tmp_path, pebble, account_key_text(key))
     store = open_store(config.store)
-    registry = FakeRegistry(
+    registry = MemoryRegistry(
         Order("app.example.test", "web", tuple(Ident(n, "http") for n in NAMES))
     )
 
@@ -207,7 +173,7 @@ def test_a_failed_validation_is_reported_with_the_problem_and_waits(
     try:
         config = _config(tmp_path, pebble, account_key_text(key))
         store = open_store(config.store)
-        registry = FakeRegistry(
+        registry = MemoryRegistry(
             Order("bad.example.test", "web", (Ident("bad.example.test", "http"),))
         )
         provider = _provider(config, store, registry)
@@ -251,7 +217,7 @@ def test_a_hundred_orders_are_issued_in_one_run(lab, tmp_path: Path) -> None:  #
     config = replace(config, issue_wait=600.0)
     store = open_store(config.store)
     names = [f"n{i:03d}.example.test" for i in range(100)]
-    registry = FakeRegistry(*(Order(n, "web", (Ident(n, "http"),)) for n in names))
+    registry = MemoryRegistry(*(Order(n, "web", (Ident(n, "http"),)) for n in names))
     provider = _provider(config, store, registry)
     started = time.monotonic()
     summary = run_sync(config, store=store, provider=provider)
@@ -270,12 +236,9 @@ def test_a_ca_requiring_eab_registers_the_account_with_the_binding(
         "externalAccountBindingRequired": True,
         "externalAccountMACKeys": {"kid-1": hmac_key},
     }
-    pebble.start()
-    key = generate_account_key()
-    snippet = docs_nginx_snippet(thumbprint(key))
-    server = Http01Nginx(require_binary("nginx"), tmp_path / "nginx", pebble.http_port, snippet)
+    key, server = start_http01(pebble, require_binary("nginx"), tmp_path / "nginx")
     try:
-        registry = FakeRegistry(
+        registry = MemoryRegistry(
             Order("eab.example.test", "web", (Ident("eab.example.test", "http"),))
         )
         plain = _config(tmp_path / "plain", pebble, account_key_text(key))

@@ -16,49 +16,15 @@ pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Pyth
 from certfleet.acme.client import AcmeClient
 from certfleet.acme.state import AcmeState, AcmeStateStore
 from certfleet.bundle import ClusterSecret, SigningKey
-from certfleet.config.accountkey import (
-    account_key_text,
-    generate_account_key,
-    load_account_key,
-    thumbprint,
-)
+from certfleet.config.accountkey import account_key_text, load_account_key
 from certfleet.config.sync import SyncConfig, parse_sync_config
 from certfleet.store import Store, open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
+from tests.plugins.acme_world import MemoryRegistry, NotFound, one_name_orders, start_http01
 from tests.plugins.binaries import require_binary
 from tests.plugins.faultproxy import FaultProxy
-from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet
-
-
-@dataclass(frozen=True)
-class Ident:
-    value: str
-    approval: str = "http"
-
-
-@dataclass(frozen=True)
-class Order:
-    name: str
-    cluster: str
-    identifiers: tuple[Ident, ...]
-
-
-class NotFound(Exception):
-    pass
-
-
-class FakeRegistry:
-    def __init__(self, *names: str) -> None:
-        self.orders = {name: Order(name, "web", (Ident(name),)) for name in names}
-
-    def list(self, cluster: str) -> list[Order]:
-        return [o for o in self.orders.values() if o.cluster == cluster]
-
-    def get(self, name: str) -> Order:
-        if name not in self.orders:
-            raise NotFound(name)
-        return self.orders[name]
+from tests.plugins.pebble import Pebble
 
 
 class CountingClient(AcmeClient):
@@ -80,7 +46,7 @@ class Lab:
     store: Store
 
     def provider(
-        self, registry: FakeRegistry, states: AcmeStateStore | None = None
+        self, registry: MemoryRegistry, states: AcmeStateStore | None = None
     ) -> AcmeProvider:
         acme = self.config.acme
         assert acme is not None
@@ -100,10 +66,7 @@ class Lab:
 
 @pytest.fixture
 def lab(pebble: Pebble, tmp_path: Path, fault_proxy: Callable[..., FaultProxy]):  # type: ignore[no-untyped-def]
-    pebble.start()
-    key = generate_account_key()
-    snippet = docs_nginx_snippet(thumbprint(key))
-    nginx = Http01Nginx(require_binary("nginx"), tmp_path / "nginx", pebble.http_port, snippet)
+    key, nginx = start_http01(pebble, require_binary("nginx"), tmp_path / "nginx")
     proxy = fault_proxy(
         pebble.directory_url, ca_bundle=pebble.ca_bundle, tls=(pebble.certificate, pebble.key)
     )
@@ -141,7 +104,7 @@ def test_a_rate_limit_delays_that_order_only_for_the_retry_after(lab: Lab) -> No
         "/order-plz", retry_after=3600, times=5, when=_new_order_for("limited.example.test"),
         detail="too many certificates",
     )  # fmt: skip
-    registry = FakeRegistry("limited.example.test", "ok.example.test")
+    registry = MemoryRegistry(*one_name_orders("limited.example.test", "ok.example.test"))
     provider = lab.provider(registry)
     before = time.time()
     summary = run_sync(lab.config, store=lab.store, provider=provider)
@@ -163,7 +126,7 @@ def test_a_503_with_retry_after_is_honoured(lab: Lab) -> None:
         "/order-plz", retry_after=120, times=5, when=_new_order_for("busy.example.test"),
         detail="maintenance",
     )  # fmt: skip
-    provider = lab.provider(FakeRegistry("busy.example.test"))
+    provider = lab.provider(MemoryRegistry(*one_name_orders("busy.example.test")))
     before = time.time()
     summary = run_sync(lab.config, store=lab.store, provider=provider)
     assert "maintenance" in summary.errors["busy.example.test"]
@@ -176,7 +139,7 @@ def test_bad_nonces_are_retried_more_than_once(lab: Lab) -> None:
         "/order-plz", status=400, problem="badNonce", times=4,
         when=_new_order_for("nonce.example.test"), detail="JWS has an invalid anti-replay nonce",
     )  # fmt: skip
-    provider = lab.provider(FakeRegistry("nonce.example.test"))
+    provider = lab.provider(MemoryRegistry(*one_name_orders("nonce.example.test")))
     summary = run_sync(lab.config, store=lab.store, provider=provider)
     assert storm.injected == 4
     assert summary.errors == {} and summary.certificates_published == 1
@@ -194,7 +157,7 @@ class CrashAfterFinalize(AcmeStateStore):
 
 
 def test_a_crash_after_finalize_downloads_instead_of_ordering_again(lab: Lab) -> None:
-    registry = FakeRegistry("crash.example.test")
+    registry = MemoryRegistry(*one_name_orders("crash.example.test"))
     secret = lab.config.signing_key.sync_secret("state")
     crashing = lab.provider(registry, CrashAfterFinalize(lab.store, "web", secret, time.time))
     crashed = run_sync(lab.config, store=lab.store, provider=crashing)
@@ -210,7 +173,7 @@ def test_a_crash_after_finalize_downloads_instead_of_ordering_again(lab: Lab) ->
 
 
 def test_an_order_cut_by_the_time_budget_resumes_from_its_url(lab: Lab) -> None:
-    registry = FakeRegistry("slow.example.test")
+    registry = MemoryRegistry(*one_name_orders("slow.example.test"))
     hurried = replace(lab.config, issue_wait=0.0)
     first = lab.provider(registry)
     summary = run_sync(hurried, store=lab.store, provider=first)
@@ -229,7 +192,7 @@ def test_a_rate_limited_poll_keeps_the_order_and_resumes_it_after_the_wait(lab: 
         "^/my-order/", retry_after=2, times=1, when=lambda payload: not payload,  # POST-as-GET
         detail="polling too fast",
     )  # fmt: skip
-    registry = FakeRegistry("poll.example.test")
+    registry = MemoryRegistry(*one_name_orders("poll.example.test"))
     first = lab.provider(registry)
     summary = run_sync(lab.config, store=lab.store, provider=first)
     assert hits.injected == 1 and "polling too fast" in summary.errors["poll.example.test"]

@@ -445,22 +445,8 @@ def test_nginx_proxying_the_challenge_path_to_certfleet_serve(
     setup: Setup, served: Served, nginx: Nginx
 ) -> None:
     """The frontends' snippet of docs/deploy-aws.md with certfleet serve as the upstream."""
-    (nginx.prefix / "tmp").mkdir(parents=True)
-    temp = "".join(
-        f"  {kind}_temp_path {nginx.prefix}/tmp/{kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (nginx.prefix / "nginx.conf").write_text(
-        f"""
-worker_processes 1;
-daemon off;
-pid {nginx.prefix}/nginx.pid;
-error_log {nginx.prefix}/error.log;
-events {{ worker_connections 32; }}
-http {{
-  access_log off;
-{temp}
-  server {{
+    nginx.write_servers(
+        f"""  server {{
     listen 127.0.0.1:{nginx.port};
     server_name _;
     location ^~ /.well-known/acme-challenge/ {{
@@ -470,7 +456,6 @@ http {{
         return 301 https://$host$request_uri;
     }}
   }}
-}}
 """
     )
     nginx.start()

@@ -2,8 +2,9 @@
 
 Fixture ``nginx`` (function): an :class:`Nginx` with its own prefix, config, pid file,
 error log and temp paths under the test's ``tmp_path``; the test calls
-``write_config(certificate, key)`` and ``start()``, and the fixture stops it. What clients
-see is read with ``openssl s_client`` (:meth:`Nginx.served`), verified against a root.
+``write_config(certificate, key)`` (or ``write_servers(text)``, its own ``server`` blocks)
+and ``start()``, and the fixture stops it. What clients see is read with
+``openssl s_client`` (:meth:`Nginx.served`), verified against a root.
 """
 
 from __future__ import annotations
@@ -60,6 +61,21 @@ class Nginx:
             f'    location / {{ return 200 "{name}\\n"; }}\n  }}\n'
             for name, (crt, crt_key) in (others or {}).items()
         )
+        self.write_servers(
+            f"""{vhosts}
+  server {{
+    listen 127.0.0.1:{self.port} ssl;
+    server_name {SERVER_NAME};
+    ssl_certificate     {certificate};
+    ssl_certificate_key {key};
+    location / {{ return 200 "ok\\n"; }}
+  }}
+"""
+        )
+
+    def write_servers(self, servers: str) -> None:
+        """Write nginx.conf: this instance's pid file, error log and temp paths, and
+        ``servers`` (the ``server`` blocks, as nginx config text) in its ``http`` block."""
         (self.prefix / "tmp").mkdir(parents=True)
         temp = "".join(
             f"  {kind}_temp_path {self.prefix}/tmp/{kind};\n"
@@ -75,15 +91,7 @@ events {{ worker_connections 32; }}
 http {{
   access_log off;
 {temp}
-{vhosts}
-  server {{
-    listen 127.0.0.1:{self.port} ssl;
-    server_name {SERVER_NAME};
-    ssl_certificate     {certificate};
-    ssl_certificate_key {key};
-    location / {{ return 200 "ok\\n"; }}
-  }}
-}}
+{servers}}}
 """
         )
 

@@ -1,0 +1,89 @@
+"""The small world the ACME tests and ``bench/bench_acme.py`` issue into: an in-memory
+order registry (the read side the ACME provider asks), a started pebble with nginx
+answering HTTP-01 for a new account key by the stateless snippet of docs/acme.md, and the
+sync config of an ACME provider with one cluster ``web`` publishing to a ``file://`` store.
+
+No fixtures here: plain classes and functions, imported by the modules that use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+
+from certfleet.bundle import ClusterSecret, SigningKey
+from certfleet.config.accountkey import account_key_text, generate_account_key, thumbprint
+from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet
+
+
+@dataclass(frozen=True)
+class Ident:
+    """One identifier of an order and how it is approved (``http`` or ``dns``)."""
+
+    value: str
+    approval: str = "http"
+
+
+@dataclass(frozen=True)
+class Order:
+    """An order as the registry's read side gives it."""
+
+    name: str
+    cluster: str
+    identifiers: tuple[Ident, ...]
+
+
+class NotFound(Exception):
+    """The registry has no order of that name."""
+
+
+class MemoryRegistry:
+    """The order registry's read side, in memory; ``orders`` may be changed by the test."""
+
+    def __init__(self, *orders: Order) -> None:
+        self.orders = {order.name: order for order in orders}
+
+    def list(self, cluster: str) -> list[Order]:
+        return [o for o in self.orders.values() if o.cluster == cluster]
+
+    def get(self, name: str) -> Order:
+        if name not in self.orders:
+            raise NotFound(name)
+        return self.orders[name]
+
+
+def one_name_orders(*names: str) -> tuple[Order, ...]:
+    """An order of cluster ``web`` for each name, with that one name approved by HTTP-01."""
+    return tuple(Order(name, "web", (Ident(name),)) for name in names)
+
+
+def start_http01(
+    pebble: Pebble, nginx_binary: str, directory: Path
+) -> tuple[EllipticCurvePrivateKey, Http01Nginx]:
+    """Start ``pebble``, make a new account key and start nginx (in ``directory``) answering
+    HTTP-01 for that key on pebble's HTTP-01 port; the caller stops nginx."""
+    pebble.start()
+    key = generate_account_key()
+    snippet = docs_nginx_snippet(thumbprint(key))
+    return key, Http01Nginx(nginx_binary, directory, pebble.http_port, snippet)
+
+
+def sync_config_text(
+    store: Path, pebble: Pebble, key: EllipticCurvePrivateKey, acme_extra: str = ""
+) -> str:
+    """A sync config (new signing key and cluster secret) for the ACME provider on
+    ``pebble`` with ``key``, publishing to ``file://{store}``; ``acme_extra``: more lines of
+    the ``acme`` block."""
+    return f'''
+provider = "acme"
+store = "file://{store}"
+signing_key = "{SigningKey.generate().export()}"
+acme {{
+  directory = "{pebble.directory_url}"
+  account_key = "{account_key_text(key)}"
+  ca_bundle = "{pebble.ca_bundle}"
+{acme_extra}}}
+cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
+'''
