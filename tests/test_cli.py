@@ -38,15 +38,9 @@ STANZA = re.compile(
 
 
 @pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No ~/.certfleet or CERTFLEET_* of the developer's leaks into a test."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for name in list(os.environ):
-        if name.startswith("CERTFLEET_") and name != "CERTFLEET_REQUIRE_BINARIES":
-            monkeypatch.delenv(name)
-    return home
+def isolated(cli_home: Path) -> Path:
+    """No ~/.certfleet or CERTFLEET_* of the developer's leaks into a test (``cli_home``)."""
+    return cli_home
 
 
 @pytest.fixture
