@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.plugins.nginx",
     "tests.plugins.nginx_site",  # after nginx and publisher: it builds on both
     "tests.plugins.trickle",
+    "tests.plugins.hostile_http",
     "tests.plugins.wire",
     "tests.plugins.cli",
     "tests.plugins.pebble",

@@ -11,6 +11,7 @@ from certfleet.store.contract import Store, StoredObject, StoreStats, check_key
 from certfleet.store.errors import (
     ConditionalWritesUnsupported,
     InvalidKey,
+    ListingTooLarge,
     ObjectNotFound,
     ObjectTooLarge,
     PreconditionFailed,
@@ -32,6 +33,7 @@ __all__ = [
     "FileStore",
     "HttpsStore",
     "InvalidKey",
+    "ListingTooLarge",
     "ObjectNotFound",
     "ObjectTooLarge",
     "PreconditionFailed",

@@ -139,3 +139,31 @@ class InvalidKey(StoreError):
 
     def __init__(self, key: str, *, url: str, reason: str) -> None:
         super().__init__(f"invalid object key {_where(url, key)}: {reason}", url=url, key=key)
+
+
+class ListingTooLarge(StoreError):
+    """A listing over its caps: one LIST page over ``cap`` bytes (refused before it is
+    parsed) or over the page size in keys, or a whole listing over ``cap`` keys. An honest
+    server never sends it; the listing of ``prefix`` stops there. ``unit`` is "bytes" or
+    "keys", ``scope`` "in one page" or "in one listing"."""
+
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        url: str,
+        cap: int,
+        unit: str,
+        scope: str,
+        size: int | None = None,
+    ) -> None:
+        found = f"{size} {unit}" if size is not None else f"more than {cap} {unit}"
+        super().__init__(
+            f"listing of {_where(url, prefix)} refused: {found} {scope}; the cap is {cap} {unit}",
+            url=url,
+            key=prefix,
+        )
+        self.prefix = prefix
+        self.cap = cap
+        self.unit = unit
+        self.size = size

@@ -16,7 +16,13 @@ body is read in chunks that stop at the cap whatever the server announced. botoc
 connect and read timeouts bound each socket operation; ``timeout`` is also the total
 deadline of each call (every retry included, plus one second per MiB moved,
 ``certfleet.deadline``), enforced by running the call in a worker thread, and a
-``cancel`` event (the agent's stop request) ends the wait at once.
+``cancel`` event (the agent's stop request) ends the wait at once; the connections of a
+call given up are shut down, so its thread ends too (``s3wire``).
+
+A listing is bounded as well: each LIST page is read by the store up to
+``s3wire.page_cap(page_size)`` bytes before botocore parses it, may hold at most
+``page_size`` keys, and one listing at most ``max_list_keys``; past a cap the listing
+raises ``ListingTooLarge`` naming the prefix.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from certfleet import __version__
 from certfleet.deadline import Deadline, DeadlineExceeded, run_within
 from certfleet.store.contract import StoredObject, StoreStats, check_key, check_prefix
 from certfleet.store.errors import (
+    ListingTooLarge,
     ObjectNotFound,
     ObjectTooLarge,
     PreconditionFailed,
@@ -52,6 +59,9 @@ _MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "s3model")
 
 T = TypeVar("T")
 _CHUNK = 256 * 1024
+# Keys one listing may yield: ten times the acks a fleet check reads (MAX_ACKS), so only
+# a broken or hostile server reaches it.
+MAX_LIST_KEYS = 1_000_000
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -90,6 +100,7 @@ class S3Store:
         timeout: float = 30.0,
         max_attempts: int = 4,
         page_size: int = 1000,
+        max_list_keys: int = MAX_LIST_KEYS,
         cancel: threading.Event | None = None,
     ) -> None:
         import botocore.session
@@ -104,6 +115,7 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint
         self.page_size = page_size
+        self.max_list_keys = max_list_keys
         self.timeout = timeout
         self.cancel = cancel
         self.url = f"s3://{bucket}/{self.prefix}"
@@ -133,6 +145,7 @@ class S3Store:
                 config=config,
             ),
         )
+        _bound_wire(self._client, page_size)
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r}, endpoint={self.endpoint!r})"
@@ -242,11 +255,14 @@ class S3Store:
 
     def _pages(self, prefix: str) -> Iterator[tuple[str, str]]:
         """Every (key, ETag) starting with ``prefix``, keys relative to the store root."""
+        from certfleet.store.s3wire import PageTooLarge
+
         root = self._root()
         pages = self._client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=root + prefix, PaginationConfig={"PageSize": self.page_size}
         )
         iterator = iter(pages)
+        listed = 0
         try:
             while True:
                 page = self._within(
@@ -257,10 +273,33 @@ class S3Store:
                 if page is None:
                     return
                 self.stats.count("")
-                for entry in page.get("Contents", []):
+                entries = page.get("Contents", [])
+                listed += len(entries)
+                self._check_page(prefix, len(entries), listed)
+                for entry in entries:
                     yield entry["Key"][len(root) :], entry.get("ETag", "")
         except self._errors as err:
             raise self._translate(err, prefix or None) from err
+        except PageTooLarge as err:
+            raise ListingTooLarge(
+                prefix, url=self.url, cap=err.cap, unit="bytes", scope="in one page", size=err.size
+            ) from None
+
+    def _check_page(self, prefix: str, keys: int, listed: int) -> None:
+        """``ListingTooLarge`` for a page over the page size, or a listing over its cap."""
+        if keys > self.page_size:
+            raise ListingTooLarge(
+                prefix,
+                url=self.url,
+                cap=self.page_size,
+                unit="keys",
+                scope="in one page",
+                size=keys,
+            )
+        if listed > self.max_list_keys:
+            raise ListingTooLarge(
+                prefix, url=self.url, cap=self.max_list_keys, unit="keys", scope="in one listing"
+            )
 
     def _within(self, deadline: Deadline, key: str | None, call: Callable[[], T]) -> T:
         """``call()`` under ``deadline``; ``StoreUnavailable`` when it runs out or is cancelled."""
@@ -317,6 +356,13 @@ class S3Store:
         ):
             return StoreUnavailable(str(err), url=self.url, key=key)
         return StoreError(f"{self.url}: {key!r}: {err}{self._via}", url=self.url, key=key)
+
+
+def _bound_wire(client: Any, page_size: int) -> None:
+    """botocore's HTTP layer, made abortable and with LIST pages capped (``s3wire``)."""
+    from certfleet.store import s3wire
+
+    s3wire.install(client, page_size)
 
 
 def _read_capped(body: Any, key: str, url: str, max_bytes: int, deadline: Deadline) -> bytes:

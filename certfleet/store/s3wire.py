@@ -1,0 +1,115 @@
+"""What the s3 store adds to botocore's HTTP layer: calls that can be ended, LIST pages
+read to a cap.
+
+- Every connection of the client is a ``certfleet.deadline.TrackedConnection``: when a
+  call outlives its deadline (``run_within``), its sockets are shut down and its worker
+  thread ends within about a second, instead of reading on from a server that trickles.
+- A ListObjectsV2 answer is read here, in chunks, before botocore sees it: over
+  ``page_cap(page_size)`` bytes (from its Content-Length or as it streams in) it is
+  refused with ``PageTooLarge`` and its connection dropped, so a hostile or broken server
+  cannot make botocore buffer and parse a body of any size.
+
+botocore offers no public way to choose its connection classes: ``install`` swaps them in
+the client's HTTP session (``client._endpoint.http_session``), and fails loudly if a
+botocore release moves them (the tests in ``tests/test_hostile_s3.py`` pin both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+from botocore.awsrequest import (
+    AWSHTTPConnection,
+    AWSHTTPConnectionPool,
+    AWSHTTPSConnection,
+    AWSHTTPSConnectionPool,
+    AWSPreparedRequest,
+    AWSResponse,
+)
+
+from certfleet.deadline import TrackedConnection
+
+_CHUNK = 64 * 1024
+# A ListObjectsV2 entry is its key (at most 1024 bytes) and ~300 bytes of ETag, size, date
+# and markup; 2 KiB each, plus the envelope, leaves room for any honest page.
+_BYTES_PER_KEY = 2048
+_PAGE_BASE = 64 * 1024
+
+
+def page_cap(page_size: int) -> int:
+    """The most bytes a LIST page of ``page_size`` keys may take."""
+    return _PAGE_BASE + page_size * _BYTES_PER_KEY
+
+
+class PageTooLarge(Exception):
+    """A LIST answer over ``cap`` bytes (``size`` when the server announced it); the store
+    turns it into ``ListingTooLarge`` naming the prefix. Not a botocore error: botocore
+    does not retry it."""
+
+    def __init__(self, cap: int, size: int | None = None) -> None:
+        super().__init__(f"a LIST answer over {cap} bytes")
+        self.cap = cap
+        self.size = size
+
+
+# The ignores: botocore-stubs see botocore's own two bases of these classes disagree.
+class _Connection(TrackedConnection, AWSHTTPConnection):  # type: ignore[misc]
+    """botocore's plain HTTP connection, tracked."""
+
+
+class _HttpsConnection(TrackedConnection, AWSHTTPSConnection):  # type: ignore[misc]
+    """botocore's HTTPS connection, tracked."""
+
+
+class _Pool(AWSHTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _HttpsPool(AWSHTTPSConnectionPool):
+    ConnectionCls = _HttpsConnection
+
+
+class _Read:
+    """A body already read, in the shape botocore reads one (``stream()``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, *_: Any, **__: Any) -> Iterator[bytes]:
+        yield self._data
+
+
+def install(client: Any, page_size: int) -> None:
+    """Track every connection of ``client`` and cap its LIST answers (see the module)."""
+    session = client._endpoint.http_session
+    pools = session._pool_classes_by_scheme  # shared with every pool manager it makes
+    if set(pools) != {"http", "https"}:
+        raise RuntimeError("this botocore keeps its connection pools elsewhere")
+    pools.update(http=_Pool, https=_HttpsPool)
+    client.meta.events.register(
+        "before-send.s3.ListObjectsV2", partial(_send_capped, session, page_cap(page_size))
+    )
+
+
+def _send_capped(session: Any, cap: int, request: AWSPreparedRequest, **_: Any) -> AWSResponse:
+    """Send ``request`` through botocore's session, the answer read here up to ``cap``."""
+    request.stream_output = True  # the session hands the body over unread
+    response = session.send(request)
+    raw = response.raw
+    try:
+        announced = response.headers.get("content-length", "")
+        if announced.isdigit() and int(announced) > cap:
+            raise PageTooLarge(cap, int(announced))
+        chunks: list[bytes] = []
+        received = 0
+        for chunk in raw.stream(_CHUNK, decode_content=False):
+            received += len(chunk)
+            if received > cap:
+                raise PageTooLarge(cap)
+            chunks.append(chunk)
+    except BaseException:
+        raw.close()  # the rest is not drained: the connection is dropped
+        raise
+    return AWSResponse(request.url, response.status_code, raw.headers, _Read(b"".join(chunks)))
