@@ -25,8 +25,9 @@ from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from certfleet.acme.errors import AcmeError, Problem
+from certfleet.acme.errors import AcmeAnswerRefused, AcmeError, Problem
 from certfleet.acme.retry import BAD_NONCE_TRIES, parse_retry_after
+from certfleet.acme.wire import MAX_CHAIN, REQUEST_DEADLINE, CappedSession
 from certfleet.config.accountkey import AccountPrivateKey
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,14 @@ class Identifier:
 
 
 class _Network(acme_client.ClientNetwork):
-    """``ClientNetwork`` that keeps the last response, counts requests, and retries
-    ``badNonce`` several times."""
+    """``ClientNetwork`` that keeps the last response, counts requests, retries
+    ``badNonce`` several times, and reads every answer to a cap within a deadline
+    (``certfleet.acme.wire``)."""
 
-    def __init__(self, key: jose.JWK, alg: jose.JWASignature, verify: Any) -> None:
+    def __init__(self, key: jose.JWK, alg: jose.JWASignature, verify: Any, deadline: float) -> None:
         super().__init__(key, alg=alg, verify_ssl=verify, user_agent=USER_AGENT, timeout=TIMEOUT)
+        self.session.close()
+        self.session = CappedSession(deadline)
         self.last_response: requests.Response | None = None
         self.requests = 0
 
@@ -94,6 +98,7 @@ class AcmeClient:
         *,
         ca_bundle: str | None = None,
         clock: Callable[[], float] = time.time,
+        request_deadline: float = REQUEST_DEADLINE,
     ) -> None:
         self.directory_url = directory_url
         self._clock = clock
@@ -103,7 +108,7 @@ class AcmeClient:
         else:
             jwk, alg = jose.JWKRSA(key=key), jose.RS256
         self.jwk = jwk
-        self._net = _Network(jwk, alg, ca_bundle if ca_bundle else True)
+        self._net = _Network(jwk, alg, ca_bundle if ca_bundle else True, request_deadline)
         self._client: acme_client.ClientV2 | None = None
 
     @property
@@ -119,6 +124,8 @@ class AcmeClient:
         """``call()``, every failure turned into an ``AcmeError`` for ``operation``."""
         try:
             return call()
+        except AcmeAnswerRefused as err:
+            raise err.during(operation) from None
         except messages.Error as err:
             raise self._error(operation, err) from err
         except acme_errors.ConflictError as err:
@@ -271,7 +278,7 @@ class AcmeClient:
         """The certificate chain (PEM: leaf first)."""
         return self._call(
             "certificate download",
-            lambda: self._post_as_get(url).content,
+            lambda: self._post_as_get(url, max_bytes=MAX_CHAIN).content,
         )
 
     def renewal_info(self, certificate_id: str) -> RenewalInfo:

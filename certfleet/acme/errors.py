@@ -113,3 +113,20 @@ class AcmeError(CertfleetError):
 
 class AcmeOrderInvalid(AcmeError):
     """The CA marked the order (or one of its authorizations) invalid."""
+
+
+class AcmeAnswerRefused(AcmeError):
+    """An answer of the CA refused before it was used (``certfleet.acme.wire``): over its
+    size cap, or not complete within the request's deadline (``transient``). ``url`` is the
+    URL of the request; ``detail`` says which cap."""
+
+    def __init__(self, operation: str, url: str, detail: str, *, transient: bool = False) -> None:
+        self.url = url
+        self.detail = detail
+        super().__init__(
+            operation, f"{detail}; answer of {_text(url, 200)} refused", transient=transient
+        )
+
+    def during(self, operation: str) -> AcmeAnswerRefused:
+        """The same refusal, reported as the failure of ``operation``."""
+        return AcmeAnswerRefused(operation, self.url, self.detail, transient=self.transient)
