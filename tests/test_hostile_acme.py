@@ -96,7 +96,7 @@ def test_a_64_mib_directory_is_refused_at_the_json_cap(
     url = f"{hostile_http.url}/hostile/directory"
     error, peak = refused_quickly(lambda: client(url).client)
     assert peak < 8 * MiB, peak
-    assert error.operation == "directory" and error.url == url and not error.transient
+    assert error.operation == "directory" and error.url == url and error.transient
     assert str(MAX_JSON) in str(error) and url in str(error)
     assert hostile_http.sent < 16 * MiB
 

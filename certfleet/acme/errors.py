@@ -117,16 +117,17 @@ class AcmeOrderInvalid(AcmeError):
 
 class AcmeAnswerRefused(AcmeError):
     """An answer of the CA refused before it was used (``certfleet.acme.wire``): over its
-    size cap, or not complete within the request's deadline (``transient``). ``url`` is the
-    URL of the request; ``detail`` says which cap."""
+    size cap, or not complete within the request's deadline. ``url`` is the URL of the
+    request; ``detail`` says which limit. Transient: the order is kept (no new order at the
+    CA at each run) and tried again after the backoff."""
 
-    def __init__(self, operation: str, url: str, detail: str, *, transient: bool = False) -> None:
+    def __init__(self, operation: str, url: str, detail: str) -> None:
         self.url = url
         self.detail = detail
         super().__init__(
-            operation, f"{detail}; answer of {_text(url, 200)} refused", transient=transient
+            operation, f"{detail}; answer of {_text(url, 200)} refused", transient=True
         )
 
     def during(self, operation: str) -> AcmeAnswerRefused:
         """The same refusal, reported as the failure of ``operation``."""
-        return AcmeAnswerRefused(operation, self.url, self.detail, transient=self.transient)
+        return AcmeAnswerRefused(operation, self.url, self.detail)

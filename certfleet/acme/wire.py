@@ -106,7 +106,6 @@ class CappedSession(requests.Session):
                 "request",
                 url,
                 f"no complete answer within the {self.deadline:g} s deadline",
-                transient=True,
             )
         # requests' own buffer: what ``content``, ``text`` and ``json()`` read.
         response._content = body
