@@ -22,50 +22,15 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from certfleet.acme.errors import AcmeAnswerRefused
-from certfleet.deadline import Abandoned, Deadline, InFlight, TrackedConnection, tracking, watch
+from certfleet.deadline import Abandoned, Deadline, InFlight, tracking, watch
+from certfleet.httpadapter import TrackedAdapter
 
 MAX_JSON = 1024 * 1024  # the largest JSON document: an order of many names is ~100 KB
 MAX_CHAIN = 256 * 1024  # a leaf and a few intermediates are ~10 KB of PEM
 REQUEST_DEADLINE = 60.0
 _CHUNK = 64 * 1024
-
-
-class _Connection(TrackedConnection, HTTPConnection):
-    """urllib3's HTTP connection, tracked (``certfleet.deadline.InFlight``)."""
-
-
-class _HttpsConnection(TrackedConnection, HTTPSConnection):
-    """urllib3's HTTPS connection, tracked."""
-
-
-class _Pool(HTTPConnectionPool):
-    ConnectionCls = _Connection
-
-
-class _HttpsPool(HTTPSConnectionPool):
-    ConnectionCls = _HttpsConnection
-
-
-_POOLS = {"http": _Pool, "https": _HttpsPool}
-
-
-class _TrackedAdapter(HTTPAdapter):
-    """requests' adapter whose connections a deadline can shut down."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if not proxy.lower().startswith("socks"):  # a SOCKS manager keeps its own pools
-            manager.pool_classes_by_scheme = dict(_POOLS)
-        return manager
 
 
 class CappedSession(requests.Session):
@@ -74,7 +39,7 @@ class CappedSession(requests.Session):
     def __init__(self, deadline: float = REQUEST_DEADLINE) -> None:
         super().__init__()
         self.deadline = deadline
-        adapter = _TrackedAdapter()
+        adapter = TrackedAdapter()
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 

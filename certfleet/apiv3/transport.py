@@ -22,7 +22,8 @@ stream and refused past ``MAX_ANSWER`` bytes (from its Content-Length, or as it 
 ``MalformedResponse``, final), and each attempt has a total deadline (what is left of the
 call's ``max_seconds``), not only connect and per-read timeouts, so a server that trickles
 bytes is given up on (``ApiUnavailable``, retried like a timeout) instead of holding a run
-until the Lambda's own timeout (``certfleet.deadline``).
+until the Lambda's own timeout (``certfleet.deadline``); the abandoned attempt's socket is
+shut down (``certfleet.httpadapter``), so its thread does not read on.
 
 The API key lives in one private attribute and only ever goes into the Authorization
 header: no repr, log line or error shows it.
@@ -52,6 +53,7 @@ from certfleet.apiv3.errors import (
     Unauthorized,
 )
 from certfleet.deadline import Deadline, DeadlineExceeded, run_within
+from certfleet.httpadapter import TrackedAdapter
 from certfleet.retry import exponential, full_jitter, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,7 @@ class Transport:
         self.retry = retry or RetryPolicy()
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._session = session or requests.Session()
+        self._session = session or _session()
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -309,6 +311,15 @@ class Transport:
 def quote_segment(value: str) -> str:
     """One path segment (an order name, a pubkey hash), percent-encoded; ``*`` kept as is."""
     return quote(value, safe="*")
+
+
+def _session() -> requests.Session:
+    """A session whose connections an abandoned attempt can have shut down."""
+    session = requests.Session()
+    adapter = TrackedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def _capped_body(response: requests.Response, call: str) -> bytes:
