@@ -5,7 +5,9 @@
   Python heap never holds it, and botocore never parses it.
 - A page with more keys than asked (MaxKeys ignored), and a listing that never ends (a
   fresh continuation token on every page), stop at their caps.
-- The refusal ends that listing only: the same store lists another prefix next.
+- The refusal ends that listing only: the same store lists another prefix next, and in a
+  sync run of two clusters the one whose acks listing is hostile reports it while both
+  publish (SeaweedFS behind the hostile server, which answers that one LIST itself).
 - A call given up at its deadline does not leave its worker thread reading a trickle.
 """
 
@@ -15,14 +17,21 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from certfleet.bundle.layout import acks_prefix
 from certfleet.deadline import CALL_THREAD
 from certfleet.store import ListingTooLarge, S3Store, StoreUnavailable
 from certfleet.store.s3wire import page_cap
-from tests.plugins.hostile_http import HostileHttp, Request, answer_with
+from certfleet.sync import run_sync
+from tests.plugins.faults import Ledger
+from tests.plugins.hostile_http import HostileHttp, Request, answer_with, forward
+from tests.plugins.sandbox import Sandbox
+from tests.plugins.seaweedfs import SeaweedFS
+from tests.plugins.sync_world import make_world
 from tests.plugins.trickle import Trickle
 
 MiB = 1024 * 1024
@@ -31,7 +40,10 @@ HONEST = "v1/clusters/honest/acks/"
 
 
 @pytest.fixture(autouse=True)
-def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+def credentials(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any keys for a hostile server alone; SeaweedFS's own where it answers too."""
+    if "seaweedfs" in request.fixturenames:
+        return
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
 
@@ -109,6 +121,43 @@ def test_a_64_mib_list_page_is_refused_at_its_cap_and_never_parsed(
     assert len(hostile_http.requests) == 1  # refused, not retried
     # The refusal ends that listing only: the next one, on the same store, works.
     assert sorted(store.list(HONEST)) == [HONEST + "node-1", HONEST + "node-2"]
+
+
+def test_a_hostile_acks_listing_fails_the_fleet_check_of_its_cluster_only(
+    hostile_http: HostileHttp,
+    seaweedfs: SeaweedFS,
+    s3_url: str,
+    sandbox: Sandbox,
+    faults: Ledger,
+) -> None:
+    root = urlsplit(s3_url).path.strip("/") + "/"
+    hostile, honest = (make_world(sandbox, s3_url, hostile_http.url) for _ in "ab")
+    honest = replace(honest, signing_key=hostile.signing_key)
+    target = root + acks_prefix(hostile.cluster)
+
+    def answer(request: Request) -> Iterable[bytes]:
+        if request.method == "GET" and query(request).get("prefix") == target:
+            return answer_with(200, {"Content-Type": "application/xml"}, huge_page(64 * MiB))
+        return forward(request, seaweedfs.endpoint)
+
+    hostile_http.answer = answer
+    names = [world.add(world.host("www")) for world in (hostile, honest)]
+    faults.tried()
+    config = hostile.config()
+    clusters = tuple(c for world in (hostile, honest) for c in world.config().clusters)
+    started = time.monotonic()
+    summary = run_sync(
+        replace(config, clusters=clusters),
+        store=hostile.store,
+        provider=hostile.provider(),
+        clock=hostile.now,
+    )
+    assert time.monotonic() - started < 60
+    assert list(summary.errors) == [f"fleet:{hostile.cluster}"], summary.errors
+    message = summary.errors[f"fleet:{hostile.cluster}"]
+    assert repr(acks_prefix(hostile.cluster)) in message
+    assert f"the cap is {page_cap(1000)} bytes" in message
+    assert names[0] in hostile.published().entries and names[1] in honest.published().entries
 
 
 def test_a_page_with_more_keys_than_asked_is_refused(hostile_http: HostileHttp) -> None:

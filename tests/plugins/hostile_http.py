@@ -6,11 +6,14 @@ bytes to send, as an iterable of chunks: a generator may produce 64 MiB lazily, 
 between chunks. The server sends them and closes the connection (one request per
 connection); a client that hangs up ends the sending quietly. ``requests`` lists what was
 received, ``sent`` counts the bytes that went out. ``answer_with`` builds a status line and
-headers in front of body chunks. Stopped (every connection closed) when the test ends.
+headers in front of body chunks; ``forward(request, upstream)`` is the honest answer of
+another server (e.g. SeaweedFS), ``Host`` header included so S3 signatures still verify.
+Stopped (every connection closed) when the test ends.
 """
 
 from __future__ import annotations
 
+import http.client
 import socket
 import threading
 from collections.abc import Iterable, Iterator
@@ -25,6 +28,7 @@ class Request:
     method: str
     target: str
     headers: dict[str, str]
+    body: bytes = b""
 
 
 def answer_with(
@@ -35,6 +39,31 @@ def answer_with(
     lines.append("Connection: close")
     yield ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     yield from body
+
+
+_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+
+
+def forward(request: Request, upstream: str) -> Iterator[bytes]:
+    """``request`` sent to ``upstream`` (``http://host:port``) as it came; its answer."""
+    host, _, port = upstream.split("://", 1)[1].rstrip("/").partition(":")
+    connection = http.client.HTTPConnection(host, int(port or 80), timeout=30)
+    try:
+        connection.putrequest(
+            request.method, request.target, skip_host=True, skip_accept_encoding=True
+        )
+        for name, value in request.headers.items():
+            if name not in _HOP and name != "expect":
+                connection.putheader(name, value)
+        connection.putheader("Content-Length", str(len(request.body)))
+        connection.endheaders(request.body)
+        answer = connection.getresponse()
+        data = answer.read()
+    finally:
+        connection.close()
+    headers = {name: value for name, value in answer.getheaders() if name.lower() not in _HOP}
+    headers["Content-Length"] = str(len(data))
+    return answer_with(answer.status, headers, [] if request.method == "HEAD" else [data])
 
 
 class HostileHttp:
@@ -98,12 +127,14 @@ class HostileHttp:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         length = int(headers.get("content-length", "0") or 0)
+        if headers.get("expect", "").lower() == "100-continue" and len(body) < length:
+            connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         while len(body) < length:  # the request body (a JWS), read so the client is not reset
             chunk = connection.recv(65536)
             if not chunk:
                 break
             body += chunk
-        return Request(method, target, headers)
+        return Request(method, target, headers, body)
 
     def stop(self) -> None:
         self._stop.set()
