@@ -12,8 +12,8 @@ pytest_plugins = [
     "tests.plugins.faults",
     "tests.plugins.nginx",
     "tests.plugins.nginx_site",  # after nginx and publisher: it builds on both
-    "tests.plugins.trickle",
     "tests.plugins.hostile_http",
+    "tests.plugins.trickle",  # after hostile_http: it builds on its LoopbackServer
     "tests.plugins.wire",
     "tests.plugins.cli",
     "tests.plugins.pebble",

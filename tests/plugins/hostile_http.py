@@ -66,15 +66,13 @@ def forward(request: Request, upstream: str) -> Iterator[bytes]:
     return answer_with(answer.status, headers, [] if request.method == "HEAD" else [data])
 
 
-class HostileHttp:
-    """The server: ``url``, ``answer``, and what it saw."""
+class LoopbackServer:
+    """A listener on 127.0.0.1 (a free port) that serves each connection in a thread of its
+    own with ``_serve`` (a subclass's); ``stop()`` ends it."""
 
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
-        self.answer: Callable[[Request], Iterable[bytes]] = lambda _: answer_with(404, {})
-        self.requests: list[Request] = []
-        self.sent = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -92,6 +90,24 @@ class HostileHttp:
             except (socket.timeout, OSError):
                 continue
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.listener.close()
+        self._thread.join()
+
+
+class HostileHttp(LoopbackServer):
+    """The server: ``url``, ``answer``, and what it saw."""
+
+    def __init__(self) -> None:
+        self.answer: Callable[[Request], Iterable[bytes]] = lambda _: answer_with(404, {})
+        self.requests: list[Request] = []
+        self.sent = 0
+        super().__init__()
 
     def _serve(self, connection: socket.socket) -> None:
         with connection:
@@ -135,11 +151,6 @@ class HostileHttp:
                 break
             body += chunk
         return Request(method, target, headers, body)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.listener.close()
-        self._thread.join()
 
 
 @pytest.fixture

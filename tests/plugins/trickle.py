@@ -18,34 +18,18 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.plugins.hostile_http import LoopbackServer
 
-class Trickle:
+
+class Trickle(LoopbackServer):
     """The server: ``port``, and what it saw."""
 
     def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
         self.requests = 0
         self.answer: bytes | None = None
         self.first_request = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        self.listener.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                connection, _ = self.listener.accept()
-            except (socket.timeout, OSError):
-                continue
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+        super().__init__()
 
     def _serve(self, connection: socket.socket) -> None:
         with connection:
@@ -69,11 +53,6 @@ class Trickle:
                     time.sleep(self.interval)
             except OSError:
                 pass  # the client gave up: what a deadline is for
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.listener.close()
-        self._thread.join()
 
 
 @pytest.fixture
