@@ -14,8 +14,9 @@ at once.
   it when the deadline passes; the s3 store and the APIv3 transport use it, as botocore and
   requests keep their sockets to themselves. Nothing the abandoned call returns is used,
   and it does not read on: the connections it sent requests on (those of a
-  ``TrackedConnection`` class, which the s3 store gives botocore) are shut down, and any
-  request it tries after that raises ``Abandoned``.
+  ``TrackedConnection`` class: the s3 store gives such classes to botocore,
+  ``certfleet.httpadapter`` to requests) are shut down, and any request it tries after that
+  raises ``Abandoned``.
 
 ``InFlight`` is that record of one call's connections; ``tracking()`` makes one the calling
 thread's, for a caller that enforces its deadline with ``watch`` (the ACME client).
