@@ -5,6 +5,8 @@
   Python heap never holds it, and botocore never parses it.
 - A page with more keys than asked (MaxKeys ignored), and a listing that never ends (a
   fresh continuation token on every page), stop at their caps.
+- Any other answer botocore would read whole (a PUT's or a DELETE's answer, a GET's error
+  document) is refused past ``ANSWER_CAP`` too.
 - The refusal ends that listing only: the same store lists another prefix next, and in a
   sync run of two clusters the one whose acks listing is hostile reports it while both
   publish (SeaweedFS behind the hostile server, which answers that one LIST itself).
@@ -24,8 +26,8 @@ import pytest
 
 from certfleet.bundle.layout import acks_prefix
 from certfleet.deadline import CALL_THREAD
-from certfleet.store import ListingTooLarge, S3Store, StoreUnavailable
-from certfleet.store.s3wire import page_cap
+from certfleet.store import ListingTooLarge, S3Store, StoreError, StoreUnavailable
+from certfleet.store.s3wire import ANSWER_CAP, page_cap
 from certfleet.sync import run_sync
 from tests.plugins.faults import Ledger
 from tests.plugins.hostile_http import HostileHttp, Request, answer_with, forward
@@ -121,6 +123,38 @@ def test_a_64_mib_list_page_is_refused_at_its_cap_and_never_parsed(
     assert len(hostile_http.requests) == 1  # refused, not retried
     # The refusal ends that listing only: the next one, on the same store, works.
     assert sorted(store.list(HONEST)) == [HONEST + "node-1", HONEST + "node-2"]
+
+
+@pytest.mark.parametrize("operation", ["put", "delete", "get"])
+def test_any_other_answer_of_64_mib_is_refused_at_its_cap(
+    hostile_http: HostileHttp, operation: str
+) -> None:
+    status = 404 if operation == "get" else 200  # a GET's 2xx body is the store's to cap
+    hostile_http.answer = lambda _: answer_with(
+        status, {"Content-Type": "application/xml"}, huge_page(64 * MiB)
+    )
+    store = S3Store("bucket", "fleet", endpoint=hostile_http.url, timeout=20)
+    key = "v1/clusters/hostile/acks/node-1"
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError) as caught:
+            if operation == "put":
+                store.put(key, b"ack")
+            elif operation == "delete":
+                store.delete(key)
+            else:
+                store.get(key, max_bytes=65536)
+        took = time.monotonic() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert took < 5.0, took
+    assert peak < 8 * MiB, peak
+    assert f"over the cap of {ANSWER_CAP} bytes" in str(caught.value) and repr(key) in str(
+        caught.value
+    )
+    assert len(hostile_http.requests) == 1  # refused, not retried
 
 
 def test_a_hostile_acks_listing_fails_the_fleet_check_of_its_cluster_only(

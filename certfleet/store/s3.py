@@ -19,10 +19,11 @@ deadline of each call (every retry included, plus one second per MiB moved,
 ``cancel`` event (the agent's stop request) ends the wait at once; the connections of a
 call given up are shut down, so its thread ends too (``s3wire``).
 
-A listing is bounded as well: each LIST page is read by the store up to
-``s3wire.page_cap(page_size)`` bytes before botocore parses it, may hold at most
+Every other answer is bounded as well (``s3wire``): each LIST page is read by the store up
+to ``s3wire.page_cap(page_size)`` bytes before botocore parses it, may hold at most
 ``page_size`` keys, and one listing at most ``max_list_keys``; past a cap the listing
-raises ``ListingTooLarge`` naming the prefix.
+raises ``ListingTooLarge`` naming the prefix. Any other answer botocore would buffer (a
+PUT's, a DELETE's, an error document) is refused past ``s3wire.ANSWER_CAP``.
 """
 
 from __future__ import annotations
@@ -121,7 +122,9 @@ class S3Store:
         self.url = f"s3://{bucket}/{self.prefix}"
         self.stats = StoreStats()
         self._via = f" (endpoint {endpoint})" if endpoint else ""
-        self._errors = (ClientError, BotoCoreError)
+        from certfleet.store.s3wire import AnswerTooLarge
+
+        self._errors = (ClientError, BotoCoreError, AnswerTooLarge)
         config = Config(
             connect_timeout=min(timeout, 5.0),
             read_timeout=min(timeout, 10.0),
@@ -255,7 +258,7 @@ class S3Store:
 
     def _pages(self, prefix: str) -> Iterator[tuple[str, str]]:
         """Every (key, ETag) starting with ``prefix``, keys relative to the store root."""
-        from certfleet.store.s3wire import PageTooLarge
+        from certfleet.store.s3wire import AnswerTooLarge
 
         root = self._root()
         pages = self._client.get_paginator("list_objects_v2").paginate(
@@ -278,12 +281,12 @@ class S3Store:
                 self._check_page(prefix, len(entries), listed)
                 for entry in entries:
                     yield entry["Key"][len(root) :], entry.get("ETag", "")
-        except self._errors as err:
-            raise self._translate(err, prefix or None) from err
-        except PageTooLarge as err:
+        except AnswerTooLarge as err:
             raise ListingTooLarge(
                 prefix, url=self.url, cap=err.cap, unit="bytes", scope="in one page", size=err.size
             ) from None
+        except self._errors as err:
+            raise self._translate(err, prefix or None) from err
 
     def _check_page(self, prefix: str, keys: int, listed: int) -> None:
         """``ListingTooLarge`` for a page over the page size, or a listing over its cap."""
@@ -315,9 +318,19 @@ class S3Store:
         return self._root() + check_key(key, url=self.url)
 
     def _translate(self, err: Exception, key: str | None) -> StoreError:
-        """The store error for a boto3/botocore exception."""
+        """The store error for a botocore exception or a refused answer."""
         from botocore import exceptions as boto
 
+        from certfleet.store.s3wire import AnswerTooLarge
+
+        if isinstance(err, AnswerTooLarge):
+            found = f"{err.size} bytes" if err.size is not None else "more bytes than that"
+            return StoreError(
+                f"{self.url}: {key!r}: the server's answer refused: {found}, over the cap of "
+                f"{err.cap} bytes{self._via}",
+                url=self.url,
+                key=key,
+            )
         if isinstance(err, boto.ClientError):
             code = _code(err)
             status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
