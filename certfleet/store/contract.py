@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 from certfleet.store.errors import InvalidKey
@@ -54,15 +54,7 @@ class StoreStats:
     def as_dict(self) -> dict[str, int]:
         """The counters by name, e.g. for a JSON run summary."""
         with self._lock:
-            return {
-                "requests": self.requests,
-                "reads": self.reads,
-                "writes": self.writes,
-                "lists": self.lists,
-                "deletes": self.deletes,
-                "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out,
-            }
+            return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
 
 
 class Store(Protocol):
