@@ -27,7 +27,8 @@ detect a bad object themselves ("integrity check failed"), and that is when an o
 ``certfleet sync --verify-store``.
 
 The listing is handed back to the publisher, which records what no state entry references
-any more (orphans of a crashed run) for garbage collection at the end of the run.
+any more (orphans of a crashed run) for garbage collection at the end of the run. What the
+state references is ``referenced_objects``, for both.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The seam between the sync engine and a certificate provider.
 
-The engine sees only this module's types. ``apiv3_provider`` adapts SSLMate's APIv3 to it;
-an ACME provider (RFC 8555, orders kept in the store) is meant to follow without touching
-the engine.
+The engine sees only this module's types. Two providers implement it: ``apiv3_provider``
+adapts SSLMate's APIv3, ``acme_provider`` an RFC 8555 CA with the orders kept in the store
+(built by ``acme_wiring``); the engine does not know which one it talks to.
 
 Contract of a ``Provider``:
 

@@ -1,4 +1,13 @@
-"""The public entry points: ``run_sync`` (one pass over the clusters) and ``mark_rekey``."""
+"""The public entry points: ``run_sync`` (one pass over the clusters) and ``mark_rekey``.
+
+``run_sync`` runs each configured cluster with ``certfleet.sync.engine.ClusterRun``, one
+after the other within the deadline; a cluster's failure is that cluster's error in the
+summary, never the others'. Each cluster's provider is the caller's, or the one the config
+chooses for it (APIv3, or ACME through ``acme_wiring``), opened by ``ProviderOpener`` only
+when the cluster's run first needs it and closed after it. The counters of the run
+(``certfleet.sync.summary``) are filled in by the parts; the store's request counts are
+added at the end.
+"""
 
 from __future__ import annotations
 
