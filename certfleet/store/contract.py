@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from certfleet.store.errors import InvalidKey
@@ -52,9 +52,9 @@ class StoreStats:
             self.bytes_out += bytes_out
 
     def as_dict(self) -> dict[str, int]:
-        """The counters by name, e.g. for a JSON run summary."""
+        """The counters (every field but the lock) by name, e.g. for a JSON run summary."""
         with self._lock:
-            return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
+            return {name: value for name, value in vars(self).items() if name != "_lock"}
 
 
 class Store(Protocol):
