@@ -142,8 +142,6 @@ class AcmeStateStore:
         except ObjectNotFound:
             self._etag, self._saved = None, None
             return AcmeState()
-        if stored is None:  # only with if_none_match, which is not given
-            raise ObjectNotFound(self._key, url=self._store.url)
         resealed = False
         try:
             try:

@@ -235,8 +235,6 @@ class OrderRegistry:
             return (), None
         except ObjectTooLarge as err:
             raise RegistryError(f"{where} is larger than {MAX_REGISTRY_BYTES} bytes") from err
-        if stored is None:  # only possible with if_none_match, which is not given
-            raise ObjectNotFound(key, url=self._store.url)
         try:
             plain = open_sealed(
                 KIND, cluster, IDENTITY, stored.data, [self._secret, *self._previous]

@@ -89,8 +89,6 @@ class AckCache:
             log.warning("cluster %s: the fleet check's cache is over %d bytes; every ack is "
                         "read again", self._cluster, FLEET_CACHE_MAX_BYTES)  # fmt: skip
             return {}
-        if stored is None:  # only possible with if_none_match, which is not given
-            return {}
         try:
             plain, _ = self._keys.open(
                 stored.data,

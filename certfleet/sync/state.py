@@ -163,10 +163,7 @@ def _pending(raw: dict[str, Any]) -> PendingRecord:
 
 def read_bytes(store: Store, key: str, *, max_bytes: int) -> bytes:
     """The object's bytes (``ObjectNotFound`` if missing, ``ObjectTooLarge`` over the cap)."""
-    stored = store.get(key, max_bytes=max_bytes)
-    if stored is None:  # only possible with if_none_match, which is not given
-        raise ObjectNotFound(key, url=store.url)
-    return stored.data
+    return store.get(key, max_bytes=max_bytes).data
 
 
 class StateStore:
@@ -192,8 +189,6 @@ class StateStore:
         except ObjectNotFound:
             self._etag, self._saved, self.sealing = None, None, CURRENT
             return ClusterState.new()
-        if stored is None:  # only possible with if_none_match, which is not given
-            raise ObjectNotFound(self._key, url=self._store.url)
         cluster, data = self._cluster, stored.data
 
         def opener(secrets: Sequence[ClusterSecret]) -> bytes:
