@@ -198,8 +198,8 @@ def read_capped(
     max_bytes: int,
     received: Callable[[int], None] | None = None,
 ) -> bytes:
-    """Everything ``read(n)`` gives until it gives ``b""``, in chunks of at most 256 KiB
-    bytes; ``ObjectTooLarge`` as soon as more than ``max_bytes`` arrived (it asks for one
+    """Everything ``read(n)`` gives until it gives ``b""``, in chunks of at most 256
+    KiB; ``ObjectTooLarge`` as soon as more than ``max_bytes`` arrived (it asks for one
     byte past the cap at the most, and holds no more). ``received(n)`` is told of each
     chunk kept, e.g. to credit a deadline."""
     chunks: list[bytes] = []

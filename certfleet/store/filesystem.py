@@ -27,13 +27,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from certfleet.store.contract import (
-    StoredObject,
-    StoreStats,
-    check_key,
-    check_prefix,
-    read_capped,
-)
+from certfleet.store.contract import StoredObject, StoreStats, check_key, check_prefix, read_capped
 from certfleet.store.errors import (
     ObjectNotFound,
     ObjectTooLarge,

@@ -30,13 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from certfleet import __version__
 from certfleet.deadline import Deadline, DeadlineExceeded, run_within
-from certfleet.store.contract import (
-    StoredObject,
-    StoreStats,
-    check_key,
-    check_prefix,
-    read_capped,
-)
+from certfleet.store.contract import StoredObject, StoreStats, check_key, check_prefix, read_capped
 from certfleet.store.errors import (
     ObjectNotFound,
     ObjectTooLarge,
