@@ -167,6 +167,9 @@ def test_an_object_over_the_readers_cap_is_refused_before_it_is_buffered(
     assert KEY in str(caught.value) and "65536" in str(caught.value)
     assert caught.value.max_bytes == 64 * 1024 and caught.value.key == KEY
     assert backend.reader.stats.bytes_in - before <= 64 * 1024
+    with pytest.raises(ObjectTooLarge):  # a conditional read is bounded the same way
+        backend.reader.get_if_changed(KEY, etag='"older"', max_bytes=64 * 1024)
+    assert backend.reader.stats.bytes_in - before <= 2 * 64 * 1024
     exact = backend.reader.get(KEY, max_bytes=2 * 1024 * 1024)  # at the cap: accepted
     assert len(exact.data) == 2 * 1024 * 1024
     assert caught.value.etag == exact.etag  # enough to replace it unread (a broken lease)

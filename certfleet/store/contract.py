@@ -79,12 +79,11 @@ class Store(Protocol):
     ETags are opaque strings: compare them only for equality, and only with ETags from the
     same store. They change whenever the content changes.
 
-    Failures raise ``StoreError`` subclasses:
-    ``ObjectNotFound`` (missing object), ``PreconditionFailed`` (a conditional write lost),
-    ``StoreUnavailable`` (network or server trouble: transient, retry later),
-    ``StoreAccessDenied`` (credentials refused or lacking), ``ReadOnlyStore`` (a write or
-    list on a read-only store), ``ObjectTooLarge`` (over the reader's cap, below). Messages
-    name the key and the URL, never credentials.
+    Failures raise ``StoreError`` subclasses: ``ObjectNotFound`` (missing object),
+    ``PreconditionFailed`` (a conditional write lost), ``StoreUnavailable`` (network or
+    server trouble: transient, retry later), ``StoreAccessDenied`` (credentials refused or
+    lacking), ``ReadOnlyStore`` (a write or list on a read-only store), ``ObjectTooLarge``
+    (over the reader's cap, below). Messages name the key and the URL, never credentials.
 
     The store is untrusted, so every read is bounded: ``get`` and ``get_if_changed`` take
     ``max_bytes``, the largest object of that kind the caller accepts (the caps per kind
