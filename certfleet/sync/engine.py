@@ -163,6 +163,8 @@ class ClusterRun:
         publisher.rewrap_bundles()
         publisher.publish(seen)
         publisher.collect_garbage(seen, stored)
+        if listing is not None:
+            self._forget_removed(listing)
         try:
             check = FleetCheck(ctx, self.store, state, now, budget=budget, tally=tally)
             checked = check.run_if_due()
@@ -212,6 +214,19 @@ class ClusterRun:
         )
         issuer.generate(plan.issue, now)
         issuer.collect(plan.resume)
+
+    def _forget_removed(self, listing: Sequence[ProviderOrder]) -> None:
+        """Let the provider drop what it keeps of removed orders (the ACME state's records),
+        once the head that tombstones them is published; a failure leaves them for later."""
+        forget = getattr(self.provider, "forget_removed", None)
+        if forget is None or self.budget.out_of_time():
+            return
+        try:
+            forget(self.cluster, [order.name for order in listing])
+        except RUN_FATAL:
+            raise
+        except CertfleetError as err:
+            log.warning("cluster %s: records of removed orders kept: %s", self.cluster, err)
 
     def _renewal_times(self, state: ClusterState) -> Mapping[str, int]:
         """Renewal times the provider suggests (ACME ARI); none when it has no opinion."""

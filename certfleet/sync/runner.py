@@ -59,6 +59,11 @@ class CountingProvider:
         advise = getattr(self.inner, "renewal_times", None)
         return {} if advise is None else dict(advise(cluster, names))
 
+    def forget_removed(self, cluster: str, listed: Sequence[str]) -> None:
+        forget = getattr(self.inner, "forget_removed", None)
+        if forget is not None:
+            forget(cluster, listed)
+
 
 def open_config_store(config: SyncSettings) -> Store:
     return open_store(config.store, endpoint=config.store_endpoint)
@@ -209,6 +214,11 @@ class _LazyProvider:
     def renewal_times(self, cluster: str, names: Sequence[str]) -> Mapping[str, int]:
         advise = getattr(self._get(), "renewal_times", None)
         return {} if advise is None else dict(advise(cluster, names))
+
+    def forget_removed(self, cluster: str, listed: Sequence[str]) -> None:
+        forget = getattr(self._get(), "forget_removed", None)
+        if forget is not None:
+            forget(cluster, listed)
 
     def close(self) -> None:
         if self._inner is not None:
