@@ -6,7 +6,6 @@ rejection on) validates HTTP-01 through HAProxy and Apache for an issued certifi
 
 from __future__ import annotations
 
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,14 +15,16 @@ import pytest
 
 pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Python >= 3.10)")
 
-from certfleet.acme.client import AcmeClient
-from certfleet.acme.state import AcmeStateStore
-from certfleet.config.accountkey import generate_account_key, load_account_key, thumbprint
+from certfleet.config.accountkey import generate_account_key, thumbprint
 from certfleet.config.sync import parse_sync_config
 from certfleet.store import open_store
-from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
-from tests.plugins.acme_world import MemoryRegistry, NotFound, one_name_orders, sync_config_text
+from tests.plugins.acme_world import (
+    MemoryRegistry,
+    acme_provider,
+    one_name_orders,
+    sync_config_text,
+)
 from tests.plugins.binaries import require_binary
 from tests.plugins.http01 import Http01Apache, Http01Haproxy
 from tests.plugins.pebble import (
@@ -101,18 +102,8 @@ def test_pebble_validates_http01_through_the_docs_snippet(
     running = _start(server, tmp_path / server, pebble.http_port, thumbprint(key))
     try:
         config = parse_sync_config(sync_config_text(tmp_path / "store", pebble, key), "sync.hcl")
-        acme = config.acme
-        assert acme is not None
         store = open_store(config.store)
-        client = AcmeClient(
-            acme.directory, load_account_key(acme.account_key), ca_bundle=acme.ca_bundle
-        )
-        provider = AcmeProvider(
-            cluster="web", registry=MemoryRegistry(*one_name_orders(*names)),
-            not_found=(NotFound,), client=client, config=acme,
-            states=AcmeStateStore(store, "web", config.signing_key.sync_secret("state"),
-                                  time.time),
-        )  # fmt: skip
+        provider = acme_provider(config, store, MemoryRegistry(*one_name_orders(*names)))
         try:
             summary = run_sync(config, store=store, provider=provider)
         finally:

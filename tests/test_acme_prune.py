@@ -9,28 +9,26 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import pytest
 
 pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Python >= 3.10)")
 
-from certfleet.acme.client import AcmeClient
 from certfleet.acme.flow import DnsChallengeWriter
 from certfleet.acme.state import AcmeState, AcmeStateStore, OrderState
 from certfleet.bundle import ClusterSecret, SigningKey
-from certfleet.config.accountkey import account_key_text, generate_account_key, load_account_key
+from certfleet.config.accountkey import account_key_text, generate_account_key
 from certfleet.config.sync import parse_sync_config
 from certfleet.store import Store, open_store
-from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
 from tests.plugins.acme_lab import txt_at
 from tests.plugins.acme_world import (
     ChalltestsrvTxt,
     Ident,
     MemoryRegistry,
-    NotFound,
     Order,
+    acme_provider,
     one_name_orders,
     start_http01,
     sync_config_text,
@@ -39,24 +37,7 @@ from tests.plugins.binaries import require_binary
 from tests.plugins.pebble import Pebble, published
 
 
-def _provider(
-    config: Any,
-    store: Store,
-    registry: MemoryRegistry,
-    dns: Optional[Callable[[], DnsChallengeWriter]] = None,
-) -> AcmeProvider:
-    acme = config.acme
-    client = AcmeClient(
-        acme.directory, load_account_key(acme.account_key), ca_bundle=acme.ca_bundle
-    )
-    return AcmeProvider(
-        cluster="web", registry=registry, not_found=(NotFound,), client=client, config=acme,
-        states=AcmeStateStore(store, "web", config.signing_key.sync_secret("state"), time.time),
-        dns=dns,
-    )  # fmt: skip
-
-
-def _sync(config: Any, store: Store, provider: AcmeProvider) -> Any:
+def _sync(config: Any, store: Store, provider: Any) -> Any:
     try:
         return run_sync(config, store=store, provider=provider)
     finally:
@@ -75,7 +56,7 @@ def test_a_removed_order_loses_its_record_and_the_others_keep_theirs(
         config = parse_sync_config(sync_config_text(tmp_path / "store", pebble, key), "s.hcl")
         store = open_store(config.store)
         registry = MemoryRegistry(*one_name_orders("kept.example.test", "gone.example.test"))
-        summary = _sync(config, store, _provider(config, store, registry))
+        summary = _sync(config, store, acme_provider(config, store, registry))
         assert summary.errors == {} and summary.certificates_published == 2
         before = _acme_state(config, store).load()
         assert sorted(before.orders) == ["gone.example.test", "kept.example.test"]
@@ -89,7 +70,7 @@ def test_a_removed_order_loses_its_record_and_the_others_keep_theirs(
         stale.save(state)
 
         del registry.orders["gone.example.test"]  # certfleet rm
-        provider = _provider(config, store, registry)
+        provider = acme_provider(config, store, registry)
         summary = _sync(config, store, provider)
         assert summary.errors == {} and summary.tombstones == 1
         assert provider.client.request_count == 0  # forgetting asks the CA nothing
@@ -99,7 +80,7 @@ def test_a_removed_order_loses_its_record_and_the_others_keep_theirs(
         assert sorted(published(config, store)) == ["kept.example.test"]
 
         # the next run has nothing to forget: the ACME state is not written again
-        quiet = _provider(config, store, registry)
+        quiet = acme_provider(config, store, registry)
         summary = _sync(config, store, quiet)
         assert summary.errors == {} and quiet.client.request_count == 0
         assert _acme_state(config, store).load().generation == after.generation
@@ -126,7 +107,7 @@ def test_an_order_removed_while_its_acme_order_is_pending_leaves_nothing_behind(
 
         # the first run orders both, answers the challenges and stops waiting at once
         cut_short = replace(config, issue_wait=0.0)
-        summary = _sync(cut_short, store, _provider(cut_short, store, registry, dns))
+        summary = _sync(cut_short, store, acme_provider(cut_short, store, registry, dns))
         assert summary.certificates_published == 0 and summary.csrs_submitted == 2
         pending = _acme_state(config, store).load()
         assert pending.orders["gone.example.test"].url  # the ACME order is in flight
@@ -136,7 +117,7 @@ def test_an_order_removed_while_its_acme_order_is_pending_leaves_nothing_behind(
 
         del registry.orders["gone.example.test"]  # certfleet rm while pending
         ChalltestsrvTxt.log = []
-        summary = _sync(config, store, _provider(config, store, registry, dns))
+        summary = _sync(config, store, acme_provider(config, store, registry, dns))
         assert summary.errors == {}, summary.errors
         assert summary.certificates_published == 1  # the kept order's pending ACME order
         after: AcmeState = _acme_state(config, store).load()
@@ -186,7 +167,7 @@ cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
     (listed,) = one_name_orders("listed.example.test")
     (back,) = one_name_orders("back.example.test")
     registry = ReAddingRegistry(back, listed)
-    provider = _provider(config, store, registry)
+    provider = acme_provider(config, store, registry)
     assert provider.forget_removed("web", ["listed.example.test"]) == []  # state not read
     listing = provider.list_orders("web")
     assert provider.state.orders  # read by this run (the engine asks for renewal times)

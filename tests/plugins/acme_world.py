@@ -10,9 +10,12 @@ No fixtures here: plain classes and functions, imported by the modules that use 
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
@@ -90,6 +93,30 @@ acme {{
 {acme_extra}}}
 cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
 '''
+
+
+def acme_provider(
+    config: Any,
+    store: Any,
+    registry: MemoryRegistry,
+    dns: Callable[[], Any] | None = None,
+) -> Any:
+    """The ``AcmeProvider`` of cluster ``web`` for a parsed ``sync_config_text`` config:
+    orders from ``registry``, ACME state in ``store``, DNS-01 values through ``dns``."""
+    from certfleet.acme.client import AcmeClient  # certbot's acme: Python >= 3.10
+    from certfleet.acme.state import AcmeStateStore
+    from certfleet.config.accountkey import load_account_key
+    from certfleet.sync.acme_provider import AcmeProvider
+
+    acme = config.acme
+    client = AcmeClient(
+        acme.directory, load_account_key(acme.account_key), ca_bundle=acme.ca_bundle
+    )
+    states = AcmeStateStore(store, "web", config.signing_key.sync_secret("state"), time.time)
+    return AcmeProvider(
+        cluster="web", registry=registry, not_found=(NotFound,), client=client, config=acme,
+        states=states, dns=dns,
+    )  # fmt: skip
 
 
 class ChalltestsrvTxt:
