@@ -12,7 +12,8 @@ The order of writes is what makes a crash at any instant safe:
 4. the state, recording what the head now references and what stopped being referenced
    (with the time, for garbage collection after ``gc_grace``) (``publisher``), and when
    the nodes' acks were last checked: the fleet check, when due, is the run's last step
-   before the state is saved (``fleetcheck``).
+   before the state is saved (``fleetcheck``); just before it, a provider that keeps
+   records of its own (the ACME state) drops those of removed orders (``forget_removed``).
 
 The state is sealed with the sync-only secret (``certfleet.sync.sealing``); one sealed the
 old way is vouched for and rewritten first (``certfleet.sync.migration``). A failure of any
