@@ -21,6 +21,7 @@ from certfleet.bundle import ClusterSecret, SigningKey
 from certfleet.config.accountkey import account_key_text, generate_account_key
 from certfleet.config.sync import parse_sync_config
 from certfleet.store import Store, open_store
+from certfleet.sync.provider import ProviderNotFound
 from certfleet.sync.runner import run_sync
 from tests.plugins.acme_lab import txt_at
 from tests.plugins.acme_world import (
@@ -176,3 +177,18 @@ cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
     kept = _acme_state(config, store).load().orders
     assert sorted(kept) == ["back.example.test", "listed.example.test"]
     assert provider.client.request_count == 0
+
+    # a run that reads no ACME state for its work reads it when an order was found gone
+    # (an order removed while only its key was pending, in a cluster with nothing published)
+    states.save(_with_record(states.load(), "pending-only.example.test"))
+    later = acme_provider(config, store, MemoryRegistry(listed, back))
+    assert later.forget_removed("web", names) == []  # nothing confirmed gone: no read
+    with pytest.raises(ProviderNotFound):
+        later.get_order("pending-only.example.test")
+    assert later.forget_removed("web", names) == ["pending-only.example.test"]
+    assert sorted(_acme_state(config, store).load().orders) == sorted(kept)
+
+
+def _with_record(state: AcmeState, name: str) -> AcmeState:
+    state.order(name).url = "https://ca.invalid/order/2"
+    return state

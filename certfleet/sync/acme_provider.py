@@ -106,6 +106,7 @@ class AcmeProvider:
         self._account_ready = False
         self._writer: DnsChallengeWriter | None = None
         self._deferred: list[tuple[str, OrderFlow, list[Challenge]]] = []
+        self._removal_seen = False
 
     # -- the registry ------------------------------------------------------------------
 
@@ -124,6 +125,7 @@ class AcmeProvider:
         try:
             return self._provider_order(self._registry.get(name))
         except self._not_found as err:
+            self._removal_seen = True  # forget_removed reads the ACME state for it
             raise ProviderNotFound("get order", f"order {name}") from err
         except CertfleetError as err:
             raise ProviderError("get order", f"order {name}", str(err)) from err
@@ -349,9 +351,10 @@ class AcmeProvider:
 
     def forget_removed(self, cluster: str, listed: Collection[str]) -> list[str]:
         """Drop the records of orders that no longer exist (see the module docstring);
-        returns their names. Nothing is read when this run has not read the ACME state
-        (no record is pruned then: the next run that reads it does it)."""
-        if self._state is None:
+        returns their names. The ACME state is read for this only when the registry
+        answered "no such order" in this run (otherwise, a record left behind is dropped by
+        the next run that reads the state for its own work)."""
+        if self._state is None and not self._removal_seen:
             return []
         state = self.state
         candidates = [n for n in state.orders if n not in listed and n not in self._flows]
