@@ -12,7 +12,8 @@ The order of writes is what makes a crash at any instant safe:
 4. the state, recording what the head now references and what stopped being referenced
    (with the time, for garbage collection after ``gc_grace``) (``publisher``), and when
    the nodes' acks were last checked: the fleet check, when due, is the run's last step
-   before the state is saved (``fleetcheck``).
+   before the state is saved (``fleetcheck``); just before it, a provider that keeps
+   records of its own (the ACME state) drops those of removed orders (``forget_removed``).
 
 The state is sealed with the sync-only secret (``certfleet.sync.sealing``); one sealed the
 old way is vouched for and rewritten first (``certfleet.sync.migration``). A failure of any
@@ -167,6 +168,8 @@ class ClusterRun:
         publisher.rewrap_bundles()
         publisher.publish(seen)
         publisher.collect_garbage(seen, stored)
+        if listing is not None:
+            self._forget_removed(listing, provider)
         try:
             check = FleetCheck(ctx, self.store, state, now, budget=budget, tally=tally)
             checked = check.run_if_due()
@@ -218,6 +221,19 @@ class ClusterRun:
         )
         issuer.generate(plan.issue, now)
         issuer.collect(plan.resume)
+
+    def _forget_removed(self, listing: Sequence[ProviderOrder], provider: Provider) -> None:
+        """Let the provider drop what it keeps of removed orders (the ACME state's records),
+        once the head that tombstones them is published; a failure leaves them for later."""
+        forget = getattr(provider, "forget_removed", None)
+        if forget is None or self.budget.out_of_time():
+            return
+        try:
+            forget(self.cluster, [order.name for order in listing])
+        except RUN_FATAL:
+            raise
+        except CertfleetError as err:
+            log.warning("cluster %s: records of removed orders kept: %s", self.cluster, err)
 
     def _renewal_times(self, state: ClusterState, provider: Provider) -> Mapping[str, int]:
         """Renewal times the provider suggests (ACME ARI); none when it has no opinion."""

@@ -22,6 +22,11 @@ Every other failure (network, 5xx, refusal) is a ``ProviderError``.
 A provider may also offer ``renewal_times(cluster, names) -> Mapping[str, int]``: the
 renewal time (Unix seconds) it suggests for some of the named published orders (the ACME
 provider's ARI window); the engine then uses it instead of its lifetime rule for them.
+
+And ``forget_removed(cluster, listed)``: called once per run, after the head is published,
+when the listing succeeded (``listed``: the names it gave); the provider drops what it keeps
+of the cluster's orders that no longer exist (the ACME provider: its state records), never
+of one listed or worked on in this run. It raises ``ProviderError`` on failure.
 """
 
 from __future__ import annotations
