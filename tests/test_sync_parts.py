@@ -16,7 +16,7 @@ from certfleet.bundle import ClusterSecret, SigningKey, verify_head
 from certfleet.config import ClusterSyncConfig, SyncConfig
 from certfleet.sandbox.ca import SandboxCa
 from certfleet.store import Store, open_store
-from certfleet.sync import IssuedCert, ProviderOrder
+from certfleet.sync import IssuedCert, Provider, ProviderOrder
 from certfleet.sync.audit import Audit
 from certfleet.sync.budget import MAX_RESERVE, Budget
 from certfleet.sync.context import RunContext
@@ -47,7 +47,7 @@ class FakeMonotonic:
         return self.now
 
 
-class InProcessProvider:
+class InProcessProvider(Provider):
     """A provider whose CA signs each submitted CSR at once, in process."""
 
     def __init__(self, orders: Sequence[ProviderOrder]) -> None:

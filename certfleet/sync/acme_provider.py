@@ -40,7 +40,13 @@ from certfleet.acme.state import AcmeState, AcmeStateConflict, AcmeStateStore, O
 from certfleet.config.acme import AcmeConfig
 from certfleet.errors import CertfleetError
 from certfleet.sync.errors import ConcurrentWriteError
-from certfleet.sync.provider import IssuedCert, ProviderError, ProviderNotFound, ProviderOrder
+from certfleet.sync.provider import (
+    IssuedCert,
+    Provider,
+    ProviderError,
+    ProviderNotFound,
+    ProviderOrder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +80,7 @@ class OrderSource(Protocol):
     def get(self, name: str) -> RegisteredOrder: ...
 
 
-class AcmeProvider:
+class AcmeProvider(Provider):
     """The ``Provider`` of one cluster in ACME mode (see the module docstring)."""
 
     def __init__(

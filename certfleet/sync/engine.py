@@ -225,11 +225,10 @@ class ClusterRun:
     def _forget_removed(self, listing: Sequence[ProviderOrder], provider: Provider) -> None:
         """Let the provider drop what it keeps of removed orders (the ACME state's records),
         once the head that tombstones them is published; a failure leaves them for later."""
-        forget = getattr(provider, "forget_removed", None)
-        if forget is None or self.budget.out_of_time():
+        if self.budget.out_of_time():
             return
         try:
-            forget(self.cluster, [order.name for order in listing])
+            provider.forget_removed(self.cluster, [order.name for order in listing])
         except RUN_FATAL:
             raise
         except CertfleetError as err:
@@ -237,15 +236,13 @@ class ClusterRun:
 
     def _renewal_times(self, state: ClusterState, provider: Provider) -> Mapping[str, int]:
         """Renewal times the provider suggests (ACME ARI); none when it has no opinion."""
-        advise = getattr(provider, "renewal_times", None)
-        if advise is None or not state.orders:
+        if not state.orders:
             return {}
         try:
-            times: Mapping[str, int] = advise(self.cluster, sorted(state.orders))
+            return provider.renewal_times(self.cluster, sorted(state.orders))
         except CertfleetError as err:
             log.warning("cluster %s: renewal times unavailable: %s", self.cluster, err)
             return {}
-        return times
 
     def _read_head(self) -> HeadSeen:
         seen = read_head(
