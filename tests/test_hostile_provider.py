@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certfleet.bundle import Bundle
 from certfleet.config import parse_agent_config
-from certfleet.sync import IssuedCert, ProviderOrder, run_sync
+from certfleet.sync import IssuedCert, Provider, ProviderOrder, run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
 from node_agent.agent import Agent
 from node_agent.certificate import check_bundle
@@ -98,7 +98,7 @@ def test_hostile_names_are_refused_one_by_one(
     assert (huge in seen.entries) != (huge in summary.errors), summary.errors.get(huge)
 
 
-class HostileProvider:
+class HostileProvider(Provider):
     """The real provider, except that chosen orders get a corrupted certificate answer."""
 
     def __init__(

@@ -18,7 +18,7 @@ from certfleet.bundle import (
     head_publisher,
     open_bundle,
 )
-from certfleet.sync import IssuedCert, ProviderOrder, RunSummary, mark_rekey, run_sync
+from certfleet.sync import IssuedCert, Provider, ProviderOrder, RunSummary, mark_rekey, run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
 from certfleet.sync.keypair import load_private_key, pubkey_hash, spki_hash
 from certfleet.sync.layout import bundle_key
@@ -181,7 +181,7 @@ def test_provider_outage_removes_nothing(
     assert set(world.published().entries) == {name}
 
 
-class EmptyListing:
+class EmptyListing(Provider):
     """A provider whose listing comes back empty (a bad page): everything else is real."""
 
     def __init__(self, inner: ApiV3Provider) -> None:
@@ -247,7 +247,6 @@ def test_secret_rotation_two_secrets_then_one(world: World) -> None:
     data = world.store.get(
         bundle_key(world.cluster, only_new.entries[name].bundle_hash.hex()), max_bytes=1 << 24
     )
-    assert data is not None
     with pytest.raises(NoUsableSecretError):
         open_bundle(data.data, cluster=world.cluster, order_name=name, secrets=[old])
     assert world.sync().store_writes == 2, "settled: the lease only"

@@ -13,14 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-from certfleet.sync import IssuedCert, ProviderOrder, RunSummary, run_sync
+from certfleet.sync import IssuedCert, Provider, ProviderOrder, RunSummary, run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
 from tests.plugins.faults import Ledger
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.sync_world import World, make_world
 
 
-class OddProvider:
+class OddProvider(Provider):
     """The real provider, except that chosen clusters and orders raise odd exceptions."""
 
     def __init__(

@@ -14,6 +14,9 @@ cannot open. JSON, canonical, holding:
 - per order name, the published certificate's ARI id (RFC 9773 ``certID``), the renewal
   time the CA suggested and when to ask again.
 
+The record of an order removed from the registry is dropped (``AcmeState.forget``) by the
+run that finds it gone, after that run has published the head.
+
 An object sealed with the secret of the config's ``previous_signing_key`` (a publisher key
 rotation) is opened too, and written back sealed with the current one at the next save.
 
@@ -25,13 +28,14 @@ generation is more than a day ahead of the clock is refused. Every write is cond
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
-from certfleet.bundle import ClusterSecret, FormatError, open_sealed, seal
+from certfleet.bundle import ClusterSecret, FormatError
 from certfleet.errors import CertfleetError
-from certfleet.store import ObjectNotFound, PreconditionFailed, Store
+from certfleet.sealedobject import CURRENT, SealedObject, SealingKeys
+from certfleet.store import Store
 
 KIND = "acme"
 IDENTITY = "/state"
@@ -92,6 +96,14 @@ class AcmeState:
         """The record of ``name``, created empty when missing."""
         return self.orders.setdefault(name, OrderState())
 
+    def forget(self, names: Iterable[str]) -> list[str]:
+        """Drop the records of ``names`` (orders that no longer exist: their pending ACME
+        order, backoff, problem and ARI data go with them); returns the names dropped."""
+        dropped = sorted(name for name in set(names) if name in self.orders)
+        for name in dropped:
+            del self.orders[name]
+        return dropped
+
     def encode(self) -> bytes:
         document = {
             "version": VERSION,
@@ -126,42 +138,30 @@ class AcmeStateStore:
         clock: Callable[[], float],
         previous: Sequence[ClusterSecret] = (),
     ) -> None:
-        self._store = store
         self._cluster = cluster
-        self._secret = secret
-        self._previous = tuple(previous)
         self._clock = clock
-        self._key = acme_state_key(cluster)
-        self._etag: str | None = None
-        self._saved: bytes | None = None
+        self._object = SealedObject(
+            store,
+            acme_state_key(cluster),
+            SealingKeys(secret, tuple(previous)),
+            kind=KIND,
+            cluster=cluster,
+            identity=IDENTITY,
+            max_bytes=MAX_BYTES,
+            lost_race=lambda: AcmeStateConflict(cluster, "was changed by another writer"),
+        )
+        self._saved: bytes | None = None  # as encoded now (a state of an older form differs)
 
     def load(self) -> AcmeState:
         """The stored state, or an empty one."""
         try:
-            stored = self._store.get(self._key, max_bytes=MAX_BYTES)
-        except ObjectNotFound:
-            self._etag, self._saved = None, None
-            return AcmeState()
-        if stored is None:  # only with if_none_match, which is not given
-            raise ObjectNotFound(self._key, url=self._store.url)
-        resealed = False
-        try:
-            try:
-                plain = open_sealed(KIND, self._cluster, IDENTITY, stored.data, (self._secret,))
-            except FormatError:
-                if not self._previous:
-                    raise
-                # sealed before a signing key rotation: opened once, saved with the new key
-                plain = open_sealed(KIND, self._cluster, IDENTITY, stored.data, self._previous)
-                resealed = True
-            state = AcmeState.decode(plain)
+            state = self._object.load(self._decode, accept_old=True)
         except FormatError as err:
             raise AcmeStateError(self._cluster, f"cannot be opened: {err}") from err
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise AcmeStateError(self._cluster, "is not valid JSON of this version") from err
-        if state.generation > int(self._clock() * 1000) + FUTURE_SLACK_MS:
-            raise AcmeStateError(self._cluster, "has a generation more than a day ahead")
-        self._etag, self._saved = stored.etag, None if resealed else state.encode()
+        if state is None:
+            self._saved = None
+            return AcmeState()
+        self._saved = state.encode() if self._object.sealing == CURRENT else None
         return state
 
     def save(self, state: AcmeState) -> bool:
@@ -171,13 +171,15 @@ class AcmeStateStore:
             return False
         state.generation = max(state.generation + 1, int(self._clock() * 1000))
         plain = state.encode()
-        data = seal(KIND, self._cluster, IDENTITY, plain, (self._secret,))
-        try:
-            if self._etag is None:
-                self._etag = self._store.put_if_absent(self._key, data)
-            else:
-                self._etag = self._store.put_if_match(self._key, data, self._etag)
-        except PreconditionFailed as err:
-            raise AcmeStateConflict(self._cluster, "was changed by another writer") from err
+        self._object.save(plain)
         self._saved = plain
         return True
+
+    def _decode(self, plain: bytes) -> AcmeState:
+        try:
+            state = AcmeState.decode(plain)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise AcmeStateError(self._cluster, "is not valid JSON of this version") from err
+        if state.generation > int(self._clock() * 1000) + FUTURE_SLACK_MS:
+            raise AcmeStateError(self._cluster, "has a generation more than a day ahead")
+        return state
