@@ -47,16 +47,14 @@ def page_cap(page_size: int) -> int:
 
 
 class AnswerTooLarge(Exception):
-    """An answer over ``cap`` bytes (``size`` when the server announced it); ``listing``
-    when it was a LIST page. The store turns it into a ``StoreError`` naming the key or
-    prefix (``ListingTooLarge`` for a page). Not a botocore error: botocore does not retry
-    it."""
+    """An answer over ``cap`` bytes (``size`` when the server announced it). The store
+    turns it into a ``StoreError`` naming the key, or a ``ListingTooLarge`` naming the
+    prefix. Not a botocore error: botocore does not retry it."""
 
-    def __init__(self, cap: int, size: int | None, *, listing: bool) -> None:
+    def __init__(self, cap: int, size: int | None = None) -> None:
         super().__init__(f"an answer over {cap} bytes")
         self.cap = cap
         self.size = size
-        self.listing = listing
 
 
 # The ignores: botocore-stubs see botocore's own two bases of these classes disagree.
@@ -102,8 +100,7 @@ def _send_capped(
     """Send ``request`` through botocore's session; the answer read here up to its cap,
     unless it is a streaming body (2xx) the caller reads itself."""
     streaming = request.stream_output
-    listing = event_name.endswith(".ListObjectsV2")
-    cap = page_cap(page_size) if listing else ANSWER_CAP
+    cap = page_cap(page_size) if event_name.endswith(".ListObjectsV2") else ANSWER_CAP
     request.stream_output = True  # the session hands the body over unread
     response = session.send(request)
     if streaming and response.status_code < 300:
@@ -112,13 +109,13 @@ def _send_capped(
     try:
         announced = response.headers.get("content-length", "")
         if announced.isdigit() and int(announced) > cap:
-            raise AnswerTooLarge(cap, int(announced), listing=listing)
+            raise AnswerTooLarge(cap, int(announced))
         chunks: list[bytes] = []
         received = 0
         for chunk in raw.stream(_CHUNK, decode_content=False):
             received += len(chunk)
             if received > cap:
-                raise AnswerTooLarge(cap, None, listing=listing)
+                raise AnswerTooLarge(cap)
             chunks.append(chunk)
     except BaseException:
         raw.close()  # the rest is not drained: the connection is dropped
