@@ -15,7 +15,7 @@ import base64
 import json
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -67,19 +67,19 @@ class HostileCa:
         return answer_with(200, headers, [body])
 
 
-def client(directory: str, **kwargs: float) -> AcmeClient:
-    acme = AcmeClient(directory, generate_account_key(), **kwargs)  # type: ignore[arg-type]
+def client(directory: str, request_deadline: float = 60.0) -> AcmeClient:
+    acme = AcmeClient(directory, generate_account_key(), request_deadline=request_deadline)
     acme.use_account(directory.rsplit("/", 1)[0] + "/account/1")
     return acme
 
 
-def refused_quickly(call: object) -> tuple[AcmeAnswerRefused, int]:
+def refused_quickly(call: Callable[[], object]) -> tuple[AcmeAnswerRefused, int]:
     """The refusal ``call`` raises, and the peak of the Python heap meanwhile."""
     tracemalloc.start()
     try:
         started = time.monotonic()
         with pytest.raises(AcmeAnswerRefused) as caught:
-            call()  # type: ignore[operator]
+            call()
         took = time.monotonic() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
