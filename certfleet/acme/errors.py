@@ -125,7 +125,7 @@ class AcmeAnswerRefused(AcmeError):
         self.url = url
         self.detail = detail
         super().__init__(
-            operation, f"{detail}; answer of {_text(url, 200)} refused", transient=True
+            operation, f"{detail}; answer of '{_text(url, 200)}' refused", transient=True
         )
 
     def during(self, operation: str) -> AcmeAnswerRefused:
