@@ -10,7 +10,7 @@ certbot's ``acme`` reads each answer whole, and ``requests`` bounds each socket 
 - ends a request that outlives its total deadline (``REQUEST_DEADLINE`` seconds, plus one
   second per MiB received, ``certfleet.deadline``) by shutting its socket down, so a CA
   that trickles bytes holds a sync no longer than that;
-- follows no redirect (RFC 8555 has none, and ``requests`` would read a redirect's body
+- follows no redirect (ACME uses none, and ``requests`` would read a redirect's body
   whole).
 
 Either way it raises ``AcmeAnswerRefused``, naming the URL (escaped) and the cap or the
@@ -49,8 +49,7 @@ class CappedSession(requests.Session):
         """The answer, its body read (at most ``max_bytes``); ``AcmeAnswerRefused`` when
         it is larger or incomplete at the deadline."""
         kwargs["stream"] = True
-        # RFC 8555 asks no client to follow redirects, and requests would read a redirect's
-        # body whole.
+        # ACME uses no redirects, and requests would read a redirect's body whole.
         kwargs["allow_redirects"] = False
         deadline = Deadline(self.deadline)
         inflight = InFlight()
