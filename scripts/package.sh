@@ -15,8 +15,8 @@
 #    exit 3 and say so;
 # 1. copies lambda/ (following the vendor/certfleet symlink, without __pycache__) to
 #    build/chalice/, so the zip holds sources only and Chalice's dependency cache is keyed on
-#    them alone. The test tooling (certfleet/sandbox/, certfleet/devstack.py,
-#    certfleet/tamper.py) is left out: the Lambda never imports it;
+#    them alone. The test tooling, the package certfleet/sandbox/ (the APIv3 test double,
+#    devstack.py, tamper.py), is left out: the Lambda never imports it;
 # 2. `chalice package --merge-template infra/sam/stack.yaml` writes deployment.zip and
 #    sam.yaml to $CERTFLEET_BUILD_DIR (default build/package); Chalice fetches Lambda
 #    (manylinux, cp312) wheels of lambda/requirements.txt from PyPI, nothing else leaves the
@@ -47,8 +47,8 @@ done
 venv=.venv-package
 out="${CERTFLEET_BUILD_DIR:-build/package}"
 stage=build/chalice
-# Left out of the zip: test doubles and dev tooling, relative to the certfleet package.
-test_tooling=(sandbox devstack.py tamper.py)
+# Left out of the zip: the test tooling, one package (test doubles and dev tooling).
+test_tooling=certfleet/sandbox
 # Packaging needs a region, never credentials.
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 
@@ -98,9 +98,7 @@ find "$stage" -mindepth 1 -maxdepth 1 ! -name .chalice -exec rm -rf {} +
 rm -f "$stage/.chalice/config.json"
 cp -rL lambda/. "$stage/"
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
-for path in "${test_tooling[@]}"; do
-    rm -rf "${stage:?}/vendor/certfleet/$path"
-done
+rm -rf "${stage:?}/vendor/$test_tooling"
 
 rm -rf "$out"
 mkdir -p "$(dirname "$out")"

@@ -1,4 +1,4 @@
-"""The local servers' ports (``certfleet.devstack``): below 45000 with their gRPC twins, out
+"""The local servers' ports (``certfleet.sandbox.devstack``): below 45000 with their gRPC twins, out
 of the ephemeral range, and picked again when a restart finds them taken.
 
 The pure rules run on a fake "is this port free"; the re-pick runs real servers: a SeaweedFS
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from certfleet import devstack
+from certfleet.sandbox import devstack
 from tests.plugins.binaries import require_binary
 
 

@@ -1,4 +1,4 @@
-"""The store as the adversary: ``certfleet.tamper`` against a real sync's publication.
+"""The store as the adversary: ``certfleet.sandbox.tamper`` against a real sync's publication.
 
 A real sync (the sandbox over HTTP) publishes two clusters into one store; an agent of
 cluster A installs generation 1; the sync then publishes generation 2 (one order rekeyed,
@@ -34,9 +34,9 @@ from certfleet.bundle import (
     seal_ack,
 )
 from certfleet.config import parse_agent_config
+from certfleet.sandbox.tamper import KINDS, Tamperer, Tampering, cluster_prefix
 from certfleet.store import open_store
 from certfleet.sync import mark_rekey
-from certfleet.tamper import KINDS, Tamperer, Tampering, cluster_prefix
 from node_agent.agent import Agent
 from tests.plugins.faults import (
     Ledger,

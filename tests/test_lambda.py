@@ -1,7 +1,7 @@
 """The Lambda: lambda/app.py's scheduled handler driven through chalice.test.Client.
 
 The sync runs for real against SeaweedFS and the APIv3 sandbox; its config comes from a
-stand-in for Secrets Manager (``certfleet.devstack.SecretsManager``: a loopback HTTP
+stand-in for Secrets Manager (``certfleet.sandbox.devstack.SecretsManager``: a loopback HTTP
 server speaking GetSecretValue's JSON protocol, reached by boto3 through
 AWS_ENDPOINT_URL_SECRETS_MANAGER).
 """
@@ -28,7 +28,7 @@ from chalice.test import Client
 
 from certfleet.bundle import ClusterSecret, SigningKey, decode_head
 from certfleet.config import parse_agent_config
-from certfleet.devstack import SecretsManager
+from certfleet.sandbox.devstack import SecretsManager
 from node_agent.agent import Agent
 from tests.plugins.faults import agent_config_text, cluster_stanza
 from tests.plugins.sandbox import unique_cluster

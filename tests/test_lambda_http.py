@@ -19,8 +19,8 @@ from chalice.app import CloudWatchEvent
 from chalice.test import Client
 
 from certfleet.bundle import SigningKey
-from certfleet.devstack import SecretsManager
 from certfleet.registry import OrderRegistry
+from certfleet.sandbox.devstack import SecretsManager
 from certfleet.serve.apikey import generate_key
 from certfleet.serve.settings import api_key_block
 from certfleet.store import open_store

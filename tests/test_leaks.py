@@ -30,9 +30,9 @@ import pytest
 
 from certfleet.bundle import ClusterSecret, FormatError, open_ack, open_pending
 from certfleet.config import parse_agent_config
+from certfleet.sandbox.tamper import Tamperer
 from certfleet.sync.layout import pending_key
 from certfleet.sync.state import read_bytes
-from certfleet.tamper import Tamperer
 from node_agent.agent import Agent
 from tests.plugins.faults import Ledger, agent_config_text, cluster_stanza
 from tests.plugins.sandbox import Sandbox

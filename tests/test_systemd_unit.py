@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from certfleet import devstack
+from certfleet.sandbox import devstack
 from tests.plugins.binaries import missing, require_binary
 
 REPO = Path(__file__).resolve().parent.parent

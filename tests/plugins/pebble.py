@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certfleet.devstack import pick_ports
+from certfleet.sandbox.devstack import pick_ports
 from tests.plugins.binaries import require_binary
 
 
