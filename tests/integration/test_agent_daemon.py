@@ -449,7 +449,7 @@ def test_orders_of_a_cluster_removed_from_the_config_are_reported(
 
 # -- what infra/ ships -------------------------------------------------------------------------
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_example_config_checks_out() -> None:

@@ -12,7 +12,7 @@ replay of an older head), the adversary spoils generation 2, and an agent polls:
 - no file is lost: everything served before the poll is still served;
 - the refusal names the object; and once the store is repaired, the agent converges.
 
-The agent's own tamper tests (tests/test_agent.py) use hand-made publications; these use
+The agent's own tamper tests (tests/integration/test_agent.py) use hand-made publications; these use
 what the sync really writes, and the tool's seeded random positions.
 """
 

@@ -26,7 +26,7 @@ from certfleet.serve.settings import api_key_block
 from certfleet.store import open_store
 from tests.plugins.seaweedfs import SeaweedFS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LAMBDA_DIR = REPO / "lambda"
 SECRET_NAME = "certfleet-http-config"
 THUMBPRINT = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"

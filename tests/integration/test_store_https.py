@@ -1,6 +1,6 @@
 """The https:// store on ``http.client`` + ``ssl``: TLS verification, the size cap, retries,
-Retry-After, kept-alive connections the server closed, Basic auth (tests/test_store.py runs
-the shared contract over it too)."""
+Retry-After, kept-alive connections the server closed, Basic auth
+(tests/integration/test_store.py runs the shared contract over it too)."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ def test_every_step_is_recorded_in_order(sandbox: Sandbox, tmp_path: Path) -> No
 @pytest.mark.fault
 def test_a_crash_after_any_step_then_a_rerun_converges(sandbox: Sandbox, tmp_path: Path) -> None:
     # A local directory store (real conditional writes) keeps ~16 crash/rerun rounds fast;
-    # the same flows run against SeaweedFS in tests/test_sync.py.
+    # the same flows run against SeaweedFS in tests/integration/test_sync.py.
     reference, *_ = scenario(sandbox, (tmp_path / "reference").as_uri(), "ref")
     steps, checkpoint = crash_at(None)
     reference.sync(checkpoint=checkpoint)

@@ -201,7 +201,7 @@ WRITER = textwrap.dedent(
 
 def test_sigkill_during_saves_leaves_a_consistent_state(tmp_path: Path) -> None:
     rng = random.Random(1009)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     last = 0
     for _ in range(8):
         with subprocess.Popen(

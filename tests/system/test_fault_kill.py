@@ -17,7 +17,7 @@ expired, and checks what the store and the provider hold:
 and after the last round one clean run converges: every order of the cluster is published
 with its current names, each with a key the provider issued for, and a second run has
 nothing to do. The store is a local directory (real atomic conditional writes) to keep the
-rounds fast; the same flows run against SeaweedFS in tests/test_fault_store.py.
+rounds fast; the same flows run against SeaweedFS in tests/integration/test_fault_store.py.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from node_agent.agent import Agent
 from tests.plugins.faults import agent_config_text, cluster_stanza
 from tests.plugins.sandbox import unique_cluster
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LAMBDA_DIR = REPO / "lambda"
 SECRET_NAME = "certfleet-sync-config"  # lambda/.chalice/config.json's CERTFLEET_CONFIG_SECRET
 _module_numbers = itertools.count()

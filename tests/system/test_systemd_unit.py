@@ -28,7 +28,7 @@ import pytest
 from certfleet.sandbox import devstack
 from tests.plugins.binaries import missing, require_binary
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "infra" / "systemd" / "certfleet-agent.service"
 
 

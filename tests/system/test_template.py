@@ -19,7 +19,7 @@ import yaml
 
 from tests.plugins.binaries import missing
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "template.yaml"
 NODE_POLICY_TEMPLATE = REPO / "infra" / "sam" / "node-policy.yaml"
 BUCKET_ARN = "arn:${AWS::Partition}:s3:::${StoreBucket}"

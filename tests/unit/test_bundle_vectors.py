@@ -3,7 +3,7 @@
 Two checks: the implementation reproduces every expected byte, and an independent
 step-by-step reading that follows the spec (not the implementation) opens the vectors.
 Regenerate the expected outputs after a deliberate format change with:
-    .venv/bin/python -m tests.test_bundle_vectors --write
+    .venv/bin/python -m tests.unit.test_bundle_vectors --write
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from certfleet.bundle.envelope import associated_data, wrapping_key
 from certfleet.bundle.pending import encode_pending
 from certfleet.sync.lease import encode_lease, mac_key
 
-VECTORS_PATH = Path(__file__).resolve().parent.parent / "docs" / "format-vectors.json"
+VECTORS_PATH = Path(__file__).resolve().parents[2] / "docs" / "format-vectors.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text())
 
 

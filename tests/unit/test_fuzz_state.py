@@ -1,5 +1,5 @@
-"""Fuzzing the decoders that tests/test_bundle_fuzz.py and tests/test_config_*.py do not
-reach: the sync's state (authentic, sealed with the sync secret, but hostile JSON
+"""Fuzzing the decoders that tests/unit/test_bundle_fuzz.py and tests/unit/test_config_*.py do
+not reach: the sync's state (authentic, sealed with the sync secret, but hostile JSON
 inside), the sync's lease object, the agent's state file, the provider's JSON answers, and
 both config loaders fed mutations of valid files (rather than random text). Bounded by
 ``MAX_EXAMPLES``; only the documented error types may escape: ``StateError`` (sync and

@@ -1,7 +1,9 @@
 """No import cycle in certfleet or node_agent, imports under TYPE_CHECKING included (the
 import-linter contract "no import cycle" says the same for ``make lint``; this test names
-the modules of a cycle). And no test module imports another test module: what several
-share lives in tests/plugins/."""
+the modules of a cycle). And the tests' own layout: every test module lives in a tier
+(tests/unit/, tests/integration/, tests/system/), under a name no other tier uses, and no
+test module imports another test module, in its tier or another: what several share lives
+in tests/plugins/."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from pathlib import Path
 
 import grimp
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
+TIERS = ("unit", "integration", "system")
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -69,8 +72,9 @@ def test_no_module_of_certfleet_or_node_agent_imports_itself_back() -> None:
 
 
 def imported_test_modules(source: str, package: str) -> set[str]:
-    """The ``tests.test_*`` modules ``source`` (a module of ``package``) imports, anywhere in
-    it (in a function or under ``TYPE_CHECKING`` too), absolute or relative."""
+    """The test modules (``tests.test_*``, ``tests.<tier>.test_*``) ``source``, a module of
+    ``package``, imports, anywhere in it (in a function or under ``TYPE_CHECKING`` too),
+    absolute or relative."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         names: list[str] = []
@@ -84,8 +88,11 @@ def imported_test_modules(source: str, package: str) -> set[str]:
             names = [base] + [f"{base}.{alias.name}" for alias in node.names]
         for name in names:
             parts = name.split(".")
-            if len(parts) >= 2 and parts[0] == "tests" and parts[1].startswith("test_"):
-                found.add(".".join(parts[:2]))
+            if parts[0] != "tests":
+                continue
+            depth = 2 if len(parts) > 1 and parts[1] in TIERS else 1
+            if len(parts) > depth and parts[depth].startswith("test_"):
+                found.add(".".join(parts[: depth + 1]))
     return found
 
 
@@ -104,6 +111,36 @@ def test_the_finder_sees_every_way_to_import_a_test_module() -> None:
     assert imported_test_modules(source, "tests.plugins") == {
         f"tests.test_{letter}" for letter in "abcfg"
     }
+    across_tiers = (
+        "import tests.system.test_h\n"
+        "from tests.integration.test_i import thing\n"
+        "from tests.integration import test_j, helper\n"
+        "from .test_k import thing\n"
+        "from . import test_l\n"
+        "from ..system.test_m import thing\n"
+        "from ..integration import test_n\n"
+        "from ..plugins.sandbox import Sandbox\n"
+    )
+    assert imported_test_modules(across_tiers, "tests.unit") == {
+        "tests.system.test_h",
+        "tests.integration.test_i",
+        "tests.integration.test_j",
+        "tests.unit.test_k",
+        "tests.unit.test_l",
+        "tests.system.test_m",
+        "tests.integration.test_n",
+    }
+
+
+def test_every_test_module_lives_in_a_tier_under_a_name_of_its_own() -> None:
+    modules = sorted(TESTS.rglob("test_*.py"))
+    placed = {tier: [path for path in modules if path.parent == TESTS / tier] for tier in TIERS}
+    outside = {path.relative_to(TESTS).as_posix() for path in modules}
+    outside -= {path.relative_to(TESTS).as_posix() for tier in TIERS for path in placed[tier]}
+    assert sorted(outside) == [], "move these into tests/unit, tests/integration or tests/system"
+    assert all(placed[tier] and (TESTS / tier / "__init__.py").is_file() for tier in TIERS)
+    names = [path.name for path in modules]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
 
 
 def test_no_test_module_imports_another_test_module() -> None:
