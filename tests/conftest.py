@@ -30,6 +30,8 @@ pytest_plugins = [
     "tests.plugins.faultproxy",
     "tests.plugins.sync_world",
     "tests.plugins.fake_time",
+    "tests.plugins.agent_process",
+    "tests.plugins.lambda_app",
 ]
 
 

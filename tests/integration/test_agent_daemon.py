@@ -7,14 +7,11 @@ The daemon runs as a real process (``python -m node_agent``), as a supervisor wo
 
 from __future__ import annotations
 
-import json
 import os
-import select
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,32 +23,15 @@ from certfleet.config import parse_agent_config
 from certfleet.store import FileStore, StoreAccessDenied
 from node_agent.ack import ack_key
 from node_agent.agent import Agent
+from tests.plugins.agent_process import AGENT, Daemon, agent_status, wait_for
 
 if TYPE_CHECKING:
     from tests.plugins.publisher import Publisher
     from tests.plugins.seaweedfs import SeaweedFS
 
-AGENT = [sys.executable, "-m", "node_agent"]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
-        time.sleep(0.05)
-
-
-def status(config: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [*AGENT, "--config", str(config), "--status", "--json"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
 
 def order_status(config: Path, name: str) -> dict[str, Any]:
-    return next(o for o in status(config)["orders"] if o["order"] == name)
+    return next(o for o in agent_status(config)["orders"] if o["order"] == name)
 
 
 def metrics(path: Path) -> dict[str, float]:
@@ -62,61 +42,6 @@ def metrics(path: Path) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             samples[name] = float(value)
     return samples
-
-
-class Daemon:
-    """A ``certfleet-agent`` daemon process, with its readiness pipe and its stderr in a file."""
-
-    def __init__(self, config: Path, *extra: str) -> None:
-        self.log = config.parent / f"agent-{time.monotonic_ns()}.log"
-        read_end, write_end = os.pipe()
-        with self.log.open("wb") as err:
-            self.process = subprocess.Popen(
-                [*AGENT, "--config", str(config), "--readyfd", str(write_end), *extra],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                pass_fds=(write_end,),
-            )
-        os.close(write_end)
-        self.ready_fd = read_end
-
-    def wait_ready(self, timeout: float = 30.0) -> bytes:
-        """What arrived on the readiness pipe until it was closed."""
-        received = b""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, "no readiness signal:\n" + self.stderr()
-            ready, _, _ = select.select([self.ready_fd], [], [], left)
-            if ready:
-                chunk = os.read(self.ready_fd, 16)
-                if not chunk:
-                    os.close(self.ready_fd)
-                    return received
-                received += chunk
-
-    def stderr(self) -> str:
-        return self.log.read_text()
-
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-
-    def stop(self, timeout: float = 10.0) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
 
 
 @pytest.fixture
@@ -285,7 +210,7 @@ def test_the_store_goes_away_and_comes_back(
     try:
         seaweedfs.stop()
         wait_for(
-            lambda: "unavailable" in (status(config)["clusters"][0]["last_error"] or ""),
+            lambda: "unavailable" in (agent_status(config)["clusters"][0]["last_error"] or ""),
             what="a failed poll",
         )
         during = metrics(prom)[last_ok]
@@ -302,7 +227,7 @@ def test_the_store_goes_away_and_comes_back(
         what="the renewal after the outage",
     )
     assert metrics(prom)[last_ok] > during
-    assert status(config)["clusters"][0]["last_error"] is None
+    assert agent_status(config)["clusters"][0]["last_error"] is None
     assert daemon.process.poll() is None
     assert daemon.stop() == 0
 
@@ -436,7 +361,7 @@ def test_orders_of_a_cluster_removed_from_the_config_are_reported(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "cluster web: the cluster is no longer in the config" in done.stderr
-    report = status(config)
+    report = agent_status(config)
     orphan = next(o for o in report["orders"] if o["order"] == "a.example")
     assert orphan["cluster"] == "web" and orphan["cluster_configured"] is False
     assert (tmp_path / "state" / "orders" / "a.example").exists()  # files kept

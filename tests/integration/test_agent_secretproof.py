@@ -5,20 +5,18 @@ with a mistyped secret.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from certfleet.bundle import ClusterSecret
 from certfleet.config import parse_agent_config
 from node_agent.secretproof import SecretProof, prove_secrets
+from tests.plugins.agent_process import AGENT, Daemon, agent_status, wait_for
 
 if TYPE_CHECKING:
     from tests.plugins.publisher import Publisher
@@ -91,8 +89,6 @@ def test_a_cluster_with_nothing_published_is_not_proven_either_way(
 
 # -- the daemon, as a real process --------------------------------------------------------------
 
-AGENT = [sys.executable, "-m", "node_agent"]
-
 
 def write_config(tmp: Path, pub: Publisher, stanza_text: str) -> Path:
     path = tmp / "agent.conf"
@@ -103,56 +99,6 @@ def write_config(tmp: Path, pub: Publisher, stanza_text: str) -> Path:
     return path
 
 
-def status(config: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [*AGENT, "--config", str(config), "--status", "--json"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return dict(json.loads(done.stdout))
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-class Daemon:
-    """``certfleet-agent --config FILE`` in the background, its stderr in a file."""
-
-    def __init__(self, config: Path) -> None:
-        self.log = config.parent / "agent.log"
-        with self.log.open("wb") as err:
-            self.process = subprocess.Popen(
-                [*AGENT, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=err
-            )
-
-    def stderr(self) -> str:
-        return self.log.read_text()
-
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=20)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
-
-
 def test_the_daemon_does_not_start_with_a_mistyped_secret(tmp_path: Path, pub: Publisher) -> None:
     config = write_config(tmp_path, pub, stanza(pub, ClusterSecret.generate("k1")))
     done = subprocess.run(
@@ -160,7 +106,9 @@ def test_the_daemon_does_not_start_with_a_mistyped_secret(tmp_path: Path, pub: P
     )
     assert done.returncode == 2, done.stderr  # a config error: the unit does not restart it
     assert "config error: cluster 'web': secret 'k1' does not open" in done.stderr
-    assert status(config)["config_error"].startswith("not started: cluster 'web': secret 'k1'")
+    assert agent_status(config)["config_error"].startswith(
+        "not started: cluster 'web': secret 'k1'"
+    )
     assert not (tmp_path / "state" / "orders" / "a.example").exists()
 
 
@@ -174,13 +122,13 @@ def test_a_reload_with_a_mistyped_secret_is_refused_and_the_running_config_kept(
     installed = tmp_path / "state" / "orders" / "a.example"
     wait_for(installed.exists, what="the first poll")
     wait_for(lambda: "poll done" in daemon.stderr(), what="the first poll's end")
-    assert status(config)["config_error"] is None
+    assert agent_status(config)["config_error"] is None
     config.write_text(good.replace(pub.cluster_stanza(), stanza(pub, ClusterSecret.generate("k1"))))
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: "config reload refused" in daemon.stderr(), what="the refused reload")
     assert "keeping the running config: cluster 'web': secret 'k1'" in daemon.stderr()
-    wait_for(lambda: status(config)["config_error"] is not None, what="the status")
-    assert status(config)["config_error"].startswith("reload refused, running config kept: ")
+    wait_for(lambda: agent_status(config)["config_error"] is not None, what="the status")
+    assert agent_status(config)["config_error"].startswith("reload refused, running config kept: ")
     # The running config (the right secret) still installs what is published next.
     pub.issue("b.example")
     pub.publish()
@@ -189,7 +137,7 @@ def test_a_reload_with_a_mistyped_secret_is_refused_and_the_running_config_kept(
     config.write_text(good)
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: "config reloaded from" in daemon.stderr(), what="the good reload")
-    wait_for(lambda: status(config)["config_error"] is None, what="the error cleared")
+    wait_for(lambda: agent_status(config)["config_error"] is None, what="the error cleared")
     assert daemon.stop() == 0
 
 

@@ -4,29 +4,16 @@ where its cluster is, and the commands read both."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import sys
 from pathlib import Path
 
 from certfleet.bundle import SigningKey
-from certfleet.cli import main
 from certfleet.config.sync import load_sync_config
 from certfleet.registry import OrderRegistry
 from certfleet.store import open_store
+from tests.plugins.cli import run_cli as cli
 from tests.plugins.sandbox import Sandbox, unique_cluster
-
-
-def cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    try:
-        code = main(list(argv))
-    finally:
-        sys.stdout, sys.stderr = saved
-    return code, out.getvalue(), err.getvalue()
 
 
 def acme_config(tmp_path: Path) -> Path:

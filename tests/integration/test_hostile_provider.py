@@ -27,12 +27,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certfleet.bundle import Bundle
 from certfleet.config import parse_agent_config
-from certfleet.sync import IssuedCert, ProviderOrder, run_sync
+from certfleet.sync import IssuedCert, run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
 from node_agent.agent import Agent
 from node_agent.certificate import check_bundle
 from node_agent.errors import RefusedError
 from tests.plugins.faults import Ledger, agent_config_text, cluster_stanza, installed_orders
+from tests.plugins.providers import PassThroughProvider
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.sync_world import make_world, post_order
 
@@ -98,27 +99,18 @@ def test_hostile_names_are_refused_one_by_one(
     assert (huge in seen.entries) != (huge in summary.errors), summary.errors.get(huge)
 
 
-class HostileProvider:
+class HostileProvider(PassThroughProvider):
     """The real provider, except that chosen orders get a corrupted certificate answer."""
 
     def __init__(
         self, inner: ApiV3Provider, corruptions: dict[str, str], root_pem: bytes = b""
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.corruptions = corruptions
         self.root_pem = root_pem
         self.keys: dict[str, x509.Certificate] = {}  # order -> the real leaf (for its key)
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
         self.other_key = ec.generate_private_key(ec.SECP256R1())
-
-    def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
-        return self.inner.list_orders(cluster)
-
-    def get_order(self, name: str) -> ProviderOrder:
-        return self.inner.get_order(name)
-
-    def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
-        return self.inner.submit_csr(order_name, csr_pem)
 
     def fetch_certificate(
         self, order_name: str, pubkey_hash: str, *, wait: float

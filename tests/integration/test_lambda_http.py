@@ -5,12 +5,7 @@ over the registry on SeaweedFS, with its config read from a Secrets Manager stan
 from __future__ import annotations
 
 import base64
-import importlib.util
-import itertools
 import json
-import logging
-from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -24,30 +19,11 @@ from certfleet.sandbox.devstack import SecretsManager
 from certfleet.serve.apikey import generate_key
 from certfleet.serve.settings import api_key_block
 from certfleet.store import open_store
+from tests.plugins.lambda_app import LAMBDA_DIR
 from tests.plugins.seaweedfs import SeaweedFS
 
-REPO = Path(__file__).resolve().parents[2]
-LAMBDA_DIR = REPO / "lambda"
 SECRET_NAME = "certfleet-http-config"
 THUMBPRINT = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
-_numbers = itertools.count()
-
-
-@pytest.fixture
-def app_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    root = logging.getLogger()
-    saved = (root.level, [(h, h.formatter) for h in root.handlers])
-    monkeypatch.syspath_prepend(str(LAMBDA_DIR))
-    spec = importlib.util.spec_from_file_location(
-        f"certfleet_lambda_http_{next(_numbers)}", LAMBDA_DIR / "app.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    root.setLevel(saved[0])
-    for handler, formatter in saved[1]:
-        handler.setFormatter(formatter)
 
 
 def event(
@@ -72,7 +48,7 @@ def test_the_function_url_serves_the_order_api_and_the_challenge(
     seaweedfs: SeaweedFS,
     s3_url: str,
     monkeypatch: pytest.MonkeyPatch,
-    app_module: ModuleType,
+    lambda_app: ModuleType,
 ) -> None:
     secret = SigningKey.generate().sync_secret("registry")
     made = generate_key("ops", ("webservers",))
@@ -94,8 +70,8 @@ def test_the_function_url_serves_the_order_api_and_the_challenge(
                 lambda_calls.append(kwargs)
                 return {"StatusCode": 202}
 
-        monkeypatch.setattr(app_module.http_function, "_lambda_factory", FakeLambda)
-        with Client(app_module.app, project_dir=str(LAMBDA_DIR), stage_name="prod") as client:
+        monkeypatch.setattr(lambda_app.http_function, "_lambda_factory", FakeLambda)
+        with Client(lambda_app.app, project_dir=str(LAMBDA_DIR), stage_name="prod") as client:
 
             def call(**kwargs: Any) -> dict[str, Any]:
                 payload: dict[str, Any] = client.lambda_.invoke("http", event(**kwargs)).payload
@@ -136,8 +112,8 @@ def test_the_function_url_serves_the_order_api_and_the_challenge(
     assert order.dns_names == ("example.com",)
 
 
-def test_the_sync_trigger_is_debounced_and_never_fails_the_call(app_module: ModuleType) -> None:
-    from chalicelib.synctrigger import SyncTrigger  # lambda/ is on sys.path (app_module)
+def test_the_sync_trigger_is_debounced_and_never_fails_the_call(lambda_app: ModuleType) -> None:
+    from chalicelib.synctrigger import SyncTrigger  # lambda/ is on sys.path (lambda_app)
 
     now = [0.0]
     calls: list[str] = []
@@ -158,9 +134,9 @@ def test_the_sync_trigger_is_debounced_and_never_fails_the_call(app_module: Modu
 
 
 def test_without_its_config_the_function_answers_500_and_says_why_in_the_log(
-    app_module: ModuleType, caplog: pytest.LogCaptureFixture
+    lambda_app: ModuleType, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from chalicelib.httpapi import HttpFunction  # lambda/ is on sys.path (app_module)
+    from chalicelib.httpapi import HttpFunction  # lambda/ is on sys.path (lambda_app)
 
     function = HttpFunction(environ={})
     result = function.handle(event(method="GET", path="/api/v3/orders", key="k_x"))

@@ -6,7 +6,6 @@ import datetime
 import hashlib
 import json
 import re
-import shlex
 import signal
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certfleet.sandbox.state import bulk_create, numbered_specs
 from tests.plugins.binaries import require_binary
+from tests.plugins.help_page import curl_help_page
 from tests.plugins.sandbox import Sandbox, unique_cluster
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -723,22 +723,11 @@ def test_sigint_stops_cleanly_and_removes_the_temporary_data() -> None:
 
 # -- the help page's REST example -------------------------------------------------------------
 
-HELP_PAGE_CURL = (
-    "curl -X POST -u KEY: -H 'Content-Type: application/json' -d "
-    """'{"cluster": "webservers", "dns_names": ["example.com", "www.example.com"]}' """
-    "https://HOST/api/v3/orders"
-)
-
 
 def test_the_help_page_curl_orders_with_dns_names(make_sandbox: Make) -> None:
     sb = make_sandbox()
-    command = HELP_PAGE_CURL.replace("KEY", sb.api_key).replace("https://HOST/api/v3", sb.url)
-    words = [*shlex.split(command), "-s", "-w", "\n%{http_code}"]
-    done = subprocess.run(
-        [require_binary("curl"), *words[1:]], capture_output=True, text=True, timeout=30
-    )
-    body, _, status = done.stdout.rpartition("\n")
-    assert status == "201", done.stdout
+    status, body = curl_help_page(sb.api_key, sb.url)
+    assert status == "201", body
     order = json.loads(body)
     assert order["dns_names"] == ["example.com", "www.example.com"]
     assert [(i["value"], i["approval"]) for i in order["identifiers"]] == [

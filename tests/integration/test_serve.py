@@ -6,9 +6,7 @@ write the same registry that the order API reads."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import shlex
 import signal
 import subprocess
 import sys
@@ -22,18 +20,13 @@ import pytest
 import requests
 
 from certfleet.bundle import SigningKey
-from certfleet.cli import main
 from certfleet.config.serve import parse_serve_config
 from certfleet.serve import HttpApi, Request, build_api
 from certfleet.serve.ratelimit import RateLimiter
-from tests.plugins.binaries import require_binary
+from tests.plugins.cli import run_cli as cli
+from tests.plugins.help_page import curl_help_page
 from tests.plugins.nginx import Nginx
 
-HELP_PAGE_CURL = (
-    "curl -X POST -u KEY: -H 'Content-Type: application/json' -d "
-    """'{"cluster": "webservers", "dns_names": ["example.com", "www.example.com"]}' """
-    "https://HOST/api/v3/orders"
-)
 # RFC 7638 section 3.1's example thumbprint (any 43 base64url characters would do here).
 RFC7638_THUMBPRINT = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 
@@ -45,18 +38,6 @@ class Setup:
     key: str  # every cluster
     limited: str  # cluster "other" only
     thumbprint: str
-
-
-def cli(*argv: str) -> tuple[int, str, str]:
-    """``certfleet ARGV`` in process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    try:
-        code = main(list(argv))
-    finally:
-        sys.stdout, sys.stderr = saved
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
@@ -141,22 +122,15 @@ def orders(served: Served) -> str:
 
 
 def test_the_help_page_curl_verbatim(setup: Setup, served: Served) -> None:
-    command = HELP_PAGE_CURL.replace("KEY", setup.key).replace("https://HOST", served.url)
-    words = [*shlex.split(command), "-s", "-w", "\n%{http_code}"]
-    done = subprocess.run(
-        [require_binary("curl"), *words[1:]], capture_output=True, text=True, timeout=30
-    )
-    body, _, status = done.stdout.rpartition("\n")
-    assert status == "201", done.stdout
+    status, body = curl_help_page(setup.key, served.url + "/api/v3")
+    assert status == "201", body
     order = json.loads(body)
     assert order["name"] == "example.com" and order["cluster"] == "webservers"
     assert order["dns_names"] == ["example.com", "www.example.com"]
     assert [i["approval"] for i in order["identifiers"]] == ["http", "http"]
-    again = subprocess.run(
-        [require_binary("curl"), *words[1:]], capture_output=True, text=True, timeout=30
-    )
-    assert again.stdout.endswith("\n409")
-    assert json.loads(again.stdout.rpartition("\n")[0])["code"] == "order_exists"
+    status, body = curl_help_page(setup.key, served.url + "/api/v3")
+    assert status == "409"
+    assert json.loads(body)["code"] == "order_exists"
     fetched = requests.get(orders(served) + "/example.com", headers=auth(setup.key), timeout=10)
     assert fetched.json() == order
     assert not any(setup.key in line for line in served.stderr)

@@ -18,11 +18,11 @@ from certfleet.bundle import (
     head_publisher,
     open_bundle,
 )
-from certfleet.sync import IssuedCert, ProviderOrder, RunSummary, mark_rekey, run_sync
-from certfleet.sync.apiv3_provider import ApiV3Provider
+from certfleet.sync import ProviderOrder, RunSummary, mark_rekey, run_sync
 from certfleet.sync.keypair import load_private_key, pubkey_hash, spki_hash
 from certfleet.sync.layout import bundle_key
 from tests.plugins.faults import installed_orders
+from tests.plugins.providers import PassThroughProvider
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
 from tests.plugins.sync_world import World, fresh_agent_poll, make_world
@@ -181,25 +181,11 @@ def test_provider_outage_removes_nothing(
     assert set(world.published().entries) == {name}
 
 
-class EmptyListing:
+class EmptyListing(PassThroughProvider):
     """A provider whose listing comes back empty (a bad page): everything else is real."""
-
-    def __init__(self, inner: ApiV3Provider) -> None:
-        self.inner = inner
 
     def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
         return ()
-
-    def get_order(self, name: str) -> ProviderOrder:
-        return self.inner.get_order(name)
-
-    def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
-        return self.inner.submit_csr(order_name, csr_pem)
-
-    def fetch_certificate(
-        self, order_name: str, pubkey_hash: str, *, wait: float
-    ) -> IssuedCert | None:
-        return self.inner.fetch_certificate(order_name, pubkey_hash, wait=wait)
 
 
 def test_an_empty_listing_removes_only_what_the_provider_confirms_gone(world: World) -> None:

@@ -16,11 +16,12 @@ from typing import Optional
 from certfleet.sync import IssuedCert, ProviderOrder, RunSummary, run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
 from tests.plugins.faults import Ledger
+from tests.plugins.providers import PassThroughProvider
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.sync_world import World, make_world
 
 
-class OddProvider:
+class OddProvider(PassThroughProvider):
     """The real provider, except that chosen clusters and orders raise odd exceptions."""
 
     def __init__(
@@ -30,7 +31,7 @@ class OddProvider:
         listing: dict[str, BaseException],
         fetching: dict[str, BaseException],
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.listing = listing
         self.fetching = fetching
 
@@ -38,12 +39,6 @@ class OddProvider:
         if cluster in self.listing:
             raise self.listing[cluster]
         return self.inner.list_orders(cluster)
-
-    def get_order(self, name: str) -> ProviderOrder:
-        return self.inner.get_order(name)
-
-    def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
-        return self.inner.submit_csr(order_name, csr_pem)
 
     def fetch_certificate(
         self, order_name: str, pubkey_hash: str, *, wait: float

@@ -8,8 +8,6 @@ AWS_ENDPOINT_URL_SECRETS_MANAGER).
 
 from __future__ import annotations
 
-import importlib.util
-import itertools
 import json
 import logging
 import os
@@ -31,12 +29,10 @@ from certfleet.config import parse_agent_config
 from certfleet.sandbox.devstack import SecretsManager
 from node_agent.agent import Agent
 from tests.plugins.faults import agent_config_text, cluster_stanza
+from tests.plugins.lambda_app import LAMBDA_DIR
 from tests.plugins.sandbox import unique_cluster
 
-REPO = Path(__file__).resolve().parents[2]
-LAMBDA_DIR = REPO / "lambda"
 SECRET_NAME = "certfleet-sync-config"  # lambda/.chalice/config.json's CERTFLEET_CONFIG_SECRET
-_module_numbers = itertools.count()
 
 
 @pytest.fixture
@@ -48,23 +44,6 @@ def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretsManager]
             monkeypatch.setenv("AWS_ACCESS_KEY_ID", "stand-in")
             monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "stand-in-secret")
         yield stand_in
-
-
-@pytest.fixture
-def cold_start(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """lambda/app.py imported afresh, as a new Lambda execution environment would."""
-    root = logging.getLogger()
-    saved = (root.level, [(h, h.formatter) for h in root.handlers])
-    monkeypatch.syspath_prepend(str(LAMBDA_DIR))
-    name = f"certfleet_lambda_app_{next(_module_numbers)}"
-    spec = importlib.util.spec_from_file_location(name, LAMBDA_DIR / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    root.setLevel(saved[0])
-    for handler, formatter in saved[1]:
-        handler.setFormatter(formatter)
 
 
 def invoke(app_module: ModuleType) -> Any:
@@ -111,7 +90,7 @@ def test_scheduled_run_publishes_the_cluster_from_the_secret_config(
     s3_url: str,
     sandbox: Any,
     secrets_manager: SecretsManager,
-    cold_start: ModuleType,
+    lambda_app: ModuleType,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     cluster = unique_cluster()
@@ -123,7 +102,7 @@ def test_scheduled_run_publishes_the_cluster_from_the_secret_config(
     # The test client gives each invocation 3 s; a run that runs out resumes in the next one.
     published = 0
     for _ in range(5):
-        payload = invoke(cold_start)
+        payload = invoke(lambda_app)
         assert payload["errors"] == {}
         published += payload["certificates_published"]
         if payload["complete"]:
@@ -158,7 +137,7 @@ def test_a_run_that_checks_the_fleet_logs_fleet_problem_nodes(
     s3_url: str,
     sandbox: Any,
     secrets_manager: SecretsManager,
-    cold_start: ModuleType,
+    lambda_app: ModuleType,
     caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
 ) -> None:
@@ -172,7 +151,7 @@ def test_a_run_that_checks_the_fleet_logs_fleet_problem_nodes(
         "signing_key", 'fleet_check_interval = "1s"\nsigning_key', 1
     )
     for _ in range(5):  # each invocation has 3 s (see above)
-        payload = invoke(cold_start)
+        payload = invoke(lambda_app)
         if payload["complete"] and payload["certificates_published"] == 0:
             break
     stanza = cluster_stanza(cluster, [secret], [signing_key.public_key()])
@@ -183,7 +162,7 @@ def test_a_run_that_checks_the_fleet_logs_fleet_problem_nodes(
         Agent(parse_agent_config(config, str(tmp_path / f"{name}.conf"))).poll_once()
     time.sleep(1.1)  # the interval
     caplog.clear()
-    payload = invoke(cold_start)
+    payload = invoke(lambda_app)
     assert payload["errors"] == {}
     assert payload["fleet"] == {
         cluster: {
@@ -202,29 +181,29 @@ def test_a_run_that_checks_the_fleet_logs_fleet_problem_nodes(
 
 
 def test_an_empty_secret_fails_the_invocation_with_a_hint(
-    secrets_manager: SecretsManager, cold_start: ModuleType
+    secrets_manager: SecretsManager, lambda_app: ModuleType
 ) -> None:
     from chalicelib.runner import ConfigSecretError
 
     with pytest.raises(ConfigSecretError, match="put-secret-value") as caught:
-        invoke(cold_start)
+        invoke(lambda_app)
     assert caught.value.secret_id == SECRET_NAME
     assert "ResourceNotFoundException" in str(caught.value)
 
 
 def test_a_bad_config_fails_without_echoing_the_secret(
-    secrets_manager: SecretsManager, cold_start: ModuleType
+    secrets_manager: SecretsManager, lambda_app: ModuleType
 ) -> None:
     from certfleet.errors import CertfleetError
 
     secrets_manager.secrets[SECRET_NAME] = 'api_key = "very-secret-api-key"\nstore = "nowhere"\n'
     with pytest.raises(CertfleetError) as caught:
-        invoke(cold_start)
+        invoke(lambda_app)
     assert f"secretsmanager:{SECRET_NAME}" in str(caught.value)
     assert "very-secret-api-key" not in str(caught.value)
     # A config that failed to load is read again next time (the operator may have fixed it).
     with pytest.raises(CertfleetError):
-        invoke(cold_start)
+        invoke(lambda_app)
     assert len(secrets_manager.calls) == 2
 
 

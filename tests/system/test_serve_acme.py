@@ -6,7 +6,6 @@ that ``openssl verify`` accepts against pebble's root."""
 
 from __future__ import annotations
 
-import shlex
 import signal
 import subprocess
 import sys
@@ -19,13 +18,8 @@ pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Pyth
 
 from tests.plugins.binaries import require_binary
 from tests.plugins.faults import agent_config_text
+from tests.plugins.help_page import curl_help_page
 from tests.plugins.pebble import Http01Nginx, Pebble
-
-HELP_PAGE_CURL = (
-    "curl -X POST -u KEY: -H 'Content-Type: application/json' -d "
-    """'{"cluster": "webservers", "dns_names": ["example.com", "www.example.com"]}' """
-    "https://HOST/api/v3/orders"
-)
 
 
 def certfleet(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -79,17 +73,9 @@ def test_an_order_placed_with_the_help_page_curl_reaches_a_node(
             f"tok-EN_1.{thumbprint}",
         )
         # the help page's curl, verbatim; a wrong key is refused
-        command = HELP_PAGE_CURL.replace("KEY", key).replace("https://HOST", url)
-        curl = [require_binary("curl"), *shlex.split(command)[1:], "-s", "-w", "\n%{http_code}"]
-        done = subprocess.run(curl, capture_output=True, text=True, timeout=30, check=False)
-        assert done.stdout.endswith("\n201"), done.stdout
-        wrong = command.replace(key, key[:-4] + "AAAA")
-        refused = subprocess.run(
-            [require_binary("curl"), *shlex.split(wrong)[1:], "-s", "-o", "/dev/null",
-             "-w", "%{http_code}"],
-            capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
-        assert refused.stdout == "401"
+        status, body = curl_help_page(key, url + "/api/v3")
+        assert status == "201", body
+        assert curl_help_page(key[:-4] + "AAAA", url + "/api/v3")[0] == "401"
         # the CLI sees the same order
         shown = certfleet("show", "example.com", "--config", str(config)).stdout
         assert "www.example.com (http)" in shown

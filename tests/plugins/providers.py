@@ -1,0 +1,35 @@
+"""Provider doubles for the sync's tests.
+
+:class:`PassThroughProvider` hands every call of the sync's ``Provider`` interface to a real
+provider (``inner``, e.g. an ``ApiV3Provider`` on the sandbox); a test's double subclasses it
+and overrides only the calls it falsifies (an empty listing, an exception, a corrupted
+certificate), so the double names what it changes and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+from certfleet.sync.provider import IssuedCert, Provider, ProviderOrder
+
+
+class PassThroughProvider:
+    """Every call goes to ``inner`` unchanged."""
+
+    def __init__(self, inner: Provider) -> None:
+        self.inner = inner
+
+    def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
+        return self.inner.list_orders(cluster)
+
+    def get_order(self, name: str) -> ProviderOrder:
+        return self.inner.get_order(name)
+
+    def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
+        return self.inner.submit_csr(order_name, csr_pem)
+
+    def fetch_certificate(
+        self, order_name: str, pubkey_hash: str, *, wait: float
+    ) -> Optional[IssuedCert]:
+        return self.inner.fetch_certificate(order_name, pubkey_hash, wait=wait)
