@@ -39,7 +39,7 @@ def refresh_view(
     cluster = source.cluster
     subject = f"head of cluster {cluster}"
     try:
-        stored = source.fetch_head(state.applied_etag)
+        stored = source.fetch_head_if_changed(state.applied_etag)
     except ObjectTooLarge as err:  # the store answered, with something no head can be
         tally.heads[cluster] = "refused"
         tally.problem(REFUSED, subject, f"{subject}: {err}", cluster)

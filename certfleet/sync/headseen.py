@@ -50,8 +50,6 @@ def read_head(
         stored = store.get(head_key(cluster), max_bytes=HEAD_MAX_BYTES)
     except ObjectNotFound:
         return HeadSeen(None, None)
-    if stored is None:  # only possible with if_none_match, which is not given
-        return HeadSeen(None, None)
     try:
         head = peek_head(stored.data)
     except FormatError as err:

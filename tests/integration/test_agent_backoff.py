@@ -82,11 +82,9 @@ class RecordingStore:
         self.stats = inner.stats
         self.gets: list[str] = []
 
-    def get(
-        self, key: str, *, max_bytes: int, if_none_match: str | None = None
-    ) -> StoredObject | None:
+    def get(self, key: str, *, max_bytes: int) -> StoredObject:
         self.gets.append(key)
-        return self.inner.get(key, max_bytes=max_bytes, if_none_match=if_none_match)
+        return self.inner.get(key, max_bytes=max_bytes)
 
     def bundle_gets(self) -> int:
         return sum("/bundles/" in key for key in self.gets)

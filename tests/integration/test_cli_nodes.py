@@ -177,7 +177,7 @@ def test_a_tampered_ack_is_unreadable_and_the_others_shown(
     victim.poll_once()
     other.poll_once()
     key = f"v1/clusters/web/acks/{victim.node_id}"
-    data = bytearray(fleet.web.store.get(key, max_bytes=1 << 24).data)  # type: ignore[union-attr]
+    data = bytearray(fleet.web.store.get(key, max_bytes=1 << 24).data)
     data[-1] ^= 1
     fleet.web.store.put(key, bytes(data))
     fleet.web.store.put("v1/clusters/web/acks/garbage", b"\x1b[31m not an ack")
@@ -337,7 +337,7 @@ def test_an_unreadable_ack_is_named_by_its_clear_hostname_label_marked_unverifie
     agent.acks.hostname = "web-\u202e1\x1b[2J"  # untrusted: bidi override and an escape
     agent.poll_once()
     key = f"v1/clusters/web/acks/{agent.node_id}"
-    data = bytearray(fleet.web.store.get(key, max_bytes=1 << 24).data)  # type: ignore[union-attr]
+    data = bytearray(fleet.web.store.get(key, max_bytes=1 << 24).data)
     assert b"web-" not in data  # the store sees no hostname: the label is encrypted
     data[-1] ^= 1  # the sealed part no longer opens; the label still does
     fleet.web.store.put(key, bytes(data))

@@ -94,13 +94,18 @@ class OutageAfter:
         self.readonly = inner.readonly
         self.stats = inner.stats
 
-    def get(
-        self, key: str, *, max_bytes: int, if_none_match: str | None = None
-    ) -> StoredObject | None:
+    def get(self, key: str, *, max_bytes: int) -> StoredObject:
+        self._read()
+        return self.inner.get(key, max_bytes=max_bytes)
+
+    def get_if_changed(self, key: str, *, max_bytes: int, etag: str) -> StoredObject | None:
+        self._read()
+        return self.inner.get_if_changed(key, max_bytes=max_bytes, etag=etag)
+
+    def _read(self) -> None:
         if self.left == 0 and self.seaweedfs.running:
             self.seaweedfs.stop()
         self.left -= 1
-        return self.inner.get(key, max_bytes=max_bytes, if_none_match=if_none_match)
 
     def __getattr__(self, name: str) -> Callable[..., object]:
         return getattr(self.inner, name)  # type: ignore[no-any-return]

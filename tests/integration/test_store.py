@@ -147,13 +147,12 @@ def writable(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 def test_round_trip(backend: Backend) -> None:
     etag = backend.writer.put(KEY, b"first")
     got = backend.reader.get(KEY, max_bytes=1 << 24)
-    assert got == StoredObject(b"first", got.etag if got else "")
-    assert got is not None and got.etag
+    assert got == StoredObject(b"first", got.etag) and got.etag
     if backend.reader is backend.writer:
         assert got.etag == etag
     backend.writer.put(KEY, b"second")
     again = backend.reader.get(KEY, max_bytes=1 << 24)
-    assert again is not None and again.data == b"second" and again.etag != got.etag
+    assert again.data == b"second" and again.etag != got.etag
 
 
 def test_an_object_over_the_readers_cap_is_refused_before_it_is_buffered(
@@ -168,8 +167,11 @@ def test_an_object_over_the_readers_cap_is_refused_before_it_is_buffered(
     assert KEY in str(caught.value) and "65536" in str(caught.value)
     assert caught.value.max_bytes == 64 * 1024 and caught.value.key == KEY
     assert backend.reader.stats.bytes_in - before <= 64 * 1024
+    with pytest.raises(ObjectTooLarge):  # a conditional read is bounded the same way
+        backend.reader.get_if_changed(KEY, etag='"older"', max_bytes=64 * 1024)
+    assert backend.reader.stats.bytes_in - before <= 2 * 64 * 1024
     exact = backend.reader.get(KEY, max_bytes=2 * 1024 * 1024)  # at the cap: accepted
-    assert exact is not None and len(exact.data) == 2 * 1024 * 1024
+    assert len(exact.data) == 2 * 1024 * 1024
     assert caught.value.etag == exact.etag  # enough to replace it unread (a broken lease)
 
 
@@ -178,20 +180,19 @@ def test_binary_and_empty_objects(backend: Backend) -> None:
     backend.writer.put("v1/clusters/web/bundles/" + "ab" * 32, blob)
     backend.writer.put("v1/clusters/web/acks/empty", b"")
     got = backend.reader.get("v1/clusters/web/bundles/" + "ab" * 32, max_bytes=1 << 24)
-    assert got is not None and got.data == blob
+    assert got.data == blob
     empty = backend.reader.get("v1/clusters/web/acks/empty", max_bytes=1 << 24)
-    assert empty is not None and empty.data == b""
+    assert empty.data == b""
 
 
 def test_conditional_get(backend: Backend) -> None:
     backend.writer.put(KEY, b"v1")
     first = backend.reader.get(KEY, max_bytes=1 << 24)
-    assert first is not None
-    assert backend.reader.get(KEY, if_none_match=first.etag, max_bytes=1 << 24) is None
+    assert backend.reader.get_if_changed(KEY, etag=first.etag, max_bytes=1 << 24) is None
     backend.writer.put(KEY, b"v2")
-    changed = backend.reader.get(KEY, if_none_match=first.etag, max_bytes=1 << 24)
+    changed = backend.reader.get_if_changed(KEY, etag=first.etag, max_bytes=1 << 24)
     assert changed is not None and changed.data == b"v2"
-    assert backend.reader.get(KEY, if_none_match=changed.etag, max_bytes=1 << 24) is None
+    assert backend.reader.get_if_changed(KEY, etag=changed.etag, max_bytes=1 << 24) is None
 
 
 def test_missing_key(backend: Backend) -> None:
@@ -201,7 +202,7 @@ def test_missing_key(backend: Backend) -> None:
     assert caught.value.key == missing
     assert missing in str(caught.value) and backend.reader.url in str(caught.value)
     with pytest.raises(ObjectNotFound):
-        backend.reader.get(missing, if_none_match='"whatever"', max_bytes=1 << 24)
+        backend.reader.get_if_changed(missing, etag='"whatever"', max_bytes=1 << 24)
 
 
 @pytest.mark.parametrize(
@@ -219,8 +220,7 @@ def test_stats_count_calls_and_bytes(backend: Backend) -> None:
     backend.writer.put(KEY, b"12345")
     before = backend.reader.stats.as_dict()
     got = backend.reader.get(KEY, max_bytes=1 << 24)
-    assert got is not None
-    backend.reader.get(KEY, if_none_match=got.etag, max_bytes=1 << 24)
+    assert backend.reader.get_if_changed(KEY, etag=got.etag, max_bytes=1 << 24) is None
     after = backend.reader.stats.as_dict()
     assert after["reads"] - before["reads"] == 2
     assert after["requests"] - before["requests"] == 2
@@ -344,7 +344,7 @@ def test_concurrent_put_if_absent_threads(writable: Backend) -> None:
     winners = [i for i, outcome in results.items() if outcome == "won"]
     assert len(results) == contenders and len(winners) == 1
     got = store.get("v1/sync/lease", max_bytes=1 << 24)
-    assert got is not None and got.data == f"thread-{winners[0]}".encode()
+    assert got.data == f"thread-{winners[0]}".encode()
 
 
 CONTENDER = """
@@ -392,7 +392,7 @@ def test_concurrent_put_if_absent_processes(writable: Backend, tmp_path: Path) -
     outcomes = [process.communicate(timeout=60)[0].strip() for process in contenders]
     assert sorted(outcomes) == ["lost"] * (count - 1) + ["won"]
     got = writable.writer.get(key, max_bytes=1 << 24)
-    assert got is not None and got.data == f"proc-{outcomes.index('won')}".encode()
+    assert got.data == f"proc-{outcomes.index('won')}".encode()
 
 
 # -- the read-only backend -------------------------------------------------------------------

@@ -92,7 +92,7 @@ def test_tls_is_verified(tls: tuple[int, Path], monkeypatch: pytest.MonkeyPatch)
     Scripted.script = [(200, {"ETag": '"e1"'}, b"signed head")]
     store = HttpsStore(f"https://localhost:{port}/fleet", cafile=str(root))
     stored = store.get(KEY, max_bytes=1 << 24)
-    assert stored is not None and stored.data == b"signed head" and stored.etag == '"e1"'
+    assert stored.data == b"signed head" and stored.etag == '"e1"'
     assert Scripted.seen[-1]["User-Agent"] == "certfleet"
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     untrusted = HttpsStore(f"https://localhost:{port}/fleet", max_attempts=3)
@@ -119,7 +119,7 @@ def test_answers_over_the_size_cap_are_refused(plain: int, chunked: bool) -> Non
     assert not isinstance(caught.value, StoreUnavailable)
     Scripted.script = [(200, {}, b"small")]
     stored = store.get(KEY, max_bytes=200_000)  # the connection was dropped and a new one works
-    assert stored is not None and stored.data == b"small"
+    assert stored.data == b"small"
 
 
 def test_server_errors_are_retried_with_retry_after(plain: int) -> None:
@@ -127,7 +127,7 @@ def test_server_errors_are_retried_with_retry_after(plain: int) -> None:
     waits: list[float] = []
     store = HttpsStore(f"http://127.0.0.1:{plain}/fleet", max_attempts=3, sleep=waits.append)
     stored = store.get(KEY, max_bytes=1 << 24)
-    assert stored is not None and stored.data == b"ok"
+    assert stored.data == b"ok"
     assert waits == [2.0, 0.4]
     assert store.stats.requests == 3 and store.stats.reads == 1
     Scripted.script = [(500, {}, b"")]
@@ -139,13 +139,23 @@ def test_server_errors_are_retried_with_retry_after(plain: int) -> None:
 def test_a_connection_closed_while_idle_is_reopened_silently(plain: int) -> None:
     store = HttpsStore(f"http://127.0.0.1:{plain}/fleet", max_attempts=1)
     Scripted.script = [(200, {"ETag": '"a"'}, b"one")]
-    assert store.get(KEY, max_bytes=1 << 24) is not None
+    assert store.get(KEY, max_bytes=1 << 24).data == b"one"
     Scripted.close_after = True  # the server drops the kept-alive connection after answering
-    assert store.get(KEY, if_none_match='"b"', max_bytes=1 << 24) is not None
+    assert store.get_if_changed(KEY, etag='"b"', max_bytes=1 << 24) is not None
     # max_attempts=1: no failure may be counted
-    assert store.get(KEY, max_bytes=1 << 24) is not None
+    assert store.get(KEY, max_bytes=1 << 24).data == b"one"
     # 200 with the same ETag: unchanged
-    assert store.get(KEY, if_none_match='"a"', max_bytes=1 << 24) is None
+    assert store.get_if_changed(KEY, etag='"a"', max_bytes=1 << 24) is None
+
+
+def test_not_modified_is_an_answer_to_a_conditional_get_only(plain: int) -> None:
+    store = HttpsStore(f"http://127.0.0.1:{plain}/fleet", max_attempts=1)
+    Scripted.script = [(304, {"ETag": '"a"'}, b"")]
+    assert store.get_if_changed(KEY, etag='"a"', max_bytes=1 << 24) is None
+    assert Scripted.seen[-1]["If-None-Match"] == '"a"'
+    with pytest.raises(StoreError) as caught:  # a plain GET asked for the object itself
+        store.get(KEY, max_bytes=1 << 24)
+    assert "HTTP 304" in str(caught.value) and "If-None-Match" not in Scripted.seen[-1]
 
 
 def test_basic_auth_from_the_url_is_sent_but_never_shown(plain: int) -> None:

@@ -233,7 +233,6 @@ def test_secret_rotation_two_secrets_then_one(world: World) -> None:
     data = world.store.get(
         bundle_key(world.cluster, only_new.entries[name].bundle_hash.hex()), max_bytes=1 << 24
     )
-    assert data is not None
     with pytest.raises(NoUsableSecretError):
         open_bundle(data.data, cluster=world.cluster, order_name=name, secrets=[old])
     assert world.sync().store_writes == 2, "settled: the lease only"

@@ -63,11 +63,10 @@ def test_sync_once_settles_and_then_leaves_the_head_unchanged(
     store = open_store(s3_url, endpoint=seaweedfs.endpoint)
     head_key = f"v1/clusters/{cluster}/head"
     head = store.get(head_key, max_bytes=1 << 24)
-    assert head is not None
     code, out, err = cli("sync", "--once", "--config", str(path), capsys=capsys)
     assert code == 0 and "0 certificates published" in out, err
     again = store.get(head_key, max_bytes=1 << 24)
-    assert again is not None and again.data == head.data and again.etag == head.etag
+    assert again.data == head.data and again.etag == head.etag
     keys = list(store.list(""))
     assert keys and not any("example" in key or "wild" in key or "cli." in key for key in keys), (
         keys

@@ -56,12 +56,10 @@ class ListingSpy:
         self.listed.append(prefix)
         return self.inner.list_etags(prefix)
 
-    def get(
-        self, key: str, *, max_bytes: int, if_none_match: str | None = None
-    ) -> StoredObject | None:
+    def get(self, key: str, *, max_bytes: int) -> StoredObject:
         if "/acks/" in key:
             self.acks_read.append(key.rsplit("/", 1)[1])
-        return self.inner.get(key, max_bytes=max_bytes, if_none_match=if_none_match)
+        return self.inner.get(key, max_bytes=max_bytes)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -161,7 +159,6 @@ def test_current_stale_failing_and_tampered_nodes_once_per_interval(
     # a tampered ack is unreadable; the run goes on and the others are counted
     key = f"v1/clusters/{world.cluster}/acks/{good.node_id}"
     stored = world.store.get(key, max_bytes=1 << 24)
-    assert stored is not None
     world.store.put(key, stored.data[:-1] + bytes([stored.data[-1] ^ 1]))
     world.store.put(f"v1/clusters/{world.cluster}/acks/bad.id", b"\x1b[31m not an ack")
     world.offset = 4 * HOUR
@@ -234,7 +231,6 @@ def test_s3_store(sandbox: Sandbox, s3_url: str, seaweedfs: SeaweedFS, tmp_path:
     assert not broken.poll_once().ok
     key = f"v1/clusters/{world.cluster}/acks/{broken.node_id}"
     stored = world.store.get(key, max_bytes=1 << 24)
-    assert stored is not None
     world.offset = HOUR
     assert figures(world.sync()) == fleet_of(2, current=2, failing=1, problem_nodes=1)
     at = stored.data.index(b"CFSE") + 40  # in the sealed ack, after its hostname label
@@ -264,7 +260,7 @@ def test_a_second_check_reads_only_the_acks_that_changed(
     assert figures(world.sync()) == fleet_of(4, current=4)
     assert sorted(spy.acks_read) == sorted(node.node_id for node in nodes)
     cache = f"v1/sync/fleet/{world.cluster}"
-    assert world.store.get(cache, max_bytes=1 << 24) is not None
+    assert world.store.get(cache, max_bytes=1 << 24).data
 
     # a new head; one node applies it and writes a new ack, the others do not
     world.add(world.host("b"))
@@ -283,7 +279,7 @@ def test_a_second_check_reads_only_the_acks_that_changed(
     assert figures(world.sync()) == fleet_of(4, current=1, behind=3, stale=3, problem_nodes=3)
     assert spy.acks_read == []
     after = world.store.get(cache, max_bytes=1 << 24)
-    assert before is not None and after is not None and after.etag == before.etag
+    assert after.etag == before.etag
 
     # an unusable cache is an empty one: every ack read again, nothing fails
     world.store.put(cache, b"garbage")
@@ -332,7 +328,7 @@ def test_the_fleet_cache_keeps_what_the_check_needs_sealed_for_the_sync_only(
     other = SyncKeys(SigningKey.generate().sync_secret("state"))
     assert AckCache(store, "web", other).load() == {}  # another signing key: an empty cache
     stored = store.get("v1/sync/fleet/web", max_bytes=1 << 24)
-    assert stored is not None and b"web-1" not in stored.data  # sealed
+    assert b"web-1" not in stored.data  # sealed
     with pytest.raises(FormatError):  # not for the nodes' secret
         open_sealed("pending", "web", "/fleet", stored.data, [node_secret])
     # one a node sealed with the cluster secret (to hide itself) is not believed

@@ -51,7 +51,6 @@ def lease(store: Store, clock: Clock) -> Lease:
 
 def stored(store: Store) -> dict[str, object]:
     got = store.get(lease_key(CLUSTER), max_bytes=1 << 24)
-    assert got is not None
     value = json.loads(got.data)
     assert isinstance(value, dict)
     return value

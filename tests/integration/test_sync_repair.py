@@ -43,7 +43,6 @@ def two_orders(world: World) -> tuple[str, int]:
     assert world.sync().errors == {}
     for index, digest in enumerate(world.published().head.shard_hashes):
         stored = world.store.get(shard_key(world.cluster, digest.hex()), max_bytes=1 << 24)
-        assert stored is not None
         shard = open_shard(stored.data, cluster=world.cluster, index=index, secrets=world.secrets)
         if any(entry.order_name == second for entry in shard.entries):
             return first, index
@@ -102,7 +101,6 @@ def test_verify_store_finds_corruption_that_the_sweep_cannot_see(
     corrupt_bundle, corrupt_shard = damaged_objects(world, first, index)
     for key in (corrupt_bundle, corrupt_shard):  # other bytes under the same keys
         stored = world.store.get(key, max_bytes=1 << 24)
-        assert stored is not None
         world.store.put(key, stored.data[:-1] + bytes([stored.data[-1] ^ 1]))
     force_sweep(world)
     swept = world.sync()  # listing only: every object is present
@@ -137,8 +135,9 @@ def test_lost_pending_key_and_bundle_of_one_order_give_one_new_key(
     assert summary.errors == {} and summary.objects_repaired == 2
     assert summary.keys_generated == 1, "one new key, stored before its CSR"
     replaced = world.state().pending[name].object
-    assert replaced != lost and world.store.get(
-        pending_key(world.cluster, replaced), max_bytes=1 << 24
+    assert (
+        replaced != lost
+        and world.store.get(pending_key(world.cluster, replaced), max_bytes=1 << 24).data
     )
     world.settings["issue_wait"] = 5.0
     assert world.sync().certificates_published == 1

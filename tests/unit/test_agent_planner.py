@@ -70,7 +70,6 @@ class Pair:
 
     def _holds(self, agent: Agent) -> dict[str, Any]:
         stored = self.pub.store.get(f"{self.pub.prefix()}/acks/{agent.node_id}", max_bytes=1 << 24)
-        assert stored is not None
         ack = open_ack(
             stored.data, cluster=self.pub.cluster, node_id=agent.node_id, secrets=self.pub.secrets
         )

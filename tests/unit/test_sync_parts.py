@@ -166,7 +166,7 @@ def test_the_writer_checkpoints_refreshes_and_hands_over_retired_objects(tmp_pat
     writer = RunWriter(store, ctx, checkpoint=steps.append, refresh=lambda: refreshed.append(True))
     writer.put_content("x/abc", b"one")
     writer.put_content("x/abc", b"one")  # content-addressed: the second create is success
-    assert store.get("x/abc", max_bytes=16).data == b"one"  # type: ignore[union-attr]
+    assert store.get("x/abc", max_bytes=16).data == b"one"
     writer.step("bundle")
     assert steps == ["bundle"] and refreshed == [True]
     writer.retire("x/abc")
@@ -219,7 +219,7 @@ def test_the_publisher_alone_writes_a_signed_head_and_collects_garbage_after_gra
     publisher = Publisher(ctx, writer, state, NOW, budget=Budget(None), tally=tally)
     seen = HeadSeen(None, None)
     publisher.publish(seen)
-    data = store.get(head_key(CLUSTER), max_bytes=1 << 16).data  # type: ignore[union-attr]
+    data = store.get(head_key(CLUSTER), max_bytes=1 << 16).data
     head = verify_head(data, cluster=CLUSTER, publishers=[ctx.settings.signing_key.public_key()])
     assert tally.heads_published == 1 and tally.generations[CLUSTER] == head.generation
     assert len(state.unreferenced) == 1  # the pending key, now in the bundle
