@@ -10,7 +10,6 @@ its tests elsewhere); pebble's ``-dnsserver`` is the bind9 that the records go t
 from __future__ import annotations
 
 import datetime
-import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from certfleet.acme.dns import DnsProviderConfig, dns_challenges
 from tests.plugins.acme_lab import Bind9, Challtestsrv, MotoRoute53
+from tests.plugins.pebble import openssl_verifies
 
 acme_client = pytest.importorskip("acme.client", reason="certbot's acme needs Python >= 3.10")
 import josepy  # noqa: E402
@@ -122,14 +122,8 @@ def test_a_wildcard_and_its_apex_are_validated_by_dns01_through_bind9(
         ("_acme-challenge.example.test", 2)
     ]
     assert bind9.txt("_acme-challenge.example.test") == set()
-    (tmp_path / "root.pem").write_bytes(pebble.root_pem())
     (tmp_path / "chain.pem").write_text(chain)
-    verified = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(tmp_path / "root.pem"),
-         "-untrusted", str(tmp_path / "chain.pem"), str(tmp_path / "chain.pem")],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    openssl_verifies(pebble.root_pem(), tmp_path / "chain.pem", tmp_path / "chain.pem")
 
 
 def test_pebble_really_asks_bind9_a_value_that_is_not_there_fails_validation(

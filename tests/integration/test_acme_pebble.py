@@ -5,7 +5,6 @@ verified against pebble's root; a sync with nothing to do makes no CA request.""
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +27,13 @@ from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
 from tests.plugins.acme_world import Ident, MemoryRegistry, NotFound, Order, start_http01
 from tests.plugins.binaries import require_binary
-from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet, published
+from tests.plugins.pebble import (
+    Http01Nginx,
+    Pebble,
+    docs_nginx_snippet,
+    openssl_verifies,
+    published,
+)
 
 NAMES = ("app.example.test", "www.example.test")
 
@@ -129,15 +134,9 @@ def test_an_order_is_issued_by_pebble_published_and_verifies_against_its_root(
         cluster="web", order_name="app.example.test", secrets=cluster.secrets,
     )  # fmt: skip
     assert bundle.dns_names == NAMES
-    (tmp_path / "root.pem").write_bytes(pebble.root_pem())
     (tmp_path / "leaf.pem").write_bytes(bundle.certificate_pem)
     (tmp_path / "chain.pem").write_bytes(b"".join(bundle.chain_pem))
-    done = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(tmp_path / "root.pem"),
-         "-untrusted", str(tmp_path / "chain.pem"), str(tmp_path / "leaf.pem")],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
+    openssl_verifies(pebble.root_pem(), tmp_path / "leaf.pem", tmp_path / "chain.pem")
 
     # the account URL is in the sealed ACME state; no order is left in flight
     acme_state = AcmeStateStore(store, "web", config.signing_key.sync_secret("state"), time.time)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.plugins.acme_lab import TSIG_KEY_NAME, Bind9
+from tests.plugins.pebble import openssl_verifies
 
 pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Python >= 3.10)")
 pytest.importorskip("certfleet.registry", reason="the order registry is not here")
@@ -70,13 +71,7 @@ def test_a_wildcard_and_its_apex_are_issued_by_dns01_installed_and_verified(
         capture_output=True, text=True, timeout=30, check=True,
     ).stdout  # fmt: skip
     assert "DNS:*.example.test" in names and "DNS:example.test" in names
-    (tmp_path / "root.pem").write_bytes(pebble.root_pem())
-    verified = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(tmp_path / "root.pem"), "-untrusted", str(chain),
-         str(leaf)],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    openssl_verifies(pebble.root_pem(), leaf, chain)
     # a second run has nothing to do: no CA request, nothing written to bind9
     before = pebble.log().count("POST /")
     certfleet("sync", "--once", *config)

@@ -19,7 +19,7 @@ pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Pyth
 from tests.plugins.binaries import require_binary
 from tests.plugins.faults import agent_config_text
 from tests.plugins.help_page import curl_help_page
-from tests.plugins.pebble import Http01Nginx, Pebble
+from tests.plugins.pebble import Http01Nginx, Pebble, openssl_verifies
 
 
 def certfleet(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -107,13 +107,7 @@ def test_an_order_placed_with_the_help_page_curl_reaches_a_node(
     order_dir = state_dir / "orders" / "example.com"
     leaf = next(order_dir.glob("*.crt.pem"))
     chain = next(order_dir.glob("*.chain.pem"))
-    (tmp_path / "root.pem").write_bytes(pebble.root_pem())
-    verified = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(tmp_path / "root.pem"), "-untrusted", str(chain),
-         str(leaf)],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    openssl_verifies(pebble.root_pem(), leaf, chain)
     names = subprocess.run(
         ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(leaf)],
         capture_output=True, text=True, timeout=30, check=True,
