@@ -20,7 +20,8 @@
 # 2. `chalice package --merge-template infra/sam/stack.yaml` writes deployment.zip and
 #    sam.yaml to $CERTFLEET_BUILD_DIR (default build/package); Chalice fetches Lambda
 #    (manylinux, cp312) wheels of lambda/requirements.txt from PyPI, nothing else leaves the
-#    machine;
+#    machine. It then reads the zip's file list and fails if any file of the test tooling
+#    is in it;
 # 3. writes template.yaml: sam.yaml with CodeUri build/package/deployment.zip, sections in
 #    the usual order. `--check` writes nothing and fails if template.yaml is out of date;
 # 4. runs cfn-lint on template.yaml and infra/sam/node-policy.yaml, from .venv-lint (made
@@ -108,6 +109,15 @@ out_abs="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
     "../../$venv/bin/chalice" package --stage prod --pkg-format cloudformation \
         --template-format yaml --merge-template ../../infra/sam/stack.yaml "$out_abs"
 )
+
+leaked="$("$venv/bin/python" -c 'import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+print(" ".join(n for n in names if n.startswith(sys.argv[2] + "/")))' \
+    "$out/deployment.zip" "$test_tooling")"
+if [[ -n "$leaked" ]]; then
+    echo "package: the zip holds test tooling: $leaked" >&2
+    exit 1
+fi
 
 "$venv/bin/python" - "$out/sam.yaml" "$out/template.yaml" <<'EOF'
 import sys
