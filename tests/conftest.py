@@ -37,6 +37,6 @@ pytest_plugins = [
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        tier = item.path.resolve().relative_to(TESTS).parts[0]
-        if tier in TIERS:
-            item.add_marker(getattr(pytest.mark, tier))
+        module = item.path.resolve()
+        if module.parent.parent == TESTS and module.parent.name in TIERS:
+            item.add_marker(getattr(pytest.mark, module.parent.name))

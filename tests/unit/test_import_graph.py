@@ -11,6 +11,7 @@ import ast
 from pathlib import Path
 
 import grimp
+import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
 TIERS = ("unit", "integration", "system")
@@ -156,3 +157,8 @@ def test_no_test_module_imports_another_test_module() -> None:
         for path in modules
     }
     assert {path: found for path, found in imports.items() if found} == {}
+
+
+def test_a_test_is_marked_with_the_tier_of_its_directory(request: pytest.FixtureRequest) -> None:
+    marks = {mark.name for mark in request.node.iter_markers()}
+    assert marks & set(TIERS) == {"unit"}
