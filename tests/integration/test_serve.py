@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from certfleet.serve.ratelimit import RateLimiter
 from tests.plugins.cli import run_cli as cli
 from tests.plugins.help_page import curl_help_page
 from tests.plugins.nginx import Nginx
+from tests.plugins.serve_process import Served, start_serve
 
 # RFC 7638 section 3.1's example thumbprint (any 43 base64url characters would do here).
 RFC7638_THUMBPRINT = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
@@ -61,48 +60,13 @@ def setup(tmp_path: Path) -> Setup:
     return Setup(config, store, key.strip(), limited.strip(), RFC7638_THUMBPRINT)
 
 
-@dataclass
-class Served:
-    url: str
-    process: subprocess.Popen[str]
-    stderr: list[str]
-
-
 @pytest.fixture
 def served(setup: Setup) -> Iterator[Served]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "certfleet",
-            "serve",
-            "--config",
-            str(setup.config),
-            "--port",
-            "0",
-            "-v",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    first = process.stderr.readline()
-    assert "listening on http://127.0.0.1:" in first, first
-    url = first.split("listening on ")[1].split()[0]
-    lines = [first]
-    reader = threading.Thread(target=lambda: lines.extend(process.stderr or ()), daemon=True)
-    reader.start()
+    served = start_serve(setup.config)
     try:
-        yield Served(url, process, lines)
+        yield served
     finally:
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(15)
-        reader.join(5)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
-        assert code == 0
+        assert served.stop() == 0
 
 
 def init(config: Path, store: str) -> None:

@@ -6,10 +6,8 @@ that ``openssl verify`` accepts against pebble's root."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from tests.plugins.binaries import require_binary
 from tests.plugins.faults import agent_config_text
 from tests.plugins.help_page import curl_help_page
 from tests.plugins.pebble import Http01Nginx, Pebble, openssl_verifies
+from tests.plugins.serve_process import start_serve
 
 
 def certfleet(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -35,21 +34,6 @@ def certfleet(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str
     return done
 
 
-def start_serve(config: Path) -> tuple[subprocess.Popen[str], str, list[str]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "certfleet", "serve", "--config", str(config), "--port", "0", "-v"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    first = process.stderr.readline()
-    assert "listening on http://127.0.0.1:" in first, first
-    lines = [first]
-    threading.Thread(target=lambda: lines.extend(process.stderr or ()), daemon=True).start()
-    return process, first.split("listening on ")[1].split()[0], lines
-
-
 def test_an_order_placed_with_the_help_page_curl_reaches_a_node(
     pebble: Pebble, tmp_path: Path
 ) -> None:
@@ -63,7 +47,8 @@ def test_an_order_placed_with_the_help_page_curl_reaches_a_node(
     key = certfleet("api-keys", "add", "ops", "--config", str(config)).stdout.strip()
     thumbprint = certfleet("acme", "thumbprint", "--config", str(config)).stdout.strip()
 
-    process, url, log = start_serve(config)
+    served = start_serve(config)
+    url, log = served.url, served.stderr
     proxy = f"    location ^~ /.well-known/acme-challenge/ {{\n        proxy_pass {url};\n    }}\n"
     nginx = Http01Nginx(require_binary("nginx"), tmp_path / "nginx", pebble.http_port, proxy)
     try:
@@ -90,10 +75,7 @@ def test_an_order_placed_with_the_help_page_curl_reaches_a_node(
         assert "\nacme " in shown and "problem" not in shown, shown
     finally:
         nginx.stop()
-        process.send_signal(signal.SIGTERM)
-        process.wait(15)
-        if process.stderr is not None:
-            process.stderr.close()
+        served.stop()
 
     # a node installs it, and it verifies against pebble's root
     state_dir = tmp_path / "node"
