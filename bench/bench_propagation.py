@@ -64,9 +64,10 @@ from certfleet.config import parse_agent_config
 from certfleet.sandbox.devstack import SeaweedFS
 from certfleet.store import FileStore, HttpsStore, S3Store, Store
 from node_agent.agent import Agent
+from node_agent.agentstate import AgentState, InstalledOrder
 from node_agent.certificate import check_bundle
 from node_agent.source import ClusterSource
-from node_agent.state import AgentState, InstalledOrder, StateStore
+from node_agent.statestore import StateStore
 
 SIZES = (1_000, 10_000, 100_000)
 IDLE_POLLS = 20

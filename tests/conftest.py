@@ -27,6 +27,7 @@ pytest_plugins = [
     "tests.plugins.cli",
     "tests.plugins.pebble",
     "tests.plugins.acme_lab",  # after pebble: it builds on tests.plugins.pebble
+    "tests.plugins.http01",  # after pebble: it builds on tests.plugins.pebble
     "tests.plugins.faultproxy",
     "tests.plugins.sync_world",
     "tests.plugins.fake_time",

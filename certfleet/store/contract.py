@@ -55,17 +55,9 @@ class StoreStats:
             self.bytes_out += bytes_out
 
     def as_dict(self) -> dict[str, int]:
-        """The counters by name, e.g. for a JSON run summary."""
+        """The counters (every field but the lock) by name, e.g. for a JSON run summary."""
         with self._lock:
-            return {
-                "requests": self.requests,
-                "reads": self.reads,
-                "writes": self.writes,
-                "lists": self.lists,
-                "deletes": self.deletes,
-                "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out,
-            }
+            return {name: value for name, value in vars(self).items() if name != "_lock"}
 
 
 class Store(Protocol):

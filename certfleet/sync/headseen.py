@@ -1,7 +1,7 @@
 """The head a reader finds in the store: ``read_head`` and what it returns, ``HeadSeen``.
 
 A sync run reads its cluster's head with it at the start (``engine``), and so does
-``certfleet nodes`` (``fleet``).
+``certfleet nodes`` (``nodereport``).
 """
 
 from __future__ import annotations

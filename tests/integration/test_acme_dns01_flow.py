@@ -6,9 +6,7 @@ the values of every order, and the values removed when the run ends."""
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from certfleet.store import open_store
 from certfleet.sync.acme_provider import AcmeProvider
 from certfleet.sync.runner import run_sync
 from tests.plugins.acme_world import (
+    ChalltestsrvTxt,
     Ident,
     MemoryRegistry,
     NotFound,
@@ -32,38 +31,6 @@ from tests.plugins.acme_world import (
 )
 from tests.plugins.binaries import require_binary
 from tests.plugins.pebble import Pebble, published
-
-
-class ChalltestsrvTxt:
-    """A DNS-01 writer into pebble-challtestsrv; records every call."""
-
-    log: list[tuple[str, str]] = []
-
-    def __init__(self, management_port: int) -> None:
-        self.base = f"http://127.0.0.1:{management_port}"
-        self.records: set[str] = set()
-
-    def _post(self, path: str, doc: dict[str, str]) -> None:
-        request = urllib.request.Request(
-            self.base + path, data=json.dumps(doc).encode(), method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            assert answer.status == 200
-
-    def add(self, identifier: str, value: str) -> None:
-        record = "_acme-challenge." + identifier.removeprefix("*.") + "."
-        self._post("/set-txt", {"host": record, "value": value})
-        self.records.add(record)
-        self.log.append(("add", identifier))
-
-    def wait_until_served(self, timeout: float) -> None:
-        self.log.append(("wait", ""))
-
-    def cleanup(self) -> None:
-        for record in sorted(self.records):
-            self._post("/clear-txt", {"host": record})
-        self.records.clear()
-        self.log.append(("cleanup", ""))
 
 
 def test_wildcards_and_apexes_by_dns01_with_one_wait_and_http01_beside_them(

@@ -24,11 +24,11 @@ from certfleet.config import AgentConfig, parse_agent_config
 from certfleet.store import Store, StoredObject
 from node_agent.ack import ack_key
 from node_agent.agent import Agent
+from node_agent.agentstate import AgentState
 from node_agent.backoff import FIRST_DELAY, JITTER, MAX_DELAY, hold, retry_delay
 from node_agent.daemon import Daemon
-from node_agent.record import AgentState
 from node_agent.result import PollResult
-from node_agent.state import STATE_FILE, StateStore
+from node_agent.statestore import STATE_FILE, StateStore
 from node_agent.status import build_status, format_status
 from tests.plugins.nginx import SERVER_NAME as WWW
 from tests.plugins.nginx_site import Site, closed_port

@@ -22,7 +22,7 @@ from certfleet.config import parse_agent_config
 from certfleet.sync import mark_rekey
 from node_agent.agent import Agent
 from node_agent.errors import AgentError
-from node_agent.state import StateStore
+from node_agent.statestore import StateStore
 from tests.plugins.binaries import missing
 from tests.plugins.faults import Ledger, agent_config_text, cluster_stanza, installed_orders
 from tests.plugins.sandbox import Sandbox

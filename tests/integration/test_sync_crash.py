@@ -20,7 +20,7 @@ import pytest
 
 from certfleet.bundle import peek_head
 from certfleet.store import ObjectNotFound
-from certfleet.sync import IssuedCert, ProviderOrder, mark_rekey, run_sync
+from certfleet.sync import IssuedCert, Provider, ProviderOrder, mark_rekey, run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
 from certfleet.sync.keypair import load_private_key, pubkey_hash
 from tests.plugins.sandbox import Sandbox
@@ -32,7 +32,7 @@ class Crash(BaseException):
 
 
 @dataclass
-class Witness:
+class Witness(Provider):
     """A provider that checks, at every CSR, that its key is already in the sync state."""
 
     inner: ApiV3Provider

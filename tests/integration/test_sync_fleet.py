@@ -26,8 +26,8 @@ from certfleet.bundle import (
 from certfleet.config import parse_agent_config
 from certfleet.store import FileStore, Store, StoredObject
 from certfleet.sync import RunSummary
-from certfleet.sync.fleet import MAX_ACK_BYTES, known_ack
 from certfleet.sync.fleetcache import AckCache, decode_known, encode_known
+from certfleet.sync.nodereport import MAX_ACK_BYTES, known_ack
 from certfleet.sync.sealing import SyncKeys
 from node_agent.agent import Agent
 from tests.plugins.faults import agent_config_text, cluster_stanza

@@ -1,20 +1,21 @@
 """Provider doubles for the sync's tests.
 
 :class:`PassThroughProvider` hands every call of the sync's ``Provider`` interface to a real
-provider (``inner``, e.g. an ``ApiV3Provider`` on the sandbox); a test's double subclasses it
-and overrides only the calls it falsifies (an empty listing, an exception, a corrupted
-certificate), so the double names what it changes and nothing else.
+provider (``inner``, e.g. an ``ApiV3Provider`` on the sandbox), the two with default bodies
+too; a test's double subclasses it and overrides only the calls it falsifies (an empty
+listing, an exception, a corrupted certificate), so the double names what it changes and
+nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Optional
 
 from certfleet.sync.provider import IssuedCert, Provider, ProviderOrder
 
 
-class PassThroughProvider:
+class PassThroughProvider(Provider):
     """Every call goes to ``inner`` unchanged."""
 
     def __init__(self, inner: Provider) -> None:
@@ -33,3 +34,9 @@ class PassThroughProvider:
         self, order_name: str, pubkey_hash: str, *, wait: float
     ) -> Optional[IssuedCert]:
         return self.inner.fetch_certificate(order_name, pubkey_hash, wait=wait)
+
+    def renewal_times(self, cluster: str, names: Sequence[str]) -> Mapping[str, int]:
+        return self.inner.renewal_times(cluster, names)
+
+    def forget_removed(self, cluster: str, listed: Collection[str]) -> list[str]:
+        return self.inner.forget_removed(cluster, listed)

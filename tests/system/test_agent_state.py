@@ -28,19 +28,11 @@ import pytest
 from certfleet.bundle import ShardEntry, Tombstone
 from certfleet.config import parse_agent_config
 from node_agent.agent import Agent
+from node_agent.agentstate import AgentState, InstalledOrder, OrderTable, OwedCommand, ShardRecord
 from node_agent.errors import StateError
-from node_agent.state import (
-    BUCKETS,
-    RECORDS_DIR,
-    AgentState,
-    InstalledOrder,
-    OrderTable,
-    OwedCommand,
-    ShardRecord,
-    StateStore,
-    bucket_of,
-    node_id,
-)
+from node_agent.identity import node_id
+from node_agent.statecodec import BUCKETS, bucket_of
+from node_agent.statestore import RECORDS_DIR, StateStore
 
 if TYPE_CHECKING:
     from tests.plugins.publisher import Publisher
@@ -180,7 +172,8 @@ def test_a_schema_1_state_file_is_read_and_replaced(tmp_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import sys
-    from node_agent.state import AgentState, InstalledOrder, StateStore
+    from node_agent.agentstate import AgentState, InstalledOrder
+    from node_agent.statestore import StateStore
     store = StateStore(sys.argv[1])
     state = store.load()
     generation = state.cluster("web").applied_generation

@@ -82,7 +82,12 @@ def iam_documents(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any
 
 def test_no_wildcard_actions_or_resources_in_any_allow(template: dict[str, Any]) -> None:
     documents = list(iam_documents(template)) + list(iam_documents(load(NODE_POLICY_TEMPLATE)))
-    assert {name for name, _ in documents} == {"SyncRole", "HttpRole", "NodePolicy"}
+    assert {name for name, _ in documents} == {
+        "SyncRole",
+        "HttpRole",
+        "NodePolicy",
+        "SyncRoute53Policy",
+    }
     for name, document in documents:
         for statement in allow_statements(document):
             assert "NotAction" not in statement and "NotResource" not in statement, name
@@ -91,9 +96,12 @@ def test_no_wildcard_actions_or_resources_in_any_allow(template: dict[str, Any])
             for resource in listed(statement["Resource"]):
                 text = sub(resource)
                 if isinstance(text, str):
-                    assert text != "*", f"{name}: Resource *"
+                    # AWS offers ListHostedZonesByName on * only (it reveals zone names)
+                    unscoped = listed(statement["Action"]) == ["route53:ListHostedZonesByName"]
+                    assert text != "*" or unscoped, f"{name}: Resource *"
                     # Only "every object under this prefix" may use a wildcard.
-                    assert "*" not in text or (text.endswith("/*") and text.count("*") == 1), text
+                    scoped = text.endswith("/*") and text.count("*") == 1
+                    assert "*" not in text or scoped or unscoped, text
 
 
 def test_sync_role_reaches_its_prefix_its_secret_and_its_logs_only(
@@ -174,6 +182,82 @@ def test_http_function_reaches_the_registry_its_secret_and_its_logs_only(
     assert prefix == "${StorePrefix}/v1/sync/orders/*"
     assert not fnmatch.fnmatchcase("${StorePrefix}/v1/sync/state/web", prefix)
     assert template["Outputs"]["OrderApiUrl"]["Value"] == {"Fn::GetAtt": ["HttpUrl", "FunctionUrl"]}
+
+
+def evaluate(value: Any, parameters: dict[str, Any]) -> Any:
+    """``value`` with the intrinsics this template uses resolved for ``parameters`` (a
+    CommaDelimitedList as a list): Ref, Fn::Join, Fn::Split, Fn::Sub, Fn::Not, Fn::Equals."""
+    if isinstance(value, list):
+        return [evaluate(item, parameters) for item in value]
+    if not isinstance(value, dict) or len(value) != 1:
+        return value
+    ((name, argument),) = value.items()
+    if name == "Ref":
+        return parameters[argument]
+    if name == "Fn::Join":
+        return str(argument[0]).join(evaluate(argument[1], parameters))
+    if name == "Fn::Split":
+        return str(evaluate(argument[1], parameters)).split(argument[0])
+    if name == "Fn::Sub":
+        text, variables = (argument, {}) if isinstance(argument, str) else argument
+        values = {**parameters, **{k: evaluate(v, parameters) for k, v in variables.items()}}
+        return re.sub(r"\$\{([^}]+)\}", lambda match: str(values[match.group(1)]), text)
+    if name == "Fn::Not":
+        return not evaluate(argument[0], parameters)
+    if name == "Fn::Equals":
+        left, right = evaluate(argument, parameters)
+        return bool(left == right)
+    return value
+
+
+def test_route53_policy_exists_only_with_zones_and_reaches_only_them(
+    template: dict[str, Any],
+) -> None:
+    parameters = template["Parameters"]
+    assert parameters["Route53HostedZoneIds"]["Type"] == "CommaDelimitedList"
+    assert parameters["Route53HostedZoneIds"]["Default"] == ""
+    assert parameters["Route53RecordNames"]["Default"] == "_acme-challenge.*"
+    condition = template["Conditions"]["HasRoute53Zones"]
+    assert evaluate(condition, {"Route53HostedZoneIds": [""]}) is False  # the default
+    assert evaluate(condition, {"Route53HostedZoneIds": ["Z1"]}) is True
+
+    policy = template["Resources"]["SyncRoute53Policy"]
+    assert policy["Type"] == "AWS::IAM::Policy"
+    assert policy["Condition"] == "HasRoute53Zones"
+    assert policy["Properties"]["Roles"] == [{"Ref": "SyncRole"}]
+    document = policy["Properties"]["PolicyDocument"]
+    given = {
+        "Route53HostedZoneIds": ["Z0123456789ABCDEFGHIJ", "Z9876543210ZYXWVUTSRQ"],
+        "Route53RecordNames": ["_acme-challenge.*", "*.acme.example.net"],
+    }
+    grants = {
+        (action, resource)
+        for statement in allow_statements(document)
+        for action in listed(statement["Action"])
+        for resource in listed(evaluate(statement["Resource"], given))
+    }
+    zones = [f"arn:aws:route53:::hostedzone/{zone}" for zone in given["Route53HostedZoneIds"]]
+    assert grants == {
+        *(("route53:ChangeResourceRecordSets", zone) for zone in zones),
+        *(("route53:ListResourceRecordSets", zone) for zone in zones),
+        *(("route53:GetHostedZone", zone) for zone in zones),
+        ("route53:GetChange", "arn:aws:route53:::change/*"),
+        ("route53:ListHostedZonesByName", "*"),
+    }
+    # every Route 53 call the sync makes is granted
+    source = (REPO / "certfleet" / "acme" / "dns" / "route53.py").read_text()
+    calls = set(re.findall(r'self\._call\(\s*record,\s*"(\w+)"', source))
+    assert calls and {f"route53:{call}" for call in calls} == {action for action, _ in grants}
+
+    (change,) = [s for s in document["Statement"] if s["Sid"] == "ChallengeRecordsInTheseZones"]
+    exact = change["Condition"]["ForAllValues:StringEquals"]
+    assert exact["route53:ChangeResourceRecordSetsRecordTypes"] == "TXT"
+    assert exact["route53:ChangeResourceRecordSetsActions"] == ["UPSERT", "DELETE"]
+    names = change["Condition"]["ForAllValues:StringLike"]
+    patterns = evaluate(names["route53:ChangeResourceRecordSetsNormalizedRecordNames"], given)
+    assert patterns == given["Route53RecordNames"]
+    assert fnmatch.fnmatchcase("_acme-challenge.www.example.com", patterns[0])
+    assert not any(fnmatch.fnmatchcase("www.example.com", p) for p in patterns)
 
 
 def test_node_policy_is_read_only_on_its_cluster_plus_its_acks(template: dict[str, Any]) -> None:

@@ -11,11 +11,13 @@ import pytest
 
 from certfleet.config import OrderSettings, UnsafeFilesPathError
 from node_agent.agent import destinations
+from node_agent.agentstate import AgentState, InstalledOrder, OwedCommand
 from node_agent.diskfile import FileMode, write_atomic, write_new
 from node_agent.errors import InstallError, StateError
+from node_agent.identity import node_id
 from node_agent.installer import FileModes, Installer, remove_copies, write_copies
 from node_agent.material import FILE_TYPES, OrderFiles
-from node_agent.state import AgentState, InstalledOrder, OwedCommand, StateStore, node_id
+from node_agent.statestore import StateStore
 
 HOSTILE = [
     "../../etc/x", "a/b", ".", "..", "nul\0name", "x" * 300, "ünïcode.example",

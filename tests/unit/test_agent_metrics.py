@@ -3,8 +3,8 @@ after renewals, new orders and removed ones it is what a fresh rendering gives."
 
 from __future__ import annotations
 
+from node_agent.agentstate import InstalledOrder, OrderTable
 from node_agent.metrics import OrderMetrics, render_order_metrics
-from node_agent.record import InstalledOrder, OrderTable
 
 
 def installed(number: int, when: int = 0) -> InstalledOrder:

@@ -31,7 +31,7 @@ from certfleet.sync.lease import encode_lease, lease_expiry, mac_key
 from certfleet.sync.sealing import SyncKeys
 from certfleet.sync.state import ClusterState, StateStore
 from node_agent.errors import StateError as AgentStateError
-from node_agent.state import StateStore as AgentStateStore
+from node_agent.statestore import StateStore as AgentStateStore
 from tests.plugins.faults import LEDGER
 
 MAX_EXAMPLES = 150

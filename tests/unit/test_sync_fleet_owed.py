@@ -8,7 +8,7 @@ from pathlib import Path
 from certfleet.bundle import Ack, AckOrder, ClusterSecret, OwedUpdate, seal_ack
 from certfleet.bundle.layout import ack_key
 from certfleet.store import Store, open_store
-from certfleet.sync.fleet import NodeReport, Published, read_nodes
+from certfleet.sync.nodereport import NodeReport, Published, read_nodes
 
 CLUSTER = "web"
 GENERATION = 1_700_000_000_000

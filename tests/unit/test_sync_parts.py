@@ -16,7 +16,7 @@ from certfleet.bundle import ClusterSecret, SigningKey, verify_head
 from certfleet.config import ClusterSyncConfig, SyncConfig
 from certfleet.sandbox.ca import SandboxCa
 from certfleet.store import Store, open_store
-from certfleet.sync import IssuedCert, ProviderOrder
+from certfleet.sync import IssuedCert, Provider, ProviderOrder
 from certfleet.sync.audit import Audit
 from certfleet.sync.budget import MAX_RESERVE, Budget
 from certfleet.sync.context import RunContext
@@ -47,7 +47,7 @@ class FakeMonotonic:
         return self.now
 
 
-class InProcessProvider:
+class InProcessProvider(Provider):
     """A provider whose CA signs each submitted CSR at once, in process."""
 
     def __init__(self, orders: Sequence[ProviderOrder]) -> None:
@@ -181,7 +181,13 @@ def test_the_issuer_alone_turns_an_issue_into_a_recorded_bundle(tmp_path: Path) 
     tally = RunTally()
     writer, state, _ = issue_one(ctx, store, tally)
     assert tally.errors == {}
-    assert (tally.keys_generated, tally.csrs_submitted, tally.certificates_published) == (1, 1, 1)
+    counts = tally.counts
+    assert (counts.keys_generated, counts.csrs_submitted, counts.certificates_published) == (
+        1,
+        1,
+        1,
+    )
+    assert counts.provider_calls == 2  # submit_csr, fetch_certificate
     record = state.orders["web"]
     assert state.pending == {}
     bundle = writer.open_bundle("web", record)
@@ -203,7 +209,7 @@ def test_the_issuer_starts_nothing_once_the_budget_is_spent(tmp_path: Path) -> N
     Issuer(ctx, writer, provider, state, budget=budget, tally=tally).generate(
         [Issue(ORDER, "new")], NOW
     )
-    assert tally.keys_generated == 0 and state.pending == {} and provider.issued == {}
+    assert tally.counts.keys_generated == 0 and state.pending == {} and provider.issued == {}
     assert budget.exhausted
 
 
@@ -221,13 +227,13 @@ def test_the_publisher_alone_writes_a_signed_head_and_collects_garbage_after_gra
     publisher.publish(seen)
     data = store.get(head_key(CLUSTER), max_bytes=1 << 16).data
     head = verify_head(data, cluster=CLUSTER, publishers=[ctx.settings.signing_key.public_key()])
-    assert tally.heads_published == 1 and tally.generations[CLUSTER] == head.generation
+    assert tally.counts.heads_published == 1 and tally.generations[CLUSTER] == head.generation
     assert len(state.unreferenced) == 1  # the pending key, now in the bundle
     publisher.collect_garbage(seen, None)
-    assert tally.objects_deleted == 0  # within gc_grace
+    assert tally.counts.objects_deleted == 0  # within gc_grace
     later = Publisher(ctx, writer, state, NOW + 3600, budget=Budget(None), tally=tally)
     later.collect_garbage(read_head(store, CLUSTER, ctx.settings.signing_key.public_key()), None)
-    assert tally.objects_deleted == 1 and state.unreferenced == {}
+    assert tally.counts.objects_deleted == 1 and state.unreferenced == {}
 
 
 # -- Audit -----------------------------------------------------------------------------
@@ -245,7 +251,7 @@ def test_the_audit_alone_marks_an_order_whose_bundle_is_lost_for_a_new_key(
     assert audit.due(forced=False)  # never swept
     audit.check(audit.list_objects(), verify=True)
     assert audit.damaged == {lost}
-    assert state.rekey == {"web"} and tally.objects_repaired == 1
+    assert state.rekey == {"web"} and tally.counts.objects_repaired == 1
 
 
 # -- FleetCheck ------------------------------------------------------------------------
@@ -297,7 +303,7 @@ def test_a_cluster_run_past_its_budget_issues_nothing_and_reports_itself_incompl
         policy=ctx.policy,
         settings=ctx.settings,
         store=store,
-        provider=InProcessProvider([ORDER]),
+        open_provider=lambda: InProcessProvider([ORDER]),
         clock=lambda: float(NOW),
         deadline=clock.now + 4.0,  # reserve 1 s
         tally=tally,
@@ -306,7 +312,95 @@ def test_a_cluster_run_past_its_budget_issues_nothing_and_reports_itself_incompl
     )
     clock.now += 3.0
     run.run()
-    assert tally.keys_generated == 0 and tally.complete is False
+    assert tally.counts.keys_generated == 0 and tally.complete is False
     assert steps[:2] == ["lease", "loaded"] and {"listed", "saved"} <= set(steps)
     assert "pending-key" not in steps and "csr" not in steps
-    assert tally.orders_seen == 1 and tally.errors == {}
+    assert tally.counts.orders_seen == 1 and tally.errors == {}
+    assert tally.counts.provider_calls == 1  # the listing only
+
+
+# -- RunTally and RunSummary -----------------------------------------------------------
+
+
+def test_a_tally_turns_into_a_summary_whose_json_keeps_every_key() -> None:
+    tally = RunTally()
+    tally.count(keys_generated=1, provider_calls=2)
+    tally.count(keys_generated=1, store_reads=7)
+    tally.error("web", "boom")
+    tally.generations[CLUSTER] = 5
+    summary = tally.summary([CLUSTER], duration=1.23456)
+    assert (summary.keys_generated, summary.provider_calls, summary.store_reads) == (2, 2, 7)
+    assert summary.orders_seen == 0 and summary.generation == 5 and not summary.ok
+    assert summary.as_dict() == {
+        "clusters": [CLUSTER],
+        "orders_seen": 0,
+        "keys_generated": 2,
+        "csrs_submitted": 0,
+        "certificates_published": 0,
+        "tombstones": 0,
+        "objects_deleted": 0,
+        "objects_repaired": 0,
+        "objects_verified": 0,
+        "errors": {"web": "boom"},
+        "store_reads": 7,
+        "store_writes": 0,
+        "store_requests": 0,
+        "provider_calls": 2,
+        "generation": 5,
+        "generations": {CLUSTER: 5},
+        "skipped": [],
+        "heads_published": 0,
+        "complete": True,
+        "duration": 1.235,
+        "fleet": {},
+        "fleet_problem_nodes": None,
+    }
+    with pytest.raises(AttributeError):
+        tally.count(no_such_counter=1)
+
+
+class AdvisingProvider(InProcessProvider):
+    """An in-process provider that also suggests renewal times (as ACME's ARI does)."""
+
+    def __init__(self, orders: Sequence[ProviderOrder], renew_at: dict[str, int]) -> None:
+        super().__init__(orders)
+        self.renew_at = renew_at
+        self.asked: list[tuple[str, tuple[str, ...]]] = []
+
+    def renewal_times(self, cluster: str, names: Sequence[str]) -> dict[str, int]:
+        self.asked.append((cluster, tuple(names)))
+        return self.renew_at
+
+
+def test_a_cluster_run_opens_its_provider_once_and_follows_its_suggested_renewal_time(
+    tmp_path: Path,
+) -> None:
+    ctx, store = context(tmp_path)
+    opened: list[InProcessProvider] = []
+
+    def run(provider: InProcessProvider) -> RunTally:
+        def open_provider() -> InProcessProvider:
+            opened.append(provider)
+            return provider
+
+        tally = RunTally()
+        ClusterRun(
+            cluster=CLUSTER,
+            policy=ctx.policy,
+            settings=ctx.settings,
+            store=store,
+            open_provider=open_provider,
+            clock=lambda: float(NOW),
+            deadline=None,
+            tally=tally,
+            checkpoint=lambda step: None,
+        ).run()
+        assert tally.errors == {}
+        return tally
+
+    first = InProcessProvider([ORDER])
+    assert run(first).counts.certificates_published == 1 and opened == [first]
+    quiet = AdvisingProvider([ORDER], {})
+    assert run(quiet).counts.keys_generated == 0 and quiet.asked == [(CLUSTER, ("web",))]
+    due = AdvisingProvider([ORDER], {"web": NOW})
+    assert run(due).counts.keys_generated == 1 and opened == [first, quiet, due]

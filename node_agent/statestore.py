@@ -1,4 +1,4 @@
-"""The agent's durable state on disk: a small index and content-addressed record files.
+"""Loading and saving the agent's state on disk: a small index and content-addressed files.
 
 ```
 <state_dir>/state.json                     0600, the index, replaced atomically: each
@@ -31,7 +31,7 @@ order, the same content). Only rollback protection then falls back to ``min_gene
 A schema 1 ``state.json`` (everything in one file) is still read; the next save replaces it.
 
 The JSON form of each part is ``node_agent.statecodec``'s, the node id
-``node_agent.identity``'s; the data types (``node_agent.record``) are re-exported here.
+``node_agent.identity``'s; the state's data types are ``node_agent.agentstate``'s.
 """
 
 from __future__ import annotations
@@ -43,20 +43,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from certfleet.bundle import FormatError
-from node_agent.diskfile import FileMode, fsync_dir, temp_name, write_atomic, write_new
-from node_agent.errors import StateError
-from node_agent.identity import node_id
-from node_agent.record import (
+from node_agent.agentstate import (
     AgentState,
-    Backoff,
     ClusterState,
     InstalledOrder,
     OrderTable,
     OwedCommand,
-    ShardRecord,
 )
+from node_agent.diskfile import FileMode, fsync_dir, temp_name, write_atomic, write_new
+from node_agent.errors import StateError
 from node_agent.statecodec import (
-    BUCKETS,
     OLD_SCHEMA,
     SCHEMA,
     backoff_json,
@@ -79,21 +75,7 @@ _DIR_MODE = 0o700
 _RECORD_NAME = re.compile(r"[0-9a-f]{32,128}")
 _LOAD_TRIES = 3  # a save may remove records between reading the index and reading them
 
-__all__ = [
-    "BUCKETS",
-    "RECORDS_DIR",
-    "STATE_FILE",
-    "AgentState",
-    "Backoff",
-    "ClusterState",
-    "InstalledOrder",
-    "OrderTable",
-    "OwedCommand",
-    "ShardRecord",
-    "StateStore",
-    "bucket_of",
-    "node_id",
-]
+__all__ = ["RECORDS_DIR", "STATE_FILE", "StateStore"]
 
 
 class StateStore:

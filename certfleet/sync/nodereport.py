@@ -1,4 +1,4 @@
-"""What a cluster's nodes report: the verified head, its index, and every node's ack.
+"""Reading what a cluster's nodes report (their acks) and judging each node against the head.
 
 ``read_nodes`` reads and assesses every ``acks/<node-id>`` against a published head (one
 LIST, one GET per ack); the sync's fleet check (``certfleet.sync.fleetcheck``) calls it with

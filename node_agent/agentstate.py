@@ -1,9 +1,10 @@
-"""What the agent records: what it accepted from each cluster, installed, and still owes.
+"""The agent's state in memory: what it accepted from each cluster, installed, and still owes.
 
 No key material: order names, hashes, serials, version names, the shard entries of each
 cluster's last accepted head, the on_update commands still owed, and the versions that
 failed their check_command or probe and are not tried again before a time (``Backoff``).
-``node_agent.state`` keeps an ``AgentState`` on disk; the classes are re-exported there.
+``node_agent.statestore`` keeps an ``AgentState`` on disk, in the JSON form of
+``node_agent.statecodec``.
 """
 
 from __future__ import annotations
