@@ -2,7 +2,7 @@
 nginx, HAProxy and Apache httpd on 127.0.0.1: each answers ``<token>.<thumbprint>`` as
 text/plain, refuses a malformed token or a path elsewhere, and a real CA (pebble, nonce
 rejection on) validates HTTP-01 through HAProxy and Apache for an issued certificate
-(nginx's own run against pebble is in tests/test_acme_pebble.py)."""
+(nginx's own run against pebble is in tests/integration/test_acme_pebble.py)."""
 
 from __future__ import annotations
 
