@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from certfleet.bundle import Ack, AckOrder, ClusterSecret, SigningKey, seal_ack
-from certfleet.devstack import SeaweedFS
+from certfleet.sandbox.devstack import SeaweedFS
 from certfleet.store import S3Store
 from certfleet.sync.fleetcache import AckCache
 from certfleet.sync.layout import ack_key

@@ -61,7 +61,7 @@ from certfleet.bundle import (
 )
 from certfleet.bundle.layout import BUNDLE_MAX_BYTES, HEAD_MAX_BYTES, SHARD_MAX_BYTES
 from certfleet.config import parse_agent_config
-from certfleet.devstack import SeaweedFS
+from certfleet.sandbox.devstack import SeaweedFS
 from certfleet.store import FileStore, HttpsStore, S3Store, Store
 from node_agent.agent import Agent
 from node_agent.agentstate import AgentState, InstalledOrder

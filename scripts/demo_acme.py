@@ -40,7 +40,7 @@ from demo import (  # noqa: E402  (scripts/demo.py: the same printing and checks
     started_servers,
 )
 
-from certfleet.devstack import SeaweedFS, StackError, find_weed  # noqa: E402
+from certfleet.sandbox.devstack import SeaweedFS, StackError, find_weed  # noqa: E402
 from tests.plugins.acme_lab import TSIG_KEY_NAME, Bind9, free_port  # noqa: E402
 from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet  # noqa: E402
 

@@ -13,7 +13,7 @@ to a cap.
 
 botocore offers no public way to choose its connection classes: ``install`` swaps them in
 the client's HTTP session (``client._endpoint.http_session``), and fails loudly if a
-botocore release moves them (the tests in ``tests/test_hostile_s3.py`` pin both).
+botocore release moves them (the tests in ``tests/integration/test_hostile_s3.py`` pin both).
 """
 
 from __future__ import annotations

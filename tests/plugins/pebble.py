@@ -25,6 +25,7 @@ import re
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -37,8 +38,22 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certfleet.devstack import pick_ports
+from certfleet.sandbox.devstack import pick_ports
 from tests.plugins.binaries import require_binary
+
+
+def openssl_verifies(root_pem: bytes, leaf: Path, chain: Path) -> None:
+    """Asserts that ``openssl verify`` accepts the first certificate in ``leaf`` against
+    ``root_pem`` (pebble's root), with the intermediates in ``chain``."""
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch) / "root.pem"
+        root.write_bytes(root_pem)
+        verified = subprocess.run(
+            [require_binary("openssl"), "verify", "-CAfile", str(root), "-untrusted", str(chain),
+             str(leaf)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def free_ports(count: int) -> list[int]:
