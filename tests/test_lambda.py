@@ -204,7 +204,7 @@ def test_a_run_that_checks_the_fleet_logs_fleet_problem_nodes(
 def test_an_empty_secret_fails_the_invocation_with_a_hint(
     secrets_manager: SecretsManager, cold_start: ModuleType
 ) -> None:
-    from chalicelib.runner import ConfigSecretError
+    from chalicelib.configsecret import ConfigSecretError
 
     with pytest.raises(ConfigSecretError, match="put-secret-value") as caught:
         invoke(cold_start)

@@ -29,9 +29,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
-from certfleet.bundle import ClusterSecret, FormatError, open_sealed, seal
+from certfleet.bundle import ClusterSecret, FormatError
 from certfleet.errors import CertfleetError
-from certfleet.store import ObjectNotFound, PreconditionFailed, Store
+from certfleet.sealedobject import CURRENT, SealedObject, SealingKeys
+from certfleet.store import Store
 
 KIND = "acme"
 IDENTITY = "/state"
@@ -126,42 +127,30 @@ class AcmeStateStore:
         clock: Callable[[], float],
         previous: Sequence[ClusterSecret] = (),
     ) -> None:
-        self._store = store
         self._cluster = cluster
-        self._secret = secret
-        self._previous = tuple(previous)
         self._clock = clock
-        self._key = acme_state_key(cluster)
-        self._etag: str | None = None
-        self._saved: bytes | None = None
+        self._object = SealedObject(
+            store,
+            acme_state_key(cluster),
+            SealingKeys(secret, tuple(previous)),
+            kind=KIND,
+            cluster=cluster,
+            identity=IDENTITY,
+            max_bytes=MAX_BYTES,
+            lost_race=lambda: AcmeStateConflict(cluster, "was changed by another writer"),
+        )
+        self._saved: bytes | None = None  # as encoded now (a state of an older form differs)
 
     def load(self) -> AcmeState:
         """The stored state, or an empty one."""
         try:
-            stored = self._store.get(self._key, max_bytes=MAX_BYTES)
-        except ObjectNotFound:
-            self._etag, self._saved = None, None
-            return AcmeState()
-        if stored is None:  # only with if_none_match, which is not given
-            raise ObjectNotFound(self._key, url=self._store.url)
-        resealed = False
-        try:
-            try:
-                plain = open_sealed(KIND, self._cluster, IDENTITY, stored.data, (self._secret,))
-            except FormatError:
-                if not self._previous:
-                    raise
-                # sealed before a signing key rotation: opened once, saved with the new key
-                plain = open_sealed(KIND, self._cluster, IDENTITY, stored.data, self._previous)
-                resealed = True
-            state = AcmeState.decode(plain)
+            state = self._object.load(self._decode, accept_old=True)
         except FormatError as err:
             raise AcmeStateError(self._cluster, f"cannot be opened: {err}") from err
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise AcmeStateError(self._cluster, "is not valid JSON of this version") from err
-        if state.generation > int(self._clock() * 1000) + FUTURE_SLACK_MS:
-            raise AcmeStateError(self._cluster, "has a generation more than a day ahead")
-        self._etag, self._saved = stored.etag, None if resealed else state.encode()
+        if state is None:
+            self._saved = None
+            return AcmeState()
+        self._saved = state.encode() if self._object.sealing == CURRENT else None
         return state
 
     def save(self, state: AcmeState) -> bool:
@@ -171,13 +160,15 @@ class AcmeStateStore:
             return False
         state.generation = max(state.generation + 1, int(self._clock() * 1000))
         plain = state.encode()
-        data = seal(KIND, self._cluster, IDENTITY, plain, (self._secret,))
-        try:
-            if self._etag is None:
-                self._etag = self._store.put_if_absent(self._key, data)
-            else:
-                self._etag = self._store.put_if_match(self._key, data, self._etag)
-        except PreconditionFailed as err:
-            raise AcmeStateConflict(self._cluster, "was changed by another writer") from err
+        self._object.save(plain)
         self._saved = plain
         return True
+
+    def _decode(self, plain: bytes) -> AcmeState:
+        try:
+            state = AcmeState.decode(plain)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise AcmeStateError(self._cluster, "is not valid JSON of this version") from err
+        if state.generation > int(self._clock() * 1000) + FUTURE_SLACK_MS:
+            raise AcmeStateError(self._cluster, "has a generation more than a day ahead")
+        return state

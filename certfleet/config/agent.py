@@ -39,7 +39,7 @@ from certfleet.config.errors import UnknownClusterError
 from certfleet.config.hcl import load_hcl, read_config_text
 from certfleet.config.path_template import FILE_TYPES, check_template, expand_files_path
 from certfleet.config.section import Section, shown
-from certfleet.config.url import check_http_url, check_store_url
+from certfleet.config.url import check_http_url, store_option
 from certfleet.config.window import (
     DAYS,
     DAYS_FORM,
@@ -181,14 +181,12 @@ def parse_agent_config(text: str, source: str) -> AgentConfig:
         )
     if root.has("api_endpoint"):
         root.notice("api_endpoint", "ignored: nodes never call the provider's API")
-    store = root.required_string("store", "s3://BUCKET/PREFIX, file:///PATH or https://HOST/PATH")
-    if store:
-        checked = root.parsed(
-            "store",
-            lambda value: check_store_url(value, STORE_SCHEMES),
-            valid="s3://BUCKET/PREFIX, file:///PATH, https://HOST/PATH or http://LOOPBACK/PATH",
-        )
-        store = checked[0] if checked else ""
+    store = store_option(
+        root,
+        STORE_SCHEMES,
+        "s3://BUCKET/PREFIX, file:///PATH, https://HOST/PATH or http://LOOPBACK/PATH",
+        missing="s3://BUCKET/PREFIX, file:///PATH or https://HOST/PATH",
+    )
     store_endpoint = root.parsed(
         "store_endpoint", check_http_url, valid="http(s)://HOST:PORT of an S3-compatible store"
     )

@@ -29,7 +29,7 @@ from certfleet.config.cluster import check_label
 from certfleet.config.errors import ConfigError, ConfigErrors
 from certfleet.config.hcl import load_hcl
 from certfleet.config.section import Section
-from certfleet.config.url import check_http_url, check_store_url
+from certfleet.config.url import check_http_url, store_option
 
 API_KEY_BLOCK = "order_api_key"
 KEY_ID = re.compile(r"[a-z0-9]{4,32}")
@@ -113,15 +113,7 @@ def parse_serve_config(text: str, source: str) -> ServeConfig:
     """Check the HTTP-side config ``text``; no disk, no network."""
     root = load_hcl(text, source)
     root.allow(_SERVE_OPTIONS, (API_KEY_BLOCK,))
-    store = root.required_string("store", "s3://BUCKET/PREFIX or file:///PATH")
-    if store:
-        store = "".join(
-            root.parsed(
-                "store",
-                lambda value: check_store_url(value, _STORE_SCHEMES),
-                valid="s3://BUCKET/PREFIX or file:///PATH",
-            )
-        )
+    store = store_option(root, _STORE_SCHEMES)
     endpoint = root.parsed("store_endpoint", check_http_url, valid="http(s)://HOST:PORT")
     secrets = root.parsed(
         "registry_secret",

@@ -39,7 +39,7 @@ from certfleet.config.errors import ConfigError, ConfigErrors, UnknownClusterErr
 from certfleet.config.hcl import load_hcl, read_config_text
 from certfleet.config.section import Section
 from certfleet.config.serve import API_KEY_BLOCK, ApiKeyEntry, api_key_entries
-from certfleet.config.url import check_http_url, check_store_url
+from certfleet.config.url import check_http_url, store_option
 
 DEFAULT_API_ENDPOINT = "https://sslmate.com/api/v3"
 KEY_TYPES = ("rsa", "ecdsa")
@@ -169,15 +169,7 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
             "api_key", "is empty", valid="the key from your SSLMate account, or leave it out"
         )
     api_endpoint = root.parsed("api_endpoint", check_http_url, valid="https://HOST/PATH")
-    store = root.required_string("store", "s3://BUCKET/PREFIX or file:///PATH")
-    if store:
-        store = "".join(
-            root.parsed(
-                "store",
-                lambda text: check_store_url(text, STORE_SCHEMES),
-                valid="s3://BUCKET/PREFIX or file:///PATH",
-            )
-        )
+    store = store_option(root, STORE_SCHEMES)
     store_endpoint = root.parsed(
         "store_endpoint", check_http_url, valid="http(s)://HOST:PORT of an S3-compatible store"
     )

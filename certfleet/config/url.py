@@ -5,7 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from certfleet.config.section import Section
 from certfleet.store.https import LOOPBACK_HOSTS
+
+STORE_FORMS = "s3://BUCKET/PREFIX or file:///PATH"
+
+
+def store_option(
+    root: Section, schemes: Sequence[str], valid: str = STORE_FORMS, missing: str | None = None
+) -> str:
+    """The required ``store`` option of ``root``, a store URL with one of ``schemes``; when
+    it is missing or not such a URL an error is recorded (suggesting ``missing`` or
+    ``valid``) and "" returned."""
+    store = root.required_string("store", valid if missing is None else missing)
+    if not store:
+        return store
+    checked = root.parsed("store", lambda value: check_store_url(value, schemes), valid=valid)
+    return checked[0] if checked else ""
 
 
 def check_store_url(text: str, schemes: Sequence[str]) -> str:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from certfleet.bundle import ClusterSecret, FormatError, open_sealed, seal
+from certfleet.bundle import ClusterSecret, FormatError
 from certfleet.bundle.errors import UnsafeNameError
 from certfleet.bundle.names import validate_cluster_name, validate_dns_name, validate_order_name
 from certfleet.orders import MAX_IDENTIFIERS, Identifier, OrderRequestError, check_approval
@@ -35,7 +35,8 @@ from certfleet.registry.errors import (
     RegistryNotFound,
     UnknownCluster,
 )
-from certfleet.store import ObjectNotFound, ObjectTooLarge, PreconditionFailed, Store
+from certfleet.sealedobject import CURRENT, SealedObject, SealingKeys
+from certfleet.store import ObjectTooLarge, PreconditionFailed, Store
 
 KIND = "registry"
 IDENTITY = "/orders"
@@ -93,8 +94,7 @@ class OrderRegistry:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._store = store
-        self._secret = secret
-        self._previous = tuple(previous)
+        self._keys = SealingKeys(secret, tuple(previous))
         self._clusters = tuple(validate_cluster_name(c) for c in clusters)
         self._clock = clock
         self._sleep = sleep
@@ -108,12 +108,12 @@ class OrderRegistry:
 
     def list(self, cluster: str) -> tuple[RegistryOrder, ...]:
         """``cluster``'s orders, sorted by name (none when it has no registry object yet)."""
-        return self._read(self._known(cluster))[0]
+        return self._read(self._known(cluster))
 
     def get(self, name: str) -> RegistryOrder:
         """The order called ``name``, whichever cluster holds it; :class:`RegistryNotFound`."""
         for cluster in self._clusters:
-            for order in self._read(cluster)[0]:
+            for order in self._read(cluster):
                 if order.name == name:
                     return order
         raise RegistryNotFound(name)
@@ -132,7 +132,7 @@ class OrderRegistry:
         checked = _identifiers(identifiers)
         order_name = validate_order_name(checked[0].value if name is None else name)
         for other in self._clusters:
-            if other != cluster and any(o.name == order_name for o in self._read(other)[0]):
+            if other != cluster and any(o.name == order_name for o in self._read(other)):
                 raise OrderExists(order_name)
         now = int(self._clock())
         order = RegistryOrder(order_name, cluster, checked, now, now)
@@ -174,20 +174,13 @@ class OrderRegistry:
 
         An object that opens with ``secret`` is left as it is; none at all is 0.
         """
-        key = registry_key(self._known(cluster))
-        current = OrderRegistry(self._store, self._secret, [cluster])
+        sealed = self._object(self._known(cluster))
         for _ in range(MAX_ATTEMPTS):
+            orders = self._read(cluster, sealed)
+            if sealed.sealing == CURRENT:  # also when there is none
+                return len(orders)
             try:
-                return len(current._read(cluster)[0])
-            except RegistryError:
-                if not self._previous:
-                    raise
-            orders, etag = self._read(cluster)
-            if etag is None:
-                return 0
-            data = seal(KIND, cluster, IDENTITY, _encode(orders), [self._secret])
-            try:
-                self._store.put_if_match(key, data, etag)
+                sealed.save(_encode(orders))
             except PreconditionFailed:
                 continue
             return len(orders)
@@ -208,45 +201,48 @@ class OrderRegistry:
         ],
     ) -> _T:
         """Read, apply ``change`` (None: nothing to write), write conditionally; retry."""
-        key = registry_key(cluster)
+        sealed = self._object(cluster)
         for attempt in range(MAX_ATTEMPTS):
-            orders, etag = self._read(cluster)
-            new, result = change(list(orders))
+            new, result = change(list(self._read(cluster, sealed)))
             if new is None:
                 return result
-            data = seal(KIND, cluster, IDENTITY, _encode(new), [self._secret])
             try:
-                if etag is None:
-                    self._store.put_if_absent(key, data)
-                else:
-                    self._store.put_if_match(key, data, etag)
+                sealed.save(_encode(new))
             except PreconditionFailed:
                 self._sleep(random.uniform(0, 0.02 * (attempt + 1)))  # noqa: S311 - jitter
                 continue
             return result
         raise RegistryContended(cluster, MAX_ATTEMPTS)
 
-    def _read(self, cluster: str) -> tuple[tuple[RegistryOrder, ...], str | None]:
-        key = registry_key(cluster)
-        where = f"the order registry of cluster {cluster!r} ({key} in {self._store.url})"
+    def _object(self, cluster: str) -> SealedObject:
+        return SealedObject(
+            self._store,
+            registry_key(cluster),
+            self._keys,
+            kind=KIND,
+            cluster=cluster,
+            identity=IDENTITY,
+            max_bytes=MAX_REGISTRY_BYTES,
+        )
+
+    def _read(self, cluster: str, sealed: SealedObject | None = None) -> tuple[RegistryOrder, ...]:
+        """The orders of ``cluster`` (none without an object), read with ``sealed``."""
+        sealed = self._object(cluster) if sealed is None else sealed
+        where = f"the order registry of cluster {cluster!r} ({sealed.key} in {self._store.url})"
+
+        def decode(plain: bytes) -> tuple[RegistryOrder, ...]:
+            try:
+                return _decode(plain, cluster)
+            except (ValueError, KeyError, TypeError, UnsafeNameError, OrderRequestError) as err:
+                raise RegistryError(f"{where} is malformed: {_short(err)}") from err
+
         try:
-            stored = self._store.get(key, max_bytes=MAX_REGISTRY_BYTES)
-        except ObjectNotFound:
-            return (), None
+            orders = sealed.load(decode, accept_old=True)
         except ObjectTooLarge as err:
             raise RegistryError(f"{where} is larger than {MAX_REGISTRY_BYTES} bytes") from err
-        if stored is None:  # only possible with if_none_match, which is not given
-            raise ObjectNotFound(key, url=self._store.url)
-        try:
-            plain = open_sealed(
-                KIND, cluster, IDENTITY, stored.data, [self._secret, *self._previous]
-            )
         except FormatError as err:
             raise RegistryError(f"{where} cannot be opened: {err}") from err
-        try:
-            return _decode(plain, cluster), stored.etag
-        except (ValueError, KeyError, TypeError, UnsafeNameError, OrderRequestError) as err:
-            raise RegistryError(f"{where} is malformed: {_short(err)}") from err
+        return () if orders is None else orders
 
 
 def _find(orders: Sequence[RegistryOrder], name: str) -> RegistryOrder:

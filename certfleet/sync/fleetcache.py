@@ -21,8 +21,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from certfleet.bundle import Ack, AckOrder, FormatError, OwedUpdate, open_sealed
-from certfleet.store import ObjectNotFound, ObjectTooLarge, Store
+from certfleet.bundle import Ack, AckOrder, FormatError, OwedUpdate
+from certfleet.sealedobject import SealedObject
+from certfleet.store import ObjectTooLarge, Store
 from certfleet.sync.fleet import KnownAck
 from certfleet.sync.layout import FLEET_CACHE_MAX_BYTES, fleet_cache_key
 from certfleet.sync.sealing import SyncKeys
@@ -71,46 +72,33 @@ class AckCache:
     """Loads and saves one cluster's ``KnownAck``s."""
 
     def __init__(self, store: Store, cluster: str, keys: SyncKeys) -> None:
-        self._store = store
         self._cluster = cluster
-        self._keys = keys
-        self._key = fleet_cache_key(cluster)
-        self._saved: bytes | None = None
+        self._object = SealedObject(
+            store,
+            fleet_cache_key(cluster),
+            keys,
+            kind=KIND,
+            cluster=cluster,
+            identity=IDENTITY,
+            max_bytes=FLEET_CACHE_MAX_BYTES,
+        )
 
     def load(self) -> dict[str, KnownAck]:
         """The kept acks; empty when there is none or it does not open (logged).
 
         A store error other than a missing object propagates."""
         try:
-            stored = self._store.get(self._key, max_bytes=FLEET_CACHE_MAX_BYTES)
-        except ObjectNotFound:
-            return {}
+            known = self._object.load(decode_known, accept_old=False)
         except ObjectTooLarge:
             log.warning("cluster %s: the fleet check's cache is over %d bytes; every ack is "
                         "read again", self._cluster, FLEET_CACHE_MAX_BYTES)  # fmt: skip
             return {}
-        if stored is None:  # only possible with if_none_match, which is not given
-            return {}
-        try:
-            plain, _ = self._keys.open(
-                stored.data,
-                lambda secrets: open_sealed(KIND, self._cluster, IDENTITY, stored.data, secrets),
-                name=self._key,
-                accept_old=False,
-            )
-            known = decode_known(plain)
         except (FormatError, ValueError, KeyError, TypeError) as err:
             log.warning("cluster %s: the fleet check's cache is unusable (%s); every ack "
                         "is read again", self._cluster, type(err).__name__)  # fmt: skip
             return {}
-        self._saved = plain
-        return known
+        return {} if known is None else known
 
     def save(self, known: Mapping[str, KnownAck]) -> bool:
         """Write ``known`` if it differs from what was loaded or saved; True if written."""
-        plain = encode_known(known)
-        if plain == self._saved:
-            return False
-        self._store.put(self._key, self._keys.seal(KIND, self._cluster, IDENTITY, plain))
-        self._saved = plain
-        return True
+        return self._object.overwrite(encode_known(known))

@@ -30,15 +30,16 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from certfleet.bundle import ClusterSecret, FormatError, generation_too_far, open_sealed
-from certfleet.store import ObjectNotFound, PreconditionFailed, Store
+from certfleet.bundle import FormatError, generation_too_far
+from certfleet.sealedobject import SealedObject
+from certfleet.store import ObjectNotFound, Store
 from certfleet.sync.errors import ConcurrentWriteError, StateError
 from certfleet.sync.layout import STATE_MAX_BYTES, state_key
-from certfleet.sync.sealing import CURRENT, SyncKeys
+from certfleet.sync.sealing import SyncKeys
 
 KIND = "pending"
 IDENTITY = "/state"
@@ -246,13 +247,22 @@ class StateStore:
     """Loads and conditionally saves one cluster's state, remembering its ETag."""
 
     def __init__(self, store: Store, cluster: str, keys: SyncKeys) -> None:
-        self._store = store
         self._cluster = cluster
-        self._keys = keys
-        self._key = state_key(cluster)
-        self._etag: str | None = None
-        self._saved: bytes | None = None
-        self.sealing = CURRENT
+        self._object = SealedObject(
+            store,
+            state_key(cluster),
+            keys,
+            kind=KIND,
+            cluster=cluster,
+            identity=IDENTITY,
+            max_bytes=STATE_MAX_BYTES,
+            lost_race=lambda: ConcurrentWriteError(cluster, "was changed by another writer"),
+        )
+
+    @property
+    def sealing(self) -> str:
+        """How the state loaded last was sealed (``certfleet.sync.sealing``)."""
+        return self._object.sealing
 
     def load(self, *, now_ms: int, accept_old: bool = False) -> ClusterState:
         """The stored state, or a fresh one (with a new shard key) if there is none.
@@ -260,50 +270,27 @@ class StateStore:
         ``sealing`` then says how it was sealed; with ``accept_old`` it may be ``previous``
         or ``legacy`` (see ``certfleet.sync.sealing``), and the next ``save`` rewrites it.
         """
-        try:
-            stored = self._store.get(self._key, max_bytes=STATE_MAX_BYTES)
-        except ObjectNotFound:
-            self._etag, self._saved, self.sealing = None, None, CURRENT
-            return ClusterState.new()
-        if stored is None:  # only possible with if_none_match, which is not given
-            raise ObjectNotFound(self._key, url=self._store.url)
-        cluster, data = self._cluster, stored.data
+        cluster = self._cluster
 
-        def opener(secrets: Sequence[ClusterSecret]) -> bytes:
-            return open_sealed(KIND, cluster, IDENTITY, data, secrets)
+        def decode(plain: bytes) -> ClusterState:
+            try:
+                state = ClusterState.decode(plain)
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+                raise StateError(cluster, "is not valid JSON of this version") from err
+            if state.head is not None and generation_too_far(state.head.generation, now_ms):
+                raise StateError(
+                    cluster, f"records generation {state.head.generation}, more than a day ahead"
+                )
+            return state
 
         try:
-            plain, sealing = self._keys.open(
-                data, opener, name=f"sync state of cluster {cluster}", accept_old=accept_old
-            )
-            state = ClusterState.decode(plain)
+            state = self._object.load(decode, accept_old=accept_old)
         except FormatError as err:
             raise StateError(
                 cluster, f"cannot be opened with this sync's key: {err.reason}"
             ) from err
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
-            raise StateError(cluster, "is not valid JSON of this version") from err
-        if state.head is not None and generation_too_far(state.head.generation, now_ms):
-            raise StateError(
-                cluster, f"records generation {state.head.generation}, more than a day ahead"
-            )
-        self._etag, self.sealing = stored.etag, sealing
-        self._saved = plain if sealing == CURRENT else None
-        return state
+        return ClusterState.new() if state is None else state
 
     def save(self, state: ClusterState) -> bool:
         """Write the state if it changed (or was sealed the old way); True if it wrote."""
-        plain = state.encode()
-        if plain == self._saved:
-            return False
-        data = self._keys.seal(KIND, self._cluster, IDENTITY, plain)
-        try:
-            if self._etag is None:
-                self._etag = self._store.put_if_absent(self._key, data)
-            else:
-                self._etag = self._store.put_if_match(self._key, data, self._etag)
-        except PreconditionFailed as err:
-            raise ConcurrentWriteError(self._cluster, "was changed by another writer") from err
-        self._saved = plain
-        self.sealing = CURRENT
-        return True
+        return self._object.save(state.encode())

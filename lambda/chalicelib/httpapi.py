@@ -4,7 +4,8 @@ This module does not import Chalice: ``app.py`` wires it to the ``http`` functio
 config is the order API's own (``certfleet http-config`` prints it: the store, the
 registry secret, the ACME thumbprint, the clusters and the API key hashes; never the
 signing key nor a cluster secret), in a Secrets Manager secret whose name or ARN is in
-``CERTFLEET_HTTP_CONFIG_SECRET``. It is read once per cold start, like the sync's.
+``CERTFLEET_HTTP_CONFIG_SECRET``. It is read once per cold start, like the sync's
+(``chalicelib.configsecret``).
 Requests are answered by ``certfleet.serve`` (the same code as ``certfleet serve``); with
 ``CERTFLEET_SYNC_FUNCTION`` set, an order change starts the sync at once
 (``chalicelib.synctrigger``).
@@ -19,12 +20,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 
 from certfleet.errors import CertfleetError
 from certfleet.serve import HttpApi, Response, build_api, parse_settings
 from certfleet.serve.event import handle_event, response_to_result
-from chalicelib.runner import ConfigSecretError, _secrets_manager_client
+from chalicelib.configsecret import ConfigSecret, secrets_manager_client
 from chalicelib.synctrigger import SYNC_FUNCTION_ENV, SyncTrigger
 
 if TYPE_CHECKING:
@@ -48,11 +48,11 @@ class HttpFunction:
     def __init__(
         self,
         environ: Mapping[str, str] | None = None,
-        client_factory: Callable[[], SecretsManagerClient] = _secrets_manager_client,
+        client_factory: Callable[[], SecretsManagerClient] = secrets_manager_client,
         lambda_factory: Callable[[], Any] = _lambda_client,
     ) -> None:
         self._environ = environ
-        self._client_factory = client_factory
+        self._secret = ConfigSecret(HTTP_CONFIG_SECRET_ENV, environ, client_factory)
         self._lambda_factory = lambda_factory
         self._api: HttpApi | None = None
 
@@ -70,29 +70,12 @@ class HttpFunction:
     def api(self) -> HttpApi:
         """The routes, built from the config secret on the first call only."""
         if self._api is None:
-            environ = os.environ if self._environ is None else self._environ
-            secret_id = environ.get(HTTP_CONFIG_SECRET_ENV, "")
-            if not secret_id:
-                raise ConfigSecretError("", f"{HTTP_CONFIG_SECRET_ENV} is not set")
-            text = self._read_secret(secret_id)
+            secret_id, text = self._secret.read()
             api = build_api(parse_settings(text, f"secretsmanager:{secret_id}"))
+            environ = os.environ if self._environ is None else self._environ
             sync_function = environ.get(SYNC_FUNCTION_ENV, "")
             if sync_function:
                 api.set_on_change(SyncTrigger(sync_function, self._lambda_factory).changed)
             self._api = api
             logger.info("order API config loaded", extra={"secret": secret_id})
         return self._api
-
-    def _read_secret(self, secret_id: str) -> str:
-        client = self._client_factory()
-        try:
-            answer = client.get_secret_value(SecretId=secret_id)
-        except ClientError as err:
-            code = err.response.get("Error", {}).get("Code", "unknown")
-            raise ConfigSecretError(secret_id, f"GetSecretValue failed: {code}") from err
-        except BotoCoreError as err:
-            raise ConfigSecretError(secret_id, f"GetSecretValue failed: {err}") from err
-        text = answer.get("SecretString")
-        if not text:
-            raise ConfigSecretError(secret_id, "holds no SecretString (the config is HCL text)")
-        return text

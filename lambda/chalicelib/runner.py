@@ -3,25 +3,21 @@
 This module does not import Chalice: ``app.py`` wires it to the schedule. The sync config
 (the same HCL text as ``certfleet sync --config``: API key, signing key, cluster secrets)
 lives in a Secrets Manager secret whose name or ARN is in ``CERTFLEET_CONFIG_SECRET``. It
-is read and parsed once per cold start, through one boto3 client; a new config therefore
+is read (``chalicelib.configsecret``) and parsed once per cold start, through one boto3
+client; a new config therefore
 takes effect at the next cold start (``infra/sam/README.md`` says how to force one).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
 from certfleet.config.sync import SyncConfig, parse_sync_config
-from certfleet.errors import CertfleetError
 from certfleet.sync import run_sync
+from chalicelib.configsecret import ConfigSecret, secrets_manager_client
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -37,29 +33,10 @@ SAFETY_MARGIN_SECONDS = 30.0
 SAFETY_MARGIN_SHARE = 0.2
 
 
-class ConfigSecretError(CertfleetError):
-    """The sync config could not be read from Secrets Manager (never carries its value)."""
-
-    def __init__(self, secret_id: str, reason: str) -> None:
-        super().__init__(f"sync config secret {secret_id!r}: {reason}")
-        self.secret_id = secret_id
-        self.reason = reason
-
-
 def budget_seconds(remaining_ms: float) -> float:
     """The engine's time budget: the Lambda's remaining time less a safety margin."""
     remaining = max(remaining_ms, 0.0) / 1000.0
     return remaining - min(SAFETY_MARGIN_SECONDS, remaining * SAFETY_MARGIN_SHARE)
-
-
-def _secrets_manager_client() -> SecretsManagerClient:
-    # boto3 honours AWS_ENDPOINT_URL_SECRETS_MANAGER, which is how the tests reach a stand-in.
-    retries: Any = {"max_attempts": 3, "mode": "standard"}
-    # An own session: boto3's default session is shared mutable state (and warns on 3.9).
-    return boto3.session.Session().client(
-        "secretsmanager",
-        config=Config(connect_timeout=5, read_timeout=10, retries=retries),
-    )
 
 
 class ScheduledSync:
@@ -68,11 +45,15 @@ class ScheduledSync:
     def __init__(
         self,
         environ: Mapping[str, str] | None = None,
-        client_factory: Callable[[], SecretsManagerClient] = _secrets_manager_client,
+        client_factory: Callable[[], SecretsManagerClient] = secrets_manager_client,
     ) -> None:
-        self._environ = environ
-        self._client_factory = client_factory
-        self._client: SecretsManagerClient | None = None
+        self._secret = ConfigSecret(
+            CONFIG_SECRET_ENV,
+            environ,
+            client_factory,
+            not_found_hint=" (a new stack's secret is empty: put the sync config in with"
+            " `aws secretsmanager put-secret-value`)",
+        )
         self._config: SyncConfig | None = None
 
     def run(self, remaining_ms: float) -> dict[str, Any]:
@@ -93,30 +74,7 @@ class ScheduledSync:
     def config(self) -> SyncConfig:
         """The parsed sync config, read from Secrets Manager on the first call only."""
         if self._config is None:
-            environ = os.environ if self._environ is None else self._environ
-            secret_id = environ.get(CONFIG_SECRET_ENV, "")
-            if not secret_id:
-                raise ConfigSecretError("", f"{CONFIG_SECRET_ENV} is not set")
-            text = self._read_secret(secret_id)
+            secret_id, text = self._secret.read()
             self._config = parse_sync_config(text, f"secretsmanager:{secret_id}")
             logger.info("sync config loaded", extra={"secret": secret_id})
         return self._config
-
-    def _read_secret(self, secret_id: str) -> str:
-        if self._client is None:
-            self._client = self._client_factory()
-        try:
-            answer = self._client.get_secret_value(SecretId=secret_id)
-        except ClientError as err:
-            code = err.response.get("Error", {}).get("Code", "unknown")
-            hint = ""
-            if code == "ResourceNotFoundException":
-                hint = " (a new stack's secret is empty: put the sync config in with"
-                hint += " `aws secretsmanager put-secret-value`)"
-            raise ConfigSecretError(secret_id, f"GetSecretValue failed: {code}{hint}") from err
-        except BotoCoreError as err:
-            raise ConfigSecretError(secret_id, f"GetSecretValue failed: {err}") from err
-        text = answer.get("SecretString")
-        if not text:
-            raise ConfigSecretError(secret_id, "holds no SecretString (the config is HCL text)")
-        return text
