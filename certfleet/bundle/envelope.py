@@ -127,7 +127,7 @@ def seal(
     return Writer().raw(head_bytes).blob(ciphertext).getvalue()
 
 
-def _parse(data: bytes, name: str) -> tuple[bytes, bytes, tuple[_Wrap, ...], bytes]:
+def _parse(data: bytes, name: str) -> tuple[bytes, bytes, tuple[_Wrap, ...], memoryview]:
     reader = Reader(data, name)
     if reader.raw(len(MAGIC)) != MAGIC:
         raise reader.fail("is not a certfleet sealed object (bad magic)")
@@ -145,7 +145,7 @@ def _parse(data: bytes, name: str) -> tuple[bytes, bytes, tuple[_Wrap, ...], byt
     if not wraps:
         raise reader.fail("is wrapped for no secret")
     header = bytes(data[: reader.position])
-    ciphertext = reader.blob()
+    ciphertext = reader.blob_view()  # a large state's ciphertext is not copied
     reader.end()
     if len(ciphertext) < _TAG:
         raise reader.fail("ciphertext is shorter than its tag")

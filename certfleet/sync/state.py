@@ -292,5 +292,10 @@ class StateStore:
         return ClusterState.new() if state is None else state
 
     def save(self, state: ClusterState) -> bool:
-        """Write the state if it changed (or was sealed the old way); True if it wrote."""
+        """Write the state if it changed (or was sealed the old way); True if it wrote.
+
+        Whether it changed is decided on the digest of its encoding, made order by order:
+        a run that changed nothing never holds its state encoded whole."""
+        if self._object.holds(state.digest()):
+            return False
         return self._object.save(state.encode())
