@@ -38,6 +38,7 @@ from certfleet.bundle import (
     NoUsableSecretError,
     open_sealed,
     seal,
+    seal_parts,
     wrapped_for,
 )
 from certfleet.bundle.envelope import object_name
@@ -65,6 +66,12 @@ class SealingKeys:
     def seal(self, kind: str, cluster: str, identity: str, payload: bytes) -> bytes:
         """Seal a sync-private object for the current sync secret only."""
         return seal(kind, cluster, identity, payload, [self.current])
+
+    def seal_parts(
+        self, kind: str, cluster: str, identity: str, payload: bytes
+    ) -> tuple[bytes, bytes]:
+        """``seal`` in two parts whose concatenation is the sealed object (``seal_parts``)."""
+        return seal_parts(kind, cluster, identity, payload, [self.current])
 
     def open(
         self,
@@ -170,10 +177,15 @@ class SealedObject:
 
         A lost race raises ``lost_race()`` (from the store's ``PreconditionFailed``, which
         propagates as it is when ``lost_race`` is None)."""
-        digest = hashlib.sha256(plain).digest()
-        if self.holds(digest):
+        return self.save_encoded(lambda: plain)
+
+    def save_encoded(self, encode: Callable[[], bytes]) -> bool:
+        """``save(encode())``, for a large object: its plaintext is held only until it is
+        encrypted (two copies of its size at most, not three)."""
+        sealed = self._seal_if_changed(encode)
+        if sealed is None:
             return False
-        data = self._keys.seal(self._kind, self._cluster, self._identity, plain)
+        data, digest = sealed
         try:
             if self.etag is None:
                 self.etag = self._store.put_if_absent(self._key, data)
@@ -188,10 +200,21 @@ class SealedObject:
 
     def overwrite(self, plain: bytes) -> bool:
         """``save`` without the condition, for an object only a lease holder writes."""
-        digest = hashlib.sha256(plain).digest()
-        if self.holds(digest):
+        sealed = self._seal_if_changed(lambda: plain)
+        if sealed is None:
             return False
-        data = self._keys.seal(self._kind, self._cluster, self._identity, plain)
+        data, digest = sealed
         self.etag = self._store.put(self._key, data)
         self.saved, self.sealing = digest, CURRENT
         return True
+
+    def _seal_if_changed(self, encode: Callable[[], bytes]) -> tuple[bytes, bytes] | None:
+        """The sealed object and the plaintext's digest; None if it is what is stored."""
+        plain = encode()
+        digest = hashlib.sha256(plain).digest()
+        if self.holds(digest):
+            return None
+        envelope = (self._kind, self._cluster, self._identity)
+        prefix, ciphertext = self._keys.seal_parts(*envelope, plain)
+        del plain  # let go before the sealed object is joined: not three copies at once
+        return prefix + ciphertext, digest

@@ -107,6 +107,22 @@ def seal(
     Randomness is drawn from ``rng`` in this order: data key (32), payload nonce (12), then
     for each secret in order its salt (32) and wrap nonce (12).
     """
+    prefix, ciphertext = seal_parts(kind, cluster, identity, payload, secrets, rng=rng)
+    return prefix + ciphertext
+
+
+def seal_parts(
+    kind: str,
+    cluster: str,
+    identity: str,
+    payload: bytes,
+    secrets: Sequence[ClusterSecret],
+    *,
+    rng: Rng = os.urandom,
+) -> tuple[bytes, bytes]:
+    """``seal`` in two parts whose concatenation is the sealed object: the header with the
+    ciphertext's length, and the ciphertext; a caller that owns a large payload can let it
+    go before joining them."""
     _check_kind(kind, cluster, identity)
     if not secrets or len(secrets) > MAX_WRAPS:
         raise ValueError(f"seal needs 1 to {MAX_WRAPS} cluster secrets")
@@ -124,7 +140,7 @@ def seal(
     head_bytes = header.getvalue()
     payload_ad = associated_data(kind, cluster, identity, head_bytes)
     ciphertext = AESGCM(data_key).encrypt(nonce, bytes(payload), payload_ad)
-    return Writer().raw(head_bytes).blob(ciphertext).getvalue()
+    return Writer().raw(head_bytes).u32(len(ciphertext)).getvalue(), ciphertext
 
 
 def _parse(data: bytes, name: str) -> tuple[bytes, bytes, tuple[_Wrap, ...], memoryview]:

@@ -298,4 +298,4 @@ class StateStore:
         a run that changed nothing never holds its state encoded whole."""
         if self._object.holds(state.digest()):
             return False
-        return self._object.save(state.encode())
+        return self._object.save_encoded(state.encode)
