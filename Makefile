@@ -2,6 +2,7 @@
 #   make demo   the whole system on this machine (SeaweedFS S3, the APIv3 sandbox, a sync, two agents)
 #   make demo-acme   the same with the ACME provider: pebble, bind9 (DNS-01), nginx (HTTP-01)
 #   make test   lint, types, import boundaries and the test suite (then again under Python 3.9)
+#   make test-unit, test-integration, test-system   one tier of the suite (tests/README.md)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -12,10 +13,11 @@ PY39 ?= $(shell for p in python3.9 $$HOME/.pyenv/versions/3.9*/bin/python3.9 /ro
 	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 9))' 2>/dev/null && { command -v $$p; break; }; done)
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint test test-py311 test-py39 demo demo-acme up down package bench clean
+.PHONY: help venv lint test test-py311 test-py39 test-unit test-integration test-system demo \
+	demo-acme up down package bench clean
 
 help:
-	@sed -n '1,5p' Makefile
+	@sed -n '1,6p' Makefile
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +58,17 @@ test-py39:
 	fi
 
 test: lint test-py311 test-py39
+
+# One tier each (tests/README.md): in process only; one real local server or binary; the
+# whole product end to end. `make test` runs all three.
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+test-system: venv
+	$(BIN)/python -m pytest tests/system $(PYTEST_ARGS)
 
 demo: venv
 	$(BIN)/python scripts/demo.py

@@ -68,10 +68,11 @@ from certfleet.bundle import (  # noqa: E402
     shard_index,
 )
 from certfleet.config import parse_agent_config  # noqa: E402
-from certfleet.devstack import SeaweedFS, find_weed  # noqa: E402
+from certfleet.sandbox.devstack import SeaweedFS, find_weed  # noqa: E402
 from certfleet.store import open_store  # noqa: E402
 from node_agent.agent import Agent  # noqa: E402
-from node_agent.state import AgentState, InstalledOrder, StateStore  # noqa: E402
+from node_agent.agentstate import AgentState, InstalledOrder  # noqa: E402
+from node_agent.statestore import StateStore  # noqa: E402
 from node_agent.status import build_status, format_status  # noqa: E402
 from tests.plugins.publisher import Publisher, TestCa  # noqa: E402
 

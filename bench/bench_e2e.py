@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from certfleet.devstack import Sandbox, SeaweedFS, find_weed
+from certfleet.sandbox.devstack import Sandbox, SeaweedFS, find_weed
 
 BIN = Path(sys.executable).parent
 SYNC_INTERVAL = 2.0

@@ -3,7 +3,7 @@
 ``fleet_check(seaweedfs)`` (the ``fleet`` section of bench/run.py) writes 1,000 real sealed
 acks (each reporting 10 installed orders; a tenth of the nodes behind, a twentieth
 failing) under one cluster's ``acks/`` in SeaweedFS, then times a full read of them:
-``certfleet.sync.fleet.read_nodes`` without what an earlier check kept (list, read
+``certfleet.sync.nodereport.read_nodes`` without what an earlier check kept (list, read
 ``READERS`` at a time, open with the cluster secret, assess against the head) through the
 same ``S3Store`` the sync uses. The store's counters give the requests and bytes. Several
 trials; the median is the figure.
@@ -27,11 +27,11 @@ from dataclasses import replace
 from typing import Any
 
 from certfleet.bundle import Ack, AckOrder, ClusterSecret, SigningKey, seal_ack
-from certfleet.devstack import SeaweedFS
+from certfleet.sandbox.devstack import SeaweedFS
 from certfleet.store import S3Store
-from certfleet.sync.fleet import READERS, Published, count_nodes, read_nodes
 from certfleet.sync.fleetcache import AckCache
 from certfleet.sync.layout import ack_key
+from certfleet.sync.nodereport import READERS, Published, count_nodes, read_nodes
 from certfleet.sync.sealing import SyncKeys
 
 CLUSTER = "bench-fleet"

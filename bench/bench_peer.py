@@ -48,7 +48,7 @@ from bench_agent import ScalePublication, seed_state
 from bench_propagation import CountingProxy
 
 from certfleet.config import parse_agent_config
-from certfleet.devstack import SeaweedFS
+from certfleet.sandbox.devstack import SeaweedFS
 from certfleet.store import S3Store, open_store
 from node_agent.agent import Agent
 from tests.plugins.publisher import Publisher, TestCa

@@ -61,12 +61,13 @@ from certfleet.bundle import (
 )
 from certfleet.bundle.layout import BUNDLE_MAX_BYTES, HEAD_MAX_BYTES, SHARD_MAX_BYTES
 from certfleet.config import parse_agent_config
-from certfleet.devstack import SeaweedFS
+from certfleet.sandbox.devstack import SeaweedFS
 from certfleet.store import FileStore, HttpsStore, S3Store, Store
 from node_agent.agent import Agent
+from node_agent.agentstate import AgentState, InstalledOrder
 from node_agent.certificate import check_bundle
 from node_agent.source import ClusterSource
-from node_agent.state import AgentState, InstalledOrder, StateStore
+from node_agent.statestore import StateStore
 
 SIZES = (1_000, 10_000, 100_000)
 IDLE_POLLS = 20
@@ -403,8 +404,8 @@ def structured_read(store: Store, publication: Publication, old: dict[str, Shard
     """The read path of the real layout: head, changed shards, a diff, the changed bundles."""
     source = ClusterSource(store, CLUSTER, secrets=[publication.secret],
                            publishers=[publication.signing_key.public_key()])  # fmt: skip
-    stored = source.fetch_head(old_etag)
-    assert stored is not None
+    stored = source.fetch_head_if_changed(old_etag)
+    assert stored is not None  # the head changed
     head = source.verify_head(stored.data, now=now, min_generation=0)
     changed = []
     for index, digest in enumerate(head.shard_hashes):
@@ -421,8 +422,8 @@ def structured_read(store: Store, publication: Publication, old: dict[str, Shard
 def naive_read(store: Store, secret: ClusterSecret, old: dict[str, ShardEntry],
                old_etag: str, now: int) -> list[str]:  # fmt: skip
     """The read path of the naive layout: the whole index, a diff, the changed bundles."""
-    stored = store.get(NAIVE_INDEX, max_bytes=1 << 30, if_none_match=old_etag)  # one index
-    assert stored is not None
+    stored = store.get_if_changed(NAIVE_INDEX, max_bytes=1 << 30, etag=old_etag)  # one index
+    assert stored is not None  # the index changed
     index = open_shard(stored.data, cluster=CLUSTER, index=0, secrets=[secret])
     changed = []
     for entry in index.entries:
@@ -431,7 +432,7 @@ def naive_read(store: Store, secret: ClusterSecret, old: dict[str, ShardEntry],
                 f"v1/clusters/{CLUSTER}/bundles/{entry.bundle_hash.hex()}",
                 max_bytes=BUNDLE_MAX_BYTES,
             )
-            assert bundle_data is not None and content_hash(bundle_data.data) == entry.bundle_hash
+            assert content_hash(bundle_data.data) == entry.bundle_hash
             bundle = open_bundle(bundle_data.data, cluster=CLUSTER, order_name=entry.order_name,
                                  secrets=[secret])  # fmt: skip
             check_bundle(bundle, object_name=entry.order_name, now=now)
@@ -496,7 +497,6 @@ def one_size(orders: list[SealedOrder], size: int, work: Path, issuer: Issuer,
         f"v1/clusters/{CLUSTER}/shards/{publication.shard_hashes[shard].hex()}",
         max_bytes=SHARD_MAX_BYTES,
     )
-    assert shard_object is not None
     result: dict[str, Any] = {
         "orders": size,
         "shards": publication.count,

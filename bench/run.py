@@ -54,7 +54,7 @@ import bench_peer  # noqa: E402
 import bench_propagation  # noqa: E402
 import plot  # noqa: E402
 
-from certfleet.devstack import SeaweedFS, find_weed  # noqa: E402
+from certfleet.sandbox.devstack import SeaweedFS, find_weed  # noqa: E402
 
 SECTIONS = ("idle", "propagation", "sync", "agent", "e2e", "fleet", "peer", "format", "acme")
 SCRIPT_TIMEOUT = 900.0

@@ -152,8 +152,6 @@ class SealedObject:
             stored = self._store.get(self._key, max_bytes=self._max_bytes)
         except ObjectNotFound:
             return None
-        if stored is None:  # only possible with if_none_match, which is not given
-            raise ObjectNotFound(self._key, url=self._store.url)
         etag, envelope = stored.etag, (self._kind, self._cluster, self._identity)
         opener: Callable[[Sequence[ClusterSecret]], bytes] = partial(
             open_sealed, *envelope, stored.data

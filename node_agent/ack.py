@@ -40,9 +40,9 @@ from certfleet.bundle import (
 )
 from certfleet.bundle.layout import ack_key
 from certfleet.store import Store, StoreAccessDenied, StoreError
+from node_agent.agentstate import AgentState, ClusterState, OwedCommand
 from node_agent.result import PollResult, Problem
 from node_agent.schedule import Deferral
-from node_agent.state import AgentState, ClusterState, OwedCommand
 
 log = logging.getLogger(__name__)
 

@@ -56,8 +56,10 @@ from certfleet.bundle import AckOrder
 from certfleet.config import AgentConfig
 from certfleet.store import Store, open_store
 from node_agent.ack import MAX_LISTED_ORDERS, AckWriter, ack_orders, ack_owed
+from node_agent.agentstate import AgentState
 from node_agent.health import HealthStore
 from node_agent.hook import CommandRunner, ShellRunner
+from node_agent.identity import node_id
 from node_agent.installer import Installer
 from node_agent.metrics import OrderMetrics, render_metrics, write_metrics
 from node_agent.planner import Planner, destinations
@@ -65,8 +67,8 @@ from node_agent.result import PollResult
 from node_agent.rollout import Clock, Rollout
 from node_agent.schedule import Deferral
 from node_agent.source import ClusterSource
-from node_agent.state import AgentState, StateStore, node_id
-from node_agent.tally import Tally
+from node_agent.statestore import StateStore
+from node_agent.tally import PollTally
 from node_agent.view import changed_names, refresh_view
 
 __all__ = ["Agent", "destinations"]  # destinations: still imported from here
@@ -152,7 +154,7 @@ class Agent:
 
     def poll_once(self) -> PollResult:
         now = int(self.clock())
-        tally = Tally()
+        tally = PollTally()
         fresh: dict[str, tuple[str, int]] = {}
         touched: dict[str, set[str]] | None = {}  # None: a full pass
         for trust in self.config.clusters:

@@ -22,7 +22,7 @@ does ``--once`` (cron runs it every minute, which must not become a retry storm)
 from __future__ import annotations
 
 from certfleet.retry import exponential, spread
-from node_agent.record import AgentState, Backoff
+from node_agent.agentstate import AgentState, Backoff
 
 FIRST_DELAY = 60
 MAX_DELAY = 3600

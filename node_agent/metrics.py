@@ -27,9 +27,9 @@ from itertools import chain
 from operator import itemgetter
 
 from certfleet.store.nofollow import open_directory
+from node_agent.agentstate import AgentState, InstalledOrder, OrderTable
 from node_agent.diskfile import FileMode, write_atomic_in
 from node_agent.health import OBJECT_KINDS, Health
-from node_agent.state import AgentState, InstalledOrder, OrderTable
 
 _MODE = FileMode(0o644)
 _PREFIX = "certfleet_agent_"

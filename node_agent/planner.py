@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from certfleet.bundle import FormatError, ShardEntry, iso_utc, safe_dir_name
 from certfleet.config import AgentConfig, OrderSettings, UnsafeFilesPathError
 from certfleet.store import StoreError
+from node_agent.agentstate import AgentState
 from node_agent.backoff import holding
 from node_agent.certificate import check_bundle
 from node_agent.errors import AgentError, RefusedError
@@ -39,8 +40,7 @@ from node_agent.material import render
 from node_agent.result import FAILED, REFUSED
 from node_agent.schedule import Deferral, deferral
 from node_agent.source import ClusterSource, bundle_object
-from node_agent.state import AgentState
-from node_agent.tally import Tally
+from node_agent.tally import PollTally
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Planner:
 
     # -- ownership -----------------------------------------------------------------------
 
-    def _owners(self, state: AgentState, tally: Tally) -> dict[str, str]:
+    def _owners(self, state: AgentState, tally: PollTally) -> dict[str, str]:
         """Who serves each order name: the first cluster in the config that publishes it.
 
         In config order, then name order (the order a full pass plans them in)."""
@@ -135,7 +135,7 @@ class Planner:
         return owners
 
     @staticmethod
-    def _refuse_duplicate(tally: Tally, name: str, cluster: str, owner: str) -> None:
+    def _refuse_duplicate(tally: PollTally, name: str, cluster: str, owner: str) -> None:
         tally.problem(
             REFUSED,
             f"order {name!r} of cluster {cluster}",
@@ -150,7 +150,7 @@ class Planner:
 
     # -- fetching and preparing ----------------------------------------------------------
 
-    def plan_all(self, state: AgentState, now: int, tally: Tally) -> list[Prepared]:
+    def plan_all(self, state: AgentState, now: int, tally: PollTally) -> list[Prepared]:
         """A full pass: every order of every cluster's view; the deferred index anew."""
         owners = self._owners(state, tally)
         for name in [n for n in state.backoff if n not in owners]:
@@ -163,7 +163,7 @@ class Planner:
         return prepared
 
     def plan_changed(
-        self, state: AgentState, now: int, tally: Tally, names: Collection[str]
+        self, state: AgentState, now: int, tally: PollTally, names: Collection[str]
     ) -> list[Prepared]:
         """A new head after a clean poll: only ``names`` (those its changed shards hold, or
         held before), then the deferred orders whose time has come.
@@ -204,7 +204,7 @@ class Planner:
         order = state.orders.get(name)
         return order is not None and order.cluster == cluster
 
-    def plan_due(self, state: AgentState, now: int, tally: Tally) -> list[Prepared]:
+    def plan_due(self, state: AgentState, now: int, tally: PollTally) -> list[Prepared]:
         """A poll without a new head: only the deferred orders whose time has come."""
         due: dict[str, list[str]] = {}
         for name, (cluster, wait) in list(self._deferred.items()):
@@ -219,7 +219,7 @@ class Planner:
         return prepared
 
     def _plan(
-        self, state: AgentState, cluster: str, names: Sequence[str], now: int, tally: Tally
+        self, state: AgentState, cluster: str, names: Sequence[str], now: int, tally: PollTally
     ) -> list[Prepared]:
         """Fetch and prepare those of ``names`` (owned by ``cluster``) that changed."""
         prepared: list[Prepared] = []

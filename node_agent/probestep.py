@@ -21,13 +21,13 @@ from collections.abc import Collection, Sequence
 from typing import Callable, Protocol
 
 from certfleet.config import AgentConfig, OrderSettings
+from node_agent.agentstate import AgentState, InstalledOrder
 from node_agent.errors import InstallError
 from node_agent.installer import Installer
 from node_agent.material import file_name
 from node_agent.probe import Prober, leaf_fingerprint, probe, server_name
 from node_agent.result import FAILED, CommandRun
-from node_agent.state import AgentState, InstalledOrder
-from node_agent.tally import Tally
+from node_agent.tally import PollTally
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class Undo(Protocol):
     """What the probe step needs of ``Rollout`` to undo an order whose probe failed."""
 
-    def roll_back(self, state: AgentState, name: str, tally: Tally) -> None: ...
+    def roll_back(self, state: AgentState, name: str, tally: PollTally) -> None: ...
 
     def back_off(
         self, state: AgentState, name: str, order: InstalledOrder, message: str, fraction: float
@@ -44,7 +44,7 @@ class Undo(Protocol):
     def owe(self, state: AgentState, updated: Sequence[str], removed: Sequence[str]) -> None: ...
 
     def run_owed(
-        self, state: AgentState, tally: Tally, only: Collection[str] | None = None
+        self, state: AgentState, tally: PollTally, only: Collection[str] | None = None
     ) -> None: ...
 
 
@@ -65,7 +65,7 @@ class ProbeStep:
         self.prober = prober
         self.rng = rng  # the jitter of backoffs
 
-    def run(self, state: AgentState, switched: Sequence[str], tally: Tally) -> None:
+    def run(self, state: AgentState, switched: Sequence[str], tally: PollTally) -> None:
         """Probe each switched order that has a ``probe`` and no on_update still owed; roll
         back those whose server does not serve the new leaf, and the orders switched with
         them that share an on_update command, and run those commands again."""
@@ -92,7 +92,7 @@ class ProbeStep:
             self._undo_probed(state, switched, failed, tally)
 
     def _probe_order(
-        self, name: str, order: InstalledOrder, settings: OrderSettings, tally: Tally
+        self, name: str, order: InstalledOrder, settings: OrderSettings, tally: PollTally
     ) -> str:
         """Probe every address of one order; "" if all serve its leaf, else what one saw."""
         try:
@@ -111,7 +111,7 @@ class ProbeStep:
         return ""
 
     def _undo_probed(
-        self, state: AgentState, switched: Sequence[str], failed: dict[str, str], tally: Tally
+        self, state: AgentState, switched: Sequence[str], failed: dict[str, str], tally: PollTally
     ) -> None:
         """Roll back the orders whose probe ``failed`` and those switched with them that
         share an on_update command; run those orders' on_update commands again."""

@@ -40,6 +40,7 @@ from typing import Callable
 
 from certfleet.bundle import iso_utc, safe_dir_name
 from certfleet.config import AgentConfig, UnsafeFilesPathError
+from node_agent.agentstate import AgentState, InstalledOrder, OwedCommand
 from node_agent.backoff import hold
 from node_agent.errors import InstallError
 from node_agent.hook import CommandRunner
@@ -48,8 +49,7 @@ from node_agent.planner import Prepared, destinations, modes_for
 from node_agent.probe import Prober, probe
 from node_agent.probestep import ProbeStep
 from node_agent.result import FAILED, REFUSED, CommandRun
-from node_agent.state import AgentState, InstalledOrder, OwedCommand
-from node_agent.tally import Tally
+from node_agent.tally import PollTally
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,9 @@ class Rollout:
 
     # -- switching -----------------------------------------------------------------------
 
-    def switch(self, state: AgentState, prepared: Sequence[Prepared], tally: Tally) -> list[str]:
+    def switch(
+        self, state: AgentState, prepared: Sequence[Prepared], tally: PollTally
+    ) -> list[str]:
         switched: list[str] = []
         for item in prepared:
             old = state.orders.get(item.name)
@@ -112,7 +114,7 @@ class Rollout:
                      item.entry.serial, item.cluster)  # fmt: skip
         return switched
 
-    def complete_copies(self, state: AgentState, names: Iterable[str], tally: Tally) -> None:
+    def complete_copies(self, state: AgentState, names: Iterable[str], tally: PollTally) -> None:
         """Write the ``files`` copies of ``names`` that are missing, stale or interrupted."""
         for name in sorted(names):
             order = state.orders.get(name)
@@ -143,7 +145,7 @@ class Rollout:
 
     # -- check_command and rollback ------------------------------------------------------
 
-    def check(self, state: AgentState, switched: Sequence[str], tally: Tally) -> None:
+    def check(self, state: AgentState, switched: Sequence[str], tally: PollTally) -> None:
         """Run the check_command of the switched orders; roll back those it fails."""
         by_command: dict[str, list[str]] = {}
         for name in switched:
@@ -190,7 +192,7 @@ class Rollout:
         )  # fmt: skip
         return held.detail()
 
-    def roll_back(self, state: AgentState, name: str, tally: Tally) -> None:
+    def roll_back(self, state: AgentState, name: str, tally: PollTally) -> None:
         """Switch ``name`` back to its previous version (or none), its copies too."""
         order = state.orders[name]
         previous = order.previous
@@ -220,7 +222,7 @@ class Rollout:
         self,
         state: AgentState,
         now: int,
-        tally: Tally,
+        tally: PollTally,
         full: bool,
         touched: Mapping[str, Collection[str]] | None = None,
     ) -> list[str]:
@@ -261,7 +263,9 @@ class Rollout:
             self._retired.clear()
         return [n for cluster, n in candidates if self._remove(state, cluster, n, now, tally)]
 
-    def _remove(self, state: AgentState, cluster: str, name: str, now: int, tally: Tally) -> bool:
+    def _remove(
+        self, state: AgentState, cluster: str, name: str, now: int, tally: PollTally
+    ) -> bool:
         """Retire or delete an order its cluster no longer publishes; True if deleted."""
         order = state.orders.get(name)
         if order is None:
@@ -309,7 +313,7 @@ class Rollout:
                     owed.generation = max(owed.generation, generation)
 
     def run_owed(
-        self, state: AgentState, tally: Tally, only: Collection[str] | None = None
+        self, state: AgentState, tally: PollTally, only: Collection[str] | None = None
     ) -> None:
         """Run each owed on_update command (of ``only``, if given) once; a success is no
         longer owed."""
@@ -334,7 +338,7 @@ class Rollout:
 
     # -- the probe after on_update -------------------------------------------------------
 
-    def probe(self, state: AgentState, switched: Sequence[str], tally: Tally) -> None:
+    def probe(self, state: AgentState, switched: Sequence[str], tally: PollTally) -> None:
         """Probe the switched orders over TLS and undo those that fail
         (``node_agent.probestep``)."""
         self.probe_step.run(state, switched, tally)

@@ -66,9 +66,17 @@ class ClusterSource:
         self._secrets = tuple(secrets)
         self._publishers = tuple(publishers)
 
-    def fetch_head(self, etag: str | None) -> StoredObject | None:
-        """The head object, or None when its ETag is still ``etag`` (one conditional GET)."""
-        return self.store.get(head_key(self.cluster), max_bytes=HEAD_MAX_BYTES, if_none_match=etag)
+    def fetch_head(self) -> StoredObject:
+        """The head object (one GET)."""
+        return self.store.get(head_key(self.cluster), max_bytes=HEAD_MAX_BYTES)
+
+    def fetch_head_if_changed(self, etag: str | None) -> StoredObject | None:
+        """The head object, or None when its ETag is still ``etag`` (one conditional GET;
+        a plain one when no head was read before)."""
+        if etag is None:
+            return self.fetch_head()
+        key = head_key(self.cluster)
+        return self.store.get_if_changed(key, max_bytes=HEAD_MAX_BYTES, etag=etag)
 
     def verify_head(self, data: bytes, *, now: int, min_generation: int) -> Head:
         """The verified head; raises ``FormatError`` (incl. ``ExpiredHeadError``) when refused."""
@@ -107,10 +115,6 @@ class ClusterSource:
                 f"integrity check failed: over the cap of {err.max_bytes} bytes",
                 permanent=False,  # the store may be repaired under the same key
             ) from err
-        if stored is None:  # only possible with if_none_match, which is not sent here
-            raise RefusedError(
-                name, "the store answered 'not modified' to a plain GET", permanent=False
-            )
         if content_hash(stored.data) != digest:
             raise RefusedError(
                 name,

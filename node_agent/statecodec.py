@@ -2,10 +2,10 @@
 
 Every document is compact JSON with sorted keys, so the same content gives the same
 bytes: an order bucket's record file is named by the BLAKE2b digest of those bytes
-(``content_digest``), and ``node_agent.state`` refuses a record that does not match its
+(``content_digest``), and ``node_agent.statestore`` refuses a record that does not match its
 name. Order names are spread over ``BUCKETS`` record files by ``bucket_of``, stable across
 versions. ``from_schema_1`` reads a ``state.json`` of schema 1 (everything in one
-document). What is written where and when is ``node_agent.state``'s.
+document). What is written where and when is ``node_agent.statestore``'s.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from certfleet.bundle import ShardEntry, Tombstone
-from node_agent.record import (
+from node_agent.agentstate import (
     AgentState,
     Backoff,
     ClusterState,

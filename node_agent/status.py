@@ -19,10 +19,11 @@ from typing import Any
 
 from certfleet.config import AgentConfig
 from certfleet.errors import printable
+from node_agent.agentstate import AgentState, Backoff
 from node_agent.health import HealthStore
 from node_agent.identity import NODE_ID_FILE
 from node_agent.schedule import deferral
-from node_agent.state import AgentState, Backoff, StateStore
+from node_agent.statestore import StateStore
 
 
 def _read_node_id(state_dir: str) -> str | None:

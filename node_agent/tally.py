@@ -12,13 +12,13 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
+from node_agent.agentstate import AgentState
 from node_agent.result import REFUSED, ClusterOutcome, CommandRun, PollResult, Problem
-from node_agent.state import AgentState
 
 log = logging.getLogger(__name__)
 
 
-class Tally:
+class PollTally:
     """What a poll has done so far; every problem is logged as it is recorded."""
 
     def __init__(self) -> None:

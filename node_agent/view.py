@@ -18,11 +18,11 @@ from collections.abc import Mapping
 
 from certfleet.bundle import ExpiredHeadError, FormatError, iso_utc
 from certfleet.store import ObjectTooLarge, StoreError
+from node_agent.agentstate import ClusterState, ShardRecord
 from node_agent.errors import RefusedError
 from node_agent.result import FAILED, REFUSED
 from node_agent.source import ClusterSource, head_key
-from node_agent.state import ClusterState, ShardRecord
-from node_agent.tally import Tally
+from node_agent.tally import PollTally
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,13 @@ def refresh_view(
     *,
     now: int,
     min_generation: int,
-    tally: Tally,
+    tally: PollTally,
 ) -> tuple[str, int] | None:
     """Update ``state`` from the store; return (etag, generation) of a newly read head."""
     cluster = source.cluster
     subject = f"head of cluster {cluster}"
     try:
-        stored = source.fetch_head(state.applied_etag)
+        stored = source.fetch_head_if_changed(state.applied_etag)
     except ObjectTooLarge as err:  # the store answered, with something no head can be
         tally.heads[cluster] = "refused"
         tally.problem(REFUSED, subject, f"{subject}: {err}", cluster)
@@ -112,7 +112,7 @@ def changed_names(
     return names
 
 
-def _expired(tally: Tally, subject: str, cluster: str, valid_until: int, now: int) -> None:
+def _expired(tally: PollTally, subject: str, cluster: str, valid_until: int, now: int) -> None:
     tally.expired_heads.append(cluster)
     tally.problem(
         REFUSED,

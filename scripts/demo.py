@@ -30,7 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # certfleet, when the venv's editable install is missing
 
-from certfleet.devstack import (  # noqa: E402
+from certfleet.sandbox.devstack import (  # noqa: E402
     Sandbox,
     SeaweedFS,
     SecretsManager,
@@ -166,23 +166,40 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@contextmanager
+def started_servers(work: Path, stopped: str) -> Iterator[list[Any]]:
+    """An emptied ``work`` directory and the list of the servers the demo starts: each is
+    stopped at the end, last first, also after a failure or Ctrl-C (``stopped`` says so)."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    servers: list[Any] = []
+    try:
+        yield servers
+    finally:
+        show()
+        show("== Stop what the demo started")
+        for server in reversed(servers):
+            try:
+                server.stop()
+            except StackError as err:
+                show(f"   {err}")
+        show(f"   {stopped}; the files stay in {shown_path(work)}/")
+
+
 def demo() -> None:
     env = dict(os.environ)
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
     sync_conf = WORK / "sync.conf"
     stanza = WORK / f"cluster-{CLUSTER}.conf"
-
-    heading(
-        1,
-        "Start a local object store and a local certificate provider",
-        "SeaweedFS stands in for Amazon S3; the sandbox is a TEST DOUBLE of SSLMate's APIv3",
-        "with its own throw-away test CA. Both listen on 127.0.0.1 only, data in .stack/demo/.",
-    )
-    store = SeaweedFS(find_weed(), WORK / "seaweedfs", bucket="certfleet")
-    provider = Sandbox(WORK / "sandbox" / "data")
-    servers: list[Any] = [store, provider]
-    try:
+    with started_servers(WORK, "SeaweedFS and the sandbox are stopped") as servers:
+        heading(
+            1,
+            "Start a local object store and a local certificate provider",
+            "SeaweedFS stands in for Amazon S3; the sandbox is a TEST DOUBLE of SSLMate's APIv3",
+            "with its own throw-away test CA. Both listen on 127.0.0.1 only, data in .stack/demo/.",
+        )
+        store = SeaweedFS(find_weed(), WORK / "seaweedfs", bucket="certfleet")
+        provider = Sandbox(WORK / "sandbox" / "data")
+        servers += [store, provider]
         started = time.monotonic()
         store.start()
         provider.start()
@@ -193,15 +210,6 @@ def demo() -> None:
         root = WORK / "sandbox-root.pem"
         root.write_bytes(provider.root_pem)
         steps(env, store, provider, sync_conf, stanza, root)
-    finally:
-        show()
-        show("== Stop what the demo started")
-        for server in reversed(servers):
-            try:
-                server.stop()
-            except StackError as err:
-                show(f"   {err}")
-        show("   SeaweedFS and the sandbox are stopped; the files stay in .stack/demo/")
 
 
 def steps(

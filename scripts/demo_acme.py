@@ -37,9 +37,10 @@ from demo import (  # noqa: E402  (scripts/demo.py: the same printing and checks
     run_demo,
     show,
     shown_path,
+    started_servers,
 )
 
-from certfleet.devstack import SeaweedFS, StackError, find_weed  # noqa: E402
+from certfleet.sandbox.devstack import SeaweedFS, StackError, find_weed  # noqa: E402
 from tests.plugins.acme_lab import TSIG_KEY_NAME, Bind9, free_port  # noqa: E402
 from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet  # noqa: E402
 
@@ -85,10 +86,7 @@ def demo() -> None:
             "127.0.0.1; no service needs to be enabled)"
         )
     env = dict(os.environ)
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
-    servers: list[Any] = []
-    try:
+    with started_servers(WORK, "all stopped") as servers:
         heading(
             1,
             "Start the store, the DNS server and the CA",
@@ -117,15 +115,6 @@ def demo() -> None:
         show(f"   all up in {time.monotonic() - started:.1f} s")
         env.update(store.env)
         steps(env, store, pebble, bind9, servers)
-    finally:
-        show()
-        show("== Stop what the demo started")
-        for server in reversed(servers):
-            try:
-                server.stop()
-            except StackError as err:
-                show(f"   {err}")
-        show("   all stopped; the files stay in .stack/demo-acme/")
 
 
 def steps(

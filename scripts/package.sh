@@ -15,12 +15,13 @@
 #    exit 3 and say so;
 # 1. copies lambda/ (following the vendor/certfleet symlink, without __pycache__) to
 #    build/chalice/, so the zip holds sources only and Chalice's dependency cache is keyed on
-#    them alone. The test tooling (certfleet/sandbox/, certfleet/devstack.py,
-#    certfleet/tamper.py) is left out: the Lambda never imports it;
+#    them alone. The test tooling, the package certfleet/sandbox/ (the APIv3 test double,
+#    devstack.py, tamper.py), is left out: the Lambda never imports it;
 # 2. `chalice package --merge-template infra/sam/stack.yaml` writes deployment.zip and
 #    sam.yaml to $CERTFLEET_BUILD_DIR (default build/package); Chalice fetches Lambda
 #    (manylinux, cp312) wheels of lambda/requirements.txt from PyPI, nothing else leaves the
-#    machine;
+#    machine. It then reads the zip's file list and fails if any file of the test tooling
+#    is in it;
 # 3. writes template.yaml: sam.yaml with CodeUri build/package/deployment.zip, sections in
 #    the usual order. `--check` writes nothing and fails if template.yaml is out of date;
 # 4. runs cfn-lint on template.yaml and infra/sam/node-policy.yaml, from .venv-lint (made
@@ -47,8 +48,8 @@ done
 venv=.venv-package
 out="${CERTFLEET_BUILD_DIR:-build/package}"
 stage=build/chalice
-# Left out of the zip: test doubles and dev tooling, relative to the certfleet package.
-test_tooling=(sandbox devstack.py tamper.py)
+# Left out of the zip: the test tooling, one package (test doubles and dev tooling).
+test_tooling=certfleet/sandbox
 # Packaging needs a region, never credentials.
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 
@@ -98,9 +99,7 @@ find "$stage" -mindepth 1 -maxdepth 1 ! -name .chalice -exec rm -rf {} +
 rm -f "$stage/.chalice/config.json"
 cp -rL lambda/. "$stage/"
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
-for path in "${test_tooling[@]}"; do
-    rm -rf "${stage:?}/vendor/certfleet/$path"
-done
+rm -rf "${stage:?}/vendor/$test_tooling"
 
 rm -rf "$out"
 mkdir -p "$(dirname "$out")"
@@ -110,6 +109,15 @@ out_abs="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
     "../../$venv/bin/chalice" package --stage prod --pkg-format cloudformation \
         --template-format yaml --merge-template ../../infra/sam/stack.yaml "$out_abs"
 )
+
+leaked="$("$venv/bin/python" -c 'import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+print(" ".join(n for n in names if n.startswith(sys.argv[2] + "/")))' \
+    "$out/deployment.zip" "$test_tooling")"
+if [[ -n "$leaked" ]]; then
+    echo "package: the zip holds test tooling: $leaked" >&2
+    exit 1
+fi
 
 "$venv/bin/python" - "$out/sam.yaml" "$out/template.yaml" <<'EOF'
 import sys

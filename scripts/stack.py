@@ -22,7 +22,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from certfleet.devstack import (  # noqa: E402
+from certfleet.sandbox.devstack import (  # noqa: E402
     Sandbox,
     SeaweedFS,
     StackError,

@@ -14,6 +14,9 @@ cannot open. JSON, canonical, holding:
 - per order name, the published certificate's ARI id (RFC 9773 ``certID``), the renewal
   time the CA suggested and when to ask again.
 
+The record of an order removed from the registry is dropped (``AcmeState.forget``) by the
+run that finds it gone, after that run has published the head.
+
 An object sealed with the secret of the config's ``previous_signing_key`` (a publisher key
 rotation) is opened too, and written back sealed with the current one at the next save.
 
@@ -25,7 +28,7 @@ generation is more than a day ahead of the clock is refused. Every write is cond
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
@@ -92,6 +95,14 @@ class AcmeState:
     def order(self, name: str) -> OrderState:
         """The record of ``name``, created empty when missing."""
         return self.orders.setdefault(name, OrderState())
+
+    def forget(self, names: Iterable[str]) -> list[str]:
+        """Drop the records of ``names`` (orders that no longer exist: their pending ACME
+        order, backoff, problem and ARI data go with them); returns the names dropped."""
+        dropped = sorted(name for name in set(names) if name in self.orders)
+        for name in dropped:
+            del self.orders[name]
+        return dropped
 
     def encode(self) -> bytes:
         document = {

@@ -2,7 +2,7 @@
 
 For each cluster of the sync config (or those named by ``--cluster``) it reads the head,
 verified with the sync's own signing key, and every ``acks/<node-id>``, opened with the
-cluster's secrets (``certfleet.sync.fleet``), and prints one row per node, problems first
+cluster's secrets (``certfleet.sync.nodereport``), and prints one row per node, problems first
 (``certfleet.cli.nodesview`` renders the tables and the ``--json`` document).
 ``--order ORDER`` lists instead which serial of that order each node has, against the
 serial the head publishes. ``--forget NODE_ID`` deletes a decommissioned node's ack.
@@ -30,9 +30,9 @@ from certfleet.config.errors import DurationError
 from certfleet.config.sync import ClusterSyncConfig, SyncConfig, load_sync_config
 from certfleet.store import ObjectNotFound, ObjectTooLarge, Store, open_store
 from certfleet.sync.errors import printable
-from certfleet.sync.fleet import ClusterReport, read_cluster
 from certfleet.sync.fleetcheck import stale_after as fleet_stale_after
 from certfleet.sync.layout import ACK_MAX_BYTES, ack_key
+from certfleet.sync.nodereport import ClusterReport, read_cluster
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

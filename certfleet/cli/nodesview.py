@@ -18,7 +18,7 @@ from typing import Any
 
 from certfleet.cli.context import Context
 from certfleet.sync.errors import printable
-from certfleet.sync.fleet import ClusterReport, NodeReport
+from certfleet.sync.nodereport import ClusterReport, NodeReport
 
 MAX_SHOWN_FAILURES = 5
 

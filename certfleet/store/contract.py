@@ -1,4 +1,5 @@
-"""The store contract: what every backend promises, and the key syntax they share."""
+"""The store contract: what every backend promises, and the key syntax and capped read
+they share."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
-from certfleet.store.errors import InvalidKey
+from certfleet.store.errors import InvalidKey, ObjectTooLarge
+
+_CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True)
 class StoredObject:
-    """An object's bytes, and the ETag for ``get(if_none_match=)`` or ``put_if_match``."""
+    """An object's bytes, and the ETag for ``get_if_changed`` or ``put_if_match``."""
 
     data: bytes
     etag: str
@@ -52,17 +55,9 @@ class StoreStats:
             self.bytes_out += bytes_out
 
     def as_dict(self) -> dict[str, int]:
-        """The counters by name, e.g. for a JSON run summary."""
+        """The counters (every field but the lock) by name, e.g. for a JSON run summary."""
         with self._lock:
-            return {
-                "requests": self.requests,
-                "reads": self.reads,
-                "writes": self.writes,
-                "lists": self.lists,
-                "deletes": self.deletes,
-                "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out,
-            }
+            return {name: value for name, value in vars(self).items() if name != "_lock"}
 
 
 class Store(Protocol):
@@ -76,20 +71,19 @@ class Store(Protocol):
     ETags are opaque strings: compare them only for equality, and only with ETags from the
     same store. They change whenever the content changes.
 
-    Failures raise ``StoreError`` subclasses and never return ``None``:
-    ``ObjectNotFound`` (missing object), ``PreconditionFailed`` (a conditional write lost),
-    ``StoreUnavailable`` (network or server trouble: transient, retry later),
-    ``StoreAccessDenied`` (credentials refused or lacking), ``ReadOnlyStore`` (a write or
-    list on a read-only store), ``ObjectTooLarge`` (over the reader's cap, below). Messages
-    name the key and the URL, never credentials.
+    Failures raise ``StoreError`` subclasses: ``ObjectNotFound`` (missing object),
+    ``PreconditionFailed`` (a conditional write lost), ``StoreUnavailable`` (network or
+    server trouble: transient, retry later), ``StoreAccessDenied`` (credentials refused or
+    lacking), ``ReadOnlyStore`` (a write or list on a read-only store), ``ObjectTooLarge``
+    (over the reader's cap, below). Messages name the key and the URL, never credentials.
 
-    The store is untrusted, so every read is bounded: ``get`` takes ``max_bytes``, the
-    largest object of that kind the caller accepts (the caps per kind are in
-    ``certfleet.bundle.layout`` and ``certfleet.sync.layout``). A backend checks the size it
-    is told (Content-Length, stat) before it buffers anything and counts again while the
-    bytes stream in, and raises ``ObjectTooLarge`` naming the key and the cap; it never holds
-    more than ``max_bytes`` (plus one read chunk) of an object in memory. A file-backed store
-    reads regular files only, never through a symlink.
+    The store is untrusted, so every read is bounded: ``get`` and ``get_if_changed`` take
+    ``max_bytes``, the largest object of that kind the caller accepts (the caps per kind
+    are in ``certfleet.bundle.layout`` and ``certfleet.sync.layout``). A backend checks the
+    size it is told (Content-Length, stat) before it buffers anything and counts again
+    while the bytes stream in (``read_capped``), and raises ``ObjectTooLarge`` naming the
+    key and the cap; it never holds more than ``max_bytes`` (plus one read chunk) of an
+    object in memory. A file-backed store reads regular files only, never through a symlink.
 
     Every network operation has a total deadline (the ``timeout`` a backend is opened with,
     plus one second per MiB moved), not only a per-read socket timeout: a server that
@@ -118,13 +112,17 @@ class Store(Protocol):
         """This handle's counters."""
         ...
 
-    def get(
-        self, key: str, *, max_bytes: int, if_none_match: str | None = None
-    ) -> StoredObject | None:
-        """The object; ``None`` ONLY when its ETag still equals ``if_none_match``.
+    def get(self, key: str, *, max_bytes: int) -> StoredObject:
+        """The object: ``ObjectNotFound`` when there is none, ``ObjectTooLarge`` (before it
+        is read in full) when it is over ``max_bytes`` bytes."""
+        ...
 
-        A missing object raises ``ObjectNotFound``; one over ``max_bytes`` bytes raises
-        ``ObjectTooLarge`` before it is read in full.
+    def get_if_changed(self, key: str, *, max_bytes: int, etag: str) -> StoredObject | None:
+        """As ``get``, but ``None`` when the object's ETag is still ``etag``.
+
+        The conditional read of a poll (``If-None-Match`` on the network backends): a
+        server that has nothing new sends no data. A missing object still raises
+        ``ObjectNotFound``.
         """
         ...
 
@@ -181,3 +179,29 @@ def check_prefix(prefix: str, *, url: str) -> str:
         # A prefix may end inside a segment ("v1/clusters/we") or after a '/'.
         check_key(prefix[:-1] if prefix.endswith("/") else prefix, url=url)
     return prefix
+
+
+def read_capped(
+    read: Callable[[int], bytes],
+    key: str,
+    *,
+    url: str,
+    max_bytes: int,
+    received: Callable[[int], None] | None = None,
+) -> bytes:
+    """Everything ``read(n)`` gives until it gives ``b""``, in chunks of at most 256
+    KiB; ``ObjectTooLarge`` as soon as more than ``max_bytes`` arrived (it asks for one
+    byte past the cap at the most, and holds no more). ``received(n)`` is told of each
+    chunk kept, e.g. to credit a deadline."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = read(min(_CHUNK, max_bytes + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > max_bytes:
+            raise ObjectTooLarge(key, url=url, max_bytes=max_bytes)
+        if received is not None:
+            received(len(chunk))
+        chunks.append(chunk)

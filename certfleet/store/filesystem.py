@@ -27,7 +27,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from certfleet.store.contract import StoredObject, StoreStats, check_key, check_prefix
+from certfleet.store.contract import StoredObject, StoreStats, check_key, check_prefix, read_capped
 from certfleet.store.errors import (
     ObjectNotFound,
     ObjectTooLarge,
@@ -65,51 +65,39 @@ class FileStore:
 
     # -- reads -------------------------------------------------------------------------
 
-    def get(
-        self, key: str, *, max_bytes: int, if_none_match: str | None = None
-    ) -> StoredObject | None:
+    def get(self, key: str, *, max_bytes: int) -> StoredObject:
+        stored = self._read(key, max_bytes)
+        self.stats.count("reads", bytes_in=len(stored.data))
+        return stored
+
+    def get_if_changed(self, key: str, *, max_bytes: int, etag: str) -> StoredObject | None:
+        stored = self._read(key, max_bytes)
+        changed = stored.etag != etag
+        self.stats.count("reads", bytes_in=len(stored.data) if changed else 0)
+        return stored if changed else None
+
+    def _read(self, key: str, max_bytes: int) -> StoredObject:
+        """The object, read whole up to the cap (``ObjectTooLarge`` from its size, or if it
+        grows past the cap while read); counted by the caller unless missing."""
         directory, name = self._split(key)
         try:
-            dir_fd = self._open_dir(directory)
-            try:
-                fd = open_regular(name, dir_fd)
-            finally:
-                os.close(dir_fd)
+            fd = self._open_file(directory, name)
         except FileNotFoundError as err:
             self.stats.count("reads")
             raise ObjectNotFound(key, url=self.url) from err
         except OSError as err:
             raise self._os_error(err, "read", key) from err
         try:
-            data = self._read_capped(fd, key, max_bytes)
-        finally:
-            os.close(fd)
-        etag = content_etag(data)
-        if if_none_match is not None and if_none_match == etag:
-            self.stats.count("reads")
-            return None
-        self.stats.count("reads", bytes_in=len(data))
-        return StoredObject(data=data, etag=etag)
-
-    def _read_capped(self, fd: int, key: str, max_bytes: int) -> bytes:
-        """The file's bytes; ``ObjectTooLarge`` from its size, or if it grows past the cap."""
-        try:
             size = os.fstat(fd).st_size
             if size > max_bytes:
                 etag = _hash_from_start(fd)
                 raise ObjectTooLarge(key, url=self.url, max_bytes=max_bytes, size=size, etag=etag)
-            chunks: list[bytes] = []
-            received = 0
-            while True:
-                chunk = os.read(fd, min(_CHUNK, max_bytes + 1 - received))
-                if not chunk:
-                    return b"".join(chunks)
-                received += len(chunk)
-                if received > max_bytes:
-                    raise ObjectTooLarge(key, url=self.url, max_bytes=max_bytes)
-                chunks.append(chunk)
+            data = read_capped(lambda n: os.read(fd, n), key, url=self.url, max_bytes=max_bytes)
         except OSError as err:
             raise self._os_error(err, "read", key) from err
+        finally:
+            os.close(fd)
+        return StoredObject(data=data, etag=content_etag(data))
 
     def list(self, prefix: str) -> Iterator[str]:
         check_prefix(prefix, url=self.url)
@@ -211,14 +199,18 @@ class FileStore:
             os.makedirs(self.root, mode=0o755, exist_ok=True)
         return open_directory(path, base=str(self.root), create=create)
 
+    def _open_file(self, directory: str, name: str) -> int:
+        """A read-only descriptor of a regular file, reached without following a symlink."""
+        dir_fd = self._open_dir(directory)
+        try:
+            return open_regular(name, dir_fd)
+        finally:
+            os.close(dir_fd)
+
     def _current_etag(self, directory: str, name: str, key: str) -> str | None:
         """The ETag of the object now (hashed as it streams, never buffered), None if none."""
         try:
-            dir_fd = self._open_dir(directory)
-            try:
-                fd = open_regular(name, dir_fd)
-            finally:
-                os.close(dir_fd)
+            fd = self._open_file(directory, name)
         except FileNotFoundError:
             return None
         except OSError as err:

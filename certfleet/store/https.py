@@ -53,7 +53,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from certfleet.deadline import Deadline, DeadlineExceeded, watch
 from certfleet.retry import exponential, parse_retry_after
-from certfleet.store.contract import StoredObject, StoreStats, check_key
+from certfleet.store.contract import StoredObject, StoreStats, check_key, read_capped
 from certfleet.store.errors import (
     ObjectNotFound,
     ObjectTooLarge,
@@ -69,7 +69,6 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _BACKOFF = 0.2
 _MAX_RETRY_AFTER = 10.0
-_CHUNK = 256 * 1024
 _ERROR_BODY = 64 * 1024  # the most of a non-200 answer's body read (and thrown away)
 _HASHED = re.compile(r"[0-9a-f]{8}\.[0-9]+")
 # Errors of a kept-alive connection the server closed while it was idle.
@@ -137,22 +136,30 @@ class HttpsStore:
 
     # -- reads ---------------------------------------------------------------------------
 
-    def get(
-        self, key: str, *, max_bytes: int, if_none_match: str | None = None
-    ) -> StoredObject | None:
+    def get(self, key: str, *, max_bytes: int) -> StoredObject:
+        answer = self._get(key, max_bytes, dict(self._headers))
+        return self._stored(answer, key)
+
+    def get_if_changed(self, key: str, *, max_bytes: int, etag: str) -> StoredObject | None:
+        answer = self._get(key, max_bytes, {**self._headers, "If-None-Match": etag})
+        if answer.status == 304:
+            return None
+        stored = self._stored(answer, key)
+        return None if stored.etag == etag else stored  # the server ignored If-None-Match
+
+    def _get(self, key: str, max_bytes: int, headers: dict[str, str]) -> _Answer:
+        """The answer to a GET of ``key``, once every retry is spent or not needed."""
         target = f"{self._path}/{quote(check_key(key, url=self.url))}"
-        headers = dict(self._headers)
-        if if_none_match is not None:
-            headers["If-None-Match"] = if_none_match
         self.stats.count("reads", requests=0)
         deadline = Deadline(self.timeout, self.cancel)
         try:
-            answer = self._get_with_retries(target, headers, key, _Limits(max_bytes, deadline))
+            return self._get_with_retries(target, headers, key, _Limits(max_bytes, deadline))
         except DeadlineExceeded as err:
             raise StoreUnavailable(err.reason, url=self.url, key=key) from None
+
+    def _stored(self, answer: _Answer, key: str) -> StoredObject:
+        """The object a 200 answer carries; the store error any other answer means."""
         status = answer.status
-        if status == 304:
-            return None
         if status in (404, 410):
             raise ObjectNotFound(key, url=self.url)
         if status in (401, 403):
@@ -168,10 +175,7 @@ class HttpsStore:
             )
         data = answer.data
         self.stats.count("", requests=0, bytes_in=len(data))
-        etag = answer.etag or hashlib.sha256(data).hexdigest()
-        if if_none_match is not None and etag == if_none_match:
-            return None  # the server ignored If-None-Match, but nothing changed
-        return StoredObject(data=data, etag=etag)
+        return StoredObject(data=data, etag=answer.etag or hashlib.sha256(data).hexdigest())
 
     def _get_with_retries(
         self, target: str, headers: dict[str, str], key: str, limits: _Limits
@@ -270,17 +274,9 @@ class HttpsStore:
         if length is not None and length.strip().isdigit() and int(length) > cap:
             etag = response.getheader("ETag")
             raise ObjectTooLarge(key, url=self.url, max_bytes=cap, size=int(length), etag=etag)
-        chunks: list[bytes] = []
-        received = 0
-        while True:
-            chunk = response.read(min(_CHUNK, cap + 1 - received))
-            if not chunk:
-                return b"".join(chunks)
-            received += len(chunk)
-            limits.deadline.credit(len(chunk))
-            if received > cap:
-                raise ObjectTooLarge(key, url=self.url, max_bytes=cap)
-            chunks.append(chunk)
+        return read_capped(
+            response.read, key, url=self.url, max_bytes=cap, received=limits.deadline.credit
+        )
 
     def _new_connection(self) -> http.client.HTTPConnection:
         if self._https:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from certfleet import __version__
 from certfleet.deadline import Deadline, DeadlineExceeded, run_within
-from certfleet.store.contract import StoredObject, StoreStats, check_key, check_prefix
+from certfleet.store.contract import StoredObject, StoreStats, check_key, check_prefix, read_capped
 from certfleet.store.errors import (
     ObjectNotFound,
     ObjectTooLarge,
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 _MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "s3model")
 
 T = TypeVar("T")
-_CHUNK = 256 * 1024
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -137,9 +136,22 @@ class S3Store:
     def __repr__(self) -> str:
         return f"S3Store({self.url!r}, endpoint={self.endpoint!r})"
 
-    def get(
-        self, key: str, *, max_bytes: int, if_none_match: str | None = None
-    ) -> StoredObject | None:
+    def get(self, key: str, *, max_bytes: int) -> StoredObject:
+        try:
+            return self._get(key, max_bytes, None)
+        except self._errors as err:
+            raise self._translate(err, key) from err
+
+    def get_if_changed(self, key: str, *, max_bytes: int, etag: str) -> StoredObject | None:
+        try:
+            return self._get(key, max_bytes, etag)
+        except self._errors as err:
+            if _code(err) in ("304", "NotModified"):
+                return None
+            raise self._translate(err, key) from err
+
+    def _get(self, key: str, max_bytes: int, if_none_match: str | None) -> StoredObject:
+        """The object; botocore's errors propagate (a 304 is one)."""
         name = self._name(key)
         deadline = Deadline(self.timeout, self.cancel)
 
@@ -164,11 +176,9 @@ class S3Store:
 
         try:
             stored = self._within(deadline, key, call)
-        except self._errors as err:
+        except self._errors:
             self.stats.count("reads")
-            if _code(err) in ("304", "NotModified"):
-                return None
-            raise self._translate(err, key) from err
+            raise
         self.stats.count("reads", bytes_in=len(stored.data))
         return stored
 
@@ -322,18 +332,12 @@ class S3Store:
 def _read_capped(body: Any, key: str, url: str, max_bytes: int, deadline: Deadline) -> bytes:
     """A streaming body read in chunks: ``ObjectTooLarge`` past ``max_bytes``, and given up
     (``DeadlineExceeded``) once the caller stopped waiting."""
-    chunks: list[bytes] = []
-    received = 0
-    while True:
-        chunk = body.read(min(_CHUNK, max_bytes + 1 - received))
-        if not chunk:
-            return b"".join(chunks)
-        received += len(chunk)
-        if received > max_bytes:
-            raise ObjectTooLarge(key, url=url, max_bytes=max_bytes)
-        deadline.credit(len(chunk))
+
+    def received(nbytes: int) -> None:
+        deadline.credit(nbytes)
         deadline.check()
-        chunks.append(chunk)
+
+    return read_capped(body.read, key, url=url, max_bytes=max_bytes, received=received)
 
 
 def _code(err: Exception) -> str:

@@ -14,14 +14,19 @@ It adapts ``certfleet.acme`` to the engine's ``Provider`` seam, for one cluster:
   ``rateLimited`` and 503 wait for the CA's Retry-After, for that order only;
 - ``renewal_times`` gives the renewal time the CA suggests by ARI (RFC 9773), asked again
   only when the CA's Retry-After has passed; without ARI the engine's own rule (a third of
-  the lifetime left) applies.
+  the lifetime left) applies;
+- ``forget_removed`` (after the run has published its head) drops the ACME state records
+  of orders no longer in the registry: neither in the run's listing nor in a second
+  reading of the registry, and not touched by this run. A pending ACME order of a removed
+  order is abandoned (the CA expires it); its DNS-01 values were removed at the end of the
+  run that added them, as every run's are.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Callable, Optional, Protocol
 
 from cryptography import x509
@@ -35,7 +40,13 @@ from certfleet.acme.state import AcmeState, AcmeStateConflict, AcmeStateStore, O
 from certfleet.config.acme import AcmeConfig
 from certfleet.errors import CertfleetError
 from certfleet.sync.errors import ConcurrentWriteError
-from certfleet.sync.provider import IssuedCert, ProviderError, ProviderNotFound, ProviderOrder
+from certfleet.sync.provider import (
+    IssuedCert,
+    Provider,
+    ProviderError,
+    ProviderNotFound,
+    ProviderOrder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +80,7 @@ class OrderSource(Protocol):
     def get(self, name: str) -> RegisteredOrder: ...
 
 
-class AcmeProvider:
+class AcmeProvider(Provider):
     """The ``Provider`` of one cluster in ACME mode (see the module docstring)."""
 
     def __init__(
@@ -101,6 +112,7 @@ class AcmeProvider:
         self._account_ready = False
         self._writer: DnsChallengeWriter | None = None
         self._deferred: list[tuple[str, OrderFlow, list[Challenge]]] = []
+        self._removal_seen = False
 
     # -- the registry ------------------------------------------------------------------
 
@@ -119,6 +131,7 @@ class AcmeProvider:
         try:
             return self._provider_order(self._registry.get(name))
         except self._not_found as err:
+            self._removal_seen = True  # forget_removed reads the ACME state for it
             raise ProviderNotFound("get order", f"order {name}") from err
         except CertfleetError as err:
             raise ProviderError("get order", f"order {name}", str(err)) from err
@@ -339,6 +352,30 @@ class AcmeProvider:
         if changed:
             self._save()
         return times
+
+    # -- removed orders ----------------------------------------------------------------
+
+    def forget_removed(self, cluster: str, listed: Collection[str]) -> list[str]:
+        """Drop the records of orders that no longer exist (see the module docstring);
+        returns their names. The ACME state is read for this only when the registry
+        answered "no such order" in this run (otherwise, a record left behind is dropped by
+        the next run that reads the state for its own work)."""
+        if self._state is None and not self._removal_seen:
+            return []
+        state = self.state
+        candidates = [n for n in state.orders if n not in listed and n not in self._flows]
+        if not candidates:
+            return []
+        try:  # the registry read again: an order added back meanwhile keeps its record
+            present = {order.name for order in self._registry.list(cluster)}
+        except self._failures as err:
+            raise ProviderError("list orders", f"cluster {cluster}", str(err)) from err
+        dropped = state.forget(n for n in candidates if n not in present)
+        if dropped:
+            self._save()
+            log.info("cluster %s: ACME records of removed orders dropped: %s",
+                     cluster, ", ".join(dropped))  # fmt: skip
+        return dropped
 
     def close(self) -> None:
         """End of the run: remove every DNS-01 value this run added, close connections."""

@@ -13,7 +13,13 @@ from datetime import datetime
 from typing import Optional
 
 from certfleet.apiv3 import ApiClient, ApiError, CertResult, NotFound, Order, RetryPolicy
-from certfleet.sync.provider import IssuedCert, ProviderError, ProviderNotFound, ProviderOrder
+from certfleet.sync.provider import (
+    IssuedCert,
+    Provider,
+    ProviderError,
+    ProviderNotFound,
+    ProviderOrder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +28,7 @@ MAX_LONG_POLL = 60
 POLL_MARGIN = 2.0  # seconds a long poll's answer may take to arrive after the poll ends
 
 
-class ApiV3Provider:
+class ApiV3Provider(Provider):
     """Adapts an ``ApiClient`` to the engine's ``Provider`` protocol."""
 
     def __init__(self, client: ApiClient, *, page_size: int = PAGE_SIZE) -> None:

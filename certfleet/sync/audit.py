@@ -27,7 +27,8 @@ detect a bad object themselves ("integrity check failed"), and that is when an o
 ``certfleet sync --verify-store``.
 
 The listing is handed back to the publisher, which records what no state entry references
-any more (orphans of a crashed run) for garbage collection at the end of the run.
+any more (orphans of a crashed run) for garbage collection at the end of the run. What the
+state references is ``referenced_objects``, for both.
 """
 
 from __future__ import annotations
@@ -56,6 +57,17 @@ from certfleet.sync.verifier import published_problem
 log = logging.getLogger(__name__)
 
 MIN_SWEEP_INTERVAL = 6 * 3600
+
+
+def referenced_objects(cluster: str, state: ClusterState) -> dict[str, str]:
+    """Each object key of ``cluster`` that ``state`` references, with what it is, for log
+    lines: shards first (few, and each holds many entries), then bundles, then pending keys.
+    The audit checks these are in the store; the sweep deletes the listed objects that are
+    not among them (``Publisher.collect_garbage``)."""
+    keys = {shard_key(cluster, rec.object): f"shard {i}" for i, rec in enumerate(state.shards)}
+    keys.update({bundle_key(cluster, rec.bundle): "bundle" for rec in state.orders.values()})
+    keys.update({pending_key(cluster, rec.object): "pending key" for rec in state.pending.values()})
+    return keys
 
 
 class Audit:
@@ -96,23 +108,12 @@ class Audit:
         keys.extend(store.list(pending_prefix(self.cluster)))
         return frozenset(keys)
 
-    def referenced(self) -> dict[str, str]:
-        """Each object key the state references, with what it is, for log lines: shards
-        first (few, and each holds many entries), then bundles, then pending keys."""
-        state, cluster = self.state, self.cluster
-        keys = {shard_key(cluster, rec.object): f"shard {i}" for i, rec in enumerate(state.shards)}
-        keys.update({bundle_key(cluster, rec.bundle): "bundle" for rec in state.orders.values()})
-        keys.update(
-            {pending_key(cluster, rec.object): "pending key" for rec in state.pending.values()}
-        )
-        return keys
-
     def check(self, listed: frozenset[str], *, verify: bool) -> None:
         """Schedule repairs for referenced objects absent from ``listed``; with ``verify``,
         also read every present one and compare its hash with its key. Repairs are counted
         in the summary (``objects_repaired``) and logged as warnings, not order errors: the
         run goes on to carry them out."""
-        referenced = self.referenced()
+        referenced = referenced_objects(self.cluster, self.state)
         for key, label in sorted(referenced.items()):
             if key not in listed:
                 log.warning("cluster %s: %s %s is missing from the store", self.cluster, label, key)
@@ -138,7 +139,7 @@ class Audit:
                 log.warning("cluster %s: %s is missing from the store", self.cluster, key)
                 self.damaged.add(key)
                 continue
-            self.tally.objects_verified += 1
+            self.tally.count(objects_verified=1)
             if hashlib.sha256(data).hexdigest() != key.rsplit("/", 1)[1]:
                 log.warning("cluster %s: %s does not match its hash", self.cluster, key)
                 self.damaged.add(key)
@@ -173,4 +174,4 @@ class Audit:
             if bundle_key(cluster, record.bundle) in self.damaged and name not in state.pending:
                 state.rekey.add(name)
                 log.warning("cluster %s: order %r: bundle lost, a new key follows", cluster, name)
-        tally.objects_repaired += len(self.damaged)
+        tally.count(objects_repaired=len(self.damaged))

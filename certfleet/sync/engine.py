@@ -12,7 +12,8 @@ The order of writes is what makes a crash at any instant safe:
 4. the state, recording what the head now references and what stopped being referenced
    (with the time, for garbage collection after ``gc_grace``) (``publisher``), and when
    the nodes' acks were last checked: the fleet check, when due, is the run's last step
-   before the state is saved (``fleetcheck``).
+   before the state is saved (``fleetcheck``); just before it, a provider that keeps
+   records of its own (the ACME state) drops those of removed orders (``forget_removed``).
 
 The state is sealed with the sync-only secret (``certfleet.sync.sealing``); one sealed the
 old way is vouched for and rewritten first (``certfleet.sync.migration``). A failure of any
@@ -37,6 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from typing import Callable
 
 from certfleet.errors import CertfleetError
 from certfleet.store import Store
@@ -65,7 +67,8 @@ __all__ = ("Checkpoint", "Clock", "ClusterRun")
 
 
 class ClusterRun:
-    """Runs the sync once for one cluster; counts into ``tally``."""
+    """Runs the sync once for one cluster; counts into ``tally``. ``open_provider`` is
+    called once, when the run first needs the provider (after the lease and the state)."""
 
     def __init__(
         self,
@@ -74,7 +77,7 @@ class ClusterRun:
         policy: ClusterPolicy,
         settings: SyncSettings,
         store: Store,
-        provider: Provider,
+        open_provider: Callable[[], Provider],
         clock: Clock,
         deadline: float | None,
         tally: RunTally,
@@ -85,7 +88,7 @@ class ClusterRun:
         self.ctx = ctx = RunContext.of(cluster, policy, settings, clock)
         self.cluster = cluster
         self.store = store
-        self.provider = provider
+        self.open_provider = open_provider
         self.tally = tally
         self.verify_store = verify_store
         self.budget = Budget(deadline, monotonic=monotonic)
@@ -148,21 +151,25 @@ class ClusterRun:
             stored = audit.list_objects()
             audit.check(stored, verify=self.verify_store)
             self.writer.step("audited")
+        provider = self.open_provider()
         try:
-            listing: Sequence[ProviderOrder] | None = self.provider.list_orders(self.cluster)
+            tally.count(provider_calls=1)
+            listing: Sequence[ProviderOrder] | None = provider.list_orders(self.cluster)
         except ProviderError as err:
             log.warning("cluster %s: listing failed, nothing removed: %s", self.cluster, err)
             tally.error(f"cluster:{self.cluster}", err)
             listing = None
         self.writer.step("listed")
         if listing is not None:
-            self._work(state, listing, now)
+            self._work(state, listing, now, provider)
         publisher = Publisher(
             ctx, self.writer, state, now, budget=budget, tally=tally, damaged=audit.damaged
         )
         publisher.rewrap_bundles()
         publisher.publish(seen)
         publisher.collect_garbage(seen, stored)
+        if listing is not None:
+            self._forget_removed(listing, provider)
         try:
             check = FleetCheck(ctx, self.store, state, now, budget=budget, tally=tally)
             checked = check.run_if_due()
@@ -191,8 +198,10 @@ class ClusterRun:
                 type(err).__name__,
             )
 
-    def _work(self, state: ClusterState, listing: Sequence[ProviderOrder], now: int) -> None:
-        self.tally.orders_seen += len(listing)
+    def _work(
+        self, state: ClusterState, listing: Sequence[ProviderOrder], now: int, provider: Provider
+    ) -> None:
+        self.tally.count(orders_seen=len(listing))
         plan = plan_cluster(
             self.cluster,
             listing,
@@ -200,30 +209,40 @@ class ClusterRun:
             now=now,
             key_type_for=self.ctx.policy.key_type_for,
             renew_days=self.ctx.policy.renew_days,
-            renew_at=self._renewal_times(state),
+            renew_at=self._renewal_times(state, provider),
         )
         for name, reason in plan.invalid.items():
             self.tally.error(name, f"order refused: {reason}")
-        self._confirm_removals(state, plan.missing, now)
+        self._confirm_removals(state, plan.missing, now, provider)
         for name in plan.drop_pending:
             self.writer.retire(pending_key(self.cluster, state.pending.pop(name).object))
         issuer = Issuer(
-            self.ctx, self.writer, self.provider, state, budget=self.budget, tally=self.tally
+            self.ctx, self.writer, provider, state, budget=self.budget, tally=self.tally
         )
         issuer.generate(plan.issue, now)
         issuer.collect(plan.resume)
 
-    def _renewal_times(self, state: ClusterState) -> Mapping[str, int]:
+    def _forget_removed(self, listing: Sequence[ProviderOrder], provider: Provider) -> None:
+        """Let the provider drop what it keeps of removed orders (the ACME state's records),
+        once the head that tombstones them is published; a failure leaves them for later."""
+        if self.budget.out_of_time():
+            return
+        try:
+            provider.forget_removed(self.cluster, [order.name for order in listing])
+        except RUN_FATAL:
+            raise
+        except CertfleetError as err:
+            log.warning("cluster %s: records of removed orders kept: %s", self.cluster, err)
+
+    def _renewal_times(self, state: ClusterState, provider: Provider) -> Mapping[str, int]:
         """Renewal times the provider suggests (ACME ARI); none when it has no opinion."""
-        advise = getattr(self.provider, "renewal_times", None)
-        if advise is None or not state.orders:
+        if not state.orders:
             return {}
         try:
-            times: Mapping[str, int] = advise(self.cluster, sorted(state.orders))
+            return provider.renewal_times(self.cluster, sorted(state.orders))
         except CertfleetError as err:
             log.warning("cluster %s: renewal times unavailable: %s", self.cluster, err)
             return {}
-        return times
 
     def _read_head(self) -> HeadSeen:
         seen = read_head(
@@ -241,13 +260,16 @@ class ClusterRun:
 
     # -- removals -----------------------------------------------------------------------
 
-    def _confirm_removals(self, state: ClusterState, missing: Sequence[str], now: int) -> None:
+    def _confirm_removals(
+        self, state: ClusterState, missing: Sequence[str], now: int, provider: Provider
+    ) -> None:
         """Tombstone an order only on the provider's 404 or when it moved to another cluster."""
         for name in missing:
             if self.budget.out_of_time():
                 return
             try:
-                order = self.provider.get_order(name)
+                self.tally.count(provider_calls=1)
+                order = provider.get_order(name)
             except ProviderNotFound:
                 order = None
             except RUN_FATAL:
@@ -261,7 +283,7 @@ class ClusterRun:
             if record is not None:
                 self.writer.retire(bundle_key(self.cluster, record.bundle))
                 state.tombstones[name] = now
-                self.tally.tombstones += 1
+                self.tally.count(tombstones=1)
             pending = state.pending.pop(name, None)
             if pending is not None:
                 self.writer.retire(pending_key(self.cluster, pending.object))

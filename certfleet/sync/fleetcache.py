@@ -2,7 +2,7 @@
 
 So that a check reads only the acks that changed since the last one: for each node whose
 ack opened, the ETag the listing gave it and what the check needs to assess the node again
-(``certfleet.sync.fleet.KnownAck``: hostname, generation, report time, the orders that
+(``certfleet.sync.nodereport.KnownAck``: hostname, generation, report time, the orders that
 failed or owe an on_update, and the ack's declared owed list). One object per cluster, JSON
 sealed as the sync state is (``certfleet.sync.sealing``: for the sync-only secret, kind
 ``pending`` under the reserved identity ``/fleet``, which no order name can take): no node
@@ -24,8 +24,8 @@ from typing import Any
 from certfleet.bundle import Ack, AckOrder, FormatError, OwedUpdate
 from certfleet.sealedobject import SealedObject
 from certfleet.store import ObjectTooLarge, Store
-from certfleet.sync.fleet import KnownAck
 from certfleet.sync.layout import FLEET_CACHE_MAX_BYTES, fleet_cache_key
+from certfleet.sync.nodereport import KnownAck
 from certfleet.sync.sealing import SyncKeys
 
 log = logging.getLogger(__name__)

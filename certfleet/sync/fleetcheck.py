@@ -3,7 +3,7 @@
 Agents write an encrypted ack of what they installed (``acks/<node-id>``, docs/format.md
 §5.3); ``certfleet nodes`` shows them on demand. The check makes the sync tell someone: at
 most once per ``fleet_check_interval`` (the cluster's, else the sync-wide one; 0 turns it
-off) a cluster run reads the acks with ``certfleet.sync.fleet.read_nodes`` against the head
+off) a cluster run reads the acks with ``certfleet.sync.nodereport.read_nodes`` against the head
 the state records (no head read, no shard read: one LIST, then one GET per ack whose ETag
 changed since the last check; what it kept of the others is ``certfleet.sync.fleetcache``'s
 object: one GET and, when it changed, one PUT), puts the cluster's figures into the run
@@ -35,8 +35,8 @@ from certfleet.store import Store, StoreError
 from certfleet.sync.budget import Budget
 from certfleet.sync.context import RunContext
 from certfleet.sync.errors import printable
-from certfleet.sync.fleet import NodeReport, Published, count_nodes, read_nodes
 from certfleet.sync.fleetcache import AckCache
+from certfleet.sync.nodereport import NodeReport, Published, count_nodes, read_nodes
 from certfleet.sync.settings import ClusterPolicy, SyncSettings
 from certfleet.sync.state import ClusterState
 from certfleet.sync.summary import RunTally

@@ -1,7 +1,7 @@
 """The head a reader finds in the store: ``read_head`` and what it returns, ``HeadSeen``.
 
 A sync run reads its cluster's head with it at the start (``engine``), and so does
-``certfleet nodes`` (``fleet``).
+``certfleet nodes`` (``nodereport``).
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ def read_head(
     try:
         stored = store.get(head_key(cluster), max_bytes=HEAD_MAX_BYTES)
     except ObjectNotFound:
-        return HeadSeen(None, None)
-    if stored is None:  # only possible with if_none_match, which is not given
         return HeadSeen(None, None)
     try:
         head = peek_head(stored.data)

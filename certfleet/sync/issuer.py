@@ -35,7 +35,7 @@ from certfleet.sync.keypair import (
 )
 from certfleet.sync.layout import PENDING_MAX_BYTES, bundle_key, pending_key
 from certfleet.sync.plan import IMMEDIATE_REASONS, Issue
-from certfleet.sync.provider import Provider, ProviderError, ProviderNotFound
+from certfleet.sync.provider import IssuedCert, Provider, ProviderError, ProviderNotFound
 from certfleet.sync.renewal import install_after
 from certfleet.sync.state import ClusterState, OrderRecord, PendingRecord, read_bytes
 from certfleet.sync.summary import RunTally
@@ -104,7 +104,7 @@ class Issuer:
         sealed = seal_pending(pending, cluster=self.cluster, secrets=[ctx.keys.current])
         digest = content_hash_hex(sealed)
         writer.put_content(pending_key(self.cluster, digest), sealed)
-        self.tally.keys_generated += 1
+        self.tally.count(keys_generated=1)
         state.pending[order.name] = PendingRecord(
             digest, pending.pubkey_hash, order.dns_names, key_type, now, issue.reason
         )
@@ -140,8 +140,9 @@ class Issuer:
 
     def _submit_one(self, name: str, pending: PendingRecord) -> None:
         key = self._key(name, pending)
+        self.tally.count(provider_calls=1)
         answered = self.provider.submit_csr(name, build_csr(key, pending.dns_names))
-        self.tally.csrs_submitted += 1
+        self.tally.count(csrs_submitted=1)
         if answered != pending.pubkey_hash:
             raise ProviderError("submit CSR", f"order {name}", "answered another public key hash")
         self._submitted.add(name)
@@ -180,17 +181,21 @@ class Issuer:
             except Exception as err:  # noqa: BLE001 - that order's failure
                 self.tally.error(name, err)
 
+    def _fetch(self, name: str, pending: PendingRecord, wait: float) -> IssuedCert | None:
+        self.tally.count(provider_calls=1)
+        return self.provider.fetch_certificate(name, pending.pubkey_hash, wait=wait)
+
     def _collect_one(self, name: str, wait: float) -> None:
         ctx, writer, state = self.ctx, self.writer, self.state
         pending = state.pending[name]
         key = self._key(name, pending)
         try:
-            cert = self.provider.fetch_certificate(name, pending.pubkey_hash, wait=wait)
+            cert = self._fetch(name, pending, wait)
         except ProviderNotFound:
             if name in self._submitted:
                 raise
             self._submit_one(name, pending)  # stored before a crash, never submitted
-            cert = self.provider.fetch_certificate(name, pending.pubkey_hash, wait=wait)
+            cert = self._fetch(name, pending, wait)
         if cert is None:
             log.info("cluster %s: certificate of %s still pending", self.cluster, name)
             return
@@ -237,4 +242,4 @@ class Issuer:
             ),
             secret_ids=tuple(secret.id for secret in ctx.secrets),
         )
-        self.tally.certificates_published += 1
+        self.tally.count(certificates_published=1)

@@ -1,8 +1,8 @@
 """The seam between the sync engine and a certificate provider.
 
-The engine sees only this module's types. ``apiv3_provider`` adapts SSLMate's APIv3 to it;
-an ACME provider (RFC 8555, orders kept in the store) is meant to follow without touching
-the engine.
+The engine sees only this module's types. Two providers implement it: ``apiv3_provider``
+adapts SSLMate's APIv3, ``acme_provider`` an RFC 8555 CA with the orders kept in the store
+(built by ``acme_wiring``); the engine does not know which one it talks to.
 
 Contract of a ``Provider``:
 
@@ -15,18 +15,24 @@ Contract of a ``Provider``:
   SubjectPublicKeyInfo (DER);
 - ``fetch_certificate(order_name, pubkey_hash, wait=S)`` returns the issued certificate,
   or ``None`` while it is still pending after waiting at most about ``wait`` seconds; it
-  raises ``ProviderNotFound`` when no CSR with that key is known for the order.
+  raises ``ProviderNotFound`` when no CSR with that key is known for the order;
+- ``renewal_times(cluster, names)`` returns the renewal time (Unix seconds) the provider
+  suggests for some of the named published orders (the ACME provider's ARI window); the
+  engine uses it instead of its lifetime rule for those, and its own rule for the others;
+- ``forget_removed(cluster, listed)`` is called once per run, after the head is published,
+  when the listing succeeded (``listed``: the names it gave); the provider drops what it
+  keeps of the cluster's orders that no longer exist (the ACME provider: its state records),
+  never of one listed or worked on in this run, and returns the names it dropped.
 
 Every other failure (network, 5xx, refusal) is a ``ProviderError``.
 
-A provider may also offer ``renewal_times(cluster, names) -> Mapping[str, int]``: the
-renewal time (Unix seconds) it suggests for some of the named published orders (the ACME
-provider's ARI window); the engine then uses it instead of its lifetime rule for them.
+The last two have default bodies in ``Provider`` (no opinion, nothing kept): a provider that
+subclasses ``Provider`` explicitly, as the APIv3 one does, inherits them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
@@ -88,3 +94,11 @@ class Provider(Protocol):
     def fetch_certificate(
         self, order_name: str, pubkey_hash: str, *, wait: float
     ) -> Optional[IssuedCert]: ...
+
+    def renewal_times(self, cluster: str, names: Sequence[str]) -> Mapping[str, int]:
+        """No opinion by default: the engine's lifetime rule decides every renewal."""
+        return {}
+
+    def forget_removed(self, cluster: str, listed: Collection[str]) -> list[str]:
+        """Nothing kept by default, so nothing to drop."""
+        return []

@@ -40,6 +40,7 @@ from certfleet.bundle import (
 from certfleet.bundle.head import MAX_VALIDITY_SECONDS
 from certfleet.errors import CertfleetError
 from certfleet.store import PreconditionFailed
+from certfleet.sync.audit import referenced_objects
 from certfleet.sync.budget import Budget
 from certfleet.sync.context import RunContext
 from certfleet.sync.errors import ConcurrentWriteError, StateError
@@ -47,7 +48,6 @@ from certfleet.sync.headseen import HeadSeen
 from certfleet.sync.layout import (
     bundle_key,
     head_key,
-    pending_key,
     shard_key,
 )
 from certfleet.sync.state import ClusterState, HeadRecord, OrderRecord, ShardRecord
@@ -221,7 +221,7 @@ class Publisher:
             raise ConcurrentWriteError(self.cluster, "head was changed by another writer") from err
         state.head = HeadRecord(head.generation, head.issued_at, head.valid_until, head.secret_ids)
         self.tally.generations[self.cluster] = head.generation
-        self.tally.heads_published += 1
+        self.tally.count(heads_published=1)
         self.published = True
 
     # -- garbage ------------------------------------------------------------------------
@@ -246,17 +246,15 @@ class Publisher:
                 return
             writer.store.delete(key)
             del state.unreferenced[key]
-            self.tally.objects_deleted += 1
+            self.tally.count(objects_deleted=1)
             writer.step("deleted")
 
     def _sweep(self, stored: Set[str]) -> None:
         """Record listed objects no state entry references (left by a crashed run, or
         replaced by a repair) as unreferenced."""
         state = self.state
-        referenced = {bundle_key(self.cluster, rec.bundle) for rec in state.orders.values()}
-        referenced |= {shard_key(self.cluster, rec.object) for rec in state.shards}
-        referenced |= {pending_key(self.cluster, rec.object) for rec in state.pending.values()}
-        for key in sorted(stored - referenced):
+        referenced = referenced_objects(self.cluster, state)
+        for key in sorted(key for key in stored if key not in referenced):
             state.unreferenced.setdefault(key, self.now)
         state.last_sweep = self.now
 

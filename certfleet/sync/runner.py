@@ -1,11 +1,20 @@
-"""The public entry points: ``run_sync`` (one pass over the clusters) and ``mark_rekey``."""
+"""The public entry points: ``run_sync`` (one pass over the clusters) and ``mark_rekey``.
+
+``run_sync`` runs each configured cluster with ``certfleet.sync.engine.ClusterRun``, one
+after the other within the deadline; a cluster's failure is that cluster's error in the
+summary, never the others'. Each cluster's provider is the caller's, or the one the config
+chooses for it (APIv3, or ACME through ``acme_wiring``), opened by ``ProviderOpener`` only
+when the cluster's run first needs it and closed after it. The counters of the run
+(``certfleet.sync.summary``) are filled in by the parts; the store's request counts are
+added at the end.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional
+from collections.abc import Sequence
+from typing import Any, Callable
 
 from certfleet.errors import CertfleetError
 from certfleet.store import Store, open_store
@@ -18,7 +27,7 @@ from certfleet.sync.errors import (
     UnknownOrderError,
 )
 from certfleet.sync.lease import Lease
-from certfleet.sync.provider import IssuedCert, Provider, ProviderOrder
+from certfleet.sync.provider import Provider
 from certfleet.sync.sealing import SyncKeys
 from certfleet.sync.settings import ClusterPolicy, SyncSettings
 from certfleet.sync.state import StateStore
@@ -28,36 +37,6 @@ log = logging.getLogger(__name__)
 
 REKEY_LEASE_WAIT = 30.0
 MAX_CALL_SECONDS = 30.0
-
-
-class CountingProvider:
-    """Wraps a provider and counts its calls, for the run summary."""
-
-    def __init__(self, inner: Provider) -> None:
-        self.inner = inner
-        self.calls = 0
-
-    def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
-        self.calls += 1
-        return self.inner.list_orders(cluster)
-
-    def get_order(self, name: str) -> ProviderOrder:
-        self.calls += 1
-        return self.inner.get_order(name)
-
-    def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
-        self.calls += 1
-        return self.inner.submit_csr(order_name, csr_pem)
-
-    def fetch_certificate(
-        self, order_name: str, pubkey_hash: str, *, wait: float
-    ) -> Optional[IssuedCert]:
-        self.calls += 1
-        return self.inner.fetch_certificate(order_name, pubkey_hash, wait=wait)
-
-    def renewal_times(self, cluster: str, names: Sequence[str]) -> Mapping[str, int]:
-        advise = getattr(self.inner, "renewal_times", None)
-        return {} if advise is None else dict(advise(cluster, names))
 
 
 def open_config_store(config: SyncSettings) -> Store:
@@ -124,24 +103,20 @@ def run_sync(
     started = time.monotonic()
     policies = _policies(config, clusters)
     store = store if store is not None else open_config_store(config)
-    providers: list[CountingProvider] = []
     before = store.stats.as_dict()
     tally = RunTally()
     for policy in policies:
         if deadline is not None and time.monotonic() >= deadline:
             tally.complete = False
             break
-        counted = CountingProvider(
-            provider if provider is not None else _lazy(config, deadline, policy.name, store)
-        )
-        providers.append(counted)
+        opener = ProviderOpener(config, deadline, policy.name, store, given=provider)
         try:
             ClusterRun(
                 cluster=policy.name,
                 policy=policy,
                 settings=config,
                 store=store,
-                provider=counted,
+                open_provider=opener,
                 clock=clock or time.time,
                 deadline=deadline,
                 tally=tally,
@@ -160,77 +135,49 @@ def run_sync(
             log.debug("cluster %s: traceback", policy.name, exc_info=True)
             tally.error(f"cluster:{policy.name}", err)
         finally:
-            if provider is None:
-                _close(counted.inner)  # only what this run opened; a caller's stays open
+            opener.close()
     after = store.stats.as_dict()
-    return RunSummary(
-        clusters=tuple(policy.name for policy in policies),
-        orders_seen=tally.orders_seen,
-        keys_generated=tally.keys_generated,
-        csrs_submitted=tally.csrs_submitted,
-        certificates_published=tally.certificates_published,
-        tombstones=tally.tombstones,
-        objects_deleted=tally.objects_deleted,
-        objects_repaired=tally.objects_repaired,
-        objects_verified=tally.objects_verified,
-        errors=dict(tally.errors),
+    tally.count(
         store_reads=after["reads"] - before["reads"],
         store_writes=after["writes"] - before["writes"],
         store_requests=after["requests"] - before["requests"],
-        provider_calls=sum(counted.calls for counted in providers),
-        generations=dict(tally.generations),
-        skipped=tuple(tally.skipped),
-        heads_published=tally.heads_published,
-        complete=tally.complete,
-        duration=time.monotonic() - started,
-        fleet=dict(tally.fleet),
     )
+    return tally.summary([policy.name for policy in policies], duration=time.monotonic() - started)
 
 
-class _LazyProvider:
-    """Opens the configured provider on first use (a run may not need it at all)."""
+class ProviderOpener:
+    """Opens a cluster's provider when its run first asks for it (a run whose lease another
+    run holds never does), and closes it afterwards: the configured provider, or the one
+    the caller ``given`` (which the caller closes)."""
 
     def __init__(
-        self, config: SyncSettings, deadline: float | None, cluster: str, store: Store
+        self,
+        config: SyncSettings,
+        deadline: float | None,
+        cluster: str,
+        store: Store,
+        given: Provider | None = None,
     ) -> None:
         self._config = config
         self._deadline = deadline
         self._cluster = cluster
         self._store = store
-        self._inner: Provider | None = None
+        self._given = given
+        self._opened: Provider | None = None
 
-    def _get(self) -> Provider:
-        if self._inner is None:
-            self._inner = open_config_provider(
+    def __call__(self) -> Provider:
+        if self._given is not None:
+            return self._given
+        if self._opened is None:
+            self._opened = open_config_provider(
                 self._config, self._deadline, cluster=self._cluster, store=self._store
             )
-        return self._inner
-
-    def renewal_times(self, cluster: str, names: Sequence[str]) -> Mapping[str, int]:
-        advise = getattr(self._get(), "renewal_times", None)
-        return {} if advise is None else dict(advise(cluster, names))
+        return self._opened
 
     def close(self) -> None:
-        if self._inner is not None:
-            _close(self._inner)
-
-    def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
-        return self._get().list_orders(cluster)
-
-    def get_order(self, name: str) -> ProviderOrder:
-        return self._get().get_order(name)
-
-    def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
-        return self._get().submit_csr(order_name, csr_pem)
-
-    def fetch_certificate(
-        self, order_name: str, pubkey_hash: str, *, wait: float
-    ) -> Optional[IssuedCert]:
-        return self._get().fetch_certificate(order_name, pubkey_hash, wait=wait)
-
-
-def _lazy(config: SyncSettings, deadline: float | None, cluster: str, store: Store) -> Provider:
-    return _LazyProvider(config, deadline, cluster, store)
+        """Close the provider this opener opened (a caller's stays open)."""
+        if self._opened is not None:
+            _close(self._opened)
 
 
 def _close(provider: Any) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Optional
 
 from certfleet.bundle import FormatError, generation_too_far
 from certfleet.sealedobject import SealedObject
-from certfleet.store import ObjectNotFound, Store
+from certfleet.store import Store
 from certfleet.sync.errors import ConcurrentWriteError, StateError
 from certfleet.sync.layout import STATE_MAX_BYTES, state_key
 from certfleet.sync.sealing import SyncKeys
@@ -237,10 +237,7 @@ def _pending(raw: dict[str, Any]) -> PendingRecord:
 
 def read_bytes(store: Store, key: str, *, max_bytes: int) -> bytes:
     """The object's bytes (``ObjectNotFound`` if missing, ``ObjectTooLarge`` over the cap)."""
-    stored = store.get(key, max_bytes=max_bytes)
-    if stored is None:  # only possible with if_none_match, which is not given
-        raise ObjectNotFound(key, url=store.url)
-    return stored.data
+    return store.get(key, max_bytes=max_bytes).data
 
 
 class StateStore:

@@ -1,15 +1,21 @@
 """The small world the ACME tests and ``bench/bench_acme.py`` issue into: an in-memory
 order registry (the read side the ACME provider asks), a started pebble with nginx
 answering HTTP-01 for a new account key by the stateless snippet of docs/acme.md, and the
-sync config of an ACME provider with one cluster ``web`` publishing to a ``file://`` store.
+sync config of an ACME provider with one cluster ``web`` publishing to a ``file://`` store,
+and a DNS-01 writer into pebble's challtestsrv (so pebble validates the values for real).
 
 No fixtures here: plain classes and functions, imported by the modules that use them.
 """
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
@@ -87,3 +93,59 @@ acme {{
 {acme_extra}}}
 cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
 '''
+
+
+def acme_provider(
+    config: Any,
+    store: Any,
+    registry: MemoryRegistry,
+    dns: Callable[[], Any] | None = None,
+) -> Any:
+    """The ``AcmeProvider`` of cluster ``web`` for a parsed ``sync_config_text`` config:
+    orders from ``registry``, ACME state in ``store``, DNS-01 values through ``dns``."""
+    from certfleet.acme.client import AcmeClient  # certbot's acme: Python >= 3.10
+    from certfleet.acme.state import AcmeStateStore
+    from certfleet.config.accountkey import load_account_key
+    from certfleet.sync.acme_provider import AcmeProvider
+
+    acme = config.acme
+    client = AcmeClient(
+        acme.directory, load_account_key(acme.account_key), ca_bundle=acme.ca_bundle
+    )
+    states = AcmeStateStore(store, "web", config.signing_key.sync_secret("state"), time.time)
+    return AcmeProvider(
+        cluster="web", registry=registry, not_found=(NotFound,), client=client, config=acme,
+        states=states, dns=dns,
+    )  # fmt: skip
+
+
+class ChalltestsrvTxt:
+    """A DNS-01 writer into pebble-challtestsrv; records every call."""
+
+    log: list[tuple[str, str]] = []
+
+    def __init__(self, management_port: int) -> None:
+        self.base = f"http://127.0.0.1:{management_port}"
+        self.records: set[str] = set()
+
+    def _post(self, path: str, doc: dict[str, str]) -> None:
+        request = urllib.request.Request(
+            self.base + path, data=json.dumps(doc).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+
+    def add(self, identifier: str, value: str) -> None:
+        record = "_acme-challenge." + identifier.removeprefix("*.") + "."
+        self._post("/set-txt", {"host": record, "value": value})
+        self.records.add(record)
+        self.log.append(("add", identifier))
+
+    def wait_until_served(self, timeout: float) -> None:
+        self.log.append(("wait", ""))
+
+    def cleanup(self) -> None:
+        for record in sorted(self.records):
+            self._post("/clear-txt", {"host": record})
+        self.records.clear()
+        self.log.append(("cleanup", ""))

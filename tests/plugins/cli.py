@@ -6,6 +6,8 @@ Fixtures:
   the developer's is read) and no ``CERTFLEET_*`` variable of theirs; the path of that home;
 - ``certfleet_cli`` (function): ``certfleet_cli(*argv, stdin="")`` runs ``certfleet`` through
   ``certfleet.cli.main`` in that home and returns a :class:`CliRun`.
+
+And a plain helper for fixtures and tests that need no home of their own: :func:`run_cli`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,18 @@ class CliRun:
 
     def json(self) -> Any:
         return json.loads(self.out)
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """``certfleet ARGV`` in process, its stdout and stderr caught: exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        code = main(list(argv))
+    finally:
+        sys.stdout, sys.stderr = saved
+    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from certfleet import devstack
+from certfleet.sandbox import devstack
 from tests.plugins.binaries import require_binary
 
 SERVER_NAME = "www.example.com"

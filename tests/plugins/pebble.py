@@ -25,6 +25,7 @@ import re
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -37,8 +38,22 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certfleet.devstack import pick_ports
+from certfleet.sandbox.devstack import pick_ports
 from tests.plugins.binaries import require_binary
+
+
+def openssl_verifies(root_pem: bytes, leaf: Path, chain: Path) -> None:
+    """Asserts that ``openssl verify`` accepts the first certificate in ``leaf`` against
+    ``root_pem`` (pebble's root), with the intermediates in ``chain``."""
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch) / "root.pem"
+        root.write_bytes(root_pem)
+        verified = subprocess.run(
+            [require_binary("openssl"), "verify", "-CAfile", str(root), "-untrusted", str(chain),
+             str(leaf)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def free_ports(count: int) -> list[int]:
@@ -50,7 +65,7 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 15
     while True:
         assert process.poll() is None, log.read_text(errors="replace")
@@ -155,7 +170,7 @@ class Pebble:
                  "-tlsalpn01", "", "-management", f"127.0.0.1:{self.chall_mgmt}"],
                 "challtestsrv.log", dict(os.environ),
             )  # fmt: skip
-            _wait_listening(self.chall_mgmt, self.processes[-1], self.dir / "challtestsrv.log")
+            wait_listening(self.chall_mgmt, self.processes[-1], self.dir / "challtestsrv.log")
         config: dict[str, object] = {
             "listenAddress": f"127.0.0.1:{self.port}",
             "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
@@ -178,8 +193,8 @@ class Pebble:
              "-dnsserver", self.dns_server or f"127.0.0.1:{self.dns_port}"],
             "pebble.log", env,
         )  # fmt: skip
-        _wait_listening(self.port, self.processes[-1], self.dir / "pebble.log")
-        _wait_listening(self.mgmt_port, self.processes[-1], self.dir / "pebble.log")
+        wait_listening(self.port, self.processes[-1], self.dir / "pebble.log")
+        wait_listening(self.mgmt_port, self.processes[-1], self.dir / "pebble.log")
 
     def _get(self, path: str) -> bytes:
         context = ssl.create_default_context(cafile=str(self.ca_bundle))
@@ -218,12 +233,20 @@ class Pebble:
 DOCS_ACME = Path(__file__).resolve().parents[2] / "docs" / "acme.md"
 
 
+def docs_http01_snippet(server: str, thumbprint: str = "THUMBPRINT") -> str:
+    """The HTTP-01 snippet of ``server`` (``nginx``, ``haproxy``, ``apache``) exactly as
+    docs/acme.md gives it (the code block after its ``<!-- http01-SERVER: -->`` marker),
+    for ``thumbprint``."""
+    text = DOCS_ACME.read_text()
+    pattern = rf"<!-- http01-{server}:[^>]*-->\n```{server}\n(.*?)```"
+    match = re.search(pattern, text, re.S)
+    assert match is not None, f"docs/acme.md lost its {server} HTTP-01 snippet"
+    return match.group(1).replace("THUMBPRINT", thumbprint)
+
+
 def docs_nginx_snippet(thumbprint: str = "THUMBPRINT") -> str:
     """The nginx HTTP-01 snippet exactly as docs/acme.md gives it, for ``thumbprint``."""
-    text = DOCS_ACME.read_text()
-    match = re.search(r"<!-- http01-nginx:[^>]*-->\n```nginx\n(.*?)```", text, re.S)
-    assert match is not None, "docs/acme.md lost its nginx HTTP-01 snippet"
-    return match.group(1).replace("THUMBPRINT", thumbprint)
+    return docs_http01_snippet("nginx", thumbprint)
 
 
 def http01_nginx_config(prefix: Path, port: int, snippet: str) -> str:
@@ -252,17 +275,12 @@ http {{
 """
 
 
-class Http01Nginx:
-    """nginx answering HTTP-01 on pebble's ``http_port`` with a given location snippet."""
+class Http01Server:
+    """A web server process answering HTTP-01 on 127.0.0.1:``port`` (started by a subclass,
+    which sets ``process``); ``get`` asks it, ``stop`` ends it."""
 
-    def __init__(self, binary: str, prefix: Path, port: int, snippet: str) -> None:
-        prefix.mkdir(parents=True, exist_ok=True)
-        self.prefix = prefix
-        self.port = port
-        (prefix / "nginx.conf").write_text(http01_nginx_config(prefix, port, snippet))
-        argv = [binary, "-c", str(prefix / "nginx.conf"), "-p", f"{prefix}/", "-e", "error.log"]
-        self.process = subprocess.Popen(argv)
-        _wait_listening(port, self.process, prefix / "error.log")
+    port: int
+    process: subprocess.Popen[bytes]
 
     def get(self, path: str, host: str = "example.test") -> tuple[int, str]:
         request = urllib.request.Request(
@@ -277,7 +295,24 @@ class Http01Nginx:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+class Http01Nginx(Http01Server):
+    """nginx answering HTTP-01 on pebble's ``http_port`` with a given location snippet."""
+
+    def __init__(self, binary: str, prefix: Path, port: int, snippet: str) -> None:
+        prefix.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.port = port
+        (prefix / "nginx.conf").write_text(http01_nginx_config(prefix, port, snippet))
+        argv = [binary, "-c", str(prefix / "nginx.conf"), "-p", f"{prefix}/", "-e", "error.log"]
+        self.process = subprocess.Popen(argv)
+        wait_listening(port, self.process, prefix / "error.log")
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Callable
 
 import pytest
 
-from certfleet import devstack
+from certfleet.sandbox import devstack
 
 _OPTION_FLAGS = {
     "issue_delay": "--issue-delay",
@@ -39,7 +39,7 @@ def unique_cluster(prefix: str = "t") -> str:
 
 
 class Sandbox(devstack.Sandbox):
-    """:class:`certfleet.devstack.Sandbox`, whose failures are test failures."""
+    """:class:`certfleet.sandbox.devstack.Sandbox`, whose failures are test failures."""
 
     def start(self) -> None:
         """Start the sandbox and wait for its "listening on" line (port 0 picks one)."""

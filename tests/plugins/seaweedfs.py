@@ -1,7 +1,7 @@
 """A real S3 server for the tests: SeaweedFS ``weed mini`` on 127.0.0.1.
 
 One server per test session (up in about a second), launched by
-:class:`certfleet.devstack.SeaweedFS` (the same code as ``make demo`` and ``make up``):
+:class:`certfleet.sandbox.devstack.SeaweedFS` (the same code as ``make demo`` and ``make up``):
 every port it opens is moved to a free one below 45000 (each also has a gRPC twin at
 +10000), telemetry and the extra front ends are off, it checks request signatures against
 a random access key, and ``start()`` returns only once a signed write and read succeed.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from certfleet import devstack
+from certfleet.sandbox import devstack
 from tests.plugins.binaries import require_binary
 
 BUCKET = "certfleet-test"

@@ -157,9 +157,7 @@ class World:
     # -- what a node sees -------------------------------------------------------------
 
     def head_bytes(self) -> bytes:
-        stored = self.store.get(head_key(self.cluster), max_bytes=1 << 24)
-        assert stored is not None
-        return stored.data
+        return self.store.get(head_key(self.cluster), max_bytes=1 << 24).data
 
     def published(self) -> Published:
         head = decode_head(
@@ -173,14 +171,12 @@ class World:
         bundles: dict[str, Bundle] = {}
         for index, digest in enumerate(head.shard_hashes):
             data = self.store.get(shard_key(self.cluster, digest.hex()), max_bytes=1 << 24)
-            assert data is not None
             shard = open_shard(data.data, cluster=self.cluster, index=index, secrets=self.secrets)
             for entry in shard.entries:
                 entries[entry.order_name] = entry
                 blob = self.store.get(
                     bundle_key(self.cluster, entry.bundle_hash.hex()), max_bytes=1 << 24
                 )
-                assert blob is not None
                 bundles[entry.order_name] = open_bundle(
                     blob.data,
                     cluster=self.cluster,

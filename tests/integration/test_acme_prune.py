@@ -1,0 +1,194 @@
+"""The ACME state forgets removed orders, against a real pebble: the run that tombstones an
+order (or drops its pending key) drops its ACME record after publishing, the other orders'
+records stay, and no CA request is made for it; an order removed while its ACME order is
+pending (a DNS-01 value answered, the run cut short) leaves neither a record nor a TXT
+value behind, and the order kept beside it is finished as usual."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Python >= 3.10)")
+
+from certfleet.acme.flow import DnsChallengeWriter
+from certfleet.acme.state import AcmeState, AcmeStateStore, OrderState
+from certfleet.bundle import ClusterSecret, SigningKey
+from certfleet.config.accountkey import account_key_text, generate_account_key
+from certfleet.config.sync import parse_sync_config
+from certfleet.store import Store, open_store
+from certfleet.sync.provider import ProviderNotFound
+from certfleet.sync.runner import run_sync
+from tests.plugins.acme_lab import txt_at
+from tests.plugins.acme_world import (
+    ChalltestsrvTxt,
+    Ident,
+    MemoryRegistry,
+    Order,
+    acme_provider,
+    one_name_orders,
+    start_http01,
+    sync_config_text,
+)
+from tests.plugins.binaries import require_binary
+from tests.plugins.pebble import Pebble, published
+
+
+def _sync(config: Any, store: Store, provider: Any) -> Any:
+    try:
+        return run_sync(config, store=store, provider=provider)
+    finally:
+        provider.close()
+
+
+def _acme_state(config: Any, store: Store) -> AcmeStateStore:
+    return AcmeStateStore(store, "web", config.signing_key.sync_secret("state"), time.time)
+
+
+def test_a_removed_order_loses_its_record_and_the_others_keep_theirs(
+    pebble: Pebble, tmp_path: Path
+) -> None:
+    key, nginx = start_http01(pebble, require_binary("nginx"), tmp_path / "n")
+    try:
+        config = parse_sync_config(sync_config_text(tmp_path / "store", pebble, key), "s.hcl")
+        store = open_store(config.store)
+        registry = MemoryRegistry(*one_name_orders("kept.example.test", "gone.example.test"))
+        summary = _sync(config, store, acme_provider(config, store, registry))
+        assert summary.errors == {} and summary.certificates_published == 2
+        before = _acme_state(config, store).load()
+        assert sorted(before.orders) == ["gone.example.test", "kept.example.test"]
+        kept = before.orders["kept.example.test"]
+        assert kept.cert_id
+
+        # a record left behind by an older version, of an order the sync state never knew
+        stale = _acme_state(config, store)
+        state = stale.load()
+        state.orders["ghost.example.test"] = OrderState(url="https://ca.invalid/order/1")
+        stale.save(state)
+
+        del registry.orders["gone.example.test"]  # certfleet rm
+        provider = acme_provider(config, store, registry)
+        summary = _sync(config, store, provider)
+        assert summary.errors == {} and summary.tombstones == 1
+        assert provider.client.request_count == 0  # forgetting asks the CA nothing
+        after = _acme_state(config, store).load()
+        assert sorted(after.orders) == ["kept.example.test"]
+        assert after.orders["kept.example.test"] == kept
+        assert sorted(published(config, store)) == ["kept.example.test"]
+
+        # the next run has nothing to forget: the ACME state is not written again
+        quiet = acme_provider(config, store, registry)
+        summary = _sync(config, store, quiet)
+        assert summary.errors == {} and quiet.client.request_count == 0
+        assert _acme_state(config, store).load().generation == after.generation
+    finally:
+        nginx.stop()
+
+
+def test_an_order_removed_while_its_acme_order_is_pending_leaves_nothing_behind(
+    pebble: Pebble, tmp_path: Path
+) -> None:
+    key, nginx = start_http01(pebble, require_binary("nginx"), tmp_path / "n")
+    try:
+        text = sync_config_text(tmp_path / "store", pebble, key)
+        config = parse_sync_config(text, "s.hcl")
+        store = open_store(config.store)
+        registry = MemoryRegistry(
+            Order("kept.example.test", "web", (Ident("kept.example.test"),)),
+            Order("gone.example.test", "web", (Ident("*.gone.example.test", "dns"),)),
+        )
+        ChalltestsrvTxt.log = []
+
+        def dns() -> DnsChallengeWriter:
+            return ChalltestsrvTxt(pebble.chall_mgmt)
+
+        # the first run orders both, answers the challenges and stops waiting at once
+        cut_short = replace(config, issue_wait=0.0)
+        summary = _sync(cut_short, store, acme_provider(cut_short, store, registry, dns))
+        assert summary.certificates_published == 0 and summary.csrs_submitted == 2
+        pending = _acme_state(config, store).load()
+        assert pending.orders["gone.example.test"].url  # the ACME order is in flight
+        assert pending.orders["kept.example.test"].url
+        assert ("add", "*.gone.example.test") in ChalltestsrvTxt.log
+        assert ChalltestsrvTxt.log[-1] == ("cleanup", "")  # removed at the run's end
+
+        del registry.orders["gone.example.test"]  # certfleet rm while pending
+        ChalltestsrvTxt.log = []
+        summary = _sync(config, store, acme_provider(config, store, registry, dns))
+        assert summary.errors == {}, summary.errors
+        assert summary.certificates_published == 1  # the kept order's pending ACME order
+        after: AcmeState = _acme_state(config, store).load()
+        assert sorted(after.orders) == ["kept.example.test"]
+        assert after.orders["kept.example.test"].cert_id
+        assert ChalltestsrvTxt.log == []  # nothing written for the removed order
+        dns_server = ("127.0.0.1", pebble.dns_port)
+        assert txt_at(dns_server, "_acme-challenge.gone.example.test") == set()
+        assert sorted(published(config, store)) == ["kept.example.test"]
+    finally:
+        nginx.stop()
+
+
+class ReAddingRegistry(MemoryRegistry):
+    """A registry where ``back`` is added again (``certfleet add``) right after the run's
+    listing: the second reading has it."""
+
+    def __init__(self, back: Order, *orders: Order) -> None:
+        super().__init__(*orders)
+        self.back = back
+
+    def list(self, cluster: str) -> list[Order]:
+        listed = super().list(cluster)
+        self.orders[self.back.name] = self.back
+        return listed
+
+
+def test_an_order_added_back_since_the_listing_keeps_its_record(tmp_path: Path) -> None:
+    key = generate_account_key()
+    text = f'''
+provider = "acme"
+store = "file://{tmp_path}/store"
+signing_key = "{SigningKey.generate().export()}"
+acme {{
+  directory = "https://127.0.0.1:9/dir"
+  account_key = "{account_key_text(key)}"
+}}
+cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
+'''
+    config = parse_sync_config(text, "s.hcl")
+    store = open_store(config.store)
+    states = _acme_state(config, store)
+    state = states.load()
+    for name in ("back.example.test", "gone.example.test", "listed.example.test"):
+        state.order(name).cert_id = f"id-of-{name}"
+    states.save(state)
+    (listed,) = one_name_orders("listed.example.test")
+    (back,) = one_name_orders("back.example.test")
+    registry = ReAddingRegistry(back, listed)
+    provider = acme_provider(config, store, registry)
+    assert provider.forget_removed("web", ["listed.example.test"]) == []  # state not read
+    listing = provider.list_orders("web")
+    assert provider.state.orders  # read by this run (the engine asks for renewal times)
+    names = [order.name for order in listing]
+    assert provider.forget_removed("web", names) == ["gone.example.test"]
+    kept = _acme_state(config, store).load().orders
+    assert sorted(kept) == ["back.example.test", "listed.example.test"]
+    assert provider.client.request_count == 0
+
+    # a run that reads no ACME state for its work reads it when an order was found gone
+    # (an order removed while only its key was pending, in a cluster with nothing published)
+    states.save(_with_record(states.load(), "pending-only.example.test"))
+    later = acme_provider(config, store, MemoryRegistry(listed, back))
+    assert later.forget_removed("web", names) == []  # nothing confirmed gone: no read
+    with pytest.raises(ProviderNotFound):
+        later.get_order("pending-only.example.test")
+    assert later.forget_removed("web", names) == ["pending-only.example.test"]
+    assert sorted(_acme_state(config, store).load().orders) == sorted(kept)
+
+
+def _with_record(state: AcmeState, name: str) -> AcmeState:
+    state.order(name).url = "https://ca.invalid/order/2"
+    return state

@@ -1,0 +1,186 @@
+"""certfleet.registry on a file:// store and on SeaweedFS: the order calls, conditional writes
+under concurrent writers, the sealing (a node's forgery or a foreign secret is refused), and
+what the untrusted store sees (no order or DNS name in a key or in the bytes)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from certfleet.bundle import ClusterSecret, SigningKey, seal
+from certfleet.registry import (
+    Identifier,
+    OrderExists,
+    OrderRegistry,
+    RegistryError,
+    RegistryNotFound,
+    UnknownCluster,
+    registry_key,
+)
+from certfleet.store import Store, open_store
+from tests.plugins.seaweedfs import SeaweedFS
+
+SECRET = SigningKey.generate().sync_secret("registry")
+HTTP = Identifier("example.com", "http")
+WWW = Identifier("www.example.com", "http")
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "file":
+        (tmp_path / "store").mkdir()
+        yield open_store(f"file://{tmp_path / 'store'}")
+    else:
+        seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
+        yield open_store(request.getfixturevalue("s3_url"), endpoint=seaweedfs.endpoint)
+
+
+def registry(store: Store, clusters: tuple[str, ...] = ("web", "mail")) -> OrderRegistry:
+    return OrderRegistry(store, SECRET, clusters, clock=lambda: 1_700_000_000.0)
+
+
+def test_create_get_list_edit_delete(store: Store) -> None:
+    orders = registry(store)
+    assert orders.list("web") == ()
+    made = orders.create("web", [HTTP, WWW])
+    assert (made.name, made.cluster, made.dns_names) == (
+        "example.com",
+        "web",
+        ("example.com", "www.example.com"),
+    )
+    orders.create("web", [Identifier("*.b.example", "dns")], name="b")
+    assert [o.name for o in orders.list("web")] == ["b", "example.com"]
+    assert orders.list("mail") == ()
+    assert orders.get("example.com") == made
+    wild = Identifier("*.example.com", "dns")
+    changed = orders.set_identifiers("example.com", [HTTP, wild])
+    assert changed.identifiers == (HTTP, wild)
+    assert registry(store).get("example.com").identifiers == (HTTP, wild)
+    orders.delete("example.com")
+    with pytest.raises(RegistryNotFound):
+        orders.get("example.com")
+    with pytest.raises(RegistryNotFound):
+        orders.delete("example.com")
+    assert [o.name for o in orders.list("web")] == ["b"]
+
+
+def test_names_are_one_namespace_and_rules_hold(store: Store) -> None:
+    orders = registry(store)
+    orders.create("web", [HTTP])
+    with pytest.raises(OrderExists) as caught:
+        orders.create("web", [WWW], name="example.com")
+    assert "already exists" in str(caught.value)
+    with pytest.raises(OrderExists):
+        orders.create("mail", [HTTP])
+    with pytest.raises(UnknownCluster):
+        orders.create("elsewhere", [WWW])
+    with pytest.raises(UnknownCluster):
+        orders.list("elsewhere")
+    with pytest.raises(Exception, match="wildcard"):
+        orders.create("web", [Identifier("*.x.example", "http")])
+    with pytest.raises(Exception, match="DNS name"):
+        orders.create("web", [Identifier("../x", "http")])
+
+
+def test_the_store_sees_neither_order_nor_dns_names(store: Store) -> None:
+    registry(store).create("web", [Identifier("secret-customer.example", "http")])
+    assert list(store.list("v1/")) == ["v1/sync/orders/web"]
+    assert registry_key("web") == "v1/sync/orders/web"
+    stored = store.get("v1/sync/orders/web", max_bytes=1 << 25)
+    assert b"secret-customer" not in stored.data
+
+
+def test_two_concurrent_creates_of_one_name_one_wins(store: Store) -> None:
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def attempt(index: int) -> None:
+        mine = registry(store)  # one handle each, as separate processes would have
+        barrier.wait()
+        try:
+            mine.create("web", [Identifier(f"n{index}.example", "http")], name="contested")
+            outcomes.append("created")
+        except OrderExists:
+            outcomes.append("exists")
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(outcomes) == ["created"] + ["exists"] * 7
+    assert [o.name for o in registry(store).list("web")] == ["contested"]
+
+
+def test_concurrent_creates_of_different_names_all_land(store: Store) -> None:
+    barrier = threading.Barrier(6)
+
+    def attempt(index: int) -> None:
+        mine = registry(store)
+        barrier.wait()
+        mine.create("web", [Identifier(f"host{index}.example", "http")])
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(registry(store).list("web")) == 6
+
+
+def test_a_forged_or_foreign_registry_is_refused_never_read_as_empty(store: Store) -> None:
+    registry(store).create("web", [HTTP])
+    node_secret = ClusterSecret.generate("k1")  # what a node holds: a cluster secret
+    with pytest.raises(RegistryError, match="cannot be opened"):
+        OrderRegistry(store, node_secret, ("web",)).list("web")
+    forged = {"version": 1, "orders": []}
+    store.put(
+        "v1/sync/orders/web",
+        seal("registry", "web", "/orders", json.dumps(forged).encode(), [node_secret]),
+    )
+    with pytest.raises(RegistryError):
+        registry(store).list("web")
+    moved = seal("registry", "mail", "/orders", json.dumps(forged).encode(), [SECRET])
+    store.put("v1/sync/orders/web", moved)  # another cluster's object, moved
+    with pytest.raises(RegistryError, match="cannot be opened"):
+        registry(store).list("web")
+    hostile = {
+        "version": 1,
+        "orders": [
+            {
+                "name": "../../etc",
+                "cluster": "web",
+                "identifiers": [{"value": "a.example", "approval": "http"}],
+                "created_at": 1,
+                "updated_at": 1,
+            }
+        ],
+    }
+    store.put(
+        "v1/sync/orders/web",
+        seal("registry", "web", "/orders", json.dumps(hostile).encode(), [SECRET]),
+    )
+    with pytest.raises(RegistryError, match="malformed"):
+        registry(store).list("web")
+
+
+def test_after_a_signing_key_rotation_reseal_makes_the_registry_open_again(
+    store: Store,
+) -> None:
+    registry(store).create("web", [HTTP, WWW])
+    new_secret = SigningKey.generate().sync_secret("registry")
+    with pytest.raises(RegistryError, match="cannot be opened"):
+        OrderRegistry(store, new_secret, ("web",)).list("web")
+    rotating = OrderRegistry(store, new_secret, ("web", "mail"), previous=[SECRET])
+    assert rotating.get("example.com").dns_names == ("example.com", "www.example.com")
+    assert rotating.reseal("web") == 1
+    assert rotating.reseal("mail") == 0  # no object yet: nothing to do
+    rotated = OrderRegistry(store, new_secret, ("web",))
+    assert rotated.get("example.com").dns_names == ("example.com", "www.example.com")
+    assert rotated.reseal("web") == 1  # already resealed: left as it is
+    with pytest.raises(RegistryError):
+        registry(store).list("web")  # the old secret opens it no more

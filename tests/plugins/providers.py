@@ -1,0 +1,42 @@
+"""Provider doubles for the sync's tests.
+
+:class:`PassThroughProvider` hands every call of the sync's ``Provider`` interface to a real
+provider (``inner``, e.g. an ``ApiV3Provider`` on the sandbox), the two with default bodies
+too; a test's double subclasses it and overrides only the calls it falsifies (an empty
+listing, an exception, a corrupted certificate), so the double names what it changes and
+nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Optional
+
+from certfleet.sync.provider import IssuedCert, Provider, ProviderOrder
+
+
+class PassThroughProvider(Provider):
+    """Every call goes to ``inner`` unchanged."""
+
+    def __init__(self, inner: Provider) -> None:
+        self.inner = inner
+
+    def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
+        return self.inner.list_orders(cluster)
+
+    def get_order(self, name: str) -> ProviderOrder:
+        return self.inner.get_order(name)
+
+    def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
+        return self.inner.submit_csr(order_name, csr_pem)
+
+    def fetch_certificate(
+        self, order_name: str, pubkey_hash: str, *, wait: float
+    ) -> Optional[IssuedCert]:
+        return self.inner.fetch_certificate(order_name, pubkey_hash, wait=wait)
+
+    def renewal_times(self, cluster: str, names: Sequence[str]) -> Mapping[str, int]:
+        return self.inner.renewal_times(cluster, names)
+
+    def forget_removed(self, cluster: str, listed: Collection[str]) -> list[str]:
+        return self.inner.forget_removed(cluster, listed)

@@ -1,0 +1,1 @@
+"""System tests (see tests/README.md)."""
