@@ -13,10 +13,16 @@ not traced during the timed run, which tracing would slow down). Then ``--new`` 
 orders are issued in each of two clusters, one RSA-2048 and one ECDSA P-256, and orders
 per second reported.
 
-The no-change figures at 100,000 orders are estimated, not measured: a straight line
-through the two largest sizes (``no_change_estimate_100000``), because the first
-publication of 100,000 orders alone takes about half an hour here. Every figure of a
-no-change run is linear in N (one listing, one state, one comparison per order).
+The no-change figures at ``--seeded`` orders (default 100,000; 0 skips them) are measured
+on a cluster whose state is written straight into the store (``seed_state``: one record per
+order, as a first run would leave it, but no bundles; a no-change run reads none), because
+the first publication of 100,000 orders alone takes about half an hour here; a first run
+then publishes its shards and head. Each measured run is a fresh process (``--child``), so
+its peak RSS (``VmHWM``) is the run's own, the figure a Lambda's memory limit applies to:
+a no-change run, the same under ``tracemalloc`` with the peak and what stays allocated per
+phase (state load, provider listing, plan, publication, state save), and a run that removes
+one order (a tombstone, one shard, the head and the whole state written). The line through
+the two largest ``--sizes`` (``no_change_estimate_100000``) is kept beside it.
 
 ``--resume N`` (default 1,000) new orders are then published by runs of ``--budget`` seconds
 each (the deadline ``certfleet sync --max-seconds`` sets), until a run publishes nothing;
@@ -27,7 +33,9 @@ orders per run, whether every order was published once and the store verified, a
 Human-readable lines go to stdout; with ``--json`` the last stdout line is one JSON object:
 ``{"no_change": [{"orders", "wall_seconds", "provider_calls", "store_reads",
 "store_writes", "peak_memory_mb"}, ...], "new_orders": {"rsa": {"orders",
-"orders_per_second"}, "ecdsa": {...}}, "peak_memory_method": "tracemalloc"}``.
+"orders_per_second"}, "ecdsa": {...}}, "peak_memory_method": "tracemalloc",
+"seeded": {"orders", "no_change": {"wall_seconds", "store_requests", "peak_rss_mb", ...},
+"no_change_traced": {"peak_memory_mb", "phases": [...]}, "one_removal": {...}}}``.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,8 +60,10 @@ from certfleet.bundle import ClusterSecret, SigningKey
 from certfleet.config.sync import ClusterSyncConfig, SyncConfig
 from certfleet.sandbox.state import bulk_create, numbered_specs
 from certfleet.store import open_store
-from certfleet.sync import RunSummary, run_sync
+from certfleet.sync import RunSummary, engine, publisher, run_sync
 from certfleet.sync.apiv3_provider import ApiV3Provider
+from certfleet.sync.sealing import SyncKeys
+from certfleet.sync.state import ClusterState, OrderRecord, StateStore
 from tests.plugins.binaries import require_binary
 from tests.plugins.sandbox import Sandbox
 from tests.plugins.seaweedfs import SeaweedFS
@@ -147,6 +158,133 @@ def budgeted(
     }
 
 
+def seed_state(store: Any, config: SyncConfig, cluster: str, orders: int) -> None:
+    """Write the state a first run over ``numbered_specs(cluster, orders)`` would leave:
+    every order published (random bundle and key hashes, valid for 89 more days), the store
+    swept and the fleet checked just now."""
+    now = int(time.time())
+    state = ClusterState.new()
+    state.last_sweep = state.last_fleet_check = now
+    secret_ids = tuple(secret.id for secret in config.cluster(cluster).secrets)
+    for index in range(orders):
+        name = f"host{index}.{cluster}.test"
+        state.orders[name] = OrderRecord(
+            (name,), "ecdsa", os.urandom(32).hex(), os.urandom(32).hex(), os.urandom(16).hex(),
+            now - 86400, now + 89 * 86400, now - 86400, secret_ids,
+        )  # fmt: skip
+    keys = SyncKeys.of(config, config.cluster(cluster).secrets)
+    StateStore(store, cluster, keys).save(state)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (``VmHWM``; unlike ``ru_maxrss``, not inherited
+    from the parent across ``fork``), in MB."""
+    for text in Path("/proc/self/status").read_text().splitlines():
+        if text.startswith("VmHWM:"):
+            return round(int(text.split()[1]) / 1024, 1)
+    return 0.0
+
+
+TRACED_PHASES = (
+    (StateStore, "load", "state load"),
+    (ApiV3Provider, "list_orders", "provider listing"),
+    (engine, "plan_cluster", "plan"),
+    (publisher.Publisher, "publish", "shards and head"),
+    (StateStore, "save", "state save"),
+)
+
+
+def child(spec: dict[str, Any]) -> None:
+    """One sync run of ``spec["cluster"]`` in this fresh process; prints its figures."""
+    os.environ.update(spec["env"])
+    config = SyncConfig(
+        store=spec["store"], store_endpoint=spec["endpoint"],
+        signing_key=SigningKey.parse(spec["signing_key"]), api_key=spec["api_key"],
+        api_endpoint=spec["api_url"],
+        clusters=(ClusterSyncConfig(spec["cluster"], (ClusterSecret.parse(spec["secret"]),),
+                                    key_type="ecdsa"),),
+    )  # fmt: skip
+    store = open_store(config.store, endpoint=config.store_endpoint)
+    provider = ApiV3Provider(ApiClient(config.api_endpoint, spec["api_key"]))
+    phases: list[dict[str, Any]] = []
+    if spec["traced"]:
+        for owner, attribute, label in TRACED_PHASES:
+            setattr(owner, attribute, traced_phase(getattr(owner, attribute), label, phases))
+        tracemalloc.start()
+    rss_before = peak_rss_mb()
+    summary = run_sync(config, store=store, provider=provider, clusters=[spec["cluster"]])
+    figures: dict[str, Any] = {
+        "orders": summary.orders_seen,
+        "wall_seconds": round(summary.duration, 2),
+        "provider_calls": summary.provider_calls,
+        "store_reads": summary.store_reads,
+        "store_writes": summary.store_writes,
+        "store_requests": summary.store_requests,
+        "errors": len(summary.errors),
+        "rss_before_run_mb": rss_before,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if spec["traced"]:
+        last = round(tracemalloc.get_traced_memory()[1] / MB, 1)  # since the last phase
+        figures["peak_memory_mb"] = max([last, *(phase["peak_mb"] for phase in phases)])
+        figures["phases"] = phases
+        del figures["peak_rss_mb"]  # tracing's own bookkeeping is in it
+    print(json.dumps(figures))
+
+
+def traced_phase(
+    original: Callable[..., Any], label: str, phases: list[dict[str, Any]]
+) -> Callable[..., Any]:
+    """``original``, recording under tracemalloc the memory allocated before it, its peak
+    and what stays allocated after it (MB)."""
+
+    def phase(*args: Any, **kwargs: Any) -> Any:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()  # Python 3.9+
+        try:
+            return original(*args, **kwargs)
+        finally:
+            after, peak = tracemalloc.get_traced_memory()
+            sizes = {"before_mb": before, "peak_mb": peak, "after_mb": after}
+            phases.append({"phase": label, **{k: round(v / MB, 1) for k, v in sizes.items()}})
+
+    return phase
+
+
+def seeded(
+    config: SyncConfig, store: Any, sandbox: Sandbox, weed: SeaweedFS, orders: int
+) -> dict[str, Any]:
+    """The no-change run and a one-removal run over a seeded cluster of ``orders``, each in
+    a fresh process (``child``)."""
+    cluster = f"seeded{orders}"
+    started = time.monotonic()
+    seed_state(store, config, cluster, orders)
+    found: dict[str, Any] = {"orders": orders, "seed_seconds": round(time.monotonic() - started, 1)}
+    spec = {
+        "env": weed.env, "store": config.store, "endpoint": config.store_endpoint,
+        "signing_key": config.signing_key.export(), "api_key": sandbox.api_key,
+        "api_url": sandbox.url, "cluster": cluster,
+        "secret": config.cluster(cluster).secrets[0].export(),
+    }  # fmt: skip
+
+    def fresh(traced: bool) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(dict(spec, traced=traced))],
+            capture_output=True, text=True, timeout=600, check=True,
+        )  # fmt: skip
+        figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return figures
+
+    found["first_run"] = fresh(False)  # publishes the seeded state's shards and head
+    found["no_change"] = fresh(False)
+    found["no_change_traced"] = fresh(True)
+    client = ApiClient(sandbox.url, sandbox.api_key)
+    client.delete_order(f"host1.{cluster}.test")
+    client.close()
+    found["one_removal"] = fresh(False)
+    return found
+
+
 def sizes_option(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(",") if part.strip())
@@ -165,8 +303,15 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=100, help="new orders per key type")
     parser.add_argument("--resume", type=int, default=1000, help="orders of the budgeted runs")
     parser.add_argument("--budget", type=float, default=10.0, help="seconds per budgeted run")
+    parser.add_argument(
+        "--seeded", type=int, default=100_000, help="orders of the seeded cluster (0: none)"
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # one run in a fresh process
     args = parser.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
     work = Path(tempfile.mkdtemp(prefix="certfleet-bench-sync-"))
     weed = SeaweedFS(require_binary("weed"), work / "weed")
     weed.data_dir.mkdir()
@@ -181,6 +326,9 @@ def main() -> None:
         bulk_create(data, numbered_specs(cluster, args.new, domain=f"{cluster}.test"))
     if args.resume:
         bulk_create(data, numbered_specs("resume", args.resume, domain="resume.test"))
+    if args.seeded:
+        name = f"seeded{args.seeded}"
+        bulk_create(data, numbered_specs(name, args.seeded, domain=f"{name}.test"))
     sandbox = Sandbox(data, [])
     sandbox.start()
     figures: dict[str, Any] = {
@@ -196,6 +344,7 @@ def main() -> None:
                 ("rsa", "rsa"),
                 ("ecdsa", "ecdsa"),
                 ("resume", "ecdsa"),
+                *(((f"seeded{args.seeded}", "ecdsa"),) if args.seeded else ()),
             )
         )
         config = SyncConfig(
@@ -241,6 +390,10 @@ def main() -> None:
                 "orders_per_second": round(rate, 1),
             }
         figures["no_change_estimate_100000"] = estimate(figures["no_change"], 100_000)
+        if args.seeded:
+            figures["seeded"] = found = seeded(config, store, sandbox, weed, args.seeded)
+            for label in ("first_run", "no_change", "no_change_traced", "one_removal"):
+                print(f"seeded {args.seeded}, {label}: {found[label]}", flush=True)
         if args.resume:
             try:
                 figures["resume"] = budgeted(config, store, provider, args.resume, args.budget)

@@ -26,8 +26,10 @@ use this module; the node agent never does.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, TypeVar
 
 from certfleet.bundle import (
@@ -36,6 +38,7 @@ from certfleet.bundle import (
     NoUsableSecretError,
     open_sealed,
     seal,
+    seal_parts,
     wrapped_for,
 )
 from certfleet.bundle.envelope import object_name
@@ -63,6 +66,12 @@ class SealingKeys:
     def seal(self, kind: str, cluster: str, identity: str, payload: bytes) -> bytes:
         """Seal a sync-private object for the current sync secret only."""
         return seal(kind, cluster, identity, payload, [self.current])
+
+    def seal_parts(
+        self, kind: str, cluster: str, identity: str, payload: bytes
+    ) -> tuple[bytes, bytes]:
+        """``seal`` in two parts whose concatenation is the sealed object (``seal_parts``)."""
+        return seal_parts(kind, cluster, identity, payload, [self.current])
 
     def open(
         self,
@@ -99,9 +108,10 @@ class SealedObject:
     """The sealed object at ``key`` (envelope ``kind``, ``cluster``, ``identity``).
 
     After ``load``: ``etag`` is the ETag read (None: there was no object, or it did not
-    open or decode), ``sealing`` how it was sealed, and ``saved`` its plaintext when sealed
-    for the current secret (None otherwise, so that ``save`` rewrites it). ``save`` updates
-    all three.
+    open or decode), ``sealing`` how it was sealed, and ``saved`` the SHA-256 of its
+    plaintext when sealed for the current secret (None otherwise, so that ``save`` rewrites
+    it): a digest, not the plaintext, so a large object is not held twice for the whole
+    run. ``save`` updates all three.
     """
 
     def __init__(
@@ -135,23 +145,29 @@ class SealedObject:
 
         Over ``max_bytes``: ``ObjectTooLarge``; not opened by the secrets allowed (see
         ``SealingKeys.open``): a ``FormatError``. What ``decode`` raises propagates; the
-        object is remembered (ETag, sealing, plaintext) only when it decoded."""
+        object is remembered (ETag, sealing, plaintext digest) only when it decoded. The
+        sealed bytes are let go before ``decode`` runs."""
         self.etag, self.sealing, self.saved = None, CURRENT, None
         try:
             stored = self._store.get(self._key, max_bytes=self._max_bytes)
         except ObjectNotFound:
             return None
-        kind, cluster, identity, data = self._kind, self._cluster, self._identity, stored.data
-
-        def opener(secrets: Sequence[ClusterSecret]) -> bytes:
-            return open_sealed(kind, cluster, identity, data, secrets)
-
-        name = object_name(kind, cluster, identity)
-        plain, sealing = self._keys.open(data, opener, name=name, accept_old=accept_old)
+        etag, envelope = stored.etag, (self._kind, self._cluster, self._identity)
+        opener: Callable[[Sequence[ClusterSecret]], bytes] = partial(
+            open_sealed, *envelope, stored.data
+        )
+        name = object_name(*envelope)
+        plain, sealing = self._keys.open(stored.data, opener, name=name, accept_old=accept_old)
+        del stored, opener  # the sealed bytes: not held beside the plaintext and its decoding
+        digest = hashlib.sha256(plain).digest() if sealing == CURRENT else None
         decoded = decode(plain)
-        self.etag, self.sealing = stored.etag, sealing
-        self.saved = plain if sealing == CURRENT else None
+        self.etag, self.sealing, self.saved = etag, sealing, digest
         return decoded
+
+    def holds(self, digest: bytes) -> bool:
+        """True when ``digest`` is the SHA-256 of the plaintext stored (as read or last
+        written, sealed for the current secret): saving that plaintext writes nothing."""
+        return digest == self.saved
 
     def save(self, plain: bytes) -> bool:
         """Seal ``plain`` for the current secret and write it conditionally on what was
@@ -159,9 +175,15 @@ class SealedObject:
 
         A lost race raises ``lost_race()`` (from the store's ``PreconditionFailed``, which
         propagates as it is when ``lost_race`` is None)."""
-        if plain == self.saved:
+        return self.save_encoded(lambda: plain)
+
+    def save_encoded(self, encode: Callable[[], bytes]) -> bool:
+        """``save(encode())``, for a large object: its plaintext is held only until it is
+        encrypted (two copies of its size at most, not three)."""
+        sealed = self._seal_if_changed(encode)
+        if sealed is None:
             return False
-        data = self._keys.seal(self._kind, self._cluster, self._identity, plain)
+        data, digest = sealed
         try:
             if self.etag is None:
                 self.etag = self._store.put_if_absent(self._key, data)
@@ -171,14 +193,26 @@ class SealedObject:
             if self._lost_race is None:
                 raise
             raise self._lost_race() from err
-        self.saved, self.sealing = plain, CURRENT
+        self.saved, self.sealing = digest, CURRENT
         return True
 
     def overwrite(self, plain: bytes) -> bool:
         """``save`` without the condition, for an object only a lease holder writes."""
-        if plain == self.saved:
+        sealed = self._seal_if_changed(lambda: plain)
+        if sealed is None:
             return False
-        data = self._keys.seal(self._kind, self._cluster, self._identity, plain)
+        data, digest = sealed
         self.etag = self._store.put(self._key, data)
-        self.saved, self.sealing = plain, CURRENT
+        self.saved, self.sealing = digest, CURRENT
         return True
+
+    def _seal_if_changed(self, encode: Callable[[], bytes]) -> tuple[bytes, bytes] | None:
+        """The sealed object and the plaintext's digest; None if it is what is stored."""
+        plain = encode()
+        digest = hashlib.sha256(plain).digest()
+        if self.holds(digest):
+            return None
+        envelope = (self._kind, self._cluster, self._identity)
+        prefix, ciphertext = self._keys.seal_parts(*envelope, plain)
+        del plain  # let go before the sealed object is joined: not three copies at once
+        return prefix + ciphertext, digest

@@ -16,7 +16,7 @@ from certfleet.bundle.ack import (
     validate_node_id,
 )
 from certfleet.bundle.digest import content_hash, content_hash_hex
-from certfleet.bundle.envelope import KINDS, Rng, open_sealed, seal, wrapped_for
+from certfleet.bundle.envelope import KINDS, Rng, open_sealed, seal, seal_parts, wrapped_for
 from certfleet.bundle.errors import (
     BadSignatureError,
     ExpiredHeadError,
@@ -117,6 +117,7 @@ __all__ = [
     "seal",
     "seal_ack",
     "seal_bundle",
+    "seal_parts",
     "seal_pending",
     "seal_shard",
     "shard_count",

@@ -96,6 +96,15 @@ class Reader:
             raise self.fail(f"field of {size} bytes exceeds its limit of {max_size}")
         return self.raw(size)
 
+    def blob_view(self) -> memoryview:
+        """``blob()`` as a view of the bytes read, not a copy (for a large ciphertext)."""
+        size = self.u32()
+        start, end = self._pos, self._pos + size
+        if end > len(self._data):
+            raise self.fail(f"truncated at byte {len(self._data)} (needs {end})")
+        self._pos = end
+        return memoryview(self._data)[start:end]
+
     def text(self, max_size: int | None = None) -> str:
         data = self.blob(max_size)
         try:

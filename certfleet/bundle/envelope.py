@@ -107,6 +107,22 @@ def seal(
     Randomness is drawn from ``rng`` in this order: data key (32), payload nonce (12), then
     for each secret in order its salt (32) and wrap nonce (12).
     """
+    prefix, ciphertext = seal_parts(kind, cluster, identity, payload, secrets, rng=rng)
+    return prefix + ciphertext
+
+
+def seal_parts(
+    kind: str,
+    cluster: str,
+    identity: str,
+    payload: bytes,
+    secrets: Sequence[ClusterSecret],
+    *,
+    rng: Rng = os.urandom,
+) -> tuple[bytes, bytes]:
+    """``seal`` in two parts whose concatenation is the sealed object: the header with the
+    ciphertext's length, and the ciphertext; a caller that owns a large payload can let it
+    go before joining them."""
     _check_kind(kind, cluster, identity)
     if not secrets or len(secrets) > MAX_WRAPS:
         raise ValueError(f"seal needs 1 to {MAX_WRAPS} cluster secrets")
@@ -124,10 +140,10 @@ def seal(
     head_bytes = header.getvalue()
     payload_ad = associated_data(kind, cluster, identity, head_bytes)
     ciphertext = AESGCM(data_key).encrypt(nonce, bytes(payload), payload_ad)
-    return Writer().raw(head_bytes).blob(ciphertext).getvalue()
+    return Writer().raw(head_bytes).u32(len(ciphertext)).getvalue(), ciphertext
 
 
-def _parse(data: bytes, name: str) -> tuple[bytes, bytes, tuple[_Wrap, ...], bytes]:
+def _parse(data: bytes, name: str) -> tuple[bytes, bytes, tuple[_Wrap, ...], memoryview]:
     reader = Reader(data, name)
     if reader.raw(len(MAGIC)) != MAGIC:
         raise reader.fail("is not a certfleet sealed object (bad magic)")
@@ -145,7 +161,7 @@ def _parse(data: bytes, name: str) -> tuple[bytes, bytes, tuple[_Wrap, ...], byt
     if not wraps:
         raise reader.fail("is wrapped for no secret")
     header = bytes(data[: reader.position])
-    ciphertext = reader.blob()
+    ciphertext = reader.blob_view()  # a large state's ciphertext is not copied
     reader.end()
     if len(ciphertext) < _TAG:
         raise reader.fail("ciphertext is shorter than its tag")

@@ -46,11 +46,12 @@ class ApiV3Provider(Provider):
         self._client.close()
 
     def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
+        # page by page: only one page of the client's orders is held at a time
         try:
-            orders = list(self._client.iter_orders(cluster, page_size=self._page_size))
+            pages = self._client.iter_orders(cluster, page_size=self._page_size)
+            return tuple(_order(order, cluster) for order in pages)
         except ApiError as err:
             raise ProviderError("list orders", f"cluster {cluster}", _reason(err)) from err
-        return tuple(_order(order) for order in orders)
 
     def get_order(self, name: str) -> ProviderOrder:
         try:
@@ -91,9 +92,14 @@ class ApiV3Provider(Provider):
         return _issued(result, order_name)
 
 
-def _order(order: Order) -> ProviderOrder:
+def _order(order: Order, listed: str = "") -> ProviderOrder:
+    """The engine's view of ``order``; equal strings of a listing (the cluster ``listed``,
+    a DNS name equal to the order's name) are shared, not held once per order."""
+    name = order.name
     names = sorted({value.lower() for value in order.dns_names})
-    return ProviderOrder(order.name, order.cluster or "", tuple(names))
+    cluster = order.cluster or ""
+    shared = tuple(name if value == name else value for value in names)
+    return ProviderOrder(name, listed if cluster == listed else cluster, shared)
 
 
 def _issued(result: CertResult, order_name: str) -> IssuedCert:

@@ -55,6 +55,8 @@ def _clean(order: ProviderOrder) -> ProviderOrder:
     names = tuple(sorted({validate_dns_name(name) for name in order.dns_names}))
     if not names:
         raise ValueError("the order has no DNS names")
+    if names == order.dns_names:
+        return order  # already clean: no second copy of every listed order
     return ProviderOrder(order.name, order.cluster, names)
 
 

@@ -64,6 +64,8 @@ class ProviderNotFound(ProviderError):
 class ProviderOrder:
     """An order as the engine needs it: DNS names are lowercase, sorted, distinct."""
 
+    __slots__ = ("cluster", "dns_names", "name")
+
     name: str
     cluster: str
     dns_names: tuple[str, ...]

@@ -26,8 +26,11 @@ than a day ahead. ``load(accept_old=True)`` also opens a state sealed the old wa
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -47,6 +50,18 @@ VERSION = 1
 class OrderRecord:
     """A published certificate of one order (times in Unix seconds)."""
 
+    __slots__ = (
+        "bundle",
+        "dns_names",
+        "install_after",
+        "key_type",
+        "not_after",
+        "not_before",
+        "pubkey_hash",
+        "secret_ids",
+        "serial",
+    )  # fmt: skip
+
     dns_names: tuple[str, ...]
     key_type: str
     bundle: str
@@ -62,6 +77,8 @@ class OrderRecord:
 class PendingRecord:
     """A key stored before its CSR: the sealed key object's hash and what it was made for."""
 
+    __slots__ = ("created_at", "dns_names", "key_type", "object", "pubkey_hash", "reason")
+
     object: str
     pubkey_hash: str
     dns_names: tuple[str, ...]
@@ -73,6 +90,8 @@ class PendingRecord:
 @dataclass(frozen=True)
 class ShardRecord:
     """A published shard: SHA-256 of its plaintext, and of its sealed object."""
+
+    __slots__ = ("digest", "object")
 
     digest: str
     object: str
@@ -108,10 +127,25 @@ class ClusterState:
 
     def encode(self) -> bytes:
         """Canonical JSON: equal states encode to equal bytes."""
+        out = io.BytesIO()
+        for part in self.encode_parts():
+            out.write(part)
+        return out.getvalue()
+
+    def digest(self) -> bytes:
+        """SHA-256 of ``encode()``, without holding the whole encoding at once."""
+        hashed = hashlib.sha256()
+        for part in self.encode_parts():
+            hashed.update(part)
+        return hashed.digest()
+
+    def encode_parts(self) -> Iterator[bytes]:
+        """``encode()`` in pieces (one per order), so a large state is hashed or written out
+        without a second copy of itself as JSON objects: the bytes are exactly those of
+        ``json.dumps(document, sort_keys=True, separators=(",", ":"))``."""
         document = {
             "version": VERSION,
             "shard_key": self.shard_key.hex(),
-            "orders": {name: asdict(rec) for name, rec in self.orders.items()},
             "pending": {name: asdict(rec) for name, rec in self.pending.items()},
             "tombstones": self.tombstones,
             "rekey": sorted(self.rekey),
@@ -122,11 +156,24 @@ class ClusterState:
             "last_sweep": self.last_sweep,
             "last_fleet_check": self.last_fleet_check,
         }
-        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+        # "orders" sorts between the keys before it and those after it; neither side is empty
+        before = _dumps({k: v for k, v in document.items() if k < "orders"})
+        after = _dumps({k: v for k, v in document.items() if k > "orders"})
+        yield f'{before[:-1]},"orders":{{'.encode()
+        orders = self.orders
+        separator = ""
+        for name in sorted(orders):
+            rec = orders[name]
+            fields = {field: getattr(rec, field) for field in OrderRecord.__slots__}
+            yield f"{separator}{_dumps(name)}:{_dumps(fields)}".encode()
+            separator = ","
+        yield f"}},{after[1:]}".encode()
 
     @classmethod
     def decode(cls, data: bytes) -> ClusterState:
-        doc: dict[str, Any] = json.loads(data)
+        # Each order's record is made as soon as its JSON object is parsed (``_Records``),
+        # so the parsed tree of a large state never exists whole beside its records.
+        doc: dict[str, Any] = json.loads(data, object_hook=_Records())
         if doc.get("version") != VERSION:
             raise ValueError(f"unknown state version {doc.get('version')!r}")
         head = doc["head"]
@@ -152,9 +199,36 @@ class ClusterState:
         )
 
 
-def _order(raw: dict[str, Any]) -> OrderRecord:
-    raw = dict(raw, dns_names=tuple(raw["dns_names"]), secret_ids=tuple(raw["secret_ids"]))
-    return OrderRecord(**raw)
+def _dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+_ORDER_FIELDS = frozenset(OrderRecord.__slots__)
+
+
+class _Records:
+    """A ``json.loads`` object hook that turns each JSON object with exactly an order
+    record's fields into an ``OrderRecord``, sharing equal key types and secret id tuples
+    (a few values repeated over every order) instead of holding one copy per order."""
+
+    def __init__(self) -> None:
+        self._shared: dict[object, Any] = {}
+
+    def __call__(self, raw: dict[str, Any]) -> Any:
+        if len(raw) != len(_ORDER_FIELDS) or raw.keys() != _ORDER_FIELDS:
+            return raw
+        shared = self._shared
+        key_type, secret_ids = raw["key_type"], tuple(raw["secret_ids"])
+        raw["key_type"] = shared.setdefault(key_type, key_type)
+        raw["secret_ids"] = shared.setdefault(secret_ids, secret_ids)
+        raw["dns_names"] = tuple(raw["dns_names"])
+        return OrderRecord(**raw)
+
+
+def _order(raw: Any) -> OrderRecord:
+    if not isinstance(raw, OrderRecord):  # not an object with exactly the record's fields
+        raise ValueError("not an order record")
+    return raw
 
 
 def _pending(raw: dict[str, Any]) -> PendingRecord:
@@ -215,5 +289,10 @@ class StateStore:
         return ClusterState.new() if state is None else state
 
     def save(self, state: ClusterState) -> bool:
-        """Write the state if it changed (or was sealed the old way); True if it wrote."""
-        return self._object.save(state.encode())
+        """Write the state if it changed (or was sealed the old way); True if it wrote.
+
+        Whether it changed is decided on the digest of its encoding, made order by order:
+        a run that changed nothing never holds its state encoded whole."""
+        if self._object.holds(state.digest()):
+            return False
+        return self._object.save_encoded(state.encode)

@@ -7,6 +7,7 @@ that writes second gets the caller's error, never an overwrite.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -67,6 +68,19 @@ def test_saving_what_was_read_writes_nothing(store: Store) -> None:
     assert obj.save(b"{}") is False
     after = store.get(KEY, max_bytes=4096)
     assert before is not None and after is not None and after.data == before.data
+
+
+def test_what_was_read_or_written_is_remembered_by_digest_not_kept(store: Store) -> None:
+    """A large object's plaintext is not held for the run: only its SHA-256."""
+    obj = sealed_object(store, SealingKeys(CURRENT_SECRET))
+    obj.save(b'{"a":1}')
+    assert obj.saved == hashlib.sha256(b'{"a":1}').digest()
+    assert obj.holds(hashlib.sha256(b'{"a":1}').digest())
+    reader = sealed_object(store, SealingKeys(CURRENT_SECRET))
+    reader.load(json.loads, accept_old=False)
+    assert reader.saved == obj.saved
+    assert not reader.holds(hashlib.sha256(b'{"a":2}').digest())
+    assert reader.save(b'{"a":2}') is True and reader.holds(hashlib.sha256(b'{"a":2}').digest())
 
 
 def test_the_second_of_two_writers_loses_the_race_with_the_callers_error(store: Store) -> None:
