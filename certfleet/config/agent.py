@@ -39,7 +39,7 @@ from certfleet.config.errors import UnknownClusterError
 from certfleet.config.hcl import load_hcl, read_config_text
 from certfleet.config.path_template import FILE_TYPES, check_template, expand_files_path
 from certfleet.config.section import Section, shown
-from certfleet.config.url import check_http_url, store_option
+from certfleet.config.url import store_endpoint_option, store_option
 from certfleet.config.window import (
     DAYS,
     DAYS_FORM,
@@ -187,9 +187,7 @@ def parse_agent_config(text: str, source: str) -> AgentConfig:
         "s3://BUCKET/PREFIX, file:///PATH, https://HOST/PATH or http://LOOPBACK/PATH",
         missing="s3://BUCKET/PREFIX, file:///PATH or https://HOST/PATH",
     )
-    store_endpoint = root.parsed(
-        "store_endpoint", check_http_url, valid="http(s)://HOST:PORT of an S3-compatible store"
-    )
+    store_endpoint = store_endpoint_option(root, store)
     state_dir = root.string("state_dir", DEFAULT_STATE_DIR)
     _check_absolute(root, "state_dir", state_dir)
     metrics_file = root.optional_string("metrics_file")
@@ -212,7 +210,7 @@ def parse_agent_config(text: str, source: str) -> AgentConfig:
     config = AgentConfig(
         store=store,
         clusters=clusters,
-        store_endpoint=store_endpoint[0] if store_endpoint else None,
+        store_endpoint=store_endpoint,
         state_dir=state_dir,
         poll_interval=root.duration("poll_interval", 60.0, minimum=1.0),
         min_generation=root.integer("min_generation", 0, minimum=0),

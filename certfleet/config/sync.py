@@ -39,7 +39,7 @@ from certfleet.config.errors import ConfigError, ConfigErrors, UnknownClusterErr
 from certfleet.config.hcl import load_hcl, read_config_text
 from certfleet.config.section import Section
 from certfleet.config.serve import API_KEY_BLOCK, ApiKeyEntry, api_key_entries
-from certfleet.config.url import check_http_url, store_option
+from certfleet.config.url import check_http_url, store_endpoint_option, store_option
 
 DEFAULT_API_ENDPOINT = "https://sslmate.com/api/v3"
 KEY_TYPES = ("rsa", "ecdsa")
@@ -170,9 +170,7 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
         )
     api_endpoint = root.parsed("api_endpoint", check_http_url, valid="https://HOST/PATH")
     store = store_option(root, STORE_SCHEMES)
-    store_endpoint = root.parsed(
-        "store_endpoint", check_http_url, valid="http(s)://HOST:PORT of an S3-compatible store"
-    )
+    store_endpoint = store_endpoint_option(root, store)
     signing_keys = root.parsed(
         "signing_key", SigningKey.parse, valid='"ed25519-private:<base64url>"', secret=True
     )
@@ -216,7 +214,7 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
         previous_signing_key=previous_signing_keys[0] if previous_signing_keys else None,
         api_key=api_key,
         api_endpoint=api_endpoint[0] if api_endpoint else DEFAULT_API_ENDPOINT,
-        store_endpoint=store_endpoint[0] if store_endpoint else None,
+        store_endpoint=store_endpoint,
         skew_margin=skew_margin,
         head_validity=head_validity,
         gc_grace=gc_grace,

@@ -24,6 +24,25 @@ def store_option(
     return checked[0] if checked else ""
 
 
+def store_endpoint_option(root: Section, store: str) -> str | None:
+    """The optional ``store_endpoint`` option of ``root``: an http(s) URL, and only for an
+    ``s3://`` ``store`` (the other stores have no endpoint to override); None when absent.
+    A bad value is recorded as an error and None returned."""
+    parsed = root.parsed(
+        "store_endpoint", check_http_url, valid="http(s)://HOST:PORT of an S3-compatible store"
+    )
+    if not parsed:
+        return None
+    if store and urlsplit(store).scheme != "s3":
+        root.error(
+            "store_endpoint",
+            "applies to s3:// stores only",
+            valid="leave it out, or use an s3:// store",
+        )
+        return None
+    return parsed[0]
+
+
 def check_store_url(text: str, schemes: Sequence[str]) -> str:
     """Return ``text`` if it is a store URL with one of ``schemes``; raise ValueError if not.
 

@@ -257,6 +257,11 @@ BROKEN = [
         "https:// URL with a host (valid: http(s)://HOST:PORT of an S3-compatible store)",
     ),
     (
+        MINIMAL + 'store_endpoint = "http://127.0.0.1:8333"',
+        'agent.conf:6: option "store_endpoint": applies to s3:// stores only (valid: leave it '
+        "out, or use an s3:// store)",
+    ),
+    (
         MINIMAL.replace('"file:///srv/certfleet"', '"s3://"'),
         "agent.conf:1: option \"store\": 's3://': must name a bucket: s3://BUCKET or "
         "s3://BUCKET/PREFIX (valid: s3://BUCKET/PREFIX, file:///PATH, https://HOST/PATH or "

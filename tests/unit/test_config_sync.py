@@ -230,6 +230,11 @@ BROKEN = [
         '(valid: "<id>:<base64url of 32 bytes>", or a list of them (the newest first))',
     ),
     (
+        MINIMAL + 'store_endpoint = "http://127.0.0.1:8333"',
+        'sync.conf:3: option "store_endpoint": applies to s3:// stores only (valid: leave it '
+        "out, or use an s3:// store)",
+    ),
+    (
         MINIMAL + f'cluster "Web_1" {{ secret = "{SECRET_1}" }}',
         "sync.conf:3: option \"cluster\": cluster name 'Web_1' is not 1-40 characters of "
         "a-z 0-9 - starting with a letter or digit",
