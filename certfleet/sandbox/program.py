@@ -99,6 +99,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         '"name"?, "approval"?} per line; orders that exist are kept',
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="accepted, as by every certfleet command; the sandbox reads no config",
+    )
     return parser
 
 

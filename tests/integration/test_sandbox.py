@@ -160,14 +160,16 @@ def test_bad_option_is_a_usage_error() -> None:
     assert "between 0 and 1" in run.stderr
 
 
-def test_a_port_in_use_is_named() -> None:
+# --config is accepted by every certfleet subcommand, the sandbox too (it reads none).
+@pytest.mark.parametrize("extra", [[], ["--config", "/nonexistent/sync.hcl"]])
+def test_a_port_in_use_is_named(extra: list[str]) -> None:
     taken = socket.socket()
     try:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         run = subprocess.run(
-            [sys.executable, "-m", "certfleet", "sandbox", "--port", str(port)],
+            [sys.executable, "-m", "certfleet", "sandbox", "--port", str(port), *extra],
             capture_output=True, text=True, check=False, timeout=60,
         )  # fmt: skip
     finally:
