@@ -36,6 +36,7 @@ from certfleet.sandbox.devstack import (  # noqa: E402
     SecretsManager,
     StackError,
     find_weed,
+    write_private,
 )
 
 WORK = REPO / ".stack" / "demo"
@@ -89,7 +90,7 @@ def run(
         list(command), env=env, capture_output=True, text=True, timeout=120, check=False
     )
     if stdout_to is not None:
-        stdout_to.write_text(done.stdout)
+        write_private(stdout_to, done.stdout)
     output = (done.stderr if stdout_to else done.stdout + done.stderr).rstrip()
     for line in output.splitlines():
         if only is None or only in line or done.returncode != 0:
@@ -255,7 +256,7 @@ def steps(
             f'store_endpoint = "{store.endpoint}"\n'
             f'state_dir      = "{WORK / server}"\n' + stanza.read_text()
         )
-        (WORK / f"{server}.conf").write_text(text)
+        write_private(WORK / f"{server}.conf", text)
     show(f"   {shown_path(WORK / 'server1.conf')} (secret elided):")
     for line in (WORK / "server1.conf").read_text().splitlines():
         shown = line.split('"')[0] + '"…"' if line.strip().startswith("secret") else line

@@ -40,7 +40,12 @@ from demo import (  # noqa: E402  (scripts/demo.py: the same printing and checks
     started_servers,
 )
 
-from certfleet.sandbox.devstack import SeaweedFS, StackError, find_weed  # noqa: E402
+from certfleet.sandbox.devstack import (  # noqa: E402
+    SeaweedFS,
+    StackError,
+    find_weed,
+    write_private,
+)
 from tests.plugins.acme_lab import TSIG_KEY_NAME, Bind9, free_port  # noqa: E402
 from tests.plugins.pebble import Http01Nginx, Pebble, docs_nginx_snippet  # noqa: E402
 
@@ -169,9 +174,10 @@ def steps(
 
     heading(4, f"Add the cluster {CLUSTER!r} and configure a server for it")
     run([certfleet, "clusters", "add", CLUSTER, *config], env=env, stdout_to=stanza)
-    (WORK / "server1.conf").write_text(
+    write_private(
+        WORK / "server1.conf",
         f'store          = "{store_url}"\nstore_endpoint = "{store.endpoint}"\n'
-        f'state_dir      = "{WORK / "server1"}"\n' + stanza.read_text()
+        f'state_dir      = "{WORK / "server1"}"\n' + stanza.read_text(),
     )
 
     heading(

@@ -29,6 +29,7 @@ from certfleet.sandbox.devstack import (  # noqa: E402
     find_weed,
     pid_runs,
     stop_pid,
+    write_private,
 )
 
 WORK = REPO / ".stack" / "up"
@@ -59,7 +60,7 @@ def certfleet(*args: str, stdout_to: Path | None = None) -> None:
     if done.returncode != 0:
         raise StackError("certfleet " + args[0], done.stderr.strip() or f"exit {done.returncode}")
     if stdout_to is not None:
-        stdout_to.write_text(done.stdout)
+        write_private(stdout_to, done.stdout)
 
 
 def up() -> int:
@@ -120,10 +121,11 @@ def configure(store: SeaweedFS, provider: Sandbox) -> None:
     certfleet("clusters", "add", CLUSTER, "--config", str(sync_conf), stdout_to=stanza)
     (WORK / "sandbox-root.pem").write_bytes(provider.root_pem)
     for server in SERVERS:
-        (WORK / f"{server}.conf").write_text(
+        write_private(
+            WORK / f"{server}.conf",
             f'store          = "s3://{store.bucket}/{PREFIX}"\n'
             f'store_endpoint = "{store.endpoint}"\n'
-            f'state_dir      = "{WORK / server}"\n' + stanza.read_text()
+            f'state_dir      = "{WORK / server}"\n' + stanza.read_text(),
         )
 
 

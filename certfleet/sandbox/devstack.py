@@ -157,6 +157,15 @@ def ports_free(ports: Sequence[int], *, twins: bool, wait: float = 0.0) -> bool:
         time.sleep(0.1)
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (mode 0600 from creation on): the
+    stacks' cluster stanzas and agent configs hold a cluster secret."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        os.fchmod(file.fileno(), 0o600)  # an older file of the same name may be wider
+        file.write(text)
+
+
 def tail(path: Path, lines: int = 30) -> str:
     """The last ``lines`` lines of a log file (or a note that there is none)."""
     try:

@@ -45,6 +45,18 @@ def test_a_port_or_a_twin_that_is_taken_is_not_picked() -> None:
     assert all(22700 <= port < 22768 for port in ports), ports
 
 
+def test_stack_configs_holding_a_secret_are_private_even_over_a_wider_file(
+    tmp_path: Path,
+) -> None:
+    fresh, older = tmp_path / "server1.conf", tmp_path / "cluster-web.conf"
+    older.write_text("old")
+    older.chmod(0o644)
+    for path in (fresh, older):
+        devstack.write_private(path, 'secret = "k1:..."\n')
+        assert path.read_text() == 'secret = "k1:..."\n'
+        assert path.stat().st_mode & 0o777 == 0o600
+
+
 def test_no_free_port_is_an_error_not_a_hang() -> None:
     with pytest.raises(devstack.StackError, match="no 2 free ports"):
         devstack.pick_ports(2, random.Random(1), free=lambda port: False)
