@@ -76,8 +76,11 @@ class PidFile:
                 raise PidFileError(
                     self.path, f"certfleet-agent is already running as PID {other}; not starting"
                 )
-            log.warning("removing the stale pid file %s (PID %s is not running)", self.path,
-                        other)  # fmt: skip
+            log.warning(
+                "removing the stale pid file %s (PID %s is not a running certfleet agent)",
+                self.path,
+                other,
+            )
             try:
                 os.unlink(self.path)
             except FileNotFoundError:

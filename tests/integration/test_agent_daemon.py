@@ -153,7 +153,9 @@ def test_a_stale_pid_file_is_replaced(tmp_path: Path, file_pub: Publisher) -> No
                 capture_output=True, text=True, timeout=60, check=False,
             )  # fmt: skip
             assert done.returncode == 0, done.stderr
-            assert "stale pid file" in done.stderr
+            assert f"stale pid file {pidfile} (PID {stale} is not a running certfleet agent)" in (
+                done.stderr
+            )
             assert not pidfile.exists()  # removed on exit
     finally:
         other.kill()
