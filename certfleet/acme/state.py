@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
-from certfleet.bundle import ClusterSecret, FormatError
+from certfleet.bundle import ClusterSecret, FormatError, validate_cluster_name
 from certfleet.errors import CertfleetError
 from certfleet.sealedobject import CURRENT, SealedObject, SealingKeys
 from certfleet.store import Store
@@ -47,8 +47,9 @@ MAX_BYTES = 256 * 1024 * 1024
 
 
 def acme_state_key(cluster: str) -> str:
-    """The store key of a cluster's ACME state."""
-    return f"v1/sync/acme/{cluster}"
+    """The store key of a cluster's ACME state: ``v1/sync/acme/<cluster>`` (UnsafeNameError
+    for a name that is not a cluster name, so no key can leave ``v1/sync/acme/``)."""
+    return f"v1/sync/acme/{validate_cluster_name(cluster)}"
 
 
 class AcmeStateError(CertfleetError):

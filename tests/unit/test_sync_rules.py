@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from typing import Callable
 
 import pytest
 from cryptography import x509
@@ -12,10 +13,22 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
+from certfleet.acme.state import acme_state_key
+from certfleet.bundle.names import UnsafeNameError
+from certfleet.registry.registry import registry_key
 from certfleet.sync.errors import CertificateRejected
 from certfleet.sync.keypair import build_csr, generate_key, load_private_key, private_key_pem
 from certfleet.sync.keypair import pubkey_hash as key_hash
-from certfleet.sync.layout import bundle_key, head_key, lease_key, pending_key, state_key
+from certfleet.sync.layout import (
+    ack_key,
+    bundle_key,
+    fleet_cache_key,
+    head_key,
+    lease_key,
+    pending_key,
+    shard_key,
+    state_key,
+)
 from certfleet.sync.plan import Plan, plan_cluster
 from certfleet.sync.provider import ProviderOrder
 from certfleet.sync.renewal import install_after, renewal_due, renewal_window
@@ -156,12 +169,28 @@ def test_state_round_trips_canonically() -> None:
 
 def test_object_keys_carry_no_names() -> None:
     assert head_key("web") == "v1/clusters/web/head"
+    assert shard_key("web", H) == f"v1/clusters/web/shards/{H}"
     assert bundle_key("web", H) == f"v1/clusters/web/bundles/{H}"
+    assert ack_key("web", "n" * 32) == f"v1/clusters/web/acks/{'n' * 32}"
     assert lease_key("web") == "v1/sync/lease/web"
     assert state_key("web") == "v1/sync/state/web"
     assert pending_key("web", H) == f"v1/sync/pending/web/{H}"
+    assert fleet_cache_key("web") == "v1/sync/fleet/web"
+    assert registry_key("web") == "v1/sync/orders/web"
+    assert acme_state_key("web") == "v1/sync/acme/web"
     with pytest.raises(ValueError):
         bundle_key("web", "example.com")
+
+
+@pytest.mark.parametrize(
+    "build", [head_key, lease_key, state_key, fleet_cache_key, registry_key, acme_state_key]
+)
+@pytest.mark.parametrize("cluster", ["../web", "web/x", "", "Web", "a" * 41])
+def test_no_object_key_leaves_its_cluster_for_a_name_that_is_not_a_cluster_name(
+    build: Callable[[str], str], cluster: str
+) -> None:
+    with pytest.raises(UnsafeNameError):
+        build(cluster)
 
 
 def test_keys_and_csrs() -> None:
