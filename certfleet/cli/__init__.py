@@ -157,11 +157,13 @@ def _add_common_options(parser: argparse.ArgumentParser, *, top: bool = False) -
 
 
 def _add_common_everywhere(parser: argparse.ArgumentParser) -> None:
+    """The common options on ``parser`` and on every parser below it, so that they work
+    after any word of a command: ``certfleet clusters --config F add NAME`` as well as
+    ``certfleet clusters add NAME --config F``."""
     nested = [
         action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
     ]
-    if not nested:
-        _add_common_options(parser)
+    _add_common_options(parser)
     for action in nested:
         for subparser in action.choices.values():
             _add_common_everywhere(subparser)

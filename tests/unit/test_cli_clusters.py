@@ -105,3 +105,25 @@ def test_one_secret_is_not_adopted_by_two_clusters(certfleet_cli: Cli, config: P
         again = certfleet_cli("clusters", "add", "mail", "--secret", secret, *cfg)
         assert again.code == 2 and "'web'" in again.err and SECRET_BYTES not in again.err
     assert load_sync_config(config).cluster_names == ("web",)
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["clusters", "add", "web", "--config", "{config}"],
+        ["clusters", "--config", "{config}", "add", "web"],
+        ["--config", "{config}", "clusters", "add", "web"],
+    ],
+)
+def test_config_is_accepted_after_any_word_of_the_command(
+    certfleet_cli: Cli, config: Path, words: list[str]
+) -> None:
+    added = certfleet_cli(*(word.format(config=config) for word in words))
+    assert added.code == 0, added.err
+    assert (
+        stanza_secret(added.out, "web")
+        == load_sync_config(config).cluster("web").secrets[0].export()
+    )
+    listed = certfleet_cli("clusters", "--config", str(config), "list", "--json")
+    assert listed.code == 0, listed.err
+    assert [cluster["name"] for cluster in listed.json()["clusters"]] == ["web"]
