@@ -110,6 +110,11 @@ def parse_dns_blocks(root: Section) -> tuple[DnsProviderConfig, ...]:
     defaults = [block for block in blocks if not block.zones]
     if len(defaults) > 1:
         root.error("dns", "more than one block has no zones", valid="one default block at most")
+    zones = [zone for block in blocks for zone in block.zones]
+    for zone in sorted({zone for zone in zones if zones.count(zone) > 1}):
+        root.error(
+            "dns", f"zone {zone!r} is in more than one block", valid="each zone in one block"
+        )
     return tuple(blocks)
 
 

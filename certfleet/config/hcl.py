@@ -21,7 +21,9 @@ from __future__ import annotations
 import bisect
 import re
 import threading
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,19 +60,39 @@ _EOF_ERROR = re.compile(r"Unexpected end of file(?:; expected (.*))?", re.DOTALL
 _PLAIN_VALUES = "a quoted string, a number, true, false, a list [...] or a block {...}"
 
 
-def load_hcl(text: str, source: str) -> Section:
+def load_hcl(text: str, source: str, repeatable: Sequence[str] = ()) -> Section:
     """Parse ``text`` (the contents of the file named ``source``) into its top Section.
 
     Raises ConfigErrors for syntax errors and expressions. Repeated options and block
     labels, and the errors found through the Section's accessors, are collected and raised
     together by ``Section.finish()``: call it once every option has been read.
+
+    ``repeatable``: top-level block keys whose label may repeat (``dns "rfc2136"`` twice, for
+    two servers). pyhcl would merge such blocks (the last value of each option wins), so
+    each one's body is parsed again on its own.
     """
     data = _parse(text, source)
     positions = _Positions(text)
     tokens = _tokens(text, source, positions)
     items = _Walker(tokens, source).document()
+    items = _own_data(items, frozenset(repeatable), text, source)
     problems = Problems(source)
-    return Section(source, "", items, data, problems)
+    return Section(source, "", items, data, problems, repeatable=repeatable)
+
+
+def _own_data(
+    items: Sequence[Item], repeatable: frozenset[str], text: str, source: str
+) -> tuple[Item, ...]:
+    """``items`` with ``data`` set on every labelled block of a ``repeatable`` key whose
+    labels repeat: the values pyhcl finds in that block's body alone."""
+    counts = Counter((item.key, item.labels) for item in items if item.children is not None)
+    own: list[Item] = []
+    for item in items:
+        if item.span is not None and item.key in repeatable and counts[(item.key, item.labels)] > 1:
+            start, end = item.span
+            item = replace(item, data=_parse(text[start:end], source))
+        own.append(item)
+    return tuple(own)
 
 
 def read_config_text(path: str | Path) -> str:
@@ -205,6 +227,7 @@ class _Token:
     type: str
     value: Any
     line: int
+    offset: int
 
 
 def _tokens(text: str, source: str, positions: _Positions) -> list[_Token]:
@@ -212,7 +235,7 @@ def _tokens(text: str, source: str, positions: _Positions) -> list[_Token]:
         raw = _lex(text)
     except ValueError as err:  # pyhcl accepted the text, so its lexer should too
         raise ConfigErrors([_syntax_error(str(err), text, source)]) from err
-    return [_Token(t.type, t.value, positions.line_column(t.lexpos)[0]) for t in raw]
+    return [_Token(t.type, t.value, positions.line_column(t.lexpos)[0], t.lexpos) for t in raw]
 
 
 class _Walker:
@@ -262,7 +285,10 @@ class _Walker:
         if token is None:
             raise self._refuse(key, name, "unexpected end of file")
         if token.type == "LEFTBRACE":
-            return Item(name, tuple(labels), key.line, self._items(closed_by_brace=True))
+            children = self._items(closed_by_brace=True)
+            closing = self._tokens[self._index - 1]  # the "}" that ended the block
+            span = (token.offset + 1, closing.offset) if labels else None
+            return Item(name, tuple(labels), key.line, children, span=span)
         if token.type not in ("EQUAL", "COLON") or labels:
             raise self._refuse(token, name, f"unexpected {_word(token.type)}")
         value = self._next()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 from certfleet.config.duration import format_duration, parse_duration
@@ -29,6 +29,11 @@ class Item:
     labels: tuple[str, ...]
     line: int
     children: tuple[Item, ...] | None
+    # A labelled block's own values, when pyhcl would merge it with a block of the same key
+    # and labels (see ``Section(repeatable=)``); None: the values come from pyhcl's tree.
+    data: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # Where a labelled block's body (between its braces) is in the file's text.
+    span: tuple[int, int] | None = field(default=None, repr=False, compare=False)
 
 
 class Problems:
@@ -59,7 +64,11 @@ class Section:
         *,
         kind: str = "",
         line: int | None = None,
+        repeatable: Iterable[str] = (),
     ) -> None:
+        """``repeatable``: the keys of labelled blocks that may repeat a label (each such
+        block is read on its own, its values from its ``Item.data``); any other repeated
+        label is an error."""
         self.source = source
         self.context = context
         self.kind = kind
@@ -71,6 +80,7 @@ class Section:
         # pyhcl merged the values of these, so they are reported and then left unread
         self._repeated: set[str] = set()
         self._repeated_labels: set[tuple[str, tuple[str, ...]]] = set()
+        self._repeatable = frozenset(repeatable)
         self._index(items)
 
     # -- structure ---------------------------------------------------------------------
@@ -91,7 +101,7 @@ class Section:
                 self._duplicate(item, f"set as an option at line {first.line} and as a block")
                 self._repeated.add(item.key)
                 continue
-            if item.labels:
+            if item.labels and item.key not in self._repeatable:
                 seen = labelled.get((item.key, item.labels))
                 if seen is not None:
                     names = " ".join(f'"{label}"' for label in item.labels)
@@ -223,7 +233,7 @@ class Section:
             context = f'{name} "{label}"'
             if self.context:
                 context = f"{self.context} > {context}"
-            data = _merged(by_label.get(label))
+            data = _merged(by_label.get(label)) if item.data is None else item.data
             section = Section(
                 self.source,
                 context,

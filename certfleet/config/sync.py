@@ -161,7 +161,7 @@ def load_sync_config(path: str | Path) -> SyncConfig:
 
 def parse_sync_config(text: str, source: str) -> SyncConfig:
     """Check the sync config ``text`` (read from ``source``); no disk, no network."""
-    root = load_hcl(text, source)
+    root = load_hcl(text, source, repeatable=("dns",))  # dns "rfc2136" twice: two servers
     root.allow(_TOP_OPTIONS, ("cluster", "acme", "dns", API_KEY_BLOCK))
     api_key = root.optional_string("api_key", secret=True)
     if api_key is not None and not api_key.strip():

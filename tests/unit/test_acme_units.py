@@ -190,6 +190,86 @@ def test_init_writes_an_acme_config_and_thumbprint_prints_only_the_thumbprint(
     assert json.loads(out)["thumbprint"] == thumbprint(load_account_key(loaded.acme.account_key))
 
 
+def test_every_documented_acme_option_parses_to_its_value() -> None:
+    """provider, acme {} with every option, both dns kinds (route53 on one line, its id
+    optional), dns_resolvers and a cluster that keeps the other provider."""
+    text = f"""store = "file:///tmp/x"
+signing_key = "{SigningKey.generate().export()}"
+provider = "acme"                      # "sslmate" (the default) or "acme"
+acme {{
+  directory    = "https://acme-v02.api.letsencrypt.org/directory"
+  email        = "ops@example.com"
+  account_key  = "{account_key_text(generate_account_key())}"
+  ca_bundle    = "/path/ca.pem"
+  eab_kid      = "kid-1"
+  eab_hmac_key = "c2VjcmV0LWhtYWMta2V5"
+  profile      = "tlsserver"
+}}
+dns "rfc2136" {{
+  server         = "127.0.0.1:53"
+  tsig_key_name  = "acme-update."
+  tsig_algorithm = "hmac-sha256"
+  tsig_secret    = "c2VjcmV0LXRzaWcta2V5"
+  zones          = ["example.test"]
+}}
+dns "route53" {{ zones = ["example.com"]  hosted_zone_id = "Z123" }}
+dns "route53" {{ }}
+dns_resolvers = ["127.0.0.1:5353"]
+cluster "web" {{ secret = "{ClusterSecret.generate("k1").export()}" }}
+cluster "legacy" {{
+  secret   = "{ClusterSecret.generate("k2").export()}"
+  provider = "sslmate"
+}}
+"""
+    config = parse_sync_config(text, "sync.hcl")
+    assert config.acme is not None
+    assert (config.acme.directory, config.acme.email, config.acme.ca_bundle) == (
+        "https://acme-v02.api.letsencrypt.org/directory",
+        "ops@example.com",
+        "/path/ca.pem",
+    )
+    assert (config.acme.eab_kid, config.acme.eab_hmac_key, config.acme.profile) == (
+        "kid-1",
+        "c2VjcmV0LWhtYWMta2V5",
+        "tlsserver",
+    )
+    rfc2136, route53, default = config.dns
+    assert (rfc2136.kind, rfc2136.zones, rfc2136.server) == (
+        "rfc2136",
+        ("example.test",),
+        "127.0.0.1:53",
+    )
+    assert (rfc2136.tsig_key_name, rfc2136.tsig_algorithm) == ("acme-update.", "hmac-sha256")
+    assert rfc2136.tsig_secret == "c2VjcmV0LXRzaWcta2V5"
+    assert (route53.kind, route53.zones, route53.hosted_zone_id) == (
+        "route53",
+        ("example.com",),
+        "Z123",
+    )
+    assert (default.kind, default.zones, default.hosted_zone_id) == ("route53", (), None)
+    assert config.dns_resolvers == ("127.0.0.1:5353",)
+    assert (config.provider_for("web"), config.provider_for("legacy")) == ("acme", "sslmate")
+
+
+def test_a_zone_in_two_dns_blocks_is_refused() -> None:
+    text = f"""store = "file:///tmp/x"
+signing_key = "{SigningKey.generate().export()}"
+provider = "acme"
+acme {{
+  directory   = "https://ca.example/dir"
+  account_key = "{account_key_text(generate_account_key())}"
+}}
+dns "route53" {{ zones = ["example.com", "Example.org."] }}
+dns "route53" {{ zones = ["example.org"] }}
+"""
+    with pytest.raises(ConfigErrors) as caught:
+        parse_sync_config(text, "sync.hcl")
+    assert str(caught.value) == (
+        "sync.hcl:8: option \"dns\": zone 'example.org' is in more than one block "
+        "(valid: each zone in one block)"
+    )
+
+
 def test_acme_config_errors_name_the_line_and_option(tmp_path: Path) -> None:
     signing = SigningKey.generate().export()
     text = f"""store = "file:///tmp/x"

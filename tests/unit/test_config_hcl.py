@@ -220,3 +220,24 @@ def test_random_text_raises_only_config_errors(text: str) -> None:
         load_hcl(text, "t.conf").finish()
     except ConfigError as err:
         assert str(err).startswith("t.conf")
+
+
+def test_a_repeatable_label_keeps_each_blocks_own_values() -> None:
+    # pyhcl alone merges the three (the last value of each option wins).
+    text = (
+        'dns "a" {\n  server = "one"\n  zones = ["x"]\n}\n'
+        'dns "b" { server = "two" }\n'
+        'dns "a" { server = "three"  port = 53 }\n'
+    )
+    section = load_hcl(text, "t.conf", repeatable=("dns",))
+    blocks = section.blocks("dns")
+    read = [
+        (label, line, block.optional_string("server"), block.strings("zones"))
+        for label, line, block in blocks
+    ]
+    assert read == [("a", 1, "one", ("x",)), ("b", 5, "two", ()), ("a", 6, "three", ())]
+    assert blocks[2][2].optional_integer("port") == 53
+    assert not blocks[0][2].has("port")
+    section.finish()
+    # Not repeatable: the same text names the repeated label.
+    assert error_text(text) == 't.conf:6: option "dns": "a" is defined twice (first at line 1)'
