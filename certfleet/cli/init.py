@@ -53,6 +53,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     _check_url(args.store, "--store", STORE_SCHEMES)
     if args.store_endpoint:
         _check_url(args.store_endpoint, "--store-endpoint", ("http", "https"))
+        if not args.store.startswith("s3://"):
+            raise UsageError("--store-endpoint applies to s3:// stores only")
     signing_key = SigningKey.generate()
     if args.provider == "acme":
         text = _acme_config(args, signing_key)

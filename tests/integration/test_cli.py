@@ -155,6 +155,13 @@ def test_init_refuses_bad_arguments(cli: Any, tmp_path: Path) -> None:
     assert no_config.code == 2 and "--config" in no_config.err
     missing = cli("init", "--config", str(path))
     assert missing.code == 2 and "--store" in missing.err
+    endpoint_of_a_file_store = cli(
+        "init", "--config", str(path), "--store", f"file://{tmp_path}/store",
+        "--store-endpoint", "http://127.0.0.1:8333",
+        "--api-endpoint", "http://127.0.0.1:1/api/v3", "--api-key", "k",
+    )  # fmt: skip
+    assert endpoint_of_a_file_store.code == 2
+    assert "--store-endpoint applies to s3:// stores only" in endpoint_of_a_file_store.err
     assert not path.exists()
 
 
