@@ -416,8 +416,9 @@ class AcmeProvider(Provider):
                 log.warning("cluster %s: out of time: authorizations of %d removed order(s) "
                             "left to expire at the CA", cluster, left)  # fmt: skip
                 return
+            names_of = set(record.names or ())
             try:
-                count = self._deactivate_order(record.url or "", set(record.names or ()), in_use)
+                count = self._deactivate_order(record.url or "", names_of, in_use, until)
             except AcmeError as err:
                 log.warning("cluster %s: authorizations of removed order %s left to expire at "
                             "the CA: %s", cluster, printable(name), err)  # fmt: skip
@@ -427,9 +428,10 @@ class AcmeProvider(Provider):
             log.info("cluster %s: removed order %s: %d authorization(s) deactivated at the CA",
                      cluster, printable(name), count)  # fmt: skip
 
-    def _deactivate_order(self, url: str, names: set[str], in_use: set[str]) -> int:
+    def _deactivate_order(self, url: str, names: set[str], in_use: set[str], until: float) -> int:
         """Deactivate the authorizations of the ACME order at ``url`` if the CA still has it
-        unfinalized, but none of a name in ``in_use``; returns how many were deactivated."""
+        unfinalized, but none of a name in ``in_use``, starting no request after ``until``
+        (``time.monotonic()``); returns how many were deactivated."""
         try:
             order = self.client.order(url)
         except AcmeError as err:
@@ -439,11 +441,13 @@ class AcmeProvider(Provider):
         if order.status is None or order.status.name not in UNFINALIZED:
             return 0  # finalized, invalid or expired: nothing pending is left at the CA
         count = 0
-        for authz_url in order.authorizations:
+        for authz_url in order.authorizations or ():
+            if time.monotonic() > until:
+                raise AcmeError("authorization deactivation", "out of time", transient=True)
             if names & in_use:  # which name is this authorization's? ask before touching it
                 authz = self.client.authorization(authz_url)
-                name = ("*." if authz.wildcard else "") + str(authz.identifier.value)
-                if name in in_use:
+                value = getattr(authz.identifier, "value", None)
+                if value is None or ("*." if authz.wildcard else "") + str(value) in in_use:
                     continue
             if self.client.deactivate(authz_url) == "deactivated":
                 count += 1

@@ -237,32 +237,67 @@ def test_a_failed_deactivation_is_logged_and_the_record_dropped_anyway(
         text = text.replace(pebble.directory_url, proxy.directory_url)
         config = parse_sync_config(text, "s.hcl")
         store = open_store(config.store)
+        gone = ("gone-a.example.test", "gone-b.example.test")
+        registry = MemoryRegistry(*one_name_orders("kept.example.test", *gone))
+        pending = _cut_short_run(config, store, registry)
+        eyes = _account_client(config, pending.account_url)
+        for name in gone:
+            assert _until_valid(eyes, pending.orders[name].url) == {name: "valid"}
+
+        fault = proxy.inject(
+            "/authZ/", status=500, times=10, detail="down\x1b[2J",
+            when=lambda p: p.get("status") == "deactivated",
+        )  # fmt: skip
+        for name in gone:
+            del registry.orders[name]
+        with caplog.at_level(logging.WARNING, logger="certfleet.sync.acme_provider"):
+            summary = _sync(config, store, acme_provider(config, store, registry))
+        assert summary.errors == {} and summary.certificates_published == 1
+        # one attempt; after a failure of the CA's own, the other order is not tried either
+        assert fault.injected == 1
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, warnings
+        assert "removed order gone-a.example.test left to expire at the CA" in warnings[0]
+        assert "serverInternal: down\\x1b[2J" in warnings[0]  # the CA's text, escaped
+        assert sorted(_acme_state(config, store).load().orders) == ["kept.example.test"]
+        for name in gone:  # left to expire at the CA
+            assert _authz_statuses(eyes, pending.orders[name].url) == {name: "valid"}
+
+        quiet = acme_provider(config, store, registry)  # never tried again
+        assert _sync(config, store, quiet).errors == {} and quiet.client.request_count == 0
+        assert fault.injected == 1
+    finally:
+        nginx.stop()
+
+
+def test_no_deactivation_starts_past_its_time(
+    pebble: Pebble,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key, nginx = start_http01(pebble, require_binary("nginx"), tmp_path / "n")
+    try:
+        config = parse_sync_config(sync_config_text(tmp_path / "store", pebble, key), "s.hcl")
+        store = open_store(config.store)
         registry = MemoryRegistry(*one_name_orders("kept.example.test", "gone.example.test"))
         pending = _cut_short_run(config, store, registry)
         eyes = _account_client(config, pending.account_url)
         gone_url = pending.orders["gone.example.test"].url
         assert _until_valid(eyes, gone_url) == {"gone.example.test": "valid"}
 
-        fault = proxy.inject(
-            "/authZ/", status=500, times=10, when=lambda p: p.get("status") == "deactivated"
-        )
+        monkeypatch.setattr("certfleet.sync.acme_provider.DEACTIVATION_TIME", -1.0)
         del registry.orders["gone.example.test"]
         with caplog.at_level(logging.WARNING, logger="certfleet.sync.acme_provider"):
             summary = _sync(config, store, acme_provider(config, store, registry))
         assert summary.errors == {} and summary.certificates_published == 1
-        assert fault.injected == 1  # one attempt, not retried within the run
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-        assert any(
-            "removed order gone.example.test left to expire at the CA" in w
-            and "serverInternal" in w
-            for w in warnings
-        ), warnings
+        assert warnings == [
+            "cluster web: out of time: authorizations of 1 removed order(s) left to expire "
+            "at the CA"
+        ]
         assert sorted(_acme_state(config, store).load().orders) == ["kept.example.test"]
-        assert _authz_statuses(eyes, gone_url) == {"gone.example.test": "valid"}  # expires
-
-        quiet = acme_provider(config, store, registry)  # never tried again
-        assert _sync(config, store, quiet).errors == {} and quiet.client.request_count == 0
-        assert fault.injected == 1
+        assert _authz_statuses(eyes, gone_url) == {"gone.example.test": "valid"}
     finally:
         nginx.stop()
 
