@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -56,6 +58,30 @@ def _acme_state(config: Any, store: Store) -> AcmeStateStore:
     return AcmeStateStore(store, "web", config.signing_key.sync_secret("state"), time.time)
 
 
+@contextmanager
+def _http01_world(
+    pebble: Pebble, tmp_path: Path, proxied: Callable[..., FaultProxy] | None = None
+) -> Iterator[tuple[Any, Store, FaultProxy | None]]:
+    """pebble started, nginx answering HTTP-01 for a new account key, and the sync config
+    and store of cluster ``web`` (its directory through a fault proxy made by ``proxied``
+    when given, yielded too)."""
+    key, nginx = start_http01(pebble, require_binary("nginx"), tmp_path / "n")
+    try:
+        text = sync_config_text(tmp_path / "store", pebble, key)
+        proxy = None
+        if proxied is not None:
+            proxy = proxied(
+                pebble.directory_url,
+                ca_bundle=pebble.ca_bundle,
+                tls=(pebble.certificate, pebble.key),
+            )
+            text = text.replace(pebble.directory_url, proxy.directory_url)
+        config = parse_sync_config(text, "s.hcl")
+        yield config, open_store(config.store), proxy
+    finally:
+        nginx.stop()
+
+
 def _account_client(config: Any, account_url: str | None) -> AcmeClient:
     """A client of the sync's ACME account (as the test's own eyes at the CA)."""
     acme = config.acme
@@ -91,10 +117,7 @@ def _until_valid(client: AcmeClient, order_url: str | None) -> dict[str, str]:
 def test_a_removed_order_loses_its_record_and_the_others_keep_theirs(
     pebble: Pebble, tmp_path: Path
 ) -> None:
-    key, nginx = start_http01(pebble, require_binary("nginx"), tmp_path / "n")
-    try:
-        config = parse_sync_config(sync_config_text(tmp_path / "store", pebble, key), "s.hcl")
-        store = open_store(config.store)
+    with _http01_world(pebble, tmp_path) as (config, store, _):
         registry = MemoryRegistry(*one_name_orders("kept.example.test", "gone.example.test"))
         summary = _sync(config, store, acme_provider(config, store, registry))
         assert summary.errors == {} and summary.certificates_published == 2
@@ -124,8 +147,6 @@ def test_a_removed_order_loses_its_record_and_the_others_keep_theirs(
         summary = _sync(config, store, quiet)
         assert summary.errors == {} and quiet.client.request_count == 0
         assert _acme_state(config, store).load().generation == after.generation
-    finally:
-        nginx.stop()
 
 
 def test_an_order_removed_while_its_acme_order_is_pending_leaves_nothing_behind(
@@ -189,10 +210,7 @@ def _cut_short_run(config: Any, store: Store, registry: MemoryRegistry) -> AcmeS
 def test_the_authorizations_of_an_order_removed_while_pending_are_deactivated(
     pebble: Pebble, tmp_path: Path
 ) -> None:
-    key, nginx = start_http01(pebble, require_binary("nginx"), tmp_path / "n")
-    try:
-        config = parse_sync_config(sync_config_text(tmp_path / "store", pebble, key), "s.hcl")
-        store = open_store(config.store)
+    with _http01_world(pebble, tmp_path) as (config, store, _):
         both = Ident("both.example.test")  # a name the kept order has too
         registry = MemoryRegistry(
             Order("kept.example.test", "web", (Ident("kept.example.test"), both)),
@@ -218,8 +236,6 @@ def test_the_authorizations_of_an_order_removed_while_pending_are_deactivated(
 
         quiet = acme_provider(config, store, registry)  # nothing left to deactivate
         assert _sync(config, store, quiet).errors == {} and quiet.client.request_count == 0
-    finally:
-        nginx.stop()
 
 
 def test_a_failed_deactivation_is_logged_and_the_record_dropped_anyway(
@@ -228,15 +244,8 @@ def test_a_failed_deactivation_is_logged_and_the_record_dropped_anyway(
     fault_proxy: Callable[..., FaultProxy],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    key, nginx = start_http01(pebble, require_binary("nginx"), tmp_path / "n")
-    proxy = fault_proxy(
-        pebble.directory_url, ca_bundle=pebble.ca_bundle, tls=(pebble.certificate, pebble.key)
-    )
-    try:
-        text = sync_config_text(tmp_path / "store", pebble, key)
-        text = text.replace(pebble.directory_url, proxy.directory_url)
-        config = parse_sync_config(text, "s.hcl")
-        store = open_store(config.store)
+    with _http01_world(pebble, tmp_path, fault_proxy) as (config, store, proxy):
+        assert proxy is not None
         gone = ("gone-a.example.test", "gone-b.example.test")
         registry = MemoryRegistry(*one_name_orders("kept.example.test", *gone))
         pending = _cut_short_run(config, store, registry)
@@ -266,8 +275,6 @@ def test_a_failed_deactivation_is_logged_and_the_record_dropped_anyway(
         quiet = acme_provider(config, store, registry)  # never tried again
         assert _sync(config, store, quiet).errors == {} and quiet.client.request_count == 0
         assert fault.injected == 1
-    finally:
-        nginx.stop()
 
 
 def test_no_deactivation_starts_past_its_time(
@@ -276,10 +283,7 @@ def test_no_deactivation_starts_past_its_time(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    key, nginx = start_http01(pebble, require_binary("nginx"), tmp_path / "n")
-    try:
-        config = parse_sync_config(sync_config_text(tmp_path / "store", pebble, key), "s.hcl")
-        store = open_store(config.store)
+    with _http01_world(pebble, tmp_path) as (config, store, _):
         registry = MemoryRegistry(*one_name_orders("kept.example.test", "gone.example.test"))
         pending = _cut_short_run(config, store, registry)
         eyes = _account_client(config, pending.account_url)
@@ -298,8 +302,6 @@ def test_no_deactivation_starts_past_its_time(
         ]
         assert sorted(_acme_state(config, store).load().orders) == ["kept.example.test"]
         assert _authz_statuses(eyes, gone_url) == {"gone.example.test": "valid"}
-    finally:
-        nginx.stop()
 
 
 def test_deactivating_accepts_an_authorization_ended_or_unknown(
