@@ -101,6 +101,7 @@ class AcmeProvider(Provider):
         dns: Optional[Callable[[], DnsChallengeWriter]] = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        deactivation_time: float = DEACTIVATION_TIME,
     ) -> None:
         self.cluster = cluster
         self._registry = registry
@@ -112,6 +113,7 @@ class AcmeProvider(Provider):
         self._dns = dns
         self._clock = clock
         self._sleep = sleep
+        self._deactivation_time = deactivation_time
         self._state: AcmeState | None = None
         self._approvals: dict[str, dict[str, str]] = {}
         self._flows: dict[str, OrderFlow] = {}
@@ -409,7 +411,7 @@ class AcmeProvider(Provider):
                      "expire at the CA", cluster, len(abandoned))  # fmt: skip
             return
         self.client.use_account(state.account_url)
-        until = time.monotonic() + DEACTIVATION_TIME
+        until = time.monotonic() + self._deactivation_time
         for index, (name, record) in enumerate(abandoned):
             if time.monotonic() > until:
                 left = len(abandoned) - index

@@ -278,10 +278,7 @@ def test_a_failed_deactivation_is_logged_and_the_record_dropped_anyway(
 
 
 def test_no_deactivation_starts_past_its_time(
-    pebble: Pebble,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    pebble: Pebble, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with _http01_world(pebble, tmp_path) as (config, store, _):
         registry = MemoryRegistry(*one_name_orders("kept.example.test", "gone.example.test"))
@@ -290,10 +287,10 @@ def test_no_deactivation_starts_past_its_time(
         gone_url = pending.orders["gone.example.test"].url
         assert _until_valid(eyes, gone_url) == {"gone.example.test": "valid"}
 
-        monkeypatch.setattr("certfleet.sync.acme_provider.DEACTIVATION_TIME", -1.0)
         del registry.orders["gone.example.test"]
+        hurried = acme_provider(config, store, registry, deactivation_time=-1.0)
         with caplog.at_level(logging.WARNING, logger="certfleet.sync.acme_provider"):
-            summary = _sync(config, store, acme_provider(config, store, registry))
+            summary = _sync(config, store, hurried)
         assert summary.errors == {} and summary.certificates_published == 1
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert warnings == [
