@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 USER_AGENT = "certfleet-acme"
 TIMEOUT = 30
+# Authorization states that deactivation cannot change (RFC 8555 section 7.1.6)
+ENDED = ("deactivated", "expired", "invalid", "revoked")
 
 
 class _NewOrder(messages.NewOrder):
@@ -134,10 +136,11 @@ class AcmeClient:
         except (requests.RequestException, OSError) as err:
             raise AcmeError(operation, type(err).__name__, transient=True) from err
         except (acme_errors.Error, jose.DeserializationError, ValueError, KeyError) as err:
-            status = self._net.last_response.status_code if self._net.last_response else None
+            response = self._net.last_response  # a Response of status >= 400 is falsy
+            status = response.status_code if response is not None else None
             transient = status is not None and status >= 500
             reason = f"HTTP {status}" if status is not None else type(err).__name__
-            raise AcmeError(operation, reason, transient=transient) from err
+            raise AcmeError(operation, reason, transient=transient, status=status) from err
 
     def _error(self, operation: str, err: messages.Error) -> AcmeError:
         response = self._net.last_response
@@ -160,6 +163,7 @@ class AcmeClient:
             problem=problem,
             retry_after=parse_retry_after(header, self._clock()),
             transient=transient,
+            status=status,
         )
 
     @property
@@ -254,6 +258,36 @@ class AcmeClient:
             lambda: messages.Authorization.from_json(self._post_as_get(url).json()),
         )
 
+    def deactivate(self, url: str) -> str:
+        """Deactivate the authorization at ``url`` (RFC 8555 section 7.5.2), so the CA keeps
+        no pending or valid authorization the account no longer wants; returns its status
+        now. An authorization that is already deactivated, expired, invalid or revoked, or
+        that the CA no longer has (404: ``"gone"``), is not an error. Bounded like every
+        request of this client (``certfleet.acme.wire``: byte cap, deadline)."""
+
+        def post() -> str:
+            update = messages.UpdateAuthorization(status=messages.STATUS_DEACTIVATED)
+            answer = messages.Authorization.from_json(self.client._post(url, update).json())
+            return _status_name(answer.status)
+
+        try:
+            return self._call("authorization deactivation", post)
+        except AcmeError as err:
+            if err.status == 404:
+                return "gone"
+            if err.transient:
+                raise
+            refused = err  # a CA may refuse to deactivate what is no longer active
+        try:
+            status = _status_name(self.authorization(url).status)
+        except AcmeError as err:
+            if err.status == 404:
+                return "gone"
+            raise refused from err
+        if status in ENDED:
+            return status
+        raise refused
+
     def challenge(self, url: str) -> messages.ChallengeBody:
         return self._call(
             "challenge poll",
@@ -297,6 +331,10 @@ class AcmeClient:
             )
 
         return self._call("renewal info", get)
+
+
+def _status_name(status: Optional[messages.Status]) -> str:
+    return str(status.name) if status is not None else ""
 
 
 def _seconds(when: datetime.datetime) -> float:

@@ -91,7 +91,8 @@ class AcmeError(CertfleetError):
 
     ``operation`` names the step; ``problem`` is the CA's problem document when it sent
     one; ``retry_after`` is the Retry-After the CA asked for, in seconds from now;
-    ``transient`` says a later retry may succeed without any change on our side.
+    ``transient`` says a later retry may succeed without any change on our side;
+    ``status`` is the HTTP status of the CA's answer when there was one.
     """
 
     def __init__(
@@ -102,8 +103,10 @@ class AcmeError(CertfleetError):
         problem: Problem | None = None,
         retry_after: float | None = None,
         transient: bool = False,
+        status: int | None = None,
     ) -> None:
         self.operation = operation
+        self.status = status
         self.problem = problem
         self.retry_after = retry_after
         self.transient = transient

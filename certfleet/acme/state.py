@@ -15,7 +15,8 @@ cannot open. JSON, canonical, holding:
   time the CA suggested and when to ask again.
 
 The record of an order removed from the registry is dropped (``AcmeState.forget``) by the
-run that finds it gone, after that run has published the head.
+run that finds it gone, after that run has published the head (the provider first
+deactivates the authorizations of its ACME order if that was still unfinished).
 
 An object sealed with the secret of the config's ``previous_signing_key`` (a publisher key
 rotation) is opened too, and written back sealed with the current one at the next save.

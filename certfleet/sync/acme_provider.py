@@ -17,9 +17,11 @@ It adapts ``certfleet.acme`` to the engine's ``Provider`` seam, for one cluster:
   the lifetime left) applies;
 - ``forget_removed`` (after the run has published its head) drops the ACME state records
   of orders no longer in the registry: neither in the run's listing nor in a second
-  reading of the registry, and not touched by this run. A pending ACME order of a removed
-  order is abandoned (the CA expires it); its DNS-01 values were removed at the end of the
-  run that added them, as every run's are.
+  reading of the registry, and not touched by this run. The authorizations of a removed
+  order's ACME order that is still unfinalized at the CA are deactivated first (RFC 8555
+  section 7.5.2), once: a failure is logged and the record dropped anyway (the CA expires
+  them); no CA request when no removed order had one in flight. Its DNS-01 values were
+  removed at the end of the run that added them, as every run's are.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from certfleet.acme.flow import Challenge, DnsChallengeWriter, OrderFlow
 from certfleet.acme.retry import retry_at
 from certfleet.acme.state import AcmeState, AcmeStateConflict, AcmeStateStore, OrderState
 from certfleet.config.acme import AcmeConfig
-from certfleet.errors import CertfleetError
+from certfleet.errors import CertfleetError, printable
 from certfleet.sync.errors import ConcurrentWriteError
 from certfleet.sync.provider import (
     IssuedCert,
@@ -51,6 +53,10 @@ from certfleet.sync.provider import (
 log = logging.getLogger(__name__)
 
 ARI_RETRY_MIN = 3600.0
+# ACME order states in which its authorizations have not served a certificate yet
+UNFINALIZED = ("pending", "ready")
+# Deactivating the authorizations of removed orders starts no request after this many seconds
+DEACTIVATION_TIME = 30.0
 
 
 class RegisteredIdentifier(Protocol):
@@ -95,6 +101,7 @@ class AcmeProvider(Provider):
         dns: Optional[Callable[[], DnsChallengeWriter]] = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        deactivation_time: float = DEACTIVATION_TIME,
     ) -> None:
         self.cluster = cluster
         self._registry = registry
@@ -106,6 +113,7 @@ class AcmeProvider(Provider):
         self._dns = dns
         self._clock = clock
         self._sleep = sleep
+        self._deactivation_time = deactivation_time
         self._state: AcmeState | None = None
         self._approvals: dict[str, dict[str, str]] = {}
         self._flows: dict[str, OrderFlow] = {}
@@ -367,15 +375,85 @@ class AcmeProvider(Provider):
         if not candidates:
             return []
         try:  # the registry read again: an order added back meanwhile keeps its record
-            present = {order.name for order in self._registry.list(cluster)}
+            orders = self._registry.list(cluster)
         except self._failures as err:
             raise ProviderError("list orders", f"cluster {cluster}", str(err)) from err
-        dropped = state.forget(n for n in candidates if n not in present)
+        present = {order.name for order in orders}
+        gone = [name for name in candidates if name not in present]
+        in_use = {ident.value for order in orders for ident in order.identifiers}
+        self._deactivate_abandoned(cluster, gone, in_use)
+        dropped = state.forget(gone)
         if dropped:
             self._save()
             log.info("cluster %s: ACME records of removed orders dropped: %s",
                      cluster, ", ".join(dropped))  # fmt: skip
         return dropped
+
+    def _deactivate_abandoned(self, cluster: str, names: Sequence[str], in_use: set[str]) -> None:
+        """Deactivate the authorizations of the ACME orders that removed orders leave
+        pending at the CA (not yet finalized: no certificate was issued with them), so the
+        CA keeps no authorization for a name given up. Once: a failure is logged, and the
+        record is dropped all the same (the authorization then expires at the CA). An
+        authorization of a name that an order of the cluster still has is left alone (a CA
+        may share it between orders). No CA request when no such order is in flight."""
+        state = self.state
+        abandoned = [
+            (name, record)
+            for name in sorted(names)
+            if (record := state.orders.get(name)) is not None
+            and record.url
+            and record.status in UNFINALIZED
+        ]
+        if not abandoned:
+            return
+        if not state.account_url or state.account_thumbprint != _thumbprint(self.client):
+            log.info("cluster %s: no account of this key: %d abandoned ACME order(s) left to "
+                     "expire at the CA", cluster, len(abandoned))  # fmt: skip
+            return
+        self.client.use_account(state.account_url)
+        until = time.monotonic() + self._deactivation_time
+        for index, (name, record) in enumerate(abandoned):
+            if time.monotonic() > until:
+                left = len(abandoned) - index
+                log.warning("cluster %s: out of time: authorizations of %d removed order(s) "
+                            "left to expire at the CA", cluster, left)  # fmt: skip
+                return
+            names_of = set(record.names or ())
+            try:
+                count = self._deactivate_order(record.url or "", names_of, in_use, until)
+            except AcmeError as err:
+                log.warning("cluster %s: authorizations of removed order %s left to expire at "
+                            "the CA: %s", cluster, printable(name), err)  # fmt: skip
+                if err.transient:  # the CA is unwell: the others are left to expire too
+                    return
+                continue
+            log.info("cluster %s: removed order %s: %d authorization(s) deactivated at the CA",
+                     cluster, printable(name), count)  # fmt: skip
+
+    def _deactivate_order(self, url: str, names: set[str], in_use: set[str], until: float) -> int:
+        """Deactivate the authorizations of the ACME order at ``url`` if the CA still has it
+        unfinalized, but none of a name in ``in_use``, starting no request after ``until``
+        (``time.monotonic()``); returns how many were deactivated."""
+        try:
+            order = self.client.order(url)
+        except AcmeError as err:
+            if err.status == 404:
+                return 0  # the CA forgot it already
+            raise
+        if order.status is None or order.status.name not in UNFINALIZED:
+            return 0  # finalized, invalid or expired: nothing pending is left at the CA
+        count = 0
+        for authz_url in order.authorizations or ():
+            if time.monotonic() > until:
+                raise AcmeError("authorization deactivation", "out of time", transient=True)
+            if names & in_use:  # which name is this authorization's? ask before touching it
+                authz = self.client.authorization(authz_url)
+                value = getattr(authz.identifier, "value", None)
+                if value is None or ("*." if authz.wildcard else "") + str(value) in in_use:
+                    continue
+            if self.client.deactivate(authz_url) == "deactivated":
+                count += 1
+        return count
 
     def close(self) -> None:
         """End of the run: remove every DNS-01 value this run added, close connections."""

@@ -21,8 +21,9 @@ Contract of a ``Provider``:
   engine uses it instead of its lifetime rule for those, and its own rule for the others;
 - ``forget_removed(cluster, listed)`` is called once per run, after the head is published,
   when the listing succeeded (``listed``: the names it gave); the provider drops what it
-  keeps of the cluster's orders that no longer exist (the ACME provider: its state records),
-  never of one listed or worked on in this run, and returns the names it dropped.
+  keeps of the cluster's orders that no longer exist (the ACME provider: its state records,
+  after deactivating the authorizations of an ACME order left unfinished at the CA), never
+  of one listed or worked on in this run, and returns the names it dropped.
 
 Every other failure (network, 5xx, refusal) is a ``ProviderError``.
 

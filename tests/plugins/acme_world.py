@@ -100,9 +100,11 @@ def acme_provider(
     store: Any,
     registry: MemoryRegistry,
     dns: Callable[[], Any] | None = None,
+    **options: Any,
 ) -> Any:
     """The ``AcmeProvider`` of cluster ``web`` for a parsed ``sync_config_text`` config:
-    orders from ``registry``, ACME state in ``store``, DNS-01 values through ``dns``."""
+    orders from ``registry``, ACME state in ``store``, DNS-01 values through ``dns``;
+    ``options``: more keyword arguments of ``AcmeProvider``."""
     from certfleet.acme.client import AcmeClient  # certbot's acme: Python >= 3.10
     from certfleet.acme.state import AcmeStateStore
     from certfleet.config.accountkey import load_account_key
@@ -115,7 +117,7 @@ def acme_provider(
     states = AcmeStateStore(store, "web", config.signing_key.sync_secret("state"), time.time)
     return AcmeProvider(
         cluster="web", registry=registry, not_found=(NotFound,), client=client, config=acme,
-        states=states, dns=dns,
+        states=states, dns=dns, **options,
     )  # fmt: skip
 
 
