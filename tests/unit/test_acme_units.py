@@ -252,20 +252,18 @@ cluster "legacy" {{
 
 
 def test_a_zone_in_two_dns_blocks_is_refused() -> None:
-    text = f"""store = "file:///tmp/x"
-signing_key = "{SigningKey.generate().export()}"
-provider = "acme"
-acme {{
-  directory   = "https://ca.example/dir"
-  account_key = "{account_key_text(generate_account_key())}"
-}}
-dns "route53" {{ zones = ["example.com", "Example.org."] }}
-dns "route53" {{ zones = ["example.org"] }}
-"""
+    account_key = account_key_text(generate_account_key())
+    text = (
+        f'store = "file:///tmp/x"  signing_key = "{SigningKey.generate().export()}"\n'
+        f'provider = "acme"  acme {{ directory = "https://ca.example/dir"  '
+        f'account_key = "{account_key}" }}\n'
+        'dns "route53" { zones = ["example.com", "Example.org."] }\n'
+        'dns "route53" { zones = ["example.org"] }\n'
+    )
     with pytest.raises(ConfigErrors) as caught:
         parse_sync_config(text, "sync.hcl")
     assert str(caught.value) == (
-        "sync.hcl:8: option \"dns\": zone 'example.org' is in more than one block "
+        "sync.hcl:3: option \"dns\": zone 'example.org' is in more than one block "
         "(valid: each zone in one block)"
     )
 
