@@ -3,8 +3,9 @@
 The file is created atomically and exclusively: the PID is written to a temp file in the same
 directory, which is then hard-linked to the final name (``link`` fails if the name exists),
 so a reader never sees a half-written PID and two agents starting at once cannot both win.
-An existing file whose PID is alive and is a certfleet agent refuses the start; a stale one
-(no such process, or a reused PID running something else) is replaced.
+An existing file whose PID is alive refuses the start. A stale one is replaced: its PID no
+longer runs, or the process now holding that number started after the file was written (the
+number was reused, e.g. after a crash and a reboot with the file on a persistent disk).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from node_agent.errors import PidFileError
 log = logging.getLogger(__name__)
 
 _MODE = FileMode(0o644)
-_MARKERS = (b"certfleet-agent", b"node_agent")
+_CLOCK_SLACK = 1.0  # seconds: /proc gives the boot time in whole seconds
 
 
 def read_pid(path: str) -> int | None:
@@ -33,22 +34,29 @@ def read_pid(path: str) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
-def agent_alive(pid: int) -> bool:
-    """True when ``pid`` runs and (where /proc tells) is a certfleet agent."""
+def process_start(pid: int) -> float | None:
+    """When ``pid`` started (Unix seconds), or None where /proc does not tell."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read(4096)
+        with open("/proc/stat", "rb") as f:
+            boot = next(line for line in f if line.startswith(b"btime "))
+        ticks = int(stat.rpartition(b")")[2].split()[19])
+        return int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def holds_file(pid: int, written_at: float) -> bool:
+    """True when ``pid`` runs and did not start after the file naming it was written."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass  # alive, owned by someone else
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except FileNotFoundError:
-        return False  # exited meanwhile
-    except OSError:
-        return True  # no /proc: trust the PID
-    return any(marker in cmdline for marker in _MARKERS)
+    started = process_start(pid)
+    return started is None or started <= written_at + _CLOCK_SLACK
 
 
 class PidFile:
@@ -60,7 +68,7 @@ class PidFile:
         self.held = False
 
     def acquire(self) -> None:
-        """Write our PID; raise ``PidFileError`` if a live agent holds the file."""
+        """Write our PID; raise ``PidFileError`` while the PID in the file runs."""
         for _ in range(3):
             try:
                 create_atomic(self.path, f"{self.pid}\n".encode(), _MODE)
@@ -71,13 +79,20 @@ class PidFile:
             else:
                 self.held = True
                 return
+            try:
+                written_at = os.stat(self.path).st_mtime
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise PidFileError(self.path, f"unreadable: {err}") from err
             other = read_pid(self.path)
-            if other is not None and other != self.pid and agent_alive(other):
+            if other is not None and other != self.pid and holds_file(other, written_at):
                 raise PidFileError(
-                    self.path, f"certfleet-agent is already running as PID {other}; not starting"
+                    self.path, f"already running as PID {other} (the PID it names); not starting"
                 )
             log.warning(
-                "removing the stale pid file %s (PID %s is not a running certfleet agent)",
+                "removing the stale pid file %s (PID %s is not running, or is a reused number: "
+                "its process started after the file was written)",
                 self.path,
                 other,
             )

@@ -136,24 +136,39 @@ def test_daemon_lifecycle(tmp_path: Path, file_pub: Publisher, daemons: list[Dae
     ] == (third.not_after)
 
 
-def test_a_stale_pid_file_is_replaced(tmp_path: Path, file_pub: Publisher) -> None:
+def test_a_stale_pid_file_is_replaced_and_a_live_pid_refuses_the_start(
+    tmp_path: Path, file_pub: Publisher
+) -> None:
+    """A PID that no longer runs, or one whose process started after the file was written (a
+    reused number), is stale: replaced. A live PID that was running when the file was written
+    refuses the start, whatever the process is."""
     file_pub.issue("a.example")
     file_pub.publish()
     config = write_config(tmp_path, file_pub)
     pidfile = tmp_path / "agent.pid"
-    # A PID that no longer runs, then a live PID that is not an agent (a reused PID).
+    command = [*AGENT, "--config", str(config), "--once", "--pidfile", str(pidfile)]
+
+    def run_once() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
     gone = subprocess.Popen(["true"])
     gone.wait()
     other = subprocess.Popen(["sleep", "30"])
     try:
-        for stale in (gone.pid, other.pid):
+        pidfile.write_text(f"{other.pid}\n")  # written while `sleep` runs: it holds the file
+        refused = run_once()
+        assert refused.returncode == 1, refused.stderr
+        assert f"already running as PID {other.pid} (the PID it names)" in refused.stderr
+        assert pidfile.read_text() == f"{other.pid}\n"  # left as it was
+
+        hour_ago = time.time() - 3600
+        for stale, written_at in ((gone.pid, None), (other.pid, hour_ago)):
             pidfile.write_text(f"{stale}\n")
-            done = subprocess.run(
-                [*AGENT, "--config", str(config), "--once", "--pidfile", str(pidfile)],
-                capture_output=True, text=True, timeout=60, check=False,
-            )  # fmt: skip
+            if written_at is not None:  # `sleep` started after this file was written
+                os.utime(pidfile, (written_at, written_at))
+            done = run_once()
             assert done.returncode == 0, done.stderr
-            assert f"stale pid file {pidfile} (PID {stale} is not a running certfleet agent)" in (
+            assert f"stale pid file {pidfile} (PID {stale} is not running, or is a reused" in (
                 done.stderr
             )
             assert not pidfile.exists()  # removed on exit
