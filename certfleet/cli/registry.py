@@ -1,25 +1,45 @@
-"""``certfleet registry reseal``: the order registry after a rotation of the signing key.
+"""``certfleet registry reseal`` and ``certfleet registry restore``: the order registry's
+upkeep.
 
 The registry is sealed with a secret derived from the sync config's ``signing_key``; after
 the key is replaced it opens only while ``previous_signing_key`` names the old key.
 ``reseal`` rewrites each ACME-mode cluster's registry sealed for the current key (a
 conditional write; nothing else changes); the old key comes from ``previous_signing_key``,
 or from the signing key of ``--previous-config OLD``.
+
+``restore --cluster C`` rebuilds a cluster's registry that was deleted, or put back to an
+older copy (the sync refuses both, and removes nothing, until this is done), from what the
+sync state knows: each published order's and each pending key's order name and DNS names.
+An approval comes from the copy found when that copy has the name in that order, else it
+is the default of ``certfleet add`` (``dns`` for a ``*.`` name, ``http`` otherwise); the
+orders of the copy found that the sync has not tombstoned are kept too. The revision
+written continues from the one the sync acted on, so the next run accepts it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 from certfleet.bundle import ClusterSecret
 from certfleet.cli.context import Context
 from certfleet.cli.errors import UsageError
-from certfleet.config.sync import load_sync_config
-from certfleet.registry import OrderRegistry
+from certfleet.config.sync import SyncConfig, load_sync_config
+from certfleet.errors import printable
+from certfleet.orders.request import is_wildcard
+from certfleet.registry import (
+    Identifier,
+    OrderRegistry,
+    RegistryError,
+    RegistryOrder,
+    RegistryRead,
+)
 from certfleet.registry.mode import acme_clusters, previous_registry_secrets, registry_secret
-from certfleet.store import open_store
+from certfleet.store import Store, open_store
+from certfleet.sync.sealing import SyncKeys
+from certfleet.sync.state import ClusterState, StateStore
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -38,6 +58,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="the sync config before the rotation (default: previous_signing_key of --config)",
     )
     reseal.set_defaults(run=run_reseal)
+    restore = actions.add_parser(
+        "restore",
+        help="rebuild a cluster's deleted or rolled-back registry from the sync state",
+        description="Write the order registry of --cluster again from the sync state (the "
+        "published orders and pending keys: order names and DNS names), when it is missing "
+        "or older than the revision the sync acted on. Approvals: those of the copy found, "
+        "else dns for *. names and http otherwise (as certfleet add). The next sync accepts "
+        "it and issues nothing new for the orders it already publishes.",
+    )
+    restore.add_argument("--cluster", required=True, metavar="C", help="the cluster")
+    restore.set_defaults(run=run_restore)
 
 
 def run_reseal(args: argparse.Namespace, ctx: Context) -> int:
@@ -66,3 +97,85 @@ def run_reseal(args: argparse.Namespace, ctx: Context) -> int:
     if not clusters:
         ctx.note("no cluster is in ACME mode: nothing to reseal")
     return 0
+
+
+def run_restore(args: argparse.Namespace, ctx: Context) -> int:
+    if args.config is None:
+        raise UsageError("--config FILE is required: the sync config")
+    config = load_sync_config(args.config)
+    cluster = args.cluster
+    clusters = acme_clusters(config)
+    if cluster not in clusters:
+        shown = ", ".join(clusters) or "none"
+        raise UsageError(
+            f"cluster {printable(cluster)!r} has no order registry in {args.config} "
+            f"(clusters in ACME mode: {shown})"
+        )
+    store = open_store(config.store, endpoint=config.store_endpoint)
+    state = _sync_state(config, store, cluster)
+    registry = OrderRegistry(
+        store, registry_secret(config), clusters, previous=previous_registry_secrets(config)
+    )
+    try:
+        found: RegistryRead | None = registry.read(cluster)
+    except RegistryError as err:
+        ctx.note(f"{err}: it is replaced")
+        found = None
+    if found is not None and found.revision and found.revision >= state.registry_revision:
+        ctx.note(
+            f"the order registry of cluster {cluster} is current (revision {found.revision}, "
+            f"the sync acted on {state.registry_revision}): nothing to restore"
+        )
+        if args.json:
+            ctx.say(json.dumps({"cluster": cluster, "revision": found.revision, "restored": 0}))
+        return 0
+    orders = _rebuilt(cluster, state, () if found is None else found.orders)
+    written = registry.restore(cluster, orders, after=state.registry_revision)
+    if args.json:
+        ctx.say(
+            json.dumps(
+                {
+                    "cluster": cluster,
+                    "revision": written.revision,
+                    "restored": len(written.orders),
+                    "orders": [o.name for o in written.orders],
+                }
+            )
+        )
+    else:
+        ctx.say(
+            f"{cluster}: order registry restored at revision {written.revision} with "
+            f"{len(written.orders)} orders"
+        )
+    return 0
+
+
+def _sync_state(config: SyncConfig, store: Store, cluster: str) -> ClusterState:
+    """The sync's state of ``cluster`` (opened as the sync opens it)."""
+    policy = next(c for c in config.clusters if c.name == cluster)
+    keys = SyncKeys.of(config, policy.secrets)
+    return StateStore(store, cluster, keys).load(now_ms=int(time.time() * 1000), accept_old=True)
+
+
+def _rebuilt(
+    cluster: str, state: ClusterState, copy: tuple[RegistryOrder, ...]
+) -> list[RegistryOrder]:
+    """The orders of ``cluster`` as the sync state knows them (see the module docstring)."""
+    now = int(time.time())
+    kept = {order.name: order for order in copy}
+    known: dict[str, tuple[str, ...]] = {n: r.dns_names for n, r in state.pending.items()}
+    known.update((name, record.dns_names) for name, record in state.orders.items())
+    orders = []
+    for name, dns_names in sorted(known.items()):
+        old = kept.get(name)
+        approvals = {} if old is None else {i.value: i.approval for i in old.identifiers}
+        identifiers = tuple(
+            Identifier(value, approvals.get(value) or ("dns" if is_wildcard(value) else "http"))
+            for value in dns_names
+        )
+        created = now if old is None else old.created_at
+        orders.append(RegistryOrder(name, cluster, identifiers, created, now))
+    for name, order in sorted(kept.items()):
+        if name not in known and name not in state.tombstones:
+            orders.append(order)
+    return orders

@@ -1,6 +1,7 @@
 """The order registry: in ACME mode, the orders live in the store, one object per cluster.
 
-``v1/sync/orders/<cluster>`` holds ``{"version": 1, "orders": [...]}`` (sorted by name),
+``v1/sync/orders/<cluster>`` holds ``{"version": 1, "revision": N, "orders": [...]}``
+(orders sorted by name; ``revision`` raised by every write, absent from older objects),
 sealed (kind ``registry``, identity ``/orders``) with the sync-only registry secret
 (``SigningKey.sync_secret("registry")``; the order API's config carries just that
 secret as ``registry_secret``). Nodes cannot forge it: they do not hold that secret.
@@ -16,6 +17,7 @@ from certfleet.registry.errors import (
     RegistryContended,
     RegistryError,
     RegistryNotFound,
+    RegistryRolledBack,
     UnknownCluster,
 )
 from certfleet.registry.registry import (
@@ -24,6 +26,7 @@ from certfleet.registry.registry import (
     MAX_REGISTRY_BYTES,
     OrderRegistry,
     RegistryOrder,
+    RegistryRead,
     registry_key,
 )
 
@@ -38,6 +41,8 @@ __all__ = [
     "RegistryError",
     "RegistryNotFound",
     "RegistryOrder",
+    "RegistryRead",
+    "RegistryRolledBack",
     "UnknownCluster",
     "registry_key",
 ]

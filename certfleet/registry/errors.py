@@ -44,3 +44,19 @@ class RegistryContended(RegistryError):
             "attempts; try again"
         )
         self.cluster = cluster
+
+
+class RegistryRolledBack(RegistryError):
+    """The registry went back below the revision the sync acted on: deleted (no object),
+    or an older sealed copy written back by someone with write access to the store."""
+
+    def __init__(self, cluster: str, key: str, found: int, held: int) -> None:
+        what = "is missing (deleted)" if found == 0 else f"is at revision {found} (an old copy)"
+        super().__init__(
+            f"the order registry of cluster {cluster!r} ({key}) {what}, but this sync has "
+            f"acted on its revision {held}: refused, nothing removed; rebuild it with "
+            f"'certfleet registry restore --cluster {cluster} --config FILE'"
+        )
+        self.cluster = cluster
+        self.found = found
+        self.held = held

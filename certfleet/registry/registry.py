@@ -12,6 +12,14 @@ excluded; the agent refuses a name that two of its clusters share).
 Everything read is checked again (names, approvals, fields): the store is untrusted, and
 an object that does not open under the registry secret, or that does not parse, is a
 :class:`RegistryError`, never an empty registry.
+
+Each object carries a ``revision``, raised by one on every write (an object written before
+revisions existed counts as revision 1, and gets 2 at its next write; no object is
+revision 0). A writer to the store cannot forge an object, but it can delete one or put
+back an older sealed copy: the sync therefore holds (``hold``) each cluster at the revision
+it acted on last, and a read of a held cluster that finds an older revision, or no object,
+raises :class:`RegistryRolledBack` instead of answering with fewer orders. ``restore``
+writes a lost registry again, with a revision above the one held.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from certfleet.registry.errors import (
     RegistryContended,
     RegistryError,
     RegistryNotFound,
+    RegistryRolledBack,
     UnknownCluster,
 )
 from certfleet.sealedobject import CURRENT, SealedObject, SealingKeys
@@ -76,6 +85,14 @@ class RegistryOrder:
         }
 
 
+@dataclass(frozen=True)
+class RegistryRead:
+    """A cluster's registry as read: its orders (sorted by name) and revision (0: none)."""
+
+    orders: tuple[RegistryOrder, ...]
+    revision: int
+
+
 class OrderRegistry:
     """The registry objects of ``clusters`` in ``store``, sealed with ``secret``.
 
@@ -98,6 +115,7 @@ class OrderRegistry:
         self._clusters = tuple(validate_cluster_name(c) for c in clusters)
         self._clock = clock
         self._sleep = sleep
+        self._held: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"OrderRegistry(store={self._store.url!r}, clusters={self._clusters!r})"
@@ -108,12 +126,28 @@ class OrderRegistry:
 
     def list(self, cluster: str) -> tuple[RegistryOrder, ...]:
         """``cluster``'s orders, sorted by name (none when it has no registry object yet)."""
+        return self._read(self._known(cluster)).orders
+
+    def read(self, cluster: str) -> RegistryRead:
+        """``cluster``'s orders and revision (0 and no orders when it has no object)."""
         return self._read(self._known(cluster))
+
+    def hold(self, cluster: str, revision: int) -> None:
+        """From now on, refuse (:class:`RegistryRolledBack`) a read of ``cluster``'s registry
+        that finds a revision below ``revision`` or below any read since, or no object once
+        a revision above 0 is held: what the sync acted on cannot silently go back."""
+        cluster = self._known(cluster)
+        self._held[cluster] = max(self._held.get(cluster, 0), revision)
+
+    def revision(self, cluster: str) -> int:
+        """The highest revision of ``cluster``'s registry held or read since ``hold`` (0:
+        not held, or nothing seen)."""
+        return self._held.get(cluster, 0)
 
     def get(self, name: str) -> RegistryOrder:
         """The order called ``name``, whichever cluster holds it; :class:`RegistryNotFound`."""
         for cluster in self._clusters:
-            for order in self._read(cluster):
+            for order in self._read(cluster).orders:
                 if order.name == name:
                     return order
         raise RegistryNotFound(name)
@@ -132,7 +166,7 @@ class OrderRegistry:
         checked = _identifiers(identifiers)
         order_name = validate_order_name(checked[0].value if name is None else name)
         for other in self._clusters:
-            if other != cluster and any(o.name == order_name for o in self._read(other)):
+            if other != cluster and any(o.name == order_name for o in self._read(other).orders):
                 raise OrderExists(order_name)
         now = int(self._clock())
         order = RegistryOrder(order_name, cluster, checked, now, now)
@@ -176,14 +210,53 @@ class OrderRegistry:
         """
         sealed = self._object(self._known(cluster))
         for _ in range(MAX_ATTEMPTS):
-            orders = self._read(cluster, sealed)
+            found = self._read(cluster, sealed)
             if sealed.sealing == CURRENT:  # also when there is none
-                return len(orders)
+                return len(found.orders)
             try:
-                sealed.save(_encode(orders))
+                sealed.save(_encode(found.orders, found.revision + 1))
             except PreconditionFailed:
                 continue
-            return len(orders)
+            return len(found.orders)
+        raise RegistryContended(cluster, MAX_ATTEMPTS)
+
+    def restore(self, cluster: str, orders: Sequence[RegistryOrder], *, after: int) -> RegistryRead:
+        """Write ``orders`` as ``cluster``'s registry, whatever it holds now (nothing, or an
+        older copy), with a revision above both ``after`` (the one the sync acted on last)
+        and the stored one; conditional on what was read (:class:`RegistryContended`)."""
+        cluster = self._known(cluster)
+        checked = sorted(
+            (
+                RegistryOrder(
+                    validate_order_name(o.name),
+                    cluster,
+                    _identifiers(o.identifiers),
+                    o.created_at,
+                    o.updated_at,
+                )
+                for o in orders
+            ),
+            key=lambda o: o.name,
+        )
+        names = [o.name for o in checked]
+        if len(set(names)) != len(names):
+            raise ValueError("an order name appears twice")
+        sealed = self._object(cluster)
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                stored: int | None = self._load(cluster, sealed).revision
+            except RegistryError:
+                stored = None  # forged, foreign or garbage: replaced all the same
+            revision = max(after, stored or 0) + 1
+            plain = _encode(checked, revision)
+            try:
+                if stored is None:
+                    sealed.overwrite(plain)  # no writer could have read and changed it
+                else:
+                    sealed.save(plain)
+            except PreconditionFailed:
+                continue
+            return RegistryRead(tuple(checked), revision)
         raise RegistryContended(cluster, MAX_ATTEMPTS)
 
     # -- inside -------------------------------------------------------------------------
@@ -203,11 +276,12 @@ class OrderRegistry:
         """Read, apply ``change`` (None: nothing to write), write conditionally; retry."""
         sealed = self._object(cluster)
         for attempt in range(MAX_ATTEMPTS):
-            new, result = change(list(self._read(cluster, sealed)))
+            found = self._read(cluster, sealed)
+            new, result = change(list(found.orders))
             if new is None:
                 return result
             try:
-                sealed.save(_encode(new))
+                sealed.save(_encode(new, found.revision + 1))
             except PreconditionFailed:
                 self._sleep(random.uniform(0, 0.02 * (attempt + 1)))  # noqa: S311 - jitter
                 continue
@@ -225,24 +299,34 @@ class OrderRegistry:
             max_bytes=MAX_REGISTRY_BYTES,
         )
 
-    def _read(self, cluster: str, sealed: SealedObject | None = None) -> tuple[RegistryOrder, ...]:
-        """The orders of ``cluster`` (none without an object), read with ``sealed``."""
-        sealed = self._object(cluster) if sealed is None else sealed
+    def _read(self, cluster: str, sealed: SealedObject | None = None) -> RegistryRead:
+        """``_load``, checked against the revision held for ``cluster`` (if it is held)."""
+        found = self._load(cluster, self._object(cluster) if sealed is None else sealed)
+        held = self._held.get(cluster)
+        if held is None:
+            return found
+        if found.revision < held:
+            raise RegistryRolledBack(cluster, registry_key(cluster), found.revision, held)
+        self._held[cluster] = found.revision
+        return found
+
+    def _load(self, cluster: str, sealed: SealedObject) -> RegistryRead:
+        """The orders and revision of ``cluster`` (none, 0 without an object)."""
         where = f"the order registry of cluster {cluster!r} ({sealed.key} in {self._store.url})"
 
-        def decode(plain: bytes) -> tuple[RegistryOrder, ...]:
+        def decode(plain: bytes) -> RegistryRead:
             try:
                 return _decode(plain, cluster)
             except (ValueError, KeyError, TypeError, UnsafeNameError, OrderRequestError) as err:
                 raise RegistryError(f"{where} is malformed: {_short(err)}") from err
 
         try:
-            orders = sealed.load(decode, accept_old=True)
+            found = sealed.load(decode, accept_old=True)
         except ObjectTooLarge as err:
             raise RegistryError(f"{where} is larger than {MAX_REGISTRY_BYTES} bytes") from err
         except FormatError as err:
             raise RegistryError(f"{where} cannot be opened: {err}") from err
-        return () if orders is None else orders
+        return RegistryRead((), 0) if found is None else found
 
 
 def _find(orders: Sequence[RegistryOrder], name: str) -> RegistryOrder:
@@ -268,15 +352,18 @@ def _identifiers(identifiers: Sequence[Identifier]) -> tuple[Identifier, ...]:
     return tuple(found)
 
 
-def _encode(orders: Sequence[RegistryOrder]) -> bytes:
-    document = {"version": VERSION, "orders": [o.to_json() for o in orders]}
+def _encode(orders: Sequence[RegistryOrder], revision: int) -> bytes:
+    document = {"version": VERSION, "revision": revision, "orders": [o.to_json() for o in orders]}
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _decode(plain: bytes, cluster: str) -> tuple[RegistryOrder, ...]:
+def _decode(plain: bytes, cluster: str) -> RegistryRead:
     document = json.loads(plain)
     if not isinstance(document, dict) or document.get("version") != VERSION:
         raise ValueError(f"not a version {VERSION} registry")
+    revision = document.get("revision", 1)  # written before revisions: the first
+    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
+        raise TypeError("revision is not a positive integer")
     raw_orders = document["orders"]
     if not isinstance(raw_orders, list):
         raise TypeError("orders is not a list")
@@ -304,7 +391,7 @@ def _decode(plain: bytes, cluster: str) -> tuple[RegistryOrder, ...]:
     names = [o.name for o in orders]
     if len(set(names)) != len(names):
         raise ValueError("an order name appears twice")
-    return tuple(sorted(orders, key=lambda o: o.name))
+    return RegistryRead(tuple(sorted(orders, key=lambda o: o.name)), revision)
 
 
 def _short(err: Exception) -> str:

@@ -3,7 +3,9 @@
 It adapts ``certfleet.acme`` to the engine's ``Provider`` seam, for one cluster:
 
 - ``list_orders`` / ``get_order`` read the order registry in the store (no CA request:
-  a sync with nothing to issue or renew talks to no CA);
+  a sync with nothing to issue or renew talks to no CA), held by ``expect_revision`` to
+  the revision the sync acted on last: a registry deleted, or older than that, is a
+  ``ProviderError`` (the cluster's listing fails, nothing is removed), never "no order";
 - ``submit_csr`` creates an ACME order for the CSR's names (its URL saved in the ACME
   state before anything else), with ``replaces`` naming the current certificate when the
   CA offers ARI, and the configured ``profile`` when the CA lists it; then answers the
@@ -85,6 +87,10 @@ class OrderSource(Protocol):
 
     def get(self, name: str) -> RegisteredOrder: ...
 
+    def hold(self, cluster: str, revision: int) -> None: ...
+
+    def revision(self, cluster: str) -> int: ...
+
 
 class AcmeProvider(Provider):
     """The ``Provider`` of one cluster in ACME mode (see the module docstring)."""
@@ -128,6 +134,13 @@ class AcmeProvider(Provider):
         approvals = {ident.value: ident.approval for ident in order.identifiers}
         self._approvals[order.name] = approvals
         return ProviderOrder(order.name, order.cluster, tuple(approvals))
+
+    def expect_revision(self, cluster: str, revision: int) -> None:
+        """Every later read of the registry refuses one older than ``revision`` (or gone)."""
+        self._registry.hold(cluster, revision)
+
+    def seen_revision(self, cluster: str) -> int:
+        return self._registry.revision(cluster)
 
     def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
         try:

@@ -14,6 +14,9 @@ The order of writes is what makes a crash at any instant safe:
    the nodes' acks were last checked: the fleet check, when due, is the run's last step
    before the state is saved (``fleetcheck``); just before it, a provider that keeps
    records of its own (the ACME state) drops those of removed orders (``forget_removed``).
+   The state also remembers the order source's revision the run acted on (the ACME
+   registry's), and the next run hands it to the provider before listing: a registry
+   deleted or put back to an older copy is then a listing failure, not a list of removals.
 
 The state is sealed with the sync-only secret (``certfleet.sync.sealing``); one sealed the
 old way is vouched for and rewritten first (``certfleet.sync.migration``). A failure of any
@@ -152,6 +155,7 @@ class ClusterRun:
             audit.check(stored, verify=self.verify_store)
             self.writer.step("audited")
         provider = self.open_provider()
+        provider.expect_revision(self.cluster, state.registry_revision)
         try:
             tally.count(provider_calls=1)
             listing: Sequence[ProviderOrder] | None = provider.list_orders(self.cluster)
@@ -161,7 +165,9 @@ class ClusterRun:
             listing = None
         self.writer.step("listed")
         if listing is not None:
+            self._remember_revision(state, provider)
             self._work(state, listing, now, provider)
+            self._remember_revision(state, provider)
         publisher = Publisher(
             ctx, self.writer, state, now, budget=budget, tally=tally, damaged=audit.damaged
         )
@@ -221,6 +227,11 @@ class ClusterRun:
         )
         issuer.generate(plan.issue, now)
         issuer.collect(plan.resume)
+
+    def _remember_revision(self, state: ClusterState, provider: Provider) -> None:
+        """Record the highest order source revision read (the next run holds it to that)."""
+        seen = provider.seen_revision(self.cluster)
+        state.registry_revision = max(state.registry_revision, seen)
 
     def _forget_removed(self, listing: Sequence[ProviderOrder], provider: Provider) -> None:
         """Let the provider drop what it keeps of removed orders (the ACME state's records),

@@ -23,11 +23,17 @@ Contract of a ``Provider``:
   when the listing succeeded (``listed``: the names it gave); the provider drops what it
   keeps of the cluster's orders that no longer exist (the ACME provider: its state records,
   after deactivating the authorizations of an ACME order left unfinished at the CA), never
-  of one listed or worked on in this run, and returns the names it dropped.
+  of one listed or worked on in this run, and returns the names it dropped;
+- ``expect_revision(cluster, revision)`` is called before the listing with the revision of
+  the cluster's order source (the ACME order registry) this sync acted on last (0: none);
+  from then on the provider refuses with ``ProviderError``, never with fewer orders or
+  ``ProviderNotFound``, a source that went back (deleted, or an older copy);
+  ``seen_revision(cluster)`` is the highest revision it read in this run, which the engine
+  remembers in the sync state. A provider without revisions answers 0.
 
 Every other failure (network, 5xx, refusal) is a ``ProviderError``.
 
-The last two have default bodies in ``Provider`` (no opinion, nothing kept): a provider that
+The last four have default bodies in ``Provider`` (no opinion, nothing kept): a provider that
 subclasses ``Provider`` explicitly, as the APIv3 one does, inherits them.
 """
 
@@ -103,3 +109,11 @@ class Provider(Protocol):
     def forget_removed(self, cluster: str, listed: Collection[str]) -> list[str]:
         """Nothing kept by default, so nothing to drop."""
         return []
+
+    def expect_revision(self, cluster: str, revision: int) -> None:
+        """No revisions by default: nothing to check."""
+        return None
+
+    def seen_revision(self, cluster: str) -> int:
+        """No revisions by default."""
+        return 0

@@ -15,7 +15,10 @@ every node holds. It records:
   object hash per index), the last ``head`` written, ``unreferenced`` objects with the
   time they stopped being referenced, when the store was last swept for orphans, and
   when the fleet's acks were last checked (``last_fleet_check``, ``fleetcheck``; absent
-  from states written before it existed: 0).
+  from states written before it existed: 0);
+- ``registry_revision``: the highest revision of the cluster's order registry (ACME mode)
+  this sync has acted on, so that a deleted registry or an older copy written back is
+  refused rather than read as removals (present only when above 0).
 
 Written only with ``put_if_absent`` / ``put_if_match``; saving state that did not change
 writes nothing. A state that the sync secret does not open is refused (``StateError``: that
@@ -120,6 +123,7 @@ class ClusterState:
     unreferenced: dict[str, int] = field(default_factory=dict)
     last_sweep: int = 0
     last_fleet_check: int = 0
+    registry_revision: int = 0
 
     @classmethod
     def new(cls) -> ClusterState:
@@ -156,6 +160,8 @@ class ClusterState:
             "last_sweep": self.last_sweep,
             "last_fleet_check": self.last_fleet_check,
         }
+        if self.registry_revision:  # absent at 0: a state without a registry encodes as before
+            document["registry_revision"] = self.registry_revision
         # "orders" sorts between the keys before it and those after it; neither side is empty
         before = _dumps({k: v for k, v in document.items() if k < "orders"})
         after = _dumps({k: v for k, v in document.items() if k > "orders"})
@@ -196,6 +202,7 @@ class ClusterState:
             unreferenced={k: int(t) for k, t in doc["unreferenced"].items()},
             last_sweep=int(doc["last_sweep"]),
             last_fleet_check=int(doc.get("last_fleet_check", 0)),
+            registry_revision=int(doc.get("registry_revision", 0)),
         )
 
 

@@ -59,6 +59,12 @@ class MemoryRegistry:
             raise NotFound(name)
         return self.orders[name]
 
+    def hold(self, cluster: str, revision: int) -> None:
+        """No revisions in memory: nothing can go back."""
+
+    def revision(self, cluster: str) -> int:
+        return 0
+
 
 def one_name_orders(*names: str) -> tuple[Order, ...]:
     """An order of cluster ``web`` for each name, with that one name approved by HTTP-01."""

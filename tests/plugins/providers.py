@@ -1,7 +1,7 @@
 """Provider doubles for the sync's tests.
 
 :class:`PassThroughProvider` hands every call of the sync's ``Provider`` interface to a real
-provider (``inner``, e.g. an ``ApiV3Provider`` on the sandbox), the two with default bodies
+provider (``inner``, e.g. an ``ApiV3Provider`` on the sandbox), the four with default bodies
 too; a test's double subclasses it and overrides only the calls it falsifies (an empty
 listing, an exception, a corrupted certificate), so the double names what it changes and
 nothing else.
@@ -40,3 +40,9 @@ class PassThroughProvider(Provider):
 
     def forget_removed(self, cluster: str, listed: Collection[str]) -> list[str]:
         return self.inner.forget_removed(cluster, listed)
+
+    def expect_revision(self, cluster: str, revision: int) -> None:
+        self.inner.expect_revision(cluster, revision)
+
+    def seen_revision(self, cluster: str) -> int:
+        return self.inner.seen_revision(cluster)
