@@ -7,13 +7,14 @@ the key is replaced it opens only while ``previous_signing_key`` names the old k
 conditional write; nothing else changes); the old key comes from ``previous_signing_key``,
 or from the signing key of ``--previous-config OLD``.
 
-``restore --cluster C`` rebuilds a cluster's registry that was deleted, or put back to an
-older copy (the sync refuses both, and removes nothing, until this is done), from what the
-sync state knows: each published order's and each pending key's order name and DNS names.
-An approval comes from the copy found when that copy has the name in that order, else it
-is the default of ``certfleet add`` (``dns`` for a ``*.`` name, ``http`` otherwise); the
-orders of the copy found that the sync has not tombstoned are kept too. The revision
-written continues from the one the sync acted on, so the next run accepts it.
+``restore --cluster C`` rebuilds a cluster's registry that was deleted, put back to an
+older copy, or made anew after a delete (the sync refuses all three, and removes nothing,
+until this is done), from what the sync state knows: each published order's and each
+pending key's order name and DNS names. An approval comes from the copy found when that
+copy has the name in that order, else it is the default of ``certfleet add`` (``dns`` for a
+``*.`` name, ``http`` otherwise); the orders of the copy found that the sync has not
+tombstoned are kept too. The revision written continues from the one the sync acted on, in
+the lineage it acted on, so the next run accepts it.
 """
 
 from __future__ import annotations
@@ -121,7 +122,9 @@ def run_restore(args: argparse.Namespace, ctx: Context) -> int:
     except RegistryError as err:
         ctx.note(f"{err}: it is replaced")
         found = None
-    if found is not None and found.revision and found.revision >= state.registry_revision:
+    lineage = state.registry_lineage
+    current = found is not None and found.revision >= max(1, state.registry_revision)
+    if found is not None and current and (not lineage or found.lineage == lineage):
         ctx.note(
             f"the order registry of cluster {cluster} is current (revision {found.revision}, "
             f"the sync acted on {state.registry_revision}): nothing to restore"
@@ -130,7 +133,7 @@ def run_restore(args: argparse.Namespace, ctx: Context) -> int:
             ctx.say(json.dumps({"cluster": cluster, "revision": found.revision, "restored": 0}))
         return 0
     orders = _rebuilt(cluster, state, () if found is None else found.orders)
-    written = registry.restore(cluster, orders, after=state.registry_revision)
+    written = registry.restore(cluster, orders, after=state.registry_revision, lineage=lineage)
     if args.json:
         ctx.say(
             json.dumps(

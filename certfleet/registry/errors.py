@@ -47,11 +47,17 @@ class RegistryContended(RegistryError):
 
 
 class RegistryRolledBack(RegistryError):
-    """The registry went back below the revision the sync acted on: deleted (no object),
-    or an older sealed copy written back by someone with write access to the store."""
+    """The registry went back below the revision the sync acted on: deleted (no object), an
+    older sealed copy written back by someone with write access to the store, or made anew
+    (another lineage) after a delete."""
 
-    def __init__(self, cluster: str, key: str, found: int, held: int) -> None:
-        what = "is missing (deleted)" if found == 0 else f"is at revision {found} (an old copy)"
+    def __init__(self, cluster: str, key: str, found: int, held: int, *, anew: bool) -> None:
+        if found == 0:
+            what = "is missing (deleted)"
+        elif anew:
+            what = f"was made anew (deleted, then written again: revision {found})"
+        else:
+            what = f"is at revision {found} (an old copy)"
         super().__init__(
             f"the order registry of cluster {cluster!r} ({key}) {what}, but this sync has "
             f"acted on its revision {held}: refused, nothing removed; rebuild it with "
@@ -60,3 +66,4 @@ class RegistryRolledBack(RegistryError):
         self.cluster = cluster
         self.found = found
         self.held = held
+        self.anew = anew

@@ -15,11 +15,14 @@ an object that does not open under the registry secret, or that does not parse, 
 
 Each object carries a ``revision``, raised by one on every write (an object written before
 revisions existed counts as revision 1, and gets 2 at its next write; no object is
-revision 0). A writer to the store cannot forge an object, but it can delete one or put
-back an older sealed copy: the sync therefore holds (``hold``) each cluster at the revision
-it acted on last, and a read of a held cluster that finds an older revision, or no object,
-raises :class:`RegistryRolledBack` instead of answering with fewer orders. ``restore``
-writes a lost registry again, with a revision above the one held.
+revision 0), and a ``lineage``: random, given by the write that creates the object (or
+first rewrites one of the older form) and kept by every later write. A writer to the store
+cannot forge an object, but it can delete one or put back an older sealed copy: the sync
+therefore holds (``hold``) each cluster at the revision and lineage it acted on last, and a
+read of a held cluster that finds an older revision, no object, or another lineage (one
+made anew after a delete, whatever its revision) raises :class:`RegistryRolledBack` instead
+of answering with fewer orders. ``restore`` writes a lost registry again, in the lineage
+held, with a revision above the one held.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import builtins
 import json
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +56,7 @@ IDENTITY = "/orders"
 VERSION = 1
 MAX_REGISTRY_BYTES = 32 * 1024 * 1024
 MAX_ATTEMPTS = 10
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 _T = TypeVar("_T")
 
@@ -87,10 +92,12 @@ class RegistryOrder:
 
 @dataclass(frozen=True)
 class RegistryRead:
-    """A cluster's registry as read: its orders (sorted by name) and revision (0: none)."""
+    """A cluster's registry as read: its orders (sorted by name), revision (0: no object)
+    and lineage ("": no object, or one written before lineages)."""
 
     orders: tuple[RegistryOrder, ...]
     revision: int
+    lineage: str = ""
 
 
 class OrderRegistry:
@@ -115,7 +122,7 @@ class OrderRegistry:
         self._clusters = tuple(validate_cluster_name(c) for c in clusters)
         self._clock = clock
         self._sleep = sleep
-        self._held: dict[str, int] = {}
+        self._held: dict[str, tuple[int, str]] = {}
 
     def __repr__(self) -> str:
         return f"OrderRegistry(store={self._store.url!r}, clusters={self._clusters!r})"
@@ -132,17 +139,18 @@ class OrderRegistry:
         """``cluster``'s orders and revision (0 and no orders when it has no object)."""
         return self._read(self._known(cluster))
 
-    def hold(self, cluster: str, revision: int) -> None:
+    def hold(self, cluster: str, revision: int, lineage: str = "") -> None:
         """From now on, refuse (:class:`RegistryRolledBack`) a read of ``cluster``'s registry
-        that finds a revision below ``revision`` or below any read since, or no object once
-        a revision above 0 is held: what the sync acted on cannot silently go back."""
+        that finds a revision below ``revision`` or below any read since, no object once a
+        revision above 0 is held, or a lineage other than ``lineage`` (when it is not ""):
+        what the sync acted on cannot silently go back."""
         cluster = self._known(cluster)
-        self._held[cluster] = max(self._held.get(cluster, 0), revision)
+        self._held[cluster] = (revision, lineage)
 
-    def revision(self, cluster: str) -> int:
-        """The highest revision of ``cluster``'s registry held or read since ``hold`` (0:
-        not held, or nothing seen)."""
-        return self._held.get(cluster, 0)
+    def revision(self, cluster: str) -> tuple[int, str]:
+        """The revision and lineage of ``cluster``'s registry held, or read since ``hold``
+        ((0, "") when it is not held)."""
+        return self._held.get(cluster, (0, ""))
 
     def get(self, name: str) -> RegistryOrder:
         """The order called ``name``, whichever cluster holds it; :class:`RegistryNotFound`."""
@@ -214,16 +222,19 @@ class OrderRegistry:
             if sealed.sealing == CURRENT:  # also when there is none
                 return len(found.orders)
             try:
-                sealed.save(_encode(found.orders, found.revision + 1))
+                sealed.save(_encode(found.orders, found.revision + 1, _lineage(found)))
             except PreconditionFailed:
                 continue
             return len(found.orders)
         raise RegistryContended(cluster, MAX_ATTEMPTS)
 
-    def restore(self, cluster: str, orders: Sequence[RegistryOrder], *, after: int) -> RegistryRead:
-        """Write ``orders`` as ``cluster``'s registry, whatever it holds now (nothing, or an
-        older copy), with a revision above both ``after`` (the one the sync acted on last)
-        and the stored one; conditional on what was read (:class:`RegistryContended`)."""
+    def restore(
+        self, cluster: str, orders: Sequence[RegistryOrder], *, after: int, lineage: str
+    ) -> RegistryRead:
+        """Write ``orders`` as ``cluster``'s registry, whatever it holds now (nothing, an
+        older copy, one made anew), in ``lineage`` (the one the sync acted on last; "": a
+        new one) with a revision above both ``after`` (the one the sync acted on last) and
+        the stored one; conditional on what was read (:class:`RegistryContended`)."""
         cluster = self._known(cluster)
         checked = sorted(
             (
@@ -248,7 +259,8 @@ class OrderRegistry:
             except RegistryError:
                 stored = None  # forged, foreign or garbage: replaced all the same
             revision = max(after, stored or 0) + 1
-            plain = _encode(checked, revision)
+            lineage = lineage or new_lineage()
+            plain = _encode(checked, revision, lineage)
             try:
                 if stored is None:
                     sealed.overwrite(plain)  # no writer could have read and changed it
@@ -256,7 +268,7 @@ class OrderRegistry:
                     sealed.save(plain)
             except PreconditionFailed:
                 continue
-            return RegistryRead(tuple(checked), revision)
+            return RegistryRead(tuple(checked), revision, lineage)
         raise RegistryContended(cluster, MAX_ATTEMPTS)
 
     # -- inside -------------------------------------------------------------------------
@@ -281,7 +293,7 @@ class OrderRegistry:
             if new is None:
                 return result
             try:
-                sealed.save(_encode(new, found.revision + 1))
+                sealed.save(_encode(new, found.revision + 1, _lineage(found)))
             except PreconditionFailed:
                 self._sleep(random.uniform(0, 0.02 * (attempt + 1)))  # noqa: S311 - jitter
                 continue
@@ -305,9 +317,13 @@ class OrderRegistry:
         held = self._held.get(cluster)
         if held is None:
             return found
-        if found.revision < held:
-            raise RegistryRolledBack(cluster, registry_key(cluster), found.revision, held)
-        self._held[cluster] = found.revision
+        revision, lineage = held
+        anew = bool(lineage) and found.revision > 0 and found.lineage != lineage
+        if found.revision < revision or anew:
+            raise RegistryRolledBack(
+                cluster, registry_key(cluster), found.revision, revision, anew=anew
+            )
+        self._held[cluster] = (found.revision, found.lineage or lineage)
         return found
 
     def _load(self, cluster: str, sealed: SealedObject) -> RegistryRead:
@@ -352,8 +368,23 @@ def _identifiers(identifiers: Sequence[Identifier]) -> tuple[Identifier, ...]:
     return tuple(found)
 
 
-def _encode(orders: Sequence[RegistryOrder], revision: int) -> bytes:
-    document = {"version": VERSION, "revision": revision, "orders": [o.to_json() for o in orders]}
+def new_lineage() -> str:
+    """A new registry lineage: 16 random hex digits."""
+    return secrets.token_hex(8)
+
+
+def _lineage(found: RegistryRead) -> str:
+    """The lineage a write of ``found`` keeps (a new one for a new or older-form object)."""
+    return found.lineage or new_lineage()
+
+
+def _encode(orders: Sequence[RegistryOrder], revision: int, lineage: str) -> bytes:
+    document = {
+        "version": VERSION,
+        "revision": revision,
+        "lineage": lineage,
+        "orders": [o.to_json() for o in orders],
+    }
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -364,6 +395,9 @@ def _decode(plain: bytes, cluster: str) -> RegistryRead:
     revision = document.get("revision", 1)  # written before revisions: the first
     if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
         raise TypeError("revision is not a positive integer")
+    lineage = document.get("lineage", "")
+    if not isinstance(lineage, str) or len(lineage) > 64 or set(lineage) - _HEX_DIGITS:
+        raise TypeError("lineage is not a short hex string")
     raw_orders = document["orders"]
     if not isinstance(raw_orders, list):
         raise TypeError("orders is not a list")
@@ -391,7 +425,7 @@ def _decode(plain: bytes, cluster: str) -> RegistryRead:
     names = [o.name for o in orders]
     if len(set(names)) != len(names):
         raise ValueError("an order name appears twice")
-    return RegistryRead(tuple(sorted(orders, key=lambda o: o.name)), revision)
+    return RegistryRead(tuple(sorted(orders, key=lambda o: o.name)), revision, lineage)
 
 
 def _short(err: Exception) -> str:

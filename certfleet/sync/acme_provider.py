@@ -4,7 +4,7 @@ It adapts ``certfleet.acme`` to the engine's ``Provider`` seam, for one cluster:
 
 - ``list_orders`` / ``get_order`` read the order registry in the store (no CA request:
   a sync with nothing to issue or renew talks to no CA), held by ``expect_revision`` to
-  the revision the sync acted on last: a registry deleted, or older than that, is a
+  the revision the sync acted on last: a registry deleted, older, or made anew, is a
   ``ProviderError`` (the cluster's listing fails, nothing is removed), never "no order";
 - ``submit_csr`` creates an ACME order for the CSR's names (its URL saved in the ACME
   state before anything else), with ``replaces`` naming the current certificate when the
@@ -50,6 +50,7 @@ from certfleet.sync.provider import (
     ProviderError,
     ProviderNotFound,
     ProviderOrder,
+    SourceRevision,
 )
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,9 @@ class OrderSource(Protocol):
 
     def get(self, name: str) -> RegisteredOrder: ...
 
-    def hold(self, cluster: str, revision: int) -> None: ...
+    def hold(self, cluster: str, revision: int, lineage: str = "") -> None: ...
 
-    def revision(self, cluster: str) -> int: ...
+    def revision(self, cluster: str) -> tuple[int, str]: ...
 
 
 class AcmeProvider(Provider):
@@ -135,12 +136,13 @@ class AcmeProvider(Provider):
         self._approvals[order.name] = approvals
         return ProviderOrder(order.name, order.cluster, tuple(approvals))
 
-    def expect_revision(self, cluster: str, revision: int) -> None:
-        """Every later read of the registry refuses one older than ``revision`` (or gone)."""
-        self._registry.hold(cluster, revision)
+    def expect_revision(self, cluster: str, revision: SourceRevision) -> None:
+        """Every later read of the registry refuses one older than ``revision``, gone, or of
+        another lineage."""
+        self._registry.hold(cluster, revision.number, revision.lineage)
 
-    def seen_revision(self, cluster: str) -> int:
-        return self._registry.revision(cluster)
+    def seen_revision(self, cluster: str) -> SourceRevision:
+        return SourceRevision(*self._registry.revision(cluster))
 
     def list_orders(self, cluster: str) -> Sequence[ProviderOrder]:
         try:

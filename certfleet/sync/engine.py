@@ -56,7 +56,13 @@ from certfleet.sync.layout import bundle_key, pending_key
 from certfleet.sync.lease import Lease
 from certfleet.sync.migration import migrate
 from certfleet.sync.plan import plan_cluster
-from certfleet.sync.provider import Provider, ProviderError, ProviderNotFound, ProviderOrder
+from certfleet.sync.provider import (
+    Provider,
+    ProviderError,
+    ProviderNotFound,
+    ProviderOrder,
+    SourceRevision,
+)
 from certfleet.sync.publisher import Publisher
 from certfleet.sync.sealing import CURRENT
 from certfleet.sync.settings import ClusterPolicy, SyncSettings
@@ -155,7 +161,9 @@ class ClusterRun:
             audit.check(stored, verify=self.verify_store)
             self.writer.step("audited")
         provider = self.open_provider()
-        provider.expect_revision(self.cluster, state.registry_revision)
+        provider.expect_revision(
+            self.cluster, SourceRevision(state.registry_revision, state.registry_lineage)
+        )
         try:
             tally.count(provider_calls=1)
             listing: Sequence[ProviderOrder] | None = provider.list_orders(self.cluster)
@@ -229,9 +237,13 @@ class ClusterRun:
         issuer.collect(plan.resume)
 
     def _remember_revision(self, state: ClusterState, provider: Provider) -> None:
-        """Record the highest order source revision read (the next run holds it to that)."""
+        """Record where the order source stood at its last read (the next run holds it to
+        that); a provider refuses a source that went back, so this never goes down."""
         seen = provider.seen_revision(self.cluster)
-        state.registry_revision = max(state.registry_revision, seen)
+        if seen.number > state.registry_revision:
+            state.registry_revision = seen.number
+        if seen.lineage:
+            state.registry_lineage = seen.lineage
 
     def _forget_removed(self, listing: Sequence[ProviderOrder], provider: Provider) -> None:
         """Let the provider drop what it keeps of removed orders (the ACME state's records),

@@ -24,12 +24,13 @@ Contract of a ``Provider``:
   keeps of the cluster's orders that no longer exist (the ACME provider: its state records,
   after deactivating the authorizations of an ACME order left unfinished at the CA), never
   of one listed or worked on in this run, and returns the names it dropped;
-- ``expect_revision(cluster, revision)`` is called before the listing with the revision of
-  the cluster's order source (the ACME order registry) this sync acted on last (0: none);
-  from then on the provider refuses with ``ProviderError``, never with fewer orders or
-  ``ProviderNotFound``, a source that went back (deleted, or an older copy);
-  ``seen_revision(cluster)`` is the highest revision it read in this run, which the engine
-  remembers in the sync state. A provider without revisions answers 0.
+- ``expect_revision(cluster, revision)`` is called before the listing with the
+  ``SourceRevision`` of the cluster's order source (the ACME order registry) this sync
+  acted on last (number 0: none); from then on the provider refuses with
+  ``ProviderError``, never with fewer orders or ``ProviderNotFound``, a source that went
+  back (deleted, an older copy, or one made anew: another lineage);
+  ``seen_revision(cluster)`` is where the source stood at the last read of this run, which
+  the engine remembers in the sync state. A provider without revisions answers number 0.
 
 Every other failure (network, 5xx, refusal) is a ``ProviderError``.
 
@@ -79,6 +80,15 @@ class ProviderOrder:
 
 
 @dataclass(frozen=True)
+class SourceRevision:
+    """Where a cluster's order source stands: its revision number, raised by every write
+    (0: none seen), and its lineage, kept by every write since it was made ("": none)."""
+
+    number: int = 0
+    lineage: str = ""
+
+
+@dataclass(frozen=True)
 class IssuedCert:
     """An issued certificate: leaf, intermediates in order, Unix-second validity."""
 
@@ -110,10 +120,10 @@ class Provider(Protocol):
         """Nothing kept by default, so nothing to drop."""
         return []
 
-    def expect_revision(self, cluster: str, revision: int) -> None:
+    def expect_revision(self, cluster: str, revision: SourceRevision) -> None:
         """No revisions by default: nothing to check."""
         return None
 
-    def seen_revision(self, cluster: str) -> int:
+    def seen_revision(self, cluster: str) -> SourceRevision:
         """No revisions by default."""
-        return 0
+        return SourceRevision()

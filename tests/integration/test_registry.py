@@ -1,6 +1,7 @@
 """certfleet.registry on a file:// store and on SeaweedFS: the order calls, conditional writes
 under concurrent writers, the sealing (a node's forgery or a foreign secret is refused), and
-what the untrusted store sees (no order or DNS name in a key or in the bytes)."""
+what the untrusted store sees (no order or DNS name in a key or in the bytes); the
+revision every write raises, and a held registry refusing a delete or an older copy."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from certfleet.registry import (
     OrderRegistry,
     RegistryError,
     RegistryNotFound,
+    RegistryOrder,
+    RegistryRolledBack,
     UnknownCluster,
     registry_key,
 )
@@ -184,3 +187,75 @@ def test_after_a_signing_key_rotation_reseal_makes_the_registry_open_again(
     assert rotated.reseal("web") == 1  # already resealed: left as it is
     with pytest.raises(RegistryError):
         registry(store).list("web")  # the old secret opens it no more
+
+
+def test_every_write_raises_the_revision_and_a_held_registry_cannot_go_back(
+    store: Store,
+) -> None:
+    orders = registry(store)
+    assert orders.read("web").revision == 0  # no object
+    orders.create("web", [HTTP])
+    assert orders.read("web").revision == 1
+    orders.set_identifiers("example.com", [HTTP, WWW])
+    orders.set_identifiers("example.com", [HTTP, WWW])  # unchanged: no write
+    assert orders.read("web").revision == 2
+    copy = store.get("v1/sync/orders/web", max_bytes=1 << 20).data
+    orders.create("web", [Identifier("c.example", "http")])
+    orders.delete("c.example")
+    assert orders.read("web").revision == 4
+
+    lineage = orders.read("web").lineage
+    assert len(lineage) == 16 and lineage == registry(store).read("web").lineage  # kept
+    sync = registry(store)
+    sync.hold("web", 4, lineage)
+    assert [o.name for o in sync.list("web")] == ["example.com"]
+    assert sync.revision("web") == (4, lineage)
+    orders.create("web", [Identifier("d.example", "http")])
+    sync.list("web")
+    assert sync.revision("web") == (5, lineage)  # held at the last read since
+    store.put("v1/sync/orders/web", copy)  # an older copy, written back
+    with pytest.raises(RegistryRolledBack, match=r"revision 2 \(an old copy\)") as old:
+        sync.list("web")
+    assert (old.value.found, old.value.held) == (2, 5)
+    assert "v1/sync/orders/web" in str(old.value) and "registry restore" in str(old.value)
+    store.delete("v1/sync/orders/web")
+    with pytest.raises(RegistryRolledBack, match="missing"):
+        sync.get("example.com")  # never "no such order"
+    assert orders.list("web") == ()  # not held: as before, no object is no order
+    for index in range(6):  # made anew by the order API, up to a higher revision
+        orders.create("web", [Identifier(f"n{index}.example", "http")])
+    assert orders.read("web").revision == 6
+    with pytest.raises(RegistryRolledBack, match="made anew") as anew:
+        sync.list("web")
+    assert anew.value.anew
+
+    restored = sync.restore("web", [orders_of(HTTP)], after=5, lineage=lineage)
+    assert (restored.revision, restored.lineage) == (7, lineage)
+    assert [o.name for o in sync.list("web")] == ["example.com"]
+    store.put("v1/sync/orders/web", b"garbage a node wrote")
+    assert sync.restore("web", [orders_of(WWW)], after=7, lineage=lineage).revision == 8
+    assert sync.get("www.example.com").dns_names == ("www.example.com",)
+
+
+def test_a_registry_without_revision_reads_as_the_first_and_gets_one_at_its_next_write(
+    store: Store,
+) -> None:
+    old = {"version": 1, "orders": []}
+    store.put(
+        "v1/sync/orders/web", seal("registry", "web", "/orders", json.dumps(old).encode(), [SECRET])
+    )
+    orders = registry(store)
+    assert (orders.read("web").revision, orders.read("web").lineage) == (1, "")
+    orders.create("web", [HTTP])
+    assert orders.read("web").revision == 2 and orders.read("web").lineage  # given one
+    sealed = {"version": 1, "revision": 0, "orders": []}
+    store.put(
+        "v1/sync/orders/web",
+        seal("registry", "web", "/orders", json.dumps(sealed).encode(), [SECRET]),
+    )
+    with pytest.raises(RegistryError, match="revision is not a positive integer"):
+        orders.list("web")
+
+
+def orders_of(ident: Identifier) -> RegistryOrder:
+    return RegistryOrder(ident.value, "web", (ident,), 1, 1)

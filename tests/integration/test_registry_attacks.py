@@ -33,7 +33,7 @@ from certfleet.sandbox.ca import SandboxCa
 from certfleet.store import Store, open_store
 from certfleet.sync import IssuedCert, Provider, acme_wiring
 from certfleet.sync.keypair import spki_hash
-from certfleet.sync.provider import ProviderNotFound
+from certfleet.sync.provider import ProviderError, ProviderNotFound, SourceRevision
 from certfleet.sync.runner import run_sync
 from certfleet.sync.sealing import SyncKeys
 from certfleet.sync.state import ClusterState, StateStore
@@ -178,6 +178,28 @@ def test_a_deleted_registry_is_refused_and_restore_brings_it_back(world: World) 
     assert code == 0 and "nothing to restore" in err
 
 
+def test_a_registry_made_anew_after_a_delete_is_refused_and_restore_merges_it(
+    world: World,
+) -> None:
+    _published(world)
+    world.store.delete(registry_key("web"))
+    for name in ("p", "q", "r"):  # the order API goes on writing: a new registry, revision 3
+        world.registry.create("web", _http(f"{name}.example"), name=name)
+    assert world.registry.read("web").revision > world.state("web").registry_revision
+    refused = world.sync()
+    assert set(refused.errors) == {"cluster:web"}
+    assert "made anew" in refused.errors["cluster:web"] and refused.tombstones == 0
+    assert sorted(world.state("web").orders) == ["a", "b"]
+
+    code, out, err = world.cli("registry", "restore", "--cluster", "web", "--json")
+    assert code == 0, err
+    assert json.loads(out)["orders"] == ["a", "b", "p", "q", "r"]
+    assert world.registry.read("web").lineage == world.state("web").registry_lineage
+    after = world.sync()
+    assert after.ok, after.errors
+    assert (after.tombstones, after.certificates_published) == (0, 3)  # only p, q and r
+
+
 def test_a_replayed_older_copy_is_refused_and_restore_keeps_the_newer_orders(
     world: World,
 ) -> None:
@@ -239,3 +261,22 @@ def test_restore_refuses_a_cluster_without_a_registry(world: World) -> None:
     code, _, err = world.cli("registry", "restore", "--cluster", "elsewhere")
     assert code == 2
     assert "elsewhere" in err and "web, mail" in err
+
+
+def test_a_registry_deleted_after_the_listing_is_an_error_of_the_order_never_not_found(
+    world: World,
+) -> None:
+    world.registry.create("web", _http("a.example"), name="a")
+    provider = acme_wiring.open_acme_provider(world.config, "web", world.store)
+    try:
+        lineage = world.registry.read("web").lineage
+        provider.expect_revision("web", SourceRevision(1, lineage))
+        assert [o.name for o in provider.list_orders("web")] == ["a"]
+        assert provider.seen_revision("web") == SourceRevision(1, lineage)
+        world.store.delete(registry_key("web"))
+        with pytest.raises(ProviderError) as caught:
+            provider.get_order("a")
+        assert not isinstance(caught.value, ProviderNotFound)
+        assert "missing" in str(caught.value)
+    finally:
+        provider.close()  # type: ignore[attr-defined]

@@ -59,11 +59,11 @@ class MemoryRegistry:
             raise NotFound(name)
         return self.orders[name]
 
-    def hold(self, cluster: str, revision: int) -> None:
+    def hold(self, cluster: str, revision: int, lineage: str = "") -> None:
         """No revisions in memory: nothing can go back."""
 
-    def revision(self, cluster: str) -> int:
-        return 0
+    def revision(self, cluster: str) -> tuple[int, str]:
+        return (0, "")
 
 
 def one_name_orders(*names: str) -> tuple[Order, ...]:

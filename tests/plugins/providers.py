@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Optional
 
-from certfleet.sync.provider import IssuedCert, Provider, ProviderOrder
+from certfleet.sync.provider import IssuedCert, Provider, ProviderOrder, SourceRevision
 
 
 class PassThroughProvider(Provider):
@@ -41,8 +41,8 @@ class PassThroughProvider(Provider):
     def forget_removed(self, cluster: str, listed: Collection[str]) -> list[str]:
         return self.inner.forget_removed(cluster, listed)
 
-    def expect_revision(self, cluster: str, revision: int) -> None:
+    def expect_revision(self, cluster: str, revision: SourceRevision) -> None:
         self.inner.expect_revision(cluster, revision)
 
-    def seen_revision(self, cluster: str) -> int:
+    def seen_revision(self, cluster: str) -> SourceRevision:
         return self.inner.seen_revision(cluster)
