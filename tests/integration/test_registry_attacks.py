@@ -20,7 +20,6 @@ from typing import Any, Optional
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 pytest.importorskip("acme", reason="the ACME provider needs certbot's acme (Python >= 3.10)")
 
@@ -32,12 +31,12 @@ from certfleet.registry import Identifier, OrderRegistry, registry_key
 from certfleet.sandbox.ca import SandboxCa
 from certfleet.store import Store, open_store
 from certfleet.sync import IssuedCert, Provider, acme_wiring
-from certfleet.sync.keypair import spki_hash
 from certfleet.sync.provider import ProviderError, ProviderNotFound, SourceRevision
 from certfleet.sync.runner import run_sync
 from certfleet.sync.sealing import SyncKeys
 from certfleet.sync.state import ClusterState, StateStore
 from certfleet.sync.summary import RunSummary
+from tests.plugins.providers import sign_csr
 
 
 class InProcessCa:
@@ -50,22 +49,11 @@ class InProcessCa:
 
     def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
         csr = x509.load_pem_x509_csr(csr_pem)
-        key = csr.public_key()
-        assert isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey))
-        names = [
-            str(n.value)
-            for n in csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        ]
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         now = datetime.datetime.now(datetime.timezone.utc)
-        leaf = self.ca.issue(key, names, now, datetime.timedelta(days=90))
-        self.issued[order_name] = IssuedCert(
-            leaf.crt_pem.encode(),
-            tuple(pem.encode() for pem in self.ca.chain_pem),
-            format(leaf.serial, "x"),
-            int(leaf.not_before.timestamp()),
-            int(leaf.not_after.timestamp()),
-        )
-        return spki_hash(key)
+        names = [str(name.value) for name in san]
+        pubkey_hash, self.issued[order_name] = sign_csr(self.ca, csr_pem, names, now)
+        return pubkey_hash
 
     def fetch_certificate(
         self, order_name: str, pubkey_hash: str, *, wait: float

@@ -4,15 +4,39 @@
 provider (``inner``, e.g. an ``ApiV3Provider`` on the sandbox), the four with default bodies
 too; a test's double subclasses it and overrides only the calls it falsifies (an empty
 listing, an exception, a corrupted certificate), so the double names what it changes and
-nothing else.
+nothing else. :func:`sign_csr` is the in-process issuance of the doubles that stand in
+for a CA.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Collection, Mapping, Sequence
 from typing import Optional
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from certfleet.sandbox.ca import SandboxCa
+from certfleet.sync.keypair import spki_hash
 from certfleet.sync.provider import IssuedCert, Provider, ProviderOrder, SourceRevision
+
+
+def sign_csr(
+    ca: SandboxCa, csr_pem: bytes, names: Sequence[str], now: datetime.datetime
+) -> tuple[str, IssuedCert]:
+    """The CSR's public key hash and a 90-day certificate for ``names`` signed by ``ca``."""
+    key = x509.load_pem_x509_csr(csr_pem).public_key()
+    assert isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey))
+    leaf = ca.issue(key, list(names), now, datetime.timedelta(days=90))
+    issued = IssuedCert(
+        leaf.crt_pem.encode(),
+        tuple(pem.encode() for pem in ca.chain_pem),
+        format(leaf.serial, "x"),
+        int(leaf.not_before.timestamp()),
+        int(leaf.not_after.timestamp()),
+    )
+    return spki_hash(key), issued
 
 
 class PassThroughProvider(Provider):

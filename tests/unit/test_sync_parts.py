@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certfleet.bundle import ClusterSecret, SigningKey, verify_head
 from certfleet.config import ClusterSyncConfig, SyncConfig
@@ -24,7 +22,6 @@ from certfleet.sync.engine import ClusterRun
 from certfleet.sync.fleetcheck import FleetCheck
 from certfleet.sync.headseen import HeadSeen, read_head
 from certfleet.sync.issuer import Issuer
-from certfleet.sync.keypair import spki_hash
 from certfleet.sync.layout import bundle_key, head_key, pending_prefix
 from certfleet.sync.plan import Issue
 from certfleet.sync.provider import ProviderNotFound
@@ -32,6 +29,7 @@ from certfleet.sync.publisher import Publisher
 from certfleet.sync.state import ClusterState
 from certfleet.sync.summary import RunTally
 from certfleet.sync.writer import RunWriter
+from tests.plugins.providers import sign_csr
 
 CLUSTER = "parts"
 NOW = 1_790_000_000
@@ -65,20 +63,10 @@ class InProcessProvider(Provider):
         return self.orders[name]
 
     def submit_csr(self, order_name: str, csr_pem: bytes) -> str:
-        csr = x509.load_pem_x509_csr(csr_pem)
-        key = csr.public_key()
-        assert isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey))
         now = datetime.datetime.fromtimestamp(NOW, datetime.timezone.utc)
-        names = list(self.orders[order_name].dns_names)
-        leaf = self.ca.issue(key, names, now, datetime.timedelta(days=90))
-        self.issued[order_name] = IssuedCert(
-            leaf.crt_pem.encode(),
-            tuple(pem.encode() for pem in self.ca.chain_pem),
-            format(leaf.serial, "x"),
-            int(leaf.not_before.timestamp()),
-            int(leaf.not_after.timestamp()),
-        )
-        return spki_hash(key)
+        names = self.orders[order_name].dns_names
+        pubkey_hash, self.issued[order_name] = sign_csr(self.ca, csr_pem, names, now)
+        return pubkey_hash
 
     def fetch_certificate(
         self, order_name: str, pubkey_hash: str, *, wait: float = 0.0
