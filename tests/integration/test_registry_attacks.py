@@ -27,7 +27,7 @@ from certfleet.bundle import ClusterSecret, SigningKey, seal
 from certfleet.cli import main
 from certfleet.config.accountkey import account_key_text, generate_account_key
 from certfleet.config.sync import SyncConfig, load_sync_config
-from certfleet.registry import Identifier, OrderRegistry, registry_key
+from certfleet.registry import Identifier, OrderRegistry, RegistryOrder, registry_key
 from certfleet.sandbox.ca import SandboxCa
 from certfleet.store import Store, open_store
 from certfleet.sync import IssuedCert, Provider, acme_wiring
@@ -219,18 +219,8 @@ def test_a_registry_without_revision_is_read_and_upgraded_at_its_next_write(
     world: World,
 ) -> None:
     secret = world.config.signing_key.sync_secret("registry")
-    old = {
-        "version": 1,
-        "orders": [
-            {
-                "name": "a",
-                "cluster": "web",
-                "identifiers": [{"value": "a.example", "approval": "http"}],
-                "created_at": 1,
-                "updated_at": 1,
-            }
-        ],
-    }
+    order = RegistryOrder("a", "web", tuple(_http("a.example")), 1, 1)
+    old = {"version": 1, "orders": [order.to_json()]}  # as written before revisions
     old_copy = seal("registry", "web", "/orders", json.dumps(old).encode(), [secret])
     world.store.put(registry_key("web"), old_copy)
     assert world.registry.read("web").revision == 1  # read as the first revision
