@@ -26,7 +26,7 @@ from typing import Any
 
 from certfleet.bundle import ClusterSecret
 from certfleet.cli.context import Context
-from certfleet.cli.errors import UsageError
+from certfleet.cli.errors import CliError, UsageError
 from certfleet.config.sync import SyncConfig, load_sync_config
 from certfleet.errors import printable
 from certfleet.orders.request import is_wildcard
@@ -39,6 +39,7 @@ from certfleet.registry import (
 )
 from certfleet.registry.mode import acme_clusters, previous_registry_secrets, registry_secret
 from certfleet.store import Store, open_store
+from certfleet.sync.layout import state_key
 from certfleet.sync.sealing import SyncKeys
 from certfleet.sync.state import ClusterState, StateStore
 
@@ -154,10 +155,17 @@ def run_restore(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _sync_state(config: SyncConfig, store: Store, cluster: str) -> ClusterState:
-    """The sync's state of ``cluster`` (opened as the sync opens it)."""
+    """The sync's state of ``cluster`` (opened as the sync opens it); CliError without one."""
     policy = next(c for c in config.clusters if c.name == cluster)
-    keys = SyncKeys.of(config, policy.secrets)
-    return StateStore(store, cluster, keys).load(now_ms=int(time.time() * 1000), accept_old=True)
+    states = StateStore(store, cluster, SyncKeys.of(config, policy.secrets))
+    state = states.load(now_ms=int(time.time() * 1000), accept_old=True)
+    if not states.found:
+        raise CliError(
+            f"the sync state of cluster {cluster} ({state_key(cluster)}) is missing too: "
+            "there is nothing to rebuild the registry from; place the orders again "
+            f"(certfleet add --cluster {cluster} ...): the sync accepts the registry they make"
+        )
+    return state
 
 
 def _rebuilt(

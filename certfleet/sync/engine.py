@@ -16,7 +16,8 @@ The order of writes is what makes a crash at any instant safe:
    records of its own (the ACME state) drops those of removed orders (``forget_removed``).
    The state also remembers the order source's revision the run acted on (the ACME
    registry's), and the next run hands it to the provider before listing: a registry
-   deleted or put back to an older copy is then a listing failure, not a list of removals.
+   deleted, put back to an older copy or made anew is then a listing failure, not a list
+   of removals (with no state at all but a head this sync signed, revision 1 at least).
 
 The state is sealed with the sync-only secret (``certfleet.sync.sealing``); one sealed the
 old way is vouched for and rewritten first (``certfleet.sync.migration``). A failure of any
@@ -136,6 +137,8 @@ class ClusterRun:
         clock = self.ctx.clock
         now = int(clock())
         state = self.states.load(now_ms=int(clock() * 1000), accept_old=True)
+        # no state, but a head this sync signed: the state was deleted (or lost)
+        lost = not self.states.found and seen.signed and seen.head is not None
         if self.states.sealing != CURRENT:
             migrate(
                 self.store, self.cluster, self.ctx.keys, state,
@@ -145,14 +148,20 @@ class ClusterRun:
             self.writer.step("migrated")
         self.writer.step("loaded")
         try:
-            self._work_and_publish(state, seen, now)
+            if not self._work_and_publish(state, seen, now, lost=lost):
+                return  # nothing to stand on: neither head nor state is written
         except Exception:
             self._keep(state)
             raise
         self.states.save(state)
         self.writer.step("saved")
 
-    def _work_and_publish(self, state: ClusterState, seen: HeadSeen, now: int) -> None:
+    def _work_and_publish(
+        self, state: ClusterState, seen: HeadSeen, now: int, *, lost: bool
+    ) -> bool:
+        """The run's work; False when it stopped before publishing anything: the state was
+        ``lost`` (a head this sync signed, no state) and the listing failed, so a head made
+        from the fresh state would drop every published order."""
         ctx, budget, tally = self.ctx, self.budget, self.tally
         audit = Audit(ctx, self.store, state, now, budget=budget, tally=tally)
         stored: frozenset[str] | None = None
@@ -161,9 +170,10 @@ class ClusterRun:
             audit.check(stored, verify=self.verify_store)
             self.writer.step("audited")
         provider = self.open_provider()
-        provider.expect_revision(
-            self.cluster, SourceRevision(state.registry_revision, state.registry_lineage)
-        )
+        # where the order source must stand at least: as the state remembers it, or, with
+        # the state lost, at revision 1 (an ACME registry existed: a missing one is refused)
+        floor = SourceRevision(state.registry_revision, state.registry_lineage)
+        provider.expect_revision(self.cluster, SourceRevision(1) if lost else floor)
         try:
             tally.count(provider_calls=1)
             listing: Sequence[ProviderOrder] | None = provider.list_orders(self.cluster)
@@ -171,6 +181,10 @@ class ClusterRun:
             log.warning("cluster %s: listing failed, nothing removed: %s", self.cluster, err)
             tally.error(f"cluster:{self.cluster}", err)
             listing = None
+            if lost:
+                log.warning("cluster %s: no sync state and no listing: nothing published, "
+                            "the head in the store stays", self.cluster)  # fmt: skip
+                return False
         self.writer.step("listed")
         if listing is not None:
             self._remember_revision(state, provider)
@@ -195,6 +209,7 @@ class ClusterRun:
             checked = False
         if checked:
             self.writer.step("fleet-checked")
+        return True
 
     def _keep(self, state: ClusterState) -> None:
         """After a failure of any kind mid-run, save what the state records: each record

@@ -269,6 +269,12 @@ class StateStore:
         )
 
     @property
+    def found(self) -> bool:
+        """True when the last ``load`` (or a ``save`` since) found a stored state; False
+        when ``load`` made a fresh one."""
+        return self._object.etag is not None
+
+    @property
     def sealing(self) -> str:
         """How the state loaded last was sealed (``certfleet.sync.sealing``)."""
         return self._object.sealing

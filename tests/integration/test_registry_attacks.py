@@ -31,6 +31,7 @@ from certfleet.registry import Identifier, OrderRegistry, RegistryOrder, registr
 from certfleet.sandbox.ca import SandboxCa
 from certfleet.store import Store, open_store
 from certfleet.sync import IssuedCert, Provider, acme_wiring
+from certfleet.sync.layout import head_key, state_key
 from certfleet.sync.provider import ProviderError, ProviderNotFound, SourceRevision
 from certfleet.sync.runner import run_sync
 from certfleet.sync.sealing import SyncKeys
@@ -258,3 +259,26 @@ def test_a_registry_deleted_after_the_listing_is_an_error_of_the_order_never_not
         assert "missing" in str(caught.value)
     finally:
         provider.close()  # type: ignore[attr-defined]
+
+
+def test_with_the_sync_state_deleted_too_the_published_head_stays(world: World) -> None:
+    _published(world)
+    generation = world.sync().generations["web"]
+    head = world.store.get(head_key("web"), max_bytes=1 << 20).data
+    world.store.delete(registry_key("web"))
+    world.store.delete(state_key("web"))  # the remembered revision goes with it
+
+    refused = world.sync()
+    assert set(refused.errors) == {"cluster:web"} and "missing" in refused.errors["cluster:web"]
+    assert "web" not in refused.generations
+    assert world.store.get(head_key("web"), max_bytes=1 << 20).data == head  # not replaced
+    assert list(world.store.list(state_key("web"))) == []  # nor a fresh state saved
+    code, _, err = world.cli("registry", "restore", "--cluster", "web")
+    assert code == 1
+    assert "v1/sync/state/web" in err and "place the orders again" in err
+
+    world.registry.create("web", _http("a.example", "www.a.example"), name="a")  # placed again
+    accepted = world.sync()
+    assert accepted.ok, accepted.errors
+    assert accepted.generations["web"] > generation
+    assert sorted(world.state("web").orders) == ["a"]
