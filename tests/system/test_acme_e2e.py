@@ -2,7 +2,9 @@
 acme``, ``clusters add``, an order in the registry (an HTTP-01 name and a wildcard by
 DNS-01 is the DNS suite's; here two HTTP-01 names), ``certfleet sync --once`` against
 pebble (nonce rejection on) with nginx answering HTTP-01 statelessly, ``certfleet-agent
---once`` installing it, and the installed chain verified against pebble's root."""
+--once`` installing it, and the installed chain verified against pebble's root; then the registry
+deleted as a node with store write access would: the sync refuses it (exit 1, nothing
+removed) until ``certfleet registry restore``, after which it has nothing to do."""
 
 from __future__ import annotations
 
@@ -72,5 +74,25 @@ def test_init_sync_and_agent_install_a_certificate_from_pebble(
         # a second sync has nothing to do and reports no error
         again = _run(certfleet, "sync", "--config", str(sync_conf), "--json").stdout
         assert '"certificates_published": 0' in again
+
+        # a node with write access deletes the registry: refused, nothing removed
+        store = open_store(store_url)
+        store.delete(registry.registry_key("web"))
+        refused = subprocess.run(
+            [certfleet, "sync", "--config", str(sync_conf), "--json"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert refused.returncode == 1
+        assert "v1/sync/orders/web" in refused.stderr and "registry restore" in refused.stderr
+        assert '"tombstones": 0' in refused.stdout
+        _run(agent, "--config", str(node_conf), "--once")
+        status = _run(agent, "--config", str(node_conf), "--status").stdout
+        assert NAMES[0] in status and "removed upstream" not in status
+        assert (installed / "rsa.crt.pem").exists()
+        restored = _run(certfleet, "registry", "restore", "--cluster", "web", "--config",
+                        str(sync_conf)).stdout  # fmt: skip
+        assert "with 1 orders" in restored
+        after = _run(certfleet, "sync", "--config", str(sync_conf), "--json").stdout
+        assert '"csrs_submitted": 0' in after and '"tombstones": 0' in after
     finally:
         nginx.stop()
