@@ -10,11 +10,12 @@ or from the signing key of ``--previous-config OLD``.
 ``restore --cluster C`` rebuilds a cluster's registry that was deleted, put back to an
 older copy, or made anew after a delete (the sync refuses all three, and removes nothing,
 until this is done), from what the sync state knows: each published order's and each
-pending key's order name and DNS names. An approval comes from the copy found when that
-copy has the name in that order, else it is the default of ``certfleet add`` (``dns`` for a
-``*.`` name, ``http`` otherwise); the orders of the copy found that the sync has not
-tombstoned are kept too. The revision written continues from the one the sync acted on, in
-the lineage it acted on, so the next run accepts it.
+pending key's order name and DNS names; when the sync state was deleted too, from the head
+the sync signed (each published order's bundle names its DNS names). An approval comes
+from the copy found when that copy has the name in that order, else it is the default of
+``certfleet add`` (``dns`` for a ``*.`` name, ``http`` otherwise); the orders of the copy
+found that the sync has not tombstoned are kept too. The revision written continues from
+the one the sync acted on, in the lineage it acted on, so the next run accepts it.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from certfleet.bundle import ClusterSecret
+from certfleet.bundle import ClusterSecret, Head, open_bundle, open_shard
+from certfleet.bundle.layout import bundle_key, shard_key
 from certfleet.cli.context import Context
 from certfleet.cli.errors import CliError, UsageError
 from certfleet.config.sync import SyncConfig, load_sync_config
@@ -39,9 +43,10 @@ from certfleet.registry import (
 )
 from certfleet.registry.mode import acme_clusters, previous_registry_secrets, registry_secret
 from certfleet.store import Store, open_store
-from certfleet.sync.layout import state_key
+from certfleet.sync.headseen import read_head
+from certfleet.sync.layout import BUNDLE_MAX_BYTES, SHARD_MAX_BYTES, state_key
 from certfleet.sync.sealing import SyncKeys
-from certfleet.sync.state import ClusterState, StateStore
+from certfleet.sync.state import StateStore
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -64,8 +69,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "restore",
         help="rebuild a cluster's deleted or rolled-back registry from the sync state",
         description="Write the order registry of --cluster again from the sync state (the "
-        "published orders and pending keys: order names and DNS names), when it is missing "
-        "or older than the revision the sync acted on. Approvals: those of the copy found, "
+        "published orders and pending keys: order names and DNS names; without a sync state, "
+        "the published head), when it is missing, older than the revision the sync acted "
+        "on, or made anew. Approvals: those of the copy found, "
         "else dns for *. names and http otherwise (as certfleet add). The next sync accepts "
         "it and issues nothing new for the orders it already publishes.",
     )
@@ -114,7 +120,7 @@ def run_restore(args: argparse.Namespace, ctx: Context) -> int:
             f"(clusters in ACME mode: {shown})"
         )
     store = open_store(config.store, endpoint=config.store_endpoint)
-    state = _sync_state(config, store, cluster)
+    known = _known(config, store, cluster, ctx)
     registry = OrderRegistry(
         store, registry_secret(config), clusters, previous=previous_registry_secrets(config)
     )
@@ -123,18 +129,18 @@ def run_restore(args: argparse.Namespace, ctx: Context) -> int:
     except RegistryError as err:
         ctx.note(f"{err}: it is replaced")
         found = None
-    lineage = state.registry_lineage
-    current = found is not None and found.revision >= max(1, state.registry_revision)
+    lineage = known.lineage
+    current = found is not None and found.revision >= max(1, known.revision)
     if found is not None and current and (not lineage or found.lineage == lineage):
         ctx.note(
             f"the order registry of cluster {cluster} is current (revision {found.revision}, "
-            f"the sync acted on {state.registry_revision}): nothing to restore"
+            f"the sync acted on {known.revision}): nothing to restore"
         )
         if args.json:
             ctx.say(json.dumps({"cluster": cluster, "revision": found.revision, "restored": 0}))
         return 0
-    orders = _rebuilt(cluster, state, () if found is None else found.orders)
-    written = registry.restore(cluster, orders, after=state.registry_revision, lineage=lineage)
+    orders = _rebuilt(cluster, known, () if found is None else found.orders)
+    written = registry.restore(cluster, orders, after=known.revision, lineage=lineage)
     if args.json:
         ctx.say(
             json.dumps(
@@ -154,30 +160,66 @@ def run_restore(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _sync_state(config: SyncConfig, store: Store, cluster: str) -> ClusterState:
-    """The sync's state of ``cluster`` (opened as the sync opens it); CliError without one."""
+@dataclass(frozen=True)
+class Known:
+    """What the sync knows of a cluster's orders: DNS names by order name, the names it
+    removed, and the registry revision and lineage it acted on last."""
+
+    names: Mapping[str, tuple[str, ...]]
+    removed: frozenset[str]
+    revision: int = 0
+    lineage: str = ""
+
+
+def _known(config: SyncConfig, store: Store, cluster: str, ctx: Context) -> Known:
+    """From the sync state (opened as the sync opens it); without one, from the published
+    head (each order's bundle names its DNS names); CliError without either."""
     policy = next(c for c in config.clusters if c.name == cluster)
     states = StateStore(store, cluster, SyncKeys.of(config, policy.secrets))
     state = states.load(now_ms=int(time.time() * 1000), accept_old=True)
-    if not states.found:
+    if states.found:
+        names = {name: record.dns_names for name, record in state.pending.items()}
+        names.update((name, record.dns_names) for name, record in state.orders.items())
+        return Known(names, frozenset(state.tombstones), state.registry_revision,
+                     state.registry_lineage)  # fmt: skip
+    seen = read_head(store, cluster, config.signing_key.public_key())
+    if seen.head is None or not seen.signed:
         raise CliError(
-            f"the sync state of cluster {cluster} ({state_key(cluster)}) is missing too: "
-            "there is nothing to rebuild the registry from; place the orders again "
-            f"(certfleet add --cluster {cluster} ...): the sync accepts the registry they make"
+            f"cluster {cluster} has no sync state ({state_key(cluster)}) and no head signed "
+            "by this sync: there is nothing to rebuild the registry from; place the orders "
+            f"again (certfleet add --cluster {cluster} ...)"
         )
-    return state
+    ctx.note(
+        f"the sync state of cluster {cluster} ({state_key(cluster)}) is missing too: the "
+        "orders are read from the published head; the next sync gives each a new key"
+    )
+    return _published(store, cluster, seen.head, policy.secrets)
 
 
-def _rebuilt(
-    cluster: str, state: ClusterState, copy: tuple[RegistryOrder, ...]
-) -> list[RegistryOrder]:
-    """The orders of ``cluster`` as the sync state knows them (see the module docstring)."""
+def _published(store: Store, cluster: str, head: Head, secrets: Sequence[ClusterSecret]) -> Known:
+    """Each order the head publishes, with the DNS names of its bundle, and its tombstones."""
+    names: dict[str, tuple[str, ...]] = {}
+    removed: set[str] = set()
+    for index, digest in enumerate(head.shard_hashes):
+        data = store.get(shard_key(cluster, digest.hex()), max_bytes=SHARD_MAX_BYTES).data
+        shard = open_shard(data, cluster=cluster, index=index, secrets=secrets)
+        removed.update(stone.order_name for stone in shard.tombstones)
+        for entry in shard.entries:
+            key = bundle_key(cluster, entry.bundle_hash.hex())
+            sealed = store.get(key, max_bytes=BUNDLE_MAX_BYTES).data
+            bundle = open_bundle(
+                sealed, cluster=cluster, order_name=entry.order_name, secrets=secrets
+            )
+            names[entry.order_name] = bundle.dns_names
+    return Known(names, frozenset(removed))
+
+
+def _rebuilt(cluster: str, known: Known, copy: tuple[RegistryOrder, ...]) -> list[RegistryOrder]:
+    """The orders of ``cluster`` as the sync knows them (see the module docstring)."""
     now = int(time.time())
     kept = {order.name: order for order in copy}
-    known: dict[str, tuple[str, ...]] = {n: r.dns_names for n, r in state.pending.items()}
-    known.update((name, record.dns_names) for name, record in state.orders.items())
     orders = []
-    for name, dns_names in sorted(known.items()):
+    for name, dns_names in sorted(known.names.items()):
         old = kept.get(name)
         approvals = {} if old is None else {i.value: i.approval for i in old.identifiers}
         identifiers = tuple(
@@ -187,6 +229,6 @@ def _rebuilt(
         created = now if old is None else old.created_at
         orders.append(RegistryOrder(name, cluster, identifiers, created, now))
     for name, order in sorted(kept.items()):
-        if name not in known and name not in state.tombstones:
+        if name not in known.names and name not in known.removed:
             orders.append(order)
     return orders

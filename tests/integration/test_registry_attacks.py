@@ -261,7 +261,7 @@ def test_a_registry_deleted_after_the_listing_is_an_error_of_the_order_never_not
         provider.close()  # type: ignore[attr-defined]
 
 
-def test_with_the_sync_state_deleted_too_the_published_head_stays(world: World) -> None:
+def test_with_the_sync_state_deleted_too_the_head_stays_and_restore_reads_it(world: World) -> None:
     _published(world)
     generation = world.sync().generations["web"]
     head = world.store.get(head_key("web"), max_bytes=1 << 20).data
@@ -273,12 +273,15 @@ def test_with_the_sync_state_deleted_too_the_published_head_stays(world: World) 
     assert "web" not in refused.generations
     assert world.store.get(head_key("web"), max_bytes=1 << 20).data == head  # not replaced
     assert list(world.store.list(state_key("web"))) == []  # nor a fresh state saved
-    code, _, err = world.cli("registry", "restore", "--cluster", "web")
-    assert code == 1
-    assert "v1/sync/state/web" in err and "place the orders again" in err
+    code, out, err = world.cli("registry", "restore", "--cluster", "web")
+    assert code == 0, err
+    assert "v1/sync/state/web" in err and "from the published head" in err
+    assert "with 2 orders" in out  # the names from the bundles the signed head publishes
+    orders = {o.name: o.dns_names for o in world.registry.list("web")}
+    assert orders == {"a": ("a.example", "www.a.example"), "b": ("*.b.example",)}
 
-    world.registry.create("web", _http("a.example", "www.a.example"), name="a")  # placed again
     accepted = world.sync()
     assert accepted.ok, accepted.errors
+    assert (accepted.tombstones, accepted.csrs_submitted) == (0, 2)  # afresh: new keys
+    assert sorted(world.state("web").orders) == ["a", "b"]
     assert accepted.generations["web"] > generation
-    assert sorted(world.state("web").orders) == ["a"]
