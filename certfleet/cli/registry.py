@@ -15,7 +15,7 @@ the sync signed (each published order's bundle names its DNS names). An approval
 from the copy found when that copy has the name in that order, else it is the default of
 ``certfleet add`` (``dns`` for a ``*.`` name, ``http`` otherwise); the orders of the copy
 found that the sync has not tombstoned are kept too. The revision written continues from
-the one the sync acted on, in the lineage it acted on, so the next run accepts it.
+the one the sync acted on, as the write after it, so the next run accepts it.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from certfleet.registry import (
     RegistryError,
     RegistryOrder,
     RegistryRead,
+    descends,
 )
 from certfleet.registry.mode import acme_clusters, previous_registry_secrets, registry_secret
 from certfleet.store import Store, open_store
@@ -129,9 +130,7 @@ def run_restore(args: argparse.Namespace, ctx: Context) -> int:
     except RegistryError as err:
         ctx.note(f"{err}: it is replaced")
         found = None
-    lineage = known.lineage
-    current = found is not None and found.revision >= max(1, known.revision)
-    if found is not None and current and (not lineage or found.lineage == lineage):
+    if found is not None and found.revision and descends(found, known.revision, known.write_id):
         ctx.note(
             f"the order registry of cluster {cluster} is current (revision {found.revision}, "
             f"the sync acted on {known.revision}): nothing to restore"
@@ -140,7 +139,7 @@ def run_restore(args: argparse.Namespace, ctx: Context) -> int:
             ctx.say(json.dumps({"cluster": cluster, "revision": found.revision, "restored": 0}))
         return 0
     orders = _rebuilt(cluster, known, () if found is None else found.orders)
-    written = registry.restore(cluster, orders, after=known.revision, lineage=lineage)
+    written = registry.restore(cluster, orders, after=known.revision, write_id=known.write_id)
     if args.json:
         ctx.say(
             json.dumps(
@@ -163,12 +162,13 @@ def run_restore(args: argparse.Namespace, ctx: Context) -> int:
 @dataclass(frozen=True)
 class Known:
     """What the sync knows of a cluster's orders: DNS names by order name, the names it
-    removed, and the registry revision and lineage it acted on last."""
+    removed, and the registry revision it acted on last with the id of the write that made
+    it."""
 
     names: Mapping[str, tuple[str, ...]]
     removed: frozenset[str]
     revision: int = 0
-    lineage: str = ""
+    write_id: str = ""
 
 
 def _known(config: SyncConfig, store: Store, cluster: str, ctx: Context) -> Known:
@@ -181,7 +181,7 @@ def _known(config: SyncConfig, store: Store, cluster: str, ctx: Context) -> Know
         names = {name: record.dns_names for name, record in state.pending.items()}
         names.update((name, record.dns_names) for name, record in state.orders.items())
         return Known(names, frozenset(state.tombstones), state.registry_revision,
-                     state.registry_lineage)  # fmt: skip
+                     state.registry_write_id)  # fmt: skip
     seen = read_head(store, cluster, config.signing_key.public_key())
     if seen.head is None or not seen.signed:
         raise CliError(

@@ -1,7 +1,8 @@
 """The order registry: in ACME mode, the orders live in the store, one object per cluster.
 
-``v1/sync/orders/<cluster>`` holds ``{"version": 1, "revision": N, "orders": [...]}``
-(orders sorted by name; ``revision`` raised by every write, absent from older objects),
+``v1/sync/orders/<cluster>`` holds ``{"version": 1, "revision": N, "history": [write
+ids], "orders": [...]}`` (orders sorted by name; ``revision`` raised by every write and
+``history`` the ids of the last writes, both absent from older objects),
 sealed (kind ``registry``, identity ``/orders``) with the sync-only registry secret
 (``SigningKey.sync_secret("registry")``; the order API's config carries just that
 secret as ``registry_secret``). Nodes cannot forge it: they do not hold that secret.
@@ -27,6 +28,7 @@ from certfleet.registry.registry import (
     OrderRegistry,
     RegistryOrder,
     RegistryRead,
+    descends,
     registry_key,
 )
 
@@ -44,5 +46,6 @@ __all__ = [
     "RegistryRead",
     "RegistryRolledBack",
     "UnknownCluster",
+    "descends",
     "registry_key",
 ]

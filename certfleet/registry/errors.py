@@ -47,15 +47,19 @@ class RegistryContended(RegistryError):
 
 
 class RegistryRolledBack(RegistryError):
-    """The registry went back below the revision the sync acted on: deleted (no object), an
-    older sealed copy written back by someone with write access to the store, or made anew
-    (another lineage) after a delete."""
+    """The registry went back from the revision the sync acted on: deleted (no object), an
+    older sealed copy written back by someone with write access to the store, or one that
+    does not descend from it (``forked``: such a copy written over since, or one made anew
+    after a delete)."""
 
-    def __init__(self, cluster: str, key: str, found: int, held: int, *, anew: bool) -> None:
+    def __init__(self, cluster: str, key: str, found: int, held: int, *, forked: bool) -> None:
         if found == 0:
             what = "is missing (deleted)"
-        elif anew:
-            what = f"was made anew (deleted, then written again: revision {found})"
+        elif forked:
+            what = (
+                f"at revision {found} does not descend from it (an old copy written over, or "
+                "one made anew after a delete)"
+            )
         else:
             what = f"is at revision {found} (an old copy)"
         super().__init__(
@@ -66,4 +70,4 @@ class RegistryRolledBack(RegistryError):
         self.cluster = cluster
         self.found = found
         self.held = held
-        self.anew = anew
+        self.forked = forked

@@ -15,14 +15,14 @@ an object that does not open under the registry secret, or that does not parse, 
 
 Each object carries a ``revision``, raised by one on every write (an object written before
 revisions existed counts as revision 1, and gets 2 at its next write; no object is
-revision 0), and a ``lineage``: random, given by the write that creates the object (or
-first rewrites one of the older form) and kept by every later write. A writer to the store
-cannot forge an object, but it can delete one or put back an older sealed copy: the sync
-therefore holds (``hold``) each cluster at the revision and lineage it acted on last, and a
-read of a held cluster that finds an older revision, no object, or another lineage (one
-made anew after a delete, whatever its revision) raises :class:`RegistryRolledBack` instead
-of answering with fewer orders. ``restore`` writes a lost registry again, in the lineage
-held, with a revision above the one held.
+revision 0), and a ``history``: the random ids of its last :data:`MAX_HISTORY` writes,
+oldest first. A writer to the store cannot forge an object, but it can delete one or put
+back an older sealed copy: the sync therefore holds (``hold``) each cluster at the revision
+it acted on last and that write's id, and a read of a held cluster that finds an older
+revision, no object, or one that does not descend from that write (an old copy written
+over since, or one made anew after a delete, whatever its revision: ``descends``) raises
+:class:`RegistryRolledBack` instead of answering with fewer orders. ``restore`` writes a
+lost registry again, as the write after the one held.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ IDENTITY = "/orders"
 VERSION = 1
 MAX_REGISTRY_BYTES = 32 * 1024 * 1024
 MAX_ATTEMPTS = 10
+MAX_HISTORY = 256  # write ids kept: about 5 KB
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 _T = TypeVar("_T")
@@ -93,11 +94,29 @@ class RegistryOrder:
 @dataclass(frozen=True)
 class RegistryRead:
     """A cluster's registry as read: its orders (sorted by name), revision (0: no object)
-    and lineage ("": no object, or one written before lineages)."""
+    and the ids of its last writes, oldest first (none: no object, or one written before
+    write ids)."""
 
     orders: tuple[RegistryOrder, ...]
     revision: int
-    lineage: str = ""
+    history: tuple[str, ...] = ()
+
+    @property
+    def write_id(self) -> str:
+        """The id of the write that made this revision ("" when unknown)."""
+        return self.history[-1] if self.history else ""
+
+
+def descends(found: RegistryRead, revision: int, write_id: str) -> bool:
+    """True when ``found`` is the registry at ``revision`` made by ``write_id``, or a later
+    one written over it; an unknown ``write_id`` (""), or one further back than the history
+    kept, is taken on trust."""
+    if found.revision < revision:
+        return False
+    back = found.revision - revision
+    if not write_id or back >= len(found.history):
+        return True
+    return found.history[-1 - back] == write_id
 
 
 class OrderRegistry:
@@ -122,7 +141,7 @@ class OrderRegistry:
         self._clusters = tuple(validate_cluster_name(c) for c in clusters)
         self._clock = clock
         self._sleep = sleep
-        self._held: dict[str, tuple[int, str]] = {}
+        self._held: dict[str, tuple[int, str]] = {}  # revision, write id
 
     def __repr__(self) -> str:
         return f"OrderRegistry(store={self._store.url!r}, clusters={self._clusters!r})"
@@ -139,17 +158,17 @@ class OrderRegistry:
         """``cluster``'s orders and revision (0 and no orders when it has no object)."""
         return self._read(self._known(cluster))
 
-    def hold(self, cluster: str, revision: int, lineage: str = "") -> None:
+    def hold(self, cluster: str, revision: int, write_id: str = "") -> None:
         """From now on, refuse (:class:`RegistryRolledBack`) a read of ``cluster``'s registry
-        that finds a revision below ``revision`` or below any read since, no object once a
-        revision above 0 is held, or a lineage other than ``lineage`` (when it is not ""):
+        that does not descend from the write ``write_id`` at ``revision`` or from the last
+        one read since (``descends``), or that is missing once a revision above 0 is held:
         what the sync acted on cannot silently go back."""
         cluster = self._known(cluster)
-        self._held[cluster] = (revision, lineage)
+        self._held[cluster] = (revision, write_id)
 
     def revision(self, cluster: str) -> tuple[int, str]:
-        """The revision and lineage of ``cluster``'s registry held, or read since ``hold``
-        ((0, "") when it is not held)."""
+        """The revision and write id of ``cluster``'s registry held, or last read since
+        ``hold`` ((0, "") when it is not held)."""
         return self._held.get(cluster, (0, ""))
 
     def get(self, name: str) -> RegistryOrder:
@@ -222,19 +241,19 @@ class OrderRegistry:
             if sealed.sealing == CURRENT:  # also when there is none
                 return len(found.orders)
             try:
-                sealed.save(_encode(found.orders, found.revision + 1, _lineage(found)))
+                sealed.save(_encode(found.orders, found.revision + 1, _next(found.history)))
             except PreconditionFailed:
                 continue
             return len(found.orders)
         raise RegistryContended(cluster, MAX_ATTEMPTS)
 
     def restore(
-        self, cluster: str, orders: Sequence[RegistryOrder], *, after: int, lineage: str
+        self, cluster: str, orders: Sequence[RegistryOrder], *, after: int, write_id: str
     ) -> RegistryRead:
         """Write ``orders`` as ``cluster``'s registry, whatever it holds now (nothing, an
-        older copy, one made anew), in ``lineage`` (the one the sync acted on last; "": a
-        new one) with a revision above both ``after`` (the one the sync acted on last) and
-        the stored one; conditional on what was read (:class:`RegistryContended`)."""
+        older copy, one made anew), as the write after ``write_id`` at revision ``after``
+        (what the sync acted on last; 0 and "": nothing known); conditional on what was
+        read (:class:`RegistryContended`)."""
         cluster = self._known(cluster)
         checked = sorted(
             (
@@ -255,20 +274,20 @@ class OrderRegistry:
         sealed = self._object(cluster)
         for _ in range(MAX_ATTEMPTS):
             try:
-                stored: int | None = self._load(cluster, sealed).revision
+                self._load(cluster, sealed)  # its ETag: the write below is conditional on it
+                readable = True
             except RegistryError:
-                stored = None  # forged, foreign or garbage: replaced all the same
-            revision = max(after, stored or 0) + 1
-            lineage = lineage or new_lineage()
-            plain = _encode(checked, revision, lineage)
+                readable = False  # forged, foreign or garbage: replaced all the same
+            history = _next((write_id,) if write_id else ())
+            plain = _encode(checked, after + 1, history)
             try:
-                if stored is None:
+                if not readable:
                     sealed.overwrite(plain)  # no writer could have read and changed it
                 else:
                     sealed.save(plain)
             except PreconditionFailed:
                 continue
-            return RegistryRead(tuple(checked), revision, lineage)
+            return RegistryRead(tuple(checked), after + 1, history)
         raise RegistryContended(cluster, MAX_ATTEMPTS)
 
     # -- inside -------------------------------------------------------------------------
@@ -293,7 +312,7 @@ class OrderRegistry:
             if new is None:
                 return result
             try:
-                sealed.save(_encode(new, found.revision + 1, _lineage(found)))
+                sealed.save(_encode(new, found.revision + 1, _next(found.history)))
             except PreconditionFailed:
                 self._sleep(random.uniform(0, 0.02 * (attempt + 1)))  # noqa: S311 - jitter
                 continue
@@ -317,13 +336,13 @@ class OrderRegistry:
         held = self._held.get(cluster)
         if held is None:
             return found
-        revision, lineage = held
-        anew = bool(lineage) and found.revision > 0 and found.lineage != lineage
-        if found.revision < revision or anew:
+        revision, write_id = held
+        if not descends(found, revision, write_id):
+            forked = found.revision >= revision
             raise RegistryRolledBack(
-                cluster, registry_key(cluster), found.revision, revision, anew=anew
+                cluster, registry_key(cluster), found.revision, revision, forked=forked
             )
-        self._held[cluster] = (found.revision, found.lineage or lineage)
+        self._held[cluster] = (found.revision, found.write_id or write_id)
         return found
 
     def _load(self, cluster: str, sealed: SealedObject) -> RegistryRead:
@@ -368,21 +387,16 @@ def _identifiers(identifiers: Sequence[Identifier]) -> tuple[Identifier, ...]:
     return tuple(found)
 
 
-def new_lineage() -> str:
-    """A new registry lineage: 16 random hex digits."""
-    return secrets.token_hex(8)
+def _next(history: tuple[str, ...]) -> tuple[str, ...]:
+    """``history`` with the id of a new write (16 random hex digits), the last ones kept."""
+    return (*history, secrets.token_hex(8))[-MAX_HISTORY:]
 
 
-def _lineage(found: RegistryRead) -> str:
-    """The lineage a write of ``found`` keeps (a new one for a new or older-form object)."""
-    return found.lineage or new_lineage()
-
-
-def _encode(orders: Sequence[RegistryOrder], revision: int, lineage: str) -> bytes:
+def _encode(orders: Sequence[RegistryOrder], revision: int, history: tuple[str, ...]) -> bytes:
     document = {
         "version": VERSION,
         "revision": revision,
-        "lineage": lineage,
+        "history": list(history),
         "orders": [o.to_json() for o in orders],
     }
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
@@ -395,9 +409,14 @@ def _decode(plain: bytes, cluster: str) -> RegistryRead:
     revision = document.get("revision", 1)  # written before revisions: the first
     if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
         raise TypeError("revision is not a positive integer")
-    lineage = document.get("lineage", "")
-    if not isinstance(lineage, str) or len(lineage) > 64 or set(lineage) - _HEX_DIGITS:
-        raise TypeError("lineage is not a short hex string")
+    history = document.get("history", [])
+    if not isinstance(history, list) or len(history) > MAX_HISTORY:
+        raise TypeError(f"history is not a list of at most {MAX_HISTORY} write ids")
+    for write_id in history:
+        if not isinstance(write_id, str) or not 0 < len(write_id) <= 64:
+            raise TypeError("a write id is not a short hex string")
+        if set(write_id) - _HEX_DIGITS:
+            raise TypeError("a write id is not a short hex string")
     raw_orders = document["orders"]
     if not isinstance(raw_orders, list):
         raise TypeError("orders is not a list")
@@ -425,7 +444,7 @@ def _decode(plain: bytes, cluster: str) -> RegistryRead:
     names = [o.name for o in orders]
     if len(set(names)) != len(names):
         raise ValueError("an order name appears twice")
-    return RegistryRead(tuple(sorted(orders, key=lambda o: o.name)), revision, lineage)
+    return RegistryRead(tuple(sorted(orders, key=lambda o: o.name)), revision, tuple(history))
 
 
 def _short(err: Exception) -> str:

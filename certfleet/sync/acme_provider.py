@@ -4,7 +4,8 @@ It adapts ``certfleet.acme`` to the engine's ``Provider`` seam, for one cluster:
 
 - ``list_orders`` / ``get_order`` read the order registry in the store (no CA request:
   a sync with nothing to issue or renew talks to no CA), held by ``expect_revision`` to
-  the revision the sync acted on last: a registry deleted, older, or made anew, is a
+  the revision the sync acted on last: a registry deleted, older, or not descending from
+  it, is a
   ``ProviderError`` (the cluster's listing fails, nothing is removed), never "no order";
 - ``submit_csr`` creates an ACME order for the CSR's names (its URL saved in the ACME
   state before anything else), with ``replaces`` naming the current certificate when the
@@ -88,7 +89,7 @@ class OrderSource(Protocol):
 
     def get(self, name: str) -> RegisteredOrder: ...
 
-    def hold(self, cluster: str, revision: int, lineage: str = "") -> None: ...
+    def hold(self, cluster: str, revision: int, write_id: str = "") -> None: ...
 
     def revision(self, cluster: str) -> tuple[int, str]: ...
 
@@ -137,9 +138,9 @@ class AcmeProvider(Provider):
         return ProviderOrder(order.name, order.cluster, tuple(approvals))
 
     def expect_revision(self, cluster: str, revision: SourceRevision) -> None:
-        """Every later read of the registry refuses one older than ``revision``, gone, or of
-        another lineage."""
-        self._registry.hold(cluster, revision.number, revision.lineage)
+        """Every later read of the registry refuses one older than ``revision``, gone, or
+        not descending from it."""
+        self._registry.hold(cluster, revision.number, revision.write_id)
 
     def seen_revision(self, cluster: str) -> SourceRevision:
         return SourceRevision(*self._registry.revision(cluster))

@@ -172,7 +172,7 @@ class ClusterRun:
         provider = self.open_provider()
         # where the order source must stand at least: as the state remembers it, or, with
         # the state lost, at revision 1 (an ACME registry existed: a missing one is refused)
-        floor = SourceRevision(state.registry_revision, state.registry_lineage)
+        floor = SourceRevision(state.registry_revision, state.registry_write_id)
         provider.expect_revision(self.cluster, SourceRevision(1) if lost else floor)
         try:
             tally.count(provider_calls=1)
@@ -255,10 +255,8 @@ class ClusterRun:
         """Record where the order source stood at its last read (the next run holds it to
         that); a provider refuses a source that went back, so this never goes down."""
         seen = provider.seen_revision(self.cluster)
-        if seen.number > state.registry_revision:
-            state.registry_revision = seen.number
-        if seen.lineage:
-            state.registry_lineage = seen.lineage
+        if seen.number and seen.number >= state.registry_revision:
+            state.registry_revision, state.registry_write_id = seen.number, seen.write_id
 
     def _forget_removed(self, listing: Sequence[ProviderOrder], provider: Provider) -> None:
         """Let the provider drop what it keeps of removed orders (the ACME state's records),

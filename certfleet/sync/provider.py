@@ -28,7 +28,7 @@ Contract of a ``Provider``:
   ``SourceRevision`` of the cluster's order source (the ACME order registry) this sync
   acted on last (number 0: none); from then on the provider refuses with
   ``ProviderError``, never with fewer orders or ``ProviderNotFound``, a source that went
-  back (deleted, an older copy, or one made anew: another lineage);
+  back (deleted, an older copy, or one that does not descend from it);
   ``seen_revision(cluster)`` is where the source stood at the last read of this run, which
   the engine remembers in the sync state. A provider without revisions answers number 0.
 
@@ -82,10 +82,10 @@ class ProviderOrder:
 @dataclass(frozen=True)
 class SourceRevision:
     """Where a cluster's order source stands: its revision number, raised by every write
-    (0: none seen), and its lineage, kept by every write since it was made ("": none)."""
+    (0: none seen), and the id of the write that made it ("": unknown)."""
 
     number: int = 0
-    lineage: str = ""
+    write_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ every node holds. It records:
   time they stopped being referenced, when the store was last swept for orphans, and
   when the fleet's acks were last checked (``last_fleet_check``, ``fleetcheck``; absent
   from states written before it existed: 0);
-- ``registry_revision`` and ``registry_lineage``: the revision and lineage of the cluster's
-  order registry (ACME mode) this sync has acted on last, so that a deleted registry, an
-  older copy written back, or one made anew is refused rather than read as removals
-  (present only when set).
+- ``registry_revision`` and ``registry_write_id``: the revision of the cluster's order
+  registry (ACME mode) this sync has acted on last and the id of the write that made it, so
+  that a deleted registry, an older copy written back, or one that does not descend from
+  that write is refused rather than read as removals (present only when set).
 
 Written only with ``put_if_absent`` / ``put_if_match``; saving state that did not change
 writes nothing. A state that the sync secret does not open is refused (``StateError``: that
@@ -125,7 +125,7 @@ class ClusterState:
     last_sweep: int = 0
     last_fleet_check: int = 0
     registry_revision: int = 0
-    registry_lineage: str = ""
+    registry_write_id: str = ""
 
     @classmethod
     def new(cls) -> ClusterState:
@@ -164,8 +164,8 @@ class ClusterState:
         }
         if self.registry_revision:  # absent at 0: a state without a registry encodes as before
             document["registry_revision"] = self.registry_revision
-        if self.registry_lineage:
-            document["registry_lineage"] = self.registry_lineage
+        if self.registry_write_id:
+            document["registry_write_id"] = self.registry_write_id
         # "orders" sorts between the keys before it and those after it; neither side is empty
         before = _dumps({k: v for k, v in document.items() if k < "orders"})
         after = _dumps({k: v for k, v in document.items() if k > "orders"})
@@ -207,7 +207,7 @@ class ClusterState:
             last_sweep=int(doc["last_sweep"]),
             last_fleet_check=int(doc.get("last_fleet_check", 0)),
             registry_revision=int(doc.get("registry_revision", 0)),
-            registry_lineage=str(doc.get("registry_lineage", "")),
+            registry_write_id=str(doc.get("registry_write_id", "")),
         )
 
 

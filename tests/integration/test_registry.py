@@ -204,19 +204,21 @@ def test_every_write_raises_the_revision_and_a_held_registry_cannot_go_back(
     orders.delete("c.example")
     assert orders.read("web").revision == 4
 
-    lineage = orders.read("web").lineage
-    assert len(lineage) == 16 and lineage == registry(store).read("web").lineage  # kept
+    history = orders.read("web").history
+    assert len(history) == 4 and len(set(history)) == 4 and len(history[-1]) == 16
+    acted = history[-1]
     sync = registry(store)
-    sync.hold("web", 4, lineage)
+    sync.hold("web", 4, acted)
     assert [o.name for o in sync.list("web")] == ["example.com"]
-    assert sync.revision("web") == (4, lineage)
+    assert sync.revision("web") == (4, acted)
     orders.create("web", [Identifier("d.example", "http")])
     sync.list("web")
-    assert sync.revision("web") == (5, lineage)  # held at the last read since
+    assert sync.revision("web") == (5, orders.read("web").write_id)  # the last read since
+    sync.hold("web", 4, acted)
     store.put("v1/sync/orders/web", copy)  # an older copy, written back
     with pytest.raises(RegistryRolledBack, match=r"revision 2 \(an old copy\)") as old:
         sync.list("web")
-    assert (old.value.found, old.value.held) == (2, 5)
+    assert (old.value.found, old.value.held) == (2, 4)
     assert "v1/sync/orders/web" in str(old.value) and "registry restore" in str(old.value)
     store.delete("v1/sync/orders/web")
     with pytest.raises(RegistryRolledBack, match="missing"):
@@ -225,15 +227,22 @@ def test_every_write_raises_the_revision_and_a_held_registry_cannot_go_back(
     for index in range(6):  # made anew by the order API, up to a higher revision
         orders.create("web", [Identifier(f"n{index}.example", "http")])
     assert orders.read("web").revision == 6
-    with pytest.raises(RegistryRolledBack, match="made anew") as anew:
+    with pytest.raises(RegistryRolledBack, match="does not descend") as anew:
         sync.list("web")
-    assert anew.value.anew
+    assert anew.value.forked
+    store.put("v1/sync/orders/web", copy)  # the old copy again, written over up to 6
+    for index in range(4):
+        orders.create("web", [Identifier(f"f{index}.example", "http")])
+    assert orders.read("web").revision == 6
+    with pytest.raises(RegistryRolledBack, match="does not descend"):
+        sync.list("web")
 
-    restored = sync.restore("web", [orders_of(HTTP)], after=5, lineage=lineage)
-    assert (restored.revision, restored.lineage) == (7, lineage)
+    restored = sync.restore("web", [orders_of(HTTP)], after=4, write_id=acted)
+    assert (restored.revision, restored.history[0]) == (5, acted)
     assert [o.name for o in sync.list("web")] == ["example.com"]
     store.put("v1/sync/orders/web", b"garbage a node wrote")
-    assert sync.restore("web", [orders_of(WWW)], after=7, lineage=lineage).revision == 8
+    written = sync.restore("web", [orders_of(WWW)], after=5, write_id=restored.write_id)
+    assert written.revision == 6
     assert sync.get("www.example.com").dns_names == ("www.example.com",)
 
 
@@ -245,9 +254,9 @@ def test_a_registry_without_revision_reads_as_the_first_and_gets_one_at_its_next
         "v1/sync/orders/web", seal("registry", "web", "/orders", json.dumps(old).encode(), [SECRET])
     )
     orders = registry(store)
-    assert (orders.read("web").revision, orders.read("web").lineage) == (1, "")
+    assert (orders.read("web").revision, orders.read("web").history) == (1, ())
     orders.create("web", [HTTP])
-    assert orders.read("web").revision == 2 and orders.read("web").lineage  # given one
+    assert orders.read("web").revision == 2 and len(orders.read("web").history) == 1
     sealed = {"version": 1, "revision": 0, "orders": []}
     store.put(
         "v1/sync/orders/web",

@@ -183,7 +183,7 @@ def test_a_registry_made_anew_after_a_delete_is_refused_and_restore_merges_it(
     code, out, err = world.cli("registry", "restore", "--cluster", "web", "--json")
     assert code == 0, err
     assert json.loads(out)["orders"] == ["a", "b", "p", "q", "r"]
-    assert world.registry.read("web").lineage == world.state("web").registry_lineage
+    assert world.registry.read("web").history[0] == world.state("web").registry_write_id
     after = world.sync()
     assert after.ok, after.errors
     assert (after.tombstones, after.certificates_published) == (0, 3)  # only p, q and r
@@ -205,15 +205,21 @@ def test_a_replayed_older_copy_is_refused_and_restore_keeps_the_newer_orders(
     assert "revision 2 (an old copy)" in refused.errors["cluster:web"]
     assert refused.tombstones == 0
     assert sorted(world.state("web").orders) == ["a", "b", "c"]
+    world.registry.create("web", _http("e.example"), name="e")  # the API writes over it,
+    world.registry.create("web", _http("f.example"), name="f")  # past the revision acted on
+    assert world.registry.read("web").revision == 4 > world.state("web").registry_revision
+    still = world.sync()
+    assert "does not descend" in still.errors["cluster:web"] and still.tombstones == 0
 
     code, out, _ = world.cli("registry", "restore", "--cluster", "web", "--json")
     assert code == 0
     restored = json.loads(out)
-    # c from the sync state; d was never synced, so nothing knows it: placed again by hand
-    assert restored["orders"] == ["a", "b", "c"] and restored["revision"] == 4
+    # c from the sync state, e and f from the copy found; d was never synced, so nothing
+    # knows it: placed again by hand
+    assert restored["orders"] == ["a", "b", "c", "e", "f"] and restored["revision"] == 4
     after = world.sync()
     assert after.ok, after.errors
-    assert (after.tombstones, after.csrs_submitted) == (0, 0)
+    assert (after.tombstones, after.csrs_submitted) == (0, 2)  # e and f only
 
 
 def test_a_registry_without_revision_is_read_and_upgraded_at_its_next_write(
@@ -248,10 +254,10 @@ def test_a_registry_deleted_after_the_listing_is_an_error_of_the_order_never_not
     world.registry.create("web", _http("a.example"), name="a")
     provider = acme_wiring.open_acme_provider(world.config, "web", world.store)
     try:
-        lineage = world.registry.read("web").lineage
-        provider.expect_revision("web", SourceRevision(1, lineage))
+        write_id = world.registry.read("web").write_id
+        provider.expect_revision("web", SourceRevision(1, write_id))
         assert [o.name for o in provider.list_orders("web")] == ["a"]
-        assert provider.seen_revision("web") == SourceRevision(1, lineage)
+        assert provider.seen_revision("web") == SourceRevision(1, write_id)
         world.store.delete(registry_key("web"))
         with pytest.raises(ProviderError) as caught:
             provider.get_order("a")

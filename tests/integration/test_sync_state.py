@@ -255,18 +255,18 @@ def test_a_fresh_state_decodes_what_it_encodes() -> None:
     assert "redacted" in repr(keys) and keys.current.export() not in repr(keys)
 
 
-def test_the_registry_revision_and_lineage_are_encoded_only_when_there_is_one() -> None:
+def test_the_registry_revision_and_write_id_are_encoded_only_when_there_is_one() -> None:
     state = ClusterState.new()
     before = state.encode()
     assert b"registry_revision" not in before  # a state without a registry: bytes as before
-    state.registry_revision, state.registry_lineage = 7, "0123456789abcdef"
+    state.registry_revision, state.registry_write_id = 7, "0123456789abcdef"
     encoded = state.encode()
     assert b'"registry_revision":7' in encoded and encoded == b"".join(state.encode_parts())
     assert json.loads(encoded) == dict(
-        json.loads(before), registry_revision=7, registry_lineage="0123456789abcdef"
+        json.loads(before), registry_revision=7, registry_write_id="0123456789abcdef"
     )
     decoded = ClusterState.decode(encoded)
-    assert (decoded.registry_revision, decoded.registry_lineage) == (7, "0123456789abcdef")
+    assert (decoded.registry_revision, decoded.registry_write_id) == (7, "0123456789abcdef")
     assert (ClusterState.decode(before).registry_revision, decoded.encode()) == (0, encoded)
 
 

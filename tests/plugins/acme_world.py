@@ -59,7 +59,7 @@ class MemoryRegistry:
             raise NotFound(name)
         return self.orders[name]
 
-    def hold(self, cluster: str, revision: int, lineage: str = "") -> None:
+    def hold(self, cluster: str, revision: int, write_id: str = "") -> None:
         """No revisions in memory: nothing can go back."""
 
     def revision(self, cluster: str) -> tuple[int, str]:
