@@ -20,10 +20,13 @@ from certfleet.registry import (
     RegistryError,
     RegistryNotFound,
     RegistryOrder,
+    RegistryRead,
     RegistryRolledBack,
     UnknownCluster,
+    descends,
     registry_key,
 )
+from certfleet.registry.registry import MAX_HISTORY
 from certfleet.store import Store, open_store
 from tests.plugins.seaweedfs import SeaweedFS
 
@@ -268,3 +271,12 @@ def test_a_registry_without_revision_reads_as_the_first_and_gets_one_at_its_next
 
 def orders_of(ident: Identifier) -> RegistryOrder:
     return RegistryOrder(ident.value, "web", (ident,), 1, 1)
+
+
+def test_descends_checks_the_write_acted_on_as_far_back_as_the_history_reaches() -> None:
+    found = RegistryRead((), 7, ("a1", "b2", "c3"))  # the writes of revisions 5, 6 and 7
+    assert descends(found, 7, "c3") and descends(found, 5, "a1")
+    assert not descends(found, 6, "a1") and not descends(found, 8, "c3")  # fork; older
+    assert descends(found, 4, "ff") and descends(found, 6, "")  # beyond the history; unknown
+    assert not descends(RegistryRead((), 0), 1, "")  # missing after one was seen
+    assert MAX_HISTORY == 256
