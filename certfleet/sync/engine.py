@@ -15,9 +15,11 @@ The order of writes is what makes a crash at any instant safe:
    before the state is saved (``fleetcheck``); just before it, a provider that keeps
    records of its own (the ACME state) drops those of removed orders (``forget_removed``).
    The state also remembers the order source's revision the run acted on (the ACME
-   registry's), and the next run hands it to the provider before listing: a registry
-   deleted, put back to an older copy or made anew is then a listing failure, not a list
-   of removals (with no state at all but a head this sync signed, revision 1 at least).
+   registry's, with the id of the write that made it), and the next run hands it to the
+   provider before listing: a registry deleted, put back to an older copy, or not
+   descending from that write is then a listing failure, not a list of removals (with no
+   state at all but a head this sync signed, revision 1 at least, and such a run with a
+   failed listing writes neither head nor state).
 
 The state is sealed with the sync-only secret (``certfleet.sync.sealing``); one sealed the
 old way is vouched for and rewritten first (``certfleet.sync.migration``). A failure of any
