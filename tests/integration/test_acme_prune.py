@@ -152,11 +152,7 @@ def test_a_removed_order_loses_its_record_and_the_others_keep_theirs(
 def test_an_order_removed_while_its_acme_order_is_pending_leaves_nothing_behind(
     pebble: Pebble, tmp_path: Path
 ) -> None:
-    key, nginx = start_http01(pebble, require_binary("nginx"), tmp_path / "n")
-    try:
-        text = sync_config_text(tmp_path / "store", pebble, key)
-        config = parse_sync_config(text, "s.hcl")
-        store = open_store(config.store)
+    with _http01_world(pebble, tmp_path) as (config, store, _):
         registry = MemoryRegistry(
             Order("kept.example.test", "web", (Ident("kept.example.test"),)),
             Order("gone.example.test", "web", (Ident("*.gone.example.test", "dns"),)),
@@ -192,8 +188,6 @@ def test_an_order_removed_while_its_acme_order_is_pending_leaves_nothing_behind(
         eyes = _account_client(config, pending.account_url)
         gone_authz = _authz_statuses(eyes, pending.orders["gone.example.test"].url)
         assert set(gone_authz.values()) <= {"deactivated", "invalid"}, gone_authz
-    finally:
-        nginx.stop()
 
 
 def _cut_short_run(config: Any, store: Store, registry: MemoryRegistry) -> AcmeState:
